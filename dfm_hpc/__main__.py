@@ -1,0 +1,67 @@
+"""`python -m dfm_hpc`: a subcommand (status, logs, cancel, rerun, list), else the Hydra app."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import List, Optional
+
+SUBCOMMANDS = ("status", "logs", "cancel", "rerun", "list")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m dfm_hpc", description="Runs made by dfm_hpc.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("status", help="job states, time and cost per stage (no RUN: recent runs)")
+    s.add_argument("run", nargs="?")
+    s.add_argument("--runs-root", default="runs")
+    s = sub.add_parser("logs", help="show or follow a rank's log")
+    s.add_argument("run")
+    s.add_argument("--stage")
+    s.add_argument("--rank", type=int, default=0)
+    s.add_argument("--follow", "-f", action="store_true")
+    s.add_argument("--lines", "-n", type=int, default=40)
+    s = sub.add_parser("cancel", help="cancel every job of a run (or sweep)")
+    s.add_argument("run")
+    s = sub.add_parser("rerun", help="run a snapshotted config again in a new run dir")
+    s.add_argument("run")
+    s.add_argument("overrides", nargs="*", help="key=value changes")
+    s.add_argument("--fresh", action="store_true", help="also redo the stages that finished")
+    s = sub.add_parser("list", help="experiments and recent runs")
+    s.add_argument("--runs-root", default="runs")
+    return p
+
+
+def _default_cluster(argv: List[str]) -> List[str]:
+    """No cluster=...: take $DFM_CLUSTER, or lumi on LUMI, else the config's default (local)."""
+    if any(a.split("=")[0].lstrip("+") == "cluster" for a in argv):
+        return argv
+    from dfm_hpc import lumi
+
+    chosen = os.environ.get("DFM_CLUSTER") or ("lumi" if lumi.on_lumi() else None)
+    return [*argv, f"cluster={chosen}"] if chosen else argv
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in SUBCOMMANDS:
+        args = _parser().parse_args(argv)
+        from dfm_hpc import cli, status
+
+        if args.cmd == "status":
+            return status.status(args.run, args.runs_root)
+        if args.cmd == "logs":
+            return status.logs(args.run, args.stage, args.rank, args.follow, args.lines)
+        if args.cmd == "cancel":
+            return status.cancel(args.run)
+        if args.cmd == "rerun":
+            return cli.rerun(args.run, args.overrides, args.fresh)
+        return status.list_all(args.runs_root)
+    from dfm_hpc import cli
+
+    return cli.hydra_main(_default_cluster(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,349 @@
+"""Login node: compose (Hydra) -> validate -> plan -> snapshot -> submit -> return.
+
+Hydra composes each point (one, or one per sweep point with -m) and hands it to `_collect`; only
+when every point has been composed and validated is anything written or queued. Nothing here
+imports torch & co.: the heavy work happens in dfm_hpc.rank on the compute nodes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from omegaconf import OmegaConf
+
+from dfm_hpc import rundir, schema, validate
+from dfm_hpc.plan import StageJob, billing, gpu_hours, plan
+
+EXIT_INVALID = 2
+
+
+@dataclass
+class Point:
+    config: dict  # resolved
+    overrides: List[str]  # what the command line set for this point
+    reuse: Dict[str, Path] = field(default_factory=dict)  # stage -> finished stage dir of an earlier run
+    rerun_of: Optional[Path] = None
+
+
+_points: List[Point] = []
+_compose_problems: List[str] = []
+_multirun = False
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def report_problems(problems: List[str]) -> int:
+    con = _console(stderr=True)
+    n = len(problems)
+    con.print(f"[bold red]dfm_hpc: {n} problem{'s' * (n != 1)} in the config[/]; nothing was created or submitted:")
+    for i, p in enumerate(problems, 1):
+        con.print(f"  {i}. {p}", markup=False)
+    return EXIT_INVALID
+
+
+def typed(config: dict):
+    """A resolved config dict, typed and checked by the schema again (struct mode)."""
+    cfg = OmegaConf.merge(OmegaConf.structured(schema.Config), config)
+    OmegaConf.set_struct(cfg, True)
+    return cfg
+
+
+# ---------------------------------------------------------------- Hydra entry
+
+def _collect(cfg) -> None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    global _multirun
+    hc = HydraConfig.get()
+    _multirun = hc.mode == RunMode.MULTIRUN
+    overrides = list(hc.overrides.task)
+    try:
+        _points.append(Point(OmegaConf.to_container(cfg, resolve=True), overrides))
+    except Exception as e:  # e.g. an interpolation that cannot resolve
+        prefix = f"[{' '.join(overrides)}] " if _multirun else ""
+        _compose_problems.append(prefix + validate.explain_hydra_error(e))
+
+
+def _split_overrides(argv: List[str]) -> List[str]:
+    """The key=value arguments among Hydra's own flags."""
+    takes_value = {"--cfg", "-c", "--package", "-p", "--config-name", "-cn", "--config-path", "-cp",
+                   "--config-dir", "-cd", "--experimental-rerun"}
+    info_topics = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
+    out, skip, prev = [], False, ""
+    for a in argv:
+        if skip:
+            skip = False
+        elif prev in ("--info", "-i") and a in info_topics:
+            pass
+        elif a in takes_value:
+            skip = True
+        elif not a.startswith("-"):
+            out.append(a)
+        prev = a
+    return out
+
+
+def hydra_main(argv: List[str]) -> int:
+    import hydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    schema.register()
+    problems = validate.check_overrides(_split_overrides(argv))
+    if problems:
+        return report_problems(problems)
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # let composition errors reach us (exit 2, not Hydra's 1)
+    app = hydra.main(config_path=str(validate.CONF_DIR), config_name="config", version_base="1.3")(_collect)
+    saved, sys.argv = sys.argv, ["dfm_hpc", *argv]
+    _points.clear()
+    _compose_problems.clear()
+    try:
+        app()
+    except (HydraException, OmegaConfBaseException, ValueError) as e:
+        return report_problems([validate.explain_hydra_error(e)])
+    finally:
+        sys.argv = saved
+    if _compose_problems:
+        return report_problems(list(_compose_problems))
+    if not _points:  # --cfg, --help, --info: Hydra printed what was asked
+        return 0
+    return launch(list(_points), ["python", "-m", "dfm_hpc", *argv], sweep=_multirun)
+
+
+# ---------------------------------------------------------------- launch
+
+def _print_plan(cfg, jobs: List[StageJob], n_points: int, reuse: Dict[str, Path]) -> None:
+    from rich.table import Table
+
+    con = _console()
+    title = f"{cfg.name}: {len(jobs)} stage{'s' * (len(jobs) != 1)} on cluster={cfg.cluster.name}"
+    if n_points > 1:
+        title += f", x {n_points} sweep points"
+    t = Table(title=title, title_justify="left")
+    # GCD-h: GPU devices x hours as Slurm counts them; LUMI bills an MI250X (2 GCDs) hour as 1 unit
+    for col in ("stage", "nodes x ranks", "partition", "walltime", "after", "max GCD-h", "max billing units"):
+        t.add_column(col, justify="right" if col.startswith("max") else "left")
+    tot_gpu, tot_bill = 0.0, 0.0
+    for j in jobs:
+        if j.stage in reuse:
+            t.add_row(j.stage, "reused from", str(reuse[j.stage].parent.parent), "", "", "", "")
+            continue
+        g, b = gpu_hours(j), billing(j, cfg.cluster)
+        tot_gpu, tot_bill = tot_gpu + g, tot_bill + (b or 0)
+        t.add_row(j.stage, f"{j.nodes} x {j.tasks_per_node}", j.partition or "-",
+                  f"{j.minutes // 60}:{j.minutes % 60:02d}", j.after or "-", f"{g:,.1f}",
+                  "-" if b is None else f"{b:,.1f}")
+    con.print(t)
+    if cfg.cluster.scheduler == "slurm":
+        bill = f", {tot_bill * n_points:,.1f} LUMI billing units" if cfg.cluster.system == "lumi" else ""
+        con.print(f"cost at most (full walltime): {tot_gpu * n_points:,.1f} GPU(GCD)-hours{bill}")
+
+
+def _make_dirs(cfgs, points: List[Point], sweep: bool, argv: List[str]) -> List[Path]:
+    top = rundir.new_run_dir(Path(cfgs[0].runs_root).resolve() / cfgs[0].name)
+    dirs = [top / str(i) for i in range(len(points))] if sweep else [top]
+    git, packages = rundir.git_state(), rundir.installed_packages()
+    for d, p in zip(dirs, points):
+        d.mkdir(exist_ok=True)
+        extra = {"rerun_of": str(p.rerun_of) if p.rerun_of else None, "sweep_dir": str(top) if sweep else None}
+        rundir.snapshot(d, p.config, p.overrides, argv, extra=extra, git=git, packages=packages)
+        for stage, old in p.reuse.items():  # finished stages of the earlier run: link, don't redo
+            rundir.stage_dir(d, stage).parent.mkdir(parents=True, exist_ok=True)
+            rundir.stage_dir(d, stage).symlink_to(old.resolve(), target_is_directory=True)
+    if sweep:
+        rundir.write_yaml(top / "sweep.yaml", {
+            "name": cfgs[0].name, "command": " ".join(argv),
+            "points": [{"run_dir": d.name, "overrides": [rundir.redact_override(o) for o in p.overrides]}
+                       for d, p in zip(dirs, points)]})
+    return dirs
+
+
+def launch(points: List[Point], argv: List[str], sweep: bool) -> int:
+    cfgs = [typed(p.config) for p in points]
+    problems: List[str] = []
+    for p, cfg in zip(points, cfgs):
+        prefix = f"[{' '.join(p.overrides)}] " if sweep else ""
+        problems += [prefix + x for x in validate.check_config(cfg)]
+    kinds = {(c.cluster.scheduler, c.dry_run) for c in cfgs}
+    if len(kinds) > 1:
+        problems.append("a sweep cannot mix schedulers or dry_run values; sweep over one cluster at a time")
+    if problems:
+        return report_problems(problems)
+    plans = [[j for j in plan(cfg)] for cfg in cfgs]
+    _print_plan(cfgs[0], plans[0], len(points), points[0].reuse)
+    dirs = _make_dirs(cfgs, points, sweep, argv)
+    con = _console()
+    top = dirs[0].parent if sweep else dirs[0]
+    con.print(f"run dir: [bold]{top}[/]")
+    cfg = cfgs[0]
+    if cfg.dry_run:
+        return _dry_run(cfgs, plans, points, dirs, sweep)
+    if cfg.cluster.scheduler == "local":
+        return _run_local(cfgs, plans, points, dirs)
+    return _submit_slurm(cfgs, plans, points, dirs, sweep)
+
+
+def _todo(jobs: List[StageJob], point: Point) -> List[StageJob]:
+    return [j for j in jobs if j.stage not in point.reuse]
+
+
+def _job_name(cfg, stage: str) -> str:
+    return f"dfm-{cfg.name}-{stage}"
+
+
+def _dry_run(cfgs, plans, points, dirs, sweep) -> int:
+    from dfm_hpc import slurm
+
+    con = _console()
+    for i, (cfg, jobs, p, d) in enumerate(zip(cfgs, plans, points, dirs)):
+        for j in _todo(jobs, p):
+            sdir = rundir.stage_dir(d, j.stage)
+            sdir.mkdir(parents=True, exist_ok=True)
+            if cfg.cluster.scheduler == "local":
+                text = (f"# cluster=local: {j.world_size} processes of\n"
+                        f"{sys.executable} -m dfm_hpc.rank {d} {j.stage}\n")
+            else:
+                dep = f"afterok:<job id of {j.after}>" if j.after and j.after not in p.reuse else None
+                params = slurm.executor_params(j, cfg.cluster, _job_name(cfg, j.stage), dep)
+                text = slurm.render(params, sdir / "submitit", slurm.python_command(cfg.cluster))
+            (sdir / "sbatch.sh").write_text(text)
+            if i == 0:
+                con.rule(f"{j.stage}: {sdir / 'sbatch.sh'}")
+                con.print(text, markup=False)
+                if cfg.cluster.scheduler == "slurm":
+                    con.print(f"# srun line:\n{slurm.srun_line(text)}", markup=False)
+    if sweep:
+        con.print(f"(scripts of all {len(dirs)} points are in their run dirs)")
+    con.print("[bold]dry run[/]: nothing was submitted")
+    return 0
+
+
+def _run_local(cfgs, plans, points, dirs) -> int:
+    from dfm_hpc import local
+
+    con = _console()
+    for cfg, jobs, p, d in zip(cfgs, plans, points, dirs):
+        for j in _todo(jobs, p):
+            con.rule(f"{j.stage}: {j.world_size} local rank{'s' * (j.world_size != 1)}  (log: "
+                     f"{rundir.stage_dir(d, j.stage) / 'logs'})")
+            code = local.run_stage(d, j, cfg.cluster)
+            if code:
+                con.print(f"[bold red]stage {j.stage} failed[/] (exit {code}); later stages not run. "
+                          f"See: python -m dfm_hpc logs {d} --stage {j.stage}")
+                return 1
+            con.print(f"[green]stage {j.stage} done[/]")
+    con.print(f"status: python -m dfm_hpc status {dirs[0].parent if len(dirs) > 1 else dirs[0]}")
+    return 0
+
+
+def _submit_slurm(cfgs, plans, points, dirs, sweep) -> int:
+    """Stage by stage; sweep points with identical jobs go out as one array (aftercorr chains)."""
+    from dfm_hpc import slurm
+
+    con = _console()
+    cfg = cfgs[0]
+    python = slurm.python_command(cfg.cluster)
+    same = len({json.dumps([vars(j) for j in _todo(jobs, p)]) for jobs, p in zip(plans, points)}) == 1
+    groups = [list(range(len(points)))] if same else [[i] for i in range(len(points))]
+    queued: List[str] = []
+    try:
+        _submit_groups(cfgs, plans, points, dirs, groups, python, queued)
+    except Exception as e:  # sbatch refused: withdraw what this launch queued, keep the run dir
+        if queued:
+            subprocess.run(["scancel", *queued], capture_output=True)
+        con.print(f"[bold red]submission failed[/]: {str(e).strip()}", markup=True)
+        if queued:
+            con.print(f"cancelled the jobs this launch had queued: {', '.join(queued)}")
+        con.print(f"the snapshot stays in {dirs[0].parent if sweep else dirs[0]}; fix the cause, then "
+                  "python -m dfm_hpc rerun <that dir>")
+        return 1
+    top = dirs[0].parent if sweep else dirs[0]
+    con.print("queued; follow with:\n"
+              f"  python -m dfm_hpc status {top}\n"
+              f"  python -m dfm_hpc logs {dirs[0]} --follow\n"
+              f"  python -m dfm_hpc cancel {top}")
+    return 0
+
+
+def _submit_groups(cfgs, plans, points, dirs, groups, python, queued: List[str]) -> None:
+    from dfm_hpc import slurm
+
+    con = _console()
+    cfg = cfgs[0]
+    for members in groups:
+        prev: Optional[str] = None  # job id (or array id) of the previous stage
+        for j in _todo(plans[members[0]], points[members[0]]):
+            if prev is None:
+                dep = None
+            else:
+                dep = f"aftercorr:{prev}" if len(members) > 1 else f"afterok:{prev}"
+            params = slurm.executor_params(j, cfgs[members[0]].cluster, _job_name(cfg, j.stage), dep)
+            run_dirs = [dirs[i] for i in members]
+            folder = (dirs[0].parent / ".submitit" / j.stage) if len(members) > 1 else \
+                rundir.stage_dir(run_dirs[0], j.stage) / "submitit"
+            script = slurm.render(params, folder, python, array_size=len(members))
+            jobs = slurm.submit(params, folder, python, run_dirs, j.stage)
+            for d, job in zip(run_dirs, jobs):
+                sdir = rundir.stage_dir(d, j.stage)
+                sdir.mkdir(parents=True, exist_ok=True)
+                (sdir / "job_id").write_text(str(job.job_id) + "\n")
+                (sdir / "sbatch.sh").write_text(script)
+            prev = str(jobs[0].job_id).split("_")[0]
+            ids = prev if len(jobs) == 1 else f"{prev} (array of {len(jobs)})"
+            queued.append(prev)
+            con.print(f"  {j.stage:<10} job {ids}  {j.nodes} node(s) x {j.tasks_per_node} rank(s)"
+                      + (f", after {dep}" if dep else ""))
+
+
+# ---------------------------------------------------------------- rerun
+
+def rerun(ref: str, overrides: List[str], fresh: bool) -> int:
+    from omegaconf.errors import OmegaConfBaseException
+
+    con = _console(stderr=True)
+    try:
+        old_top = rundir.resolve(ref)
+    except LookupError as e:
+        return report_problems([str(e)])
+    groups = validate.groups()
+    problems = [f"{o!r}: rerun takes key=value overrides; to change the config group {o.split('=')[0]!r}, "
+                "launch anew" for o in overrides if o.split("=")[0].lstrip("+") in groups]
+    problems += validate.check_overrides([o for o in overrides if o.split("=")[0].lstrip("+") not in groups])
+    if problems:
+        return report_problems(problems)
+    olds = rundir.point_dirs(old_top)
+    points: List[Point] = []
+    for old in olds:
+        try:
+            cfg = typed(rundir.read_yaml(old / "config.yaml"))
+            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([o.lstrip("+") for o in overrides]))
+        except OmegaConfBaseException as e:
+            return report_problems([validate.explain_hydra_error(e)])
+        reuse = {} if fresh else {s: rundir.stage_dir(old, s) for s in cfg.stages
+                                  if (rundir.stage_dir(old, s) / "DONE").exists()}
+        old_overrides = rundir.read_yaml(old / "overrides.yaml") or []
+        points.append(Point(OmegaConf.to_container(cfg, resolve=True), old_overrides + list(overrides),
+                            reuse=reuse, rerun_of=old.resolve()))
+    then = rundir.provenance(olds[0]).get("git_commit")
+    now = rundir.git_state()["commit"]
+    if then != now:
+        con.print(f"[yellow]warning[/]: the code has changed since {old_top} ran "
+                  f"(git {str(then)[:10]} then, {str(now)[:10]} now); the config is the same, the results may not be")
+    if points[0].reuse:
+        con.print(f"reusing finished stages: {', '.join(points[0].reuse)} (--fresh runs them again)")
+    if all(set(p.reuse) == set(typed(p.config).stages) for p in points):
+        con.print("every stage of this run is done; nothing to rerun (use --fresh to run it again)")
+        return 0
+    argv = ["python", "-m", "dfm_hpc", "rerun", ref, *overrides] + (["--fresh"] if fresh else [])
+    return launch(points, argv, sweep=rundir.is_sweep_dir(old_top))

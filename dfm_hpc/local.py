@@ -1,0 +1,74 @@
+"""cluster=local: run each stage's ranks as processes on this machine, in order, and wait.
+
+Same entry point as on Slurm (`dfm_hpc.rank`); only the variables that srun would provide are
+set here. Rank 0's log is echoed to the terminal so the user sees progress.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import List
+
+from dfm_hpc import rundir
+from dfm_hpc.plan import StageJob
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _echo(log: Path, pos: int, out) -> int:
+    if log.exists():
+        with open(log, "rb") as f:
+            f.seek(pos)
+            data = f.read()
+        if data:
+            out.write(data.decode(errors="replace"))
+            out.flush()
+        return pos + len(data)
+    return pos
+
+
+def run_stage(run_dir: Path, job: StageJob, cluster, out=sys.stdout) -> int:
+    """Run one stage's ranks; returns 0 when all succeed (the others are stopped on a failure)."""
+    sdir = rundir.stage_dir(run_dir, job.stage)
+    (sdir / "logs").mkdir(parents=True, exist_ok=True)
+    base = {**os.environ, **{k: os.path.expandvars(str(v)) for k, v in cluster.env.items()},
+            "WORLD_SIZE": str(job.world_size), "LOCAL_WORLD_SIZE": str(job.tasks_per_node),
+            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "OMP_NUM_THREADS": "1"}
+    for k in [k for k in base if k.startswith("SLURM_")]:
+        del base[k]  # a local run inside an allocation must not look like an srun task
+    procs: List[subprocess.Popen] = []
+    for r in range(job.world_size):
+        env = {**base, "RANK": str(r), "LOCAL_RANK": str(r)}
+        procs.append(subprocess.Popen([sys.executable, "-m", "dfm_hpc.rank", str(run_dir), job.stage], env=env,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    (sdir / "pids").write_text(" ".join(str(p.pid) for p in procs) + "\n")
+    log, pos, code = sdir / "logs" / "rank-0.log", 0, 0
+    while True:
+        pos = _echo(log, pos, out)
+        codes = [p.poll() for p in procs]
+        failed = [c for c in codes if c not in (None, 0)]
+        if failed:
+            code = failed[0]
+            for p in procs:
+                if p.poll() is None:
+                    p.terminate()
+            for p in procs:
+                p.wait()
+            break
+        if all(c == 0 for c in codes):
+            break
+        time.sleep(0.2)
+    _echo(log, pos, out)
+    (sdir / "pids").unlink(missing_ok=True)
+    if code and not (sdir / "FAILED").exists():
+        (sdir / "FAILED").write_text(f"a rank exited with {code}\n")
+    return code

@@ -1,0 +1,63 @@
+"""LUMI facts used to validate plans and to bill them (sources in docs/lumi.md).
+
+Pure data and arithmetic: imported on the login node.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Optional
+
+ACCOUNT_RE = re.compile(r"^project_\d{9}$")
+USABLE_CORES_PER_NODE = 56  # low-noise mode reserves one core per 8-core L3 region
+GCDS_PER_NODE = 8
+GCD_MEMORY_GB = 64
+NODE_MEMORY_GB = 480  # what a job may ask for with --mem on standard-g
+
+
+@dataclass(frozen=True)
+class Partition:
+    name: str
+    max_nodes: int
+    max_hours: float
+    whole_nodes: bool  # allocated (and billed) by the node
+
+
+PARTITIONS = {
+    "standard-g": Partition("standard-g", max_nodes=1024, max_hours=48, whole_nodes=True),
+    "small-g": Partition("small-g", max_nodes=4, max_hours=72, whole_nodes=False),
+    "dev-g": Partition("dev-g", max_nodes=32, max_hours=3, whole_nodes=False),
+}
+
+
+def parse_mem_gb(mem: Optional[str]) -> Optional[float]:
+    """'480G' -> 480.0, '60000M' -> 58.6, '0' -> 0.0 (all of the node); None stays None."""
+    if mem is None:
+        return None
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)B?\s*", str(mem), re.IGNORECASE)
+    if not m:
+        raise ValueError(f"cannot read memory size {mem!r} (use e.g. 480G or 60000M)")
+    value, unit = float(m.group(1)), m.group(2).upper() or "M"  # Slurm's default unit is MB
+    return value * {"K": 1 / 1024**2, "M": 1 / 1024, "G": 1.0, "T": 1024.0}[unit]
+
+
+def billing_units(partition: str, nodes: int, hours: float, gcds_per_node: int, cpus_per_node: int,
+                  mem_gb_per_node: Optional[float]) -> float:
+    """LUMI GPU-hour billing units (1 unit = one MI250X module = 2 GCDs for one hour).
+
+    standard-g bills whole nodes: 4 units per node-hour. small-g and dev-g bill the largest of the
+    GCD, core (8 per GCD) and memory (64 GB per GCD) slices, at half a unit per slice-hour.
+    """
+    if PARTITIONS.get(partition, PARTITIONS["standard-g"]).whole_nodes:
+        return 4.0 * nodes * hours
+    mem_slices = math.ceil((mem_gb_per_node or 0) / GCD_MEMORY_GB)
+    slices = max(math.ceil(cpus_per_node / 8), mem_slices, gcds_per_node)
+    return 0.5 * slices * nodes * hours
+
+
+def on_lumi() -> bool:
+    import os
+
+    return os.environ.get("LMOD_SYSTEM_NAME", "").upper() == "LUMI" or os.path.isdir("/appl/lumi")

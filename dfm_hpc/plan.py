@@ -1,0 +1,78 @@
+"""Experiment config -> ordered stage jobs with their resources and cost (login node, no torch)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import List, Optional
+
+from dfm_hpc import lumi
+
+
+@dataclass
+class StageJob:
+    stage: str
+    nodes: int
+    tasks_per_node: int  # ranks per node
+    gpus_per_node: int
+    cpus_per_task: int
+    minutes: int
+    partition: Optional[str]
+    after: Optional[str]  # the stage this one waits for (afterok)
+
+    @property
+    def world_size(self) -> int:
+        return self.nodes * self.tasks_per_node
+
+    @property
+    def hours(self) -> float:
+        return self.minutes / 60
+
+
+def parse_time(text: str) -> int:
+    """Slurm walltime ([D-]HH:MM:SS, HH:MM:SS, MM:SS or minutes) -> minutes, rounded up."""
+    m = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d{1,2}))?(?::(\d{1,2}))?", str(text).strip())
+    if not m:
+        raise ValueError(f"cannot read walltime {text!r}; use [D-]HH:MM:SS, e.g. 12:00:00 or 2-00:00:00")
+    days, a, b, c = m.groups()
+    if b is None:  # minutes, or D-HH
+        return int(days) * 1440 + int(a) * 60 if days else int(a)
+    if c is None:  # MM:SS, or HH:MM after a day count
+        h, mi, s = (int(a), int(b), 0) if days else (0, int(a), int(b))
+    else:
+        h, mi, s = int(a), int(b), int(c)
+    return int(days or 0) * 1440 + h * 60 + mi + (1 if s else 0)
+
+
+def plan(cfg) -> List[StageJob]:
+    """One job per stage in cfg.stages, each waiting for the previous one."""
+    cl = cfg.cluster
+    jobs: List[StageJob] = []
+    for name in cfg.stages:
+        st = cfg[name]
+        jobs.append(StageJob(
+            stage=name,
+            nodes=st.nodes,
+            tasks_per_node=st.tasks_per_node if st.tasks_per_node is not None else cl.tasks_per_node,
+            gpus_per_node=st.gpus_per_node if st.gpus_per_node is not None else cl.gpus_per_node,
+            cpus_per_task=st.cpus_per_task if st.cpus_per_task is not None else cl.cpus_per_task,
+            minutes=parse_time(st.time),
+            partition=st.partition or cl.partition,
+            after=jobs[-1].stage if jobs else None,
+        ))
+    return jobs
+
+
+def gpu_hours(job: StageJob, hours: Optional[float] = None) -> float:
+    return job.nodes * job.gpus_per_node * (job.hours if hours is None else hours)
+
+
+def billing(job: StageJob, cluster, hours: Optional[float] = None) -> Optional[float]:
+    """LUMI billing units for `hours` (default: the full walltime); None off LUMI."""
+    if cluster.system != "lumi":
+        return None
+    mem_gb = lumi.parse_mem_gb(cluster.mem)
+    if cluster.mem_per_gpu:
+        mem_gb = (lumi.parse_mem_gb(cluster.mem_per_gpu) or 0) * job.gpus_per_node
+    return lumi.billing_units(job.partition or "standard-g", job.nodes, job.hours if hours is None else hours,
+                              job.gpus_per_node, job.tasks_per_node * job.cpus_per_task, mem_gb)

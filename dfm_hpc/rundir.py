@@ -1,0 +1,194 @@
+"""The run directory: layout, snapshot (config, command, provenance), secrets redaction, markers.
+
+    <runs_root>/<name>/<YYYY-mm-dd_HH-MM-SS>_<6 hex>/
+      config.yaml overrides.yaml command.txt provenance.json git.diff requirements.txt
+      stages/<stage>/ sbatch.sh job_id DONE|FAILED logs/rank-<r>.log ranks/<r>.done outputs...
+A sweep directory holds sweep.yaml and one such run dir per point (0/, 1/, ...).
+Everything a rank needs is in its run dir; ranks never compose Hydra.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import re
+import secrets
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import yaml
+
+REDACTED = "***REDACTED***"
+SECRET_ENV = {"HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "WANDB_API_KEY"}
+# A key is secret when its last word names one: hf_token, api_key, db_password (not max_tokens).
+_SECRET_WORD = re.compile(r"(^|[_\-.])(token|key|apikey|secret|password|passwd|pwd|credentials?)$", re.I)
+SOURCE_DIR = Path(__file__).resolve().parent.parent
+
+
+def is_secret_key(key: str) -> bool:
+    return key.upper() in SECRET_ENV or bool(_SECRET_WORD.search(str(key)))
+
+
+def redact(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: (REDACTED if is_secret_key(str(k)) and v not in (None, "") else redact(v)) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [redact(v) for v in obj]
+    return obj
+
+
+def redact_override(text: str) -> str:
+    key, eq, _ = text.partition("=")
+    return f"{key}={REDACTED}" if eq and is_secret_key(key.lstrip("+~").rsplit(".", 1)[-1]) else text
+
+
+# ---------------------------------------------------------------- creating run dirs
+
+def new_run_dir(parent: Path) -> Path:
+    """A fresh <time>_<6 hex> dir under parent; two launches in the same second never collide."""
+    parent.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+    while True:
+        path = parent / f"{stamp}_{secrets.token_hex(3)}"
+        try:
+            path.mkdir()  # atomic: fails if another launch took the name
+            return path
+        except FileExistsError:
+            continue
+
+
+def stage_dir(run_dir: Path, stage: str) -> Path:
+    return Path(run_dir) / "stages" / stage
+
+
+def write_yaml(path: Path, data: Any) -> None:
+    path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+
+
+def read_yaml(path: Path) -> Any:
+    return yaml.safe_load(Path(path).read_text())
+
+
+# ---------------------------------------------------------------- provenance
+
+def _git(*args: str) -> Optional[str]:
+    try:
+        out = subprocess.run(["git", "-C", str(SOURCE_DIR), *args], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout if out.returncode == 0 else None
+
+
+def git_state() -> Dict[str, Any]:
+    commit = _git("rev-parse", "HEAD")
+    if commit is None:
+        return {"commit": None, "dirty": None, "diff": ""}
+    status = _git("status", "--porcelain", "--untracked-files=no") or ""
+    return {"commit": commit.strip(), "dirty": bool(status.strip()), "diff": _git("diff", "HEAD") or ""}
+
+
+def installed_packages() -> List[str]:
+    """pip freeze without starting pip (which costs most of a second on a login node)."""
+    seen = {}
+    for dist in metadata.distributions():
+        name = dist.metadata.get("Name")
+        if name and name.lower() not in seen:
+            seen[name.lower()] = f"{name}=={dist.version}"
+    return sorted(seen.values(), key=str.lower)
+
+
+def image_fingerprint(path: Optional[str]) -> Optional[Dict[str, Any]]:
+    """Size, mtime and sha256 of the first and last 16 MiB: cheap for 20 GB images, and changes
+    whenever the image is rebuilt (a full hash would take a minute on Lustre)."""
+    if not path or not os.path.isfile(path):
+        return {"path": path, "exists": False} if path else None
+    st = os.stat(path)
+    h = hashlib.sha256(str(st.st_size).encode())
+    chunk = 16 * 1024 * 1024
+    with open(path, "rb") as f:
+        h.update(f.read(chunk))
+        if st.st_size > chunk:
+            f.seek(max(chunk, st.st_size - chunk))
+            h.update(f.read(chunk))
+    return {"path": path, "exists": True, "size": st.st_size, "mtime": st.st_mtime,
+            "sha256_head_tail_16MiB": h.hexdigest()}
+
+
+def snapshot(run_dir: Path, config: Dict[str, Any], overrides: List[str], argv: List[str],
+             extra: Optional[Dict[str, Any]] = None, git: Optional[Dict[str, Any]] = None,
+             packages: Optional[List[str]] = None) -> None:
+    """Write everything needed to understand and reproduce the run. `git` and `packages` can be
+    passed in so that a sweep computes them once."""
+    git = git if git is not None else git_state()
+    run_dir = Path(run_dir)
+    write_yaml(run_dir / "config.yaml", redact(config))
+    write_yaml(run_dir / "overrides.yaml", [redact_override(o) for o in overrides])
+    (run_dir / "command.txt").write_text(" ".join(redact_override(a) for a in argv) + "\n")
+    (run_dir / "git.diff").write_text(git["diff"])
+    (run_dir / "requirements.txt").write_text("\n".join(packages or installed_packages()) + "\n")
+    image = (config.get("cluster") or {}).get("container", {}).get("image")
+    prov = {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "user": os.environ.get("USER"),
+        "host": platform.node(),
+        "cwd": os.getcwd(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "dfm_hpc_source": str(SOURCE_DIR),
+        "git_commit": git["commit"],
+        "git_dirty": git["dirty"],
+        "container_image": image_fingerprint(image),
+    }
+    prov.update(extra or {})
+    (run_dir / "provenance.json").write_text(json.dumps(prov, indent=2) + "\n")
+
+
+def provenance(run_dir: Path) -> Dict[str, Any]:
+    p = Path(run_dir) / "provenance.json"
+    return json.loads(p.read_text()) if p.exists() else {}
+
+
+# ---------------------------------------------------------------- finding runs
+
+def is_run_dir(path: Path) -> bool:
+    return (Path(path) / "config.yaml").is_file()
+
+
+def is_sweep_dir(path: Path) -> bool:
+    return (Path(path) / "sweep.yaml").is_file()
+
+
+def resolve(ref: str, runs_root: str = "runs") -> Path:
+    """A run given as a path, or as its directory name (or a unique suffix of it) under runs_root."""
+    p = Path(ref)
+    if p.is_dir() and (is_run_dir(p) or is_sweep_dir(p)):
+        return p
+    root = Path(runs_root)
+    hits = [d for d in root.glob("*/*") if d.is_dir() and d.name.endswith(ref)] if root.is_dir() else []
+    if len(hits) == 1:
+        return hits[0]
+    if len(hits) > 1:
+        raise LookupError(f"{ref!r} matches {len(hits)} runs: " + ", ".join(str(h) for h in hits[:5]))
+    raise LookupError(f"no run {ref!r} (give a run directory, or its name under {root}/)")
+
+
+def point_dirs(path: Path) -> List[Path]:
+    """The run dirs of a run (itself) or of a sweep (its points, in order)."""
+    path = Path(path)
+    if is_sweep_dir(path):
+        return [path / str(p["run_dir"]) for p in read_yaml(path / "sweep.yaml")["points"]]
+    return [path]
+
+
+def recent_runs(runs_root: str = "runs", limit: int = 15) -> List[Path]:
+    root = Path(runs_root)
+    if not root.is_dir():
+        return []
+    found = [d for d in root.glob("*/*") if d.is_dir() and (is_run_dir(d) or is_sweep_dir(d))]
+    return sorted(found, key=lambda d: d.name, reverse=True)[:limit]

@@ -1,0 +1,254 @@
+"""The typed config tree: one dataclass per concern, registered in Hydra's ConfigStore.
+
+Every key a user can set lives here, with its type and default. YAML files under conf/ only
+pick values; Hydra merges them into these dataclasses in struct mode, so a misspelled key or a
+value of the wrong type fails on the login node, before anything is queued.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+
+
+@dataclass
+class ContainerConfig:
+    image: Optional[str] = None  # .sif to run ranks in; None: the host's python
+    runtime: str = "singularity"
+    binds: List[str] = field(default_factory=list)
+    # squashfs image of a venv with dfm_hpc and extras, mounted at /user-software (LUMI AI guide)
+    overlay: Optional[str] = None
+    python: str = "python"  # interpreter inside the container
+
+
+@dataclass
+class ClusterConfig:
+    name: str = "local"
+    system: str = "generic"  # "lumi" turns on LUMI's rules: account form, partitions, 56 cores, 8 GCDs
+    scheduler: str = "local"  # local (ranks are subprocesses here) | slurm
+    account: Optional[str] = None
+    partition: Optional[str] = None
+    qos: Optional[str] = None
+    gpus_per_node: int = 0
+    tasks_per_node: int = 1  # ranks per node (one per GCD/GPU on LUMI)
+    cpus_per_task: int = 1
+    mem: Optional[str] = None  # sbatch --mem, e.g. "480G"; "0" = all of the node
+    mem_per_gpu: Optional[str] = None
+    cpu_bind: Optional[str] = None  # srun --cpu-bind value
+    launcher: str = "srun"  # srun: one task per rank | torchrun: one task per node, torchrun spawns the ranks
+    exclusive: bool = False
+    signal_delay_s: int = 120  # Slurm sends USR1 this long before the time limit
+    env: Dict[str, str] = field(default_factory=dict)
+    setup: List[str] = field(default_factory=list)  # shell lines run in the sbatch script before srun
+    srun_args: List[str] = field(default_factory=list)
+    sbatch_extra: Dict[str, str] = field(default_factory=dict)
+    container: ContainerConfig = field(default_factory=ContainerConfig)
+    check_paths: Optional[bool] = None  # None: check input paths only when running on `system`
+
+
+@dataclass
+class ModelConfig:
+    name: str = "tiny_llama"
+    name_or_path: str = "tiny:llama"  # hub id, local path, or tiny:<family> (random weights, built locally)
+    family: str = "llama"
+    hidden_size: int = 64
+    num_layers: int = 2
+    num_heads: int = 4
+    num_kv_heads: int = 4
+    intermediate_size: int = 128
+    vocab_size: int = 512
+    max_position_embeddings: int = 512
+
+
+@dataclass
+class DataConfig:
+    name: str = "tiny"
+    # hub id (org/name) or local path; local paths must exist when validated on their machine
+    oasst2: str = "OpenAssistant/oasst2"
+    oasst2_revision: Optional[str] = None
+    corpus: Optional[str] = None  # CPT corpus: hub id or local JSONL/Parquet
+    eval_text: Optional[str] = None  # held-out Danish text for perplexity
+
+
+@dataclass
+class TranslatorConfig:
+    name: str = "madlad400_3b"
+    name_or_path: str = "google/madlad400-3b-mt"
+    revision: Optional[str] = None
+    backend: str = "hf"  # hf | ctranslate2
+    target_lang: str = "da"
+    num_beams: int = 1
+    dtype: str = "bfloat16"
+    max_batch_tokens: int = 16384
+
+
+@dataclass
+class DeepSpeedConfig:
+    stage: int = 2  # ZeRO stage 0-3
+    offload_optimizer: bool = False
+    offload_params: bool = False
+    overlap_comm: bool = True
+    contiguous_gradients: bool = True
+    reduce_bucket_size: int = 500_000_000
+
+
+@dataclass
+class PeftConfig:
+    method: str = "none"  # none | lora | qlora
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: List[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+@dataclass
+class StageConfig:
+    """Resources every stage declares; None means "as the cluster profile says"."""
+
+    nodes: int = 1
+    time: str = "01:00:00"  # walltime, [D-]HH:MM:SS
+    partition: Optional[str] = None
+    tasks_per_node: Optional[int] = None
+    gpus_per_node: Optional[int] = None
+    cpus_per_task: Optional[int] = None
+
+
+@dataclass
+class DemoStage(StageConfig):
+    value: float = 1.0  # rank r contributes (r + 1) * value to the all_reduce
+    sleep_s: float = 0.0  # keep the ranks busy (for trying cancel / status)
+    fail: bool = False  # fail on purpose (to try failure handling and rerun)
+    time: str = "00:10:00"
+
+
+@dataclass
+class DemoCheckStage(StageConfig):
+    """Runs after `demo` (its own job, afterok): checks the demo's result from the run dir."""
+
+    tasks_per_node: Optional[int] = 1
+    fail: bool = False  # fail on purpose (to try failure handling and rerun)
+    time: str = "00:05:00"
+
+
+@dataclass
+class TranslateStage(StageConfig):
+    source_langs: List[str] = field(default_factory=lambda: ["en"])
+    shards: int = 8
+    chunk_size: int = 256  # segments per flushed chunk
+    max_messages: Optional[int] = None
+
+
+@dataclass
+class MergeStage(StageConfig):
+    sft_path: str = "best"  # which path of each tree becomes an SFT conversation
+    min_length_ratio: float = 0.3
+    max_length_ratio: float = 3.0
+    time: str = "00:30:00"
+
+
+@dataclass
+class PiiStage(StageConfig):
+    replacement: str = "tags"  # tags | fake
+    types: List[str] = field(default_factory=lambda: ["cpr", "email", "phone", "ip", "iban"])
+
+
+@dataclass
+class TrainStage(StageConfig):
+    lr: float = 2e-5
+    warmup_steps: int = 0
+    max_steps: int = 1000
+    global_batch_size: int = 64
+    micro_batch_size: int = 1
+    seq_len: int = 4096
+    precision: str = "bf16"  # bf16 | fp32
+    gradient_checkpointing: bool = True
+    attn_implementation: str = "sdpa"
+    save_every_steps: int = 500
+    keep_checkpoints: int = 2
+    log_every_steps: int = 10
+    init_from: Optional[str] = None  # a run dir whose previous stage's model to start from
+
+
+@dataclass
+class CptStage(TrainStage):
+    eval_fraction: float = 0.02
+
+
+@dataclass
+class SftStage(TrainStage):
+    packing: bool = True
+    lr: float = 1e-4
+
+
+@dataclass
+class DpoStage(TrainStage):
+    beta: float = 0.1
+    loss_type: str = "sigmoid"
+    precompute_ref_log_probs: bool = False
+    lr: float = 5e-6
+
+
+@dataclass
+class EvaluateStage(StageConfig):
+    euroeval: bool = True
+    generation_prompts: int = 5
+    time: str = "02:00:00"
+
+
+@dataclass
+class CardStage(StageConfig):
+    time: str = "00:15:00"
+
+
+# Stage name -> its config class; the order here is the recipe's order.
+STAGE_CONFIGS = {
+    "demo": DemoStage,
+    "demo_check": DemoCheckStage,
+    "translate": TranslateStage,
+    "merge": MergeStage,
+    "pii": PiiStage,
+    "cpt": CptStage,
+    "sft": SftStage,
+    "dpo": DpoStage,
+    "evaluate": EvaluateStage,
+    "card": CardStage,
+}
+
+
+@dataclass
+class Config:
+    name: str = "default"  # the experiment's name: runs go to <runs_root>/<name>/
+    description: str = ""
+    stages: List[str] = field(default_factory=lambda: ["demo"])  # run in this order, each after the previous
+    dry_run: bool = False
+    runs_root: str = "runs"
+    seed: int = 0
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    translator: TranslatorConfig = field(default_factory=TranslatorConfig)
+    deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
+    peft: PeftConfig = field(default_factory=PeftConfig)
+    demo: DemoStage = field(default_factory=DemoStage)
+    demo_check: DemoCheckStage = field(default_factory=DemoCheckStage)
+    translate: TranslateStage = field(default_factory=TranslateStage)
+    merge: MergeStage = field(default_factory=MergeStage)
+    pii: PiiStage = field(default_factory=PiiStage)
+    cpt: CptStage = field(default_factory=CptStage)
+    sft: SftStage = field(default_factory=SftStage)
+    dpo: DpoStage = field(default_factory=DpoStage)
+    evaluate: EvaluateStage = field(default_factory=EvaluateStage)
+    card: CardStage = field(default_factory=CardStage)
+
+
+def register() -> None:
+    cs = ConfigStore.instance()
+    # Group options (conf/cluster/*.yaml, ...) merge into the typed fields of Config, so their
+    # keys and types are checked against these dataclasses too.
+    cs.store(name="base_config", node=Config)
+    # Stages are groups too, with their schema defaults as option "default"; variants can be
+    # added as conf/<stage>/<name>.yaml.
+    for stage, node in STAGE_CONFIGS.items():
+        cs.store(group=stage, name="default", node=node)

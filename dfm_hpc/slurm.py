@@ -1,0 +1,100 @@
+"""Stage job + cluster profile -> submitit parameters, sbatch script, srun line; submission.
+
+submitit renders the sbatch script and pickles the call `rank.run_stage(run_dir, stage)` that every
+task runs. A dry run renders the same script through the same submitit function, without sbatch.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from dfm_hpc.dist import PORT_BASE, PORT_SPAN
+from dfm_hpc.plan import StageJob
+
+
+def python_command(cluster) -> str:
+    """The interpreter that unpickles the job: host python, or python inside the container."""
+    import sys
+
+    c = cluster.container
+    if not c.image:
+        return shlex.quote(sys.executable)
+    binds = list(c.binds)
+    if c.overlay:
+        binds.append(f"{c.overlay}:/user-software:image-src=/")
+    bind = ["-B", ",".join(binds)] if binds else []
+    return " ".join(shlex.quote(x) for x in [c.runtime, "exec", *bind, c.image, c.python])
+
+
+def setup_lines(cluster, job: StageJob) -> List[str]:
+    lines = [f"# dfm_hpc: environment of cluster={cluster.name}"]
+    for k, v in cluster.env.items():
+        # double quotes so that $USER, $SLURM_JOB_ID expand when the job starts
+        lines.append(f'export {k}="{str(v).replace(chr(34), chr(92) + chr(34))}"')
+    if cluster.container.image and cluster.container.overlay:
+        lines.append('export SINGULARITYENV_PREPEND_PATH="/user-software/bin"')
+    lines += [
+        "# rendezvous: first host of the allocation, a port derived from the job id",
+        'export MASTER_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"',
+        f"export MASTER_PORT=$(( {PORT_BASE} + SLURM_JOB_ID % {PORT_SPAN} ))",
+        f"export DFM_HPC_LAUNCHER={cluster.launcher}",
+        f"export DFM_HPC_NPROC_PER_NODE={job.tasks_per_node}",
+    ]
+    return lines + list(cluster.setup)
+
+
+def executor_params(job: StageJob, cluster, job_name: str, dependency: Optional[str] = None) -> Dict[str, Any]:
+    per_node = job.tasks_per_node if cluster.launcher == "srun" else 1
+    cpus = job.cpus_per_task if cluster.launcher == "srun" else job.cpus_per_task * job.tasks_per_node
+    # Slurm >= 22.05: srun does not inherit --cpus-per-task from sbatch, so pass it again
+    srun_args = [f"--cpus-per-task={cpus}", "--kill-on-bad-exit=1"]
+    if cluster.cpu_bind and cluster.launcher == "srun":
+        srun_args.append(f"--cpu-bind={cluster.cpu_bind}")
+    srun_args += list(cluster.srun_args)
+    params: Dict[str, Any] = {
+        "job_name": job_name,
+        "time": job.minutes,
+        "nodes": job.nodes,
+        "ntasks_per_node": per_node,
+        "cpus_per_task": cpus,
+        "signal_delay_s": cluster.signal_delay_s,
+        "setup": setup_lines(cluster, job),
+        "srun_args": srun_args,
+        "additional_parameters": {"kill-on-invalid-dep": "yes", **dict(cluster.sbatch_extra)},
+    }
+    optional = {"partition": job.partition, "account": cluster.account, "qos": cluster.qos,
+                "gpus_per_node": job.gpus_per_node or None, "mem": cluster.mem,
+                "mem_per_gpu": cluster.mem_per_gpu if job.gpus_per_node else None,
+                "exclusive": True if cluster.exclusive else None, "dependency": dependency}
+    params.update({k: v for k, v in optional.items() if v is not None})
+    return params
+
+
+def render(params: Dict[str, Any], folder: Path, python: str, array_size: Optional[int] = None) -> str:
+    """The sbatch script submitit would write for these parameters."""
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    command = " ".join([python, "-u -m submitit.core._submit", shlex.quote(str(folder))])
+    extra = {"map_count": array_size} if array_size and array_size > 1 else {}
+    return _make_sbatch_string(command=command, folder=folder, **params, **extra)
+
+
+def srun_line(script: str) -> str:
+    return next((line for line in script.splitlines() if line.startswith("srun ")), "")
+
+
+def submit(params: Dict[str, Any], folder: Path, python: str, run_dirs: Sequence[Path], stage: str) -> List[Any]:
+    """Queue one job (or one array task per run dir); returns submitit jobs without waiting."""
+    import submitit
+
+    from dfm_hpc import rank
+
+    ex = submitit.SlurmExecutor(folder=folder, python=python, max_num_timeout=3)
+    ex.update_parameters(**params)
+    if len(run_dirs) == 1:
+        return [ex.submit(rank.run_stage, str(run_dirs[0]), stage)]
+    with ex.batch():
+        jobs = [ex.submit(rank.run_stage, str(d), stage) for d in run_dirs]
+    return jobs

@@ -1,0 +1,284 @@
+"""status / logs / cancel / list: read run dirs and Slurm (sacct, falling back to squeue)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+from dfm_hpc import rundir
+from dfm_hpc.plan import billing, gpu_hours, plan
+
+FINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
+         "DEADLINE"}
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=True)
+
+
+def _run(cmd: List[str]) -> Optional[str]:
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout if out.returncode == 0 else None
+
+
+def slurm_states(job_ids: List[str]) -> Dict[str, Tuple[str, int, int]]:
+    """job id -> (state, nodes, elapsed seconds), from sacct, else squeue."""
+    if not job_ids:
+        return {}
+    rows: Dict[str, Tuple[str, int, int]] = {}
+    out = _run(["sacct", "-X", "-P", "-n", "-j", ",".join(job_ids), "--format=JobID,State,NNodes,ElapsedRaw"])
+    for line in (out or "").splitlines():
+        parts = line.split("|")
+        if len(parts) >= 4:
+            rows[parts[0]] = (parts[1].split()[0], int(parts[2] or 0), int(parts[3] or 0))
+    missing = [j for j in job_ids if _lookup(rows, j) is None]
+    if missing:
+        out = _run(["squeue", "-h", "-j", ",".join(missing), "-o", "%i|%T|%D|%M"])
+        for line in (out or "").splitlines():
+            jid, state, nodes, elapsed = (line.split("|") + ["", "", ""])[:4]
+            rows[jid] = (state, int(nodes or 0), _seconds(elapsed))
+    return rows
+
+
+def _seconds(text: str) -> int:
+    days, _, rest = text.rpartition("-")
+    parts = [int(x) for x in rest.split(":") if x.isdigit()]
+    while len(parts) < 3:
+        parts.insert(0, 0)
+    return int(days or 0) * 86400 + parts[0] * 3600 + parts[1] * 60 + parts[2]
+
+
+def _lookup(rows, job_id: str):
+    if job_id in rows:
+        return rows[job_id]
+    base, _, task = job_id.partition("_")
+    for jid, row in rows.items():  # a pending array shows as 123_[0-3]
+        if task and jid.startswith(base + "_[") and row[0] == "PENDING":
+            return row
+    return None
+
+
+def _pids_alive(sdir: Path) -> bool:
+    pids = sdir / "pids"
+    if not pids.exists():
+        return False
+    for pid in pids.read_text().split():
+        try:
+            os.kill(int(pid), 0)
+            return True
+        except (OSError, ValueError):
+            pass
+    return False
+
+
+def _last_line(sdir: Path) -> str:
+    log = sdir / "logs" / "rank-0.log"
+    if not log.exists():
+        return ""
+    with open(log, "rb") as f:
+        f.seek(max(0, log.stat().st_size - 4096))
+        lines = [x for x in f.read().decode(errors="replace").splitlines()
+                 if x.strip() and not x.startswith("submitit ")]
+    return lines[-1][-90:] if lines else ""
+
+
+def stage_rows(run: Path, rows: Dict[str, Tuple[str, int, int]]) -> List[dict]:
+    from dfm_hpc.cli import typed
+
+    cfg = typed(rundir.read_yaml(run / "config.yaml"))
+    out = []
+    for job in plan(cfg):
+        sdir = rundir.stage_dir(run, job.stage)
+        jid = (sdir / "job_id").read_text().strip() if (sdir / "job_id").exists() else ""
+        state, nodes, secs = "-", job.nodes, 0
+        row = _lookup(rows, jid) if jid else None
+        if row:
+            state, nodes, secs = row[0], row[1] or job.nodes, row[2]
+        elif (sdir / "DONE").exists():
+            state = "COMPLETED"
+        elif (sdir / "CANCELLED").exists():
+            state = "CANCELLED"
+        elif (sdir / "FAILED").exists():
+            state = "FAILED"
+        elif _pids_alive(sdir):
+            state = "RUNNING"
+        elif jid:
+            state = "UNKNOWN"
+        if sdir.is_symlink():
+            state += " (reused)"
+        hours = secs / 3600
+        b = billing(job, cfg.cluster, hours)
+        out.append({"stage": job.stage, "job": jid or ("local" if cfg.cluster.scheduler == "local" else "-"),
+                    "state": state, "nodes": nodes, "elapsed": time.strftime("%H:%M:%S", time.gmtime(secs)),
+                    "gpu_h": gpu_hours(job, hours), "billing": b, "last": _last_line(sdir)})
+    return out
+
+
+_COLORS = {"COMPLETED": "green", "RUNNING": "cyan", "PENDING": "yellow", "FAILED": "red", "CANCELLED": "magenta",
+           "TIMEOUT": "red"}
+
+
+def _job_ids(runs: List[Path]) -> List[str]:
+    ids = []
+    for run in runs:
+        for f in (run / "stages").glob("*/job_id"):
+            ids.append(f.read_text().strip())
+    return ids
+
+
+def status(ref: Optional[str], runs_root: str = "runs") -> int:
+    from rich.table import Table
+
+    if ref is None:
+        return list_runs(runs_root)
+    try:
+        top = rundir.resolve(ref, runs_root)
+    except LookupError as e:
+        print(f"dfm_hpc: {e}", file=sys.stderr)
+        return 2
+    points = rundir.point_dirs(top)
+    rows = slurm_states(_job_ids(points))
+    sweep = rundir.is_sweep_dir(top)
+    t = Table(title=str(top), title_justify="left")
+    for col in (["point"] if sweep else []) + ["stage", "job", "state", "nodes", "elapsed", "GCD-h", "billing",
+                                                  "last log line"]:
+        t.add_column(col, justify="right" if col in ("nodes", "GCD-h", "billing") else "left",
+                     overflow="fold" if col == "last log line" else "ellipsis")
+    overrides = [rundir.read_yaml(p / "overrides.yaml") or [] for p in points]
+    common = set.intersection(*map(set, overrides)) if sweep else set()
+    for point, ovs in zip(points, overrides):
+        label = " ".join(o for o in ovs if o not in common) or point.name  # what this sweep point varies
+        for r in stage_rows(point, rows):
+            color = _COLORS.get(r["state"].split()[0], "white")
+            t.add_row(*([label] if sweep else []), r["stage"], r["job"], f"[{color}]{r['state']}[/]", str(r["nodes"]),
+                      r["elapsed"], f"{r['gpu_h']:.2f}", "-" if r["billing"] is None else f"{r['billing']:.2f}",
+                      r["last"])
+    _console().print(t)
+    return 0
+
+
+def list_runs(runs_root: str = "runs") -> int:
+    from rich.table import Table
+
+    runs = rundir.recent_runs(runs_root)
+    if not runs:
+        print(f"no runs under {runs_root}/")
+        return 0
+    rows = slurm_states(_job_ids([p for r in runs for p in rundir.point_dirs(r)]))
+    t = Table(title=f"recent runs in {runs_root}/", title_justify="left")
+    for col in ("run", "stages"):
+        t.add_column(col)
+    for run in runs:
+        points = rundir.point_dirs(run)
+        counts: Dict[str, Dict[str, int]] = {}
+        for p in points:
+            for r in stage_rows(p, rows):
+                per = counts.setdefault(r["stage"], {})
+                per[r["state"].split()[0]] = per.get(r["state"].split()[0], 0) + 1
+        states = [f"{stage}: " + ", ".join(f"{st}" + (f" x{n}" if n > 1 else "") for st, n in per.items())
+                  for stage, per in counts.items()]
+        label = str(run) + (f"  (sweep, {len(points)} points)" if len(points) > 1 else "")
+        t.add_row(label, "; ".join(states))
+    _console().print(t)
+    return 0
+
+
+def list_all(runs_root: str = "runs") -> int:
+    from dfm_hpc.validate import CONF_DIR
+
+    con = _console()
+    con.print("[bold]experiments[/] (python -m dfm_hpc +experiment=NAME):")
+    for f in sorted((CONF_DIR / "experiment").glob("*.yaml")):
+        desc = next((ln.split(":", 1)[1].strip() for ln in f.read_text().splitlines()
+                     if ln.startswith("description:")), "")
+        con.print(f"  {f.stem:<24} {desc}")
+    return list_runs(runs_root)
+
+
+# ---------------------------------------------------------------- logs and cancel
+
+def _pick_stage(run: Path, stage: Optional[str]) -> Optional[str]:
+    if stage:
+        return stage
+    cfg = rundir.read_yaml(run / "config.yaml")
+    started = [s for s in cfg["stages"] if (rundir.stage_dir(run, s) / "logs").is_dir()]
+    return started[-1] if started else (cfg["stages"][0] if cfg["stages"] else None)
+
+
+def logs(ref: str, stage: Optional[str], rank: int, follow: bool, lines: int = 40) -> int:
+    try:
+        run = rundir.point_dirs(rundir.resolve(ref))[0]
+    except LookupError as e:
+        print(f"dfm_hpc: {e}", file=sys.stderr)
+        return 2
+    stage = _pick_stage(run, stage)
+    sdir = rundir.stage_dir(run, stage)
+    log = sdir / "logs" / f"rank-{rank}.log"
+    if not log.exists():
+        sub = sorted((sdir / "submitit").glob(f"*_{rank}_log.*")) if (sdir / "submitit").is_dir() else []
+        if not sub and not follow:
+            print(f"dfm_hpc: no log yet for stage {stage} rank {rank} ({log})", file=sys.stderr)
+            return 1
+        for f in sub:  # the job died before dfm_hpc took over its output
+            print(f"==> {f} <==\n{f.read_text(errors='replace')}")
+        if not follow:
+            return 0
+    pos = 0
+    if log.exists():
+        text = log.read_text(errors="replace").splitlines()
+        print("\n".join(text[-lines:]))
+        pos = log.stat().st_size
+    quiet_since = time.time()
+    try:
+        while follow:
+            if log.exists() and log.stat().st_size > pos:
+                with open(log, "rb") as f:
+                    f.seek(pos)
+                    data = f.read()
+                pos += len(data)
+                sys.stdout.write(data.decode(errors="replace"))
+                sys.stdout.flush()
+                quiet_since = time.time()
+            elif any((sdir / m).exists() for m in ("DONE", "FAILED", "CANCELLED")) and time.time() - quiet_since > 2:
+                break
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cancel(ref: str) -> int:
+    try:
+        top = rundir.resolve(ref)
+    except LookupError as e:
+        print(f"dfm_hpc: {e}", file=sys.stderr)
+        return 2
+    points = rundir.point_dirs(top)
+    ids = _job_ids(points)
+    if ids:
+        out = subprocess.run(["scancel", *ids], capture_output=True, text=True)
+        if out.returncode:
+            print(f"dfm_hpc: scancel failed: {out.stderr.strip()}", file=sys.stderr)
+            return 1
+    for point in points:
+        for sdir in (point / "stages").glob("*"):
+            if sdir.is_symlink() or (sdir / "DONE").exists():
+                continue
+            for pid in ((sdir / "pids").read_text().split() if (sdir / "pids").exists() else []):
+                try:
+                    os.kill(int(pid), signal.SIGTERM)
+                except OSError:
+                    pass
+            (sdir / "CANCELLED").write_text(time.strftime("%Y-%m-%dT%H:%M:%S\n"))
+    print(f"cancelled {top}" + (f" (jobs {', '.join(ids)})" if ids else ""))
+    return 0

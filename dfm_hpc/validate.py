@@ -1,0 +1,267 @@
+"""Login-node validation: every problem found, each with what to change.
+
+Two passes: `check_overrides` looks at the command line before Hydra composes (unknown keys,
+unknown group options, sweep syntax), `check_config` at the composed config (cross-field rules).
+Both return a list of problems; the CLI prints them all and exits 2 before anything is created.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import typing
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from dfm_hpc import lumi, schema
+from dfm_hpc.plan import StageJob, parse_time, plan
+from dfm_hpc.stages import STAGE_INPUTS, STAGES, is_implemented
+
+CONF_DIR = Path(os.environ.get("DFM_HPC_CONF", Path(__file__).resolve().parent.parent / "conf"))
+
+TRAIN_STAGES = ("cpt", "sft", "dpo")
+
+
+# ---------------------------------------------------------------- the schema as a key index
+
+def _schema_keys(cls=schema.Config, prefix: str = "") -> Dict[str, object]:
+    """Dotted key -> type for every key of the schema (Dict-typed keys accept any sub-key)."""
+    keys: Dict[str, object] = {}
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        key, tp = prefix + f.name, hints[f.name]
+        keys[key] = tp
+        if dataclasses.is_dataclass(tp):
+            keys.update(_schema_keys(tp, key + "."))
+    return keys
+
+
+SCHEMA_KEYS = _schema_keys()
+
+
+def groups() -> Dict[str, List[str]]:
+    """Config group -> its options (YAML files in conf/<group>/, plus the stages' `default`)."""
+    out = {d.name: sorted(p.stem for p in d.glob("*.yaml")) for d in CONF_DIR.iterdir() if d.is_dir()}
+    for stage in schema.STAGE_CONFIGS:
+        out.setdefault(stage, [])
+        out[stage] = sorted(set(out[stage]) | {"default"})
+    return out
+
+
+def _suggest(word: str, choices: List[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=3, cutoff=0.6)
+    return f" Did you mean {' or '.join(close)}?" if close else ""
+
+
+def _suggest_key(key: str) -> str:
+    parent, _, leaf = key.rpartition(".")
+    siblings = [k for k in SCHEMA_KEYS if k.rpartition(".")[0] == parent]
+    close = difflib.get_close_matches(key, siblings, n=3, cutoff=0.6)
+    if not close:  # the right leaf under another parent, e.g. `lr` -> sft.lr
+        leaves = {k: k.rpartition(".")[2] for k in SCHEMA_KEYS}
+        hits = set(difflib.get_close_matches(leaf, list(leaves.values()), n=3, cutoff=0.75))
+        close = sorted(k for k, v in leaves.items() if v in hits)[:6]
+    return f" Did you mean {' or '.join(close)}?" if close else ""
+
+
+# ---------------------------------------------------------------- pass 1: the command line
+
+def check_overrides(overrides: List[str]) -> List[str]:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    problems: List[str] = []
+    parser = OverridesParser.create()
+    opts = groups()
+    for text in overrides:
+        try:
+            (ov,) = parser.parse_overrides([text])
+        except OverrideParseException as e:
+            msg = str(e).splitlines()[0] if str(e) else "syntax error"
+            problems.append(f"{text!r}: bad override or sweep syntax ({msg}). "
+                            "Use key=value; sweeps: -m key=a,b,c or key=range(1,4) or key=choice(a,b).")
+            continue
+        key = ov.key_or_group
+        if key.startswith("hydra.") or key == "hydra" or ov.is_delete():
+            continue
+        if key in opts:  # a config group: its option(s) must exist
+            values = list(ov.sweep_string_iterator()) if ov.is_sweep_override() else [ov.get_value_element_as_str()]
+            for v in values:
+                if v not in opts[key]:
+                    what = "experiment" if key == "experiment" else f"{key} option"
+                    problems.append(f"unknown {what} {v!r}.{_suggest(v, opts[key])} "
+                                    f"Known: {', '.join(opts[key])}.")
+            if key == "experiment" and not ov.is_add():
+                problems.append("select an experiment with a leading '+': +experiment=NAME")
+            continue
+        if key in SCHEMA_KEYS:
+            continue
+        parent = key.rpartition(".")[0]
+        if parent in SCHEMA_KEYS and typing.get_origin(SCHEMA_KEYS[parent]) in (dict, Dict):
+            continue  # free-form maps such as cluster.env.*
+        problems.append(f"unknown config key {key!r}.{_suggest_key(key)} "
+                        "(every key is listed in docs/config.md)")
+    return problems
+
+
+# ---------------------------------------------------------------- pass 2: the composed config
+
+def _is_local_path(value: str) -> bool:
+    """Hub ids look like org/name; local paths start with / . ~ or end in a data-file suffix."""
+    return value.startswith(("/", "./", "../", "~")) or value.endswith(
+        (".jsonl", ".json", ".gz", ".parquet", ".arrow", ".txt", ".csv"))
+
+
+def _should_check_paths(cfg) -> bool:
+    if cfg.cluster.check_paths is not None:
+        return cfg.cluster.check_paths
+    return cfg.cluster.system != "lumi" or lumi.on_lumi()
+
+
+def _get(cfg, dotted: str):
+    node = cfg
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def check_config(cfg) -> List[str]:
+    problems: List[str] = []
+    add = problems.append
+    cl = cfg.cluster
+
+    unknown = [s for s in cfg.stages if s not in STAGES]
+    for s in unknown:
+        add(f"stages: unknown stage {s!r}.{_suggest(s, list(STAGES))} Known: {', '.join(STAGES)}.")
+    if not cfg.stages:
+        add("stages: the experiment runs no stage; set stages=[...]")
+    if len(set(cfg.stages)) != len(cfg.stages):
+        add(f"stages: a stage is listed twice in {list(cfg.stages)}")
+    if cl.scheduler not in ("local", "slurm"):
+        add(f"cluster.scheduler={cl.scheduler!r}: use local or slurm")
+    if cl.launcher not in ("srun", "torchrun"):
+        add(f"cluster.launcher={cl.launcher!r}: use srun (one task per rank) or torchrun (one task per node)")
+    for key in ("mem", "mem_per_gpu"):
+        try:
+            lumi.parse_mem_gb(cl[key])
+        except ValueError as e:
+            add(f"cluster.{key}: {e}")
+    if unknown:
+        return problems
+
+    for s in cfg.stages:
+        try:
+            parse_time(cfg[s].time)
+        except ValueError as e:
+            add(f"{s}.time: {e}")
+        if not cfg.dry_run and not is_implemented(s):
+            add(f"stage {s!r} is not implemented yet (issue #{STAGES[s][1]}); "
+                "dry_run=true shows its plan without submitting")
+    if any(p.endswith(".time") or "walltime" in p for p in problems):
+        return problems
+
+    if cl.system == "lumi" and (not cl.account or not lumi.ACCOUNT_RE.match(str(cl.account))):
+        add(f"cluster.account={cl.account!r}: LUMI accounts are project_ + 9 digits, e.g. "
+            "cluster.account=project_465000670 (or export SBATCH_ACCOUNT)")
+    jobs = plan(cfg)
+    for job in jobs:
+        problems += _check_resources(job, cl)
+    for job in jobs:
+        if job.stage in TRAIN_STAGES:
+            problems += _check_batch(job, cfg[job.stage])
+
+    if cfg.peft.method not in ("none", "lora", "qlora"):
+        add(f"peft.method={cfg.peft.method!r}: use none, lora or qlora")
+    if not 0 <= cfg.deepspeed.stage <= 3:
+        add(f"deepspeed.stage={cfg.deepspeed.stage}: ZeRO stages are 0, 1, 2 and 3")
+    if cfg.peft.method == "qlora" and cfg.deepspeed.stage == 3 and any(s in TRAIN_STAGES for s in cfg.stages):
+        add("peft=qlora with deepspeed=zero3: 4-bit bases are not sharded by ZeRO-3; use deepspeed=zero2")
+
+    if _should_check_paths(cfg):
+        for s in cfg.stages:
+            for key in STAGE_INPUTS.get(s, []):
+                value = _get(cfg, key)
+                if value and _is_local_path(value) and not Path(value).expanduser().exists():
+                    add(f"{key}={value!r}: input of stage {s!r} does not exist (give a local path or a hub id org/name)")
+            init = cfg[s].get("init_from") if s in TRAIN_STAGES else None
+            if init and not Path(init).exists():
+                add(f"{s}.init_from={init!r}: no such run directory")
+        image = cl.container.image
+        if image and not Path(image).exists():
+            add(f"cluster.container.image={image!r} does not exist")
+    return problems
+
+
+def _check_resources(job: StageJob, cl) -> List[str]:
+    p: List[str] = []
+    s = job.stage
+    if job.nodes < 1 or job.tasks_per_node < 1 or job.cpus_per_task < 1:
+        p.append(f"{s}: nodes, tasks_per_node and cpus_per_task must be at least 1 "
+                 f"(got {job.nodes}, {job.tasks_per_node}, {job.cpus_per_task})")
+    if job.minutes <= 0:
+        p.append(f"{s}.time: the walltime must be positive")
+    if cl.scheduler == "local" and job.nodes > 1:
+        p.append(f"{s}.nodes={job.nodes}: cluster=local runs on this machine only; use nodes=1 or a Slurm cluster")
+    if cl.system != "lumi":
+        return p
+
+    part = lumi.PARTITIONS.get(job.partition or "")
+    if part is None:
+        p.append(f"{s}: partition {job.partition!r} is not a LUMI-G partition "
+                 f"({', '.join(lumi.PARTITIONS)})")
+        return p
+    if job.nodes > part.max_nodes:
+        p.append(f"{s}.nodes={job.nodes}: {part.name} allows at most {part.max_nodes} nodes per job")
+    if job.hours > part.max_hours:
+        p.append(f"{s}.time={job.minutes // 60}h{job.minutes % 60:02d}: over {part.name}'s maximum of "
+                 f"{part.max_hours:g} h; lower it (training resumes from checkpoints across jobs)")
+    cores = job.tasks_per_node * job.cpus_per_task
+    if cores > lumi.USABLE_CORES_PER_NODE:
+        p.append(f"{s}: {job.tasks_per_node} tasks x {job.cpus_per_task} cpus = {cores} cores per node; "
+                 f"LUMI-G nodes have {lumi.USABLE_CORES_PER_NODE} usable (use cpus_per_task=7 with 8 tasks)")
+    if job.gpus_per_node > lumi.GCDS_PER_NODE:
+        p.append(f"{s}: gpus_per_node={job.gpus_per_node}; a LUMI-G node has {lumi.GCDS_PER_NODE} GCDs")
+    if (cl.launcher == "srun" and job.gpus_per_node and job.tasks_per_node > job.gpus_per_node):
+        p.append(f"{s}: {job.tasks_per_node} tasks per node for {job.gpus_per_node} GCDs; "
+                 "the srun launcher runs one rank per GCD")
+    if part.whole_nodes and job.gpus_per_node not in (0, lumi.GCDS_PER_NODE):
+        p.append(f"{s}: {part.name} allocates whole nodes; use gpus_per_node=8 (or cluster=lumi_small)")
+    mem = _mem_or_none(cl.mem)
+    if mem is not None and mem > lumi.NODE_MEMORY_GB:
+        p.append(f"cluster.mem={cl.mem}: at most {lumi.NODE_MEMORY_GB}G per LUMI-G node (or 0 for all of it)")
+    mpg = _mem_or_none(cl.mem_per_gpu)
+    if mpg is not None and mpg > lumi.GCD_MEMORY_GB:
+        p.append(f"cluster.mem_per_gpu={cl.mem_per_gpu}: at most {lumi.GCD_MEMORY_GB}G per GCD")
+    return p
+
+
+def _mem_or_none(text):
+    try:
+        return lumi.parse_mem_gb(text)
+    except ValueError:
+        return None  # reported once by check_config
+
+
+def _check_batch(job: StageJob, st) -> List[str]:
+    per_step = job.world_size * st.micro_batch_size
+    if st.micro_batch_size < 1 or st.global_batch_size < 1:
+        return [f"{job.stage}: global_batch_size and micro_batch_size must be at least 1"]
+    if st.global_batch_size % per_step:
+        fits = [g for g in range(per_step, 4 * st.global_batch_size + per_step, per_step)]
+        near = min(fits, key=lambda g: abs(g - st.global_batch_size))
+        return [f"{job.stage}.global_batch_size={st.global_batch_size} is not divisible by world size "
+                f"{job.world_size} x micro_batch_size {st.micro_batch_size} = {per_step}; "
+                f"e.g. {job.stage}.global_batch_size={near}"]
+    return []
+
+
+def explain_hydra_error(exc: BaseException) -> str:
+    """A Hydra/OmegaConf composition error as one readable line."""
+    cause: Optional[BaseException] = exc
+    while cause is not None and cause.__cause__ is not None:
+        cause = cause.__cause__
+    text = str(cause or exc).strip().splitlines()
+    main = text[0] if text else type(exc).__name__
+    key = getattr(cause, "full_key", None)
+    return f"{key}: {main}" if key and key not in main else main

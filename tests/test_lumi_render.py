@@ -1,0 +1,97 @@
+"""The LUMI dry run renders what shared/reference/lumi.md §18 asks for, and bills it right."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from conftest import dfm, run_dirs
+from dfm_hpc import lumi
+
+MASKS = ("0x00fe000000000000,0xfe00000000000000,0x0000000000fe0000,0x00000000fe000000,"
+         "0x00000000000000fe,0x000000000000fe00,0x000000fe00000000,0x0000fe0000000000")
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def _dry(tmp_path, *extra):
+    p = dfm("+experiment=munin_sft", "cluster.account=project_465000670", "dry_run=true", *extra, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    (run,) = run_dirs(tmp_path)
+    return p, run
+
+
+def test_standard_g_script_passes_the_checklist(tmp_path):
+    p, run = _dry(tmp_path, "cluster=lumi")
+    s = (run / "stages" / "sft" / "sbatch.sh").read_text()
+    srun = next(line for line in s.splitlines() if line.startswith("srun "))
+    for line in ("#SBATCH --account=project_465000670", "#SBATCH --partition=standard-g", "#SBATCH --gpus-per-node=8",
+                 "#SBATCH --ntasks-per-node=8", "#SBATCH --cpus-per-task=7", "#SBATCH --mem=480G",
+                 "#SBATCH --time=720", "#SBATCH --exclusive", "#SBATCH --kill-on-invalid-dep=yes",
+                 'export NCCL_SOCKET_IFNAME="hsn0,hsn1,hsn2,hsn3"', 'export NCCL_NET_GDR_LEVEL="PHB"',
+                 'export FI_CXI_DEFAULT_CQ_SIZE="131072"', 'export CXI_FORK_SAFE="1"', 'export OMP_NUM_THREADS="7"',
+                 'export MIOPEN_USER_DB_PATH="/tmp/', 'export HF_HOME="/scratch/project_465000670/',
+                 'export HF_HUB_OFFLINE="1"', 'export TRANSFORMERS_OFFLINE="1"', 'export HF_DATASETS_OFFLINE="1"',
+                 'export MASTER_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"',
+                 "export MASTER_PORT=$(( 20000 + SLURM_JOB_ID % 20000 ))"):
+        assert line in s, line
+    assert re.search(r"#SBATCH --signal=USR\d@300", s)
+    assert "--cpus-per-task=7" in srun  # srun does not inherit it since Slurm 22.05
+    assert f"--cpu-bind=mask_cpu:{MASKS}" in srun
+    assert "singularity exec -B /var/spool/slurmd,/opt/cray,/usr/lib64/libcxi.so.1," in srun
+    assert "/scratch/project_465000670" in srun and "/project/project_465000670" in srun
+    assert ".sif python -u -m submitit.core._submit" in srun
+    # never 64 cores; 8 x 7 = 56
+    assert "#SBATCH --cpus-per-task=8" not in s
+    # the dependent stage waits for the first
+    ev = (run / "stages" / "evaluate" / "sbatch.sh").read_text()
+    assert "#SBATCH --dependency='afterok:<job id of sft>'" in ev
+    # printed to stdout too, with the cost
+    assert srun in p.stdout
+    assert "56.0 LUMI billing units" in p.stdout  # (12 h + 2 h) x 1 node x 4
+
+
+def test_mask_list_is_gcd_ordered():
+    """Local rank i -> GCD i -> the 7 cores closest to it (LUMI's GCD/NUMA map)."""
+    cores = {0: range(49, 56), 1: range(57, 64), 2: range(17, 24), 3: range(25, 32),
+             4: range(1, 8), 5: range(9, 16), 6: range(33, 40), 7: range(41, 48)}
+    for i, mask in enumerate(MASKS.split(",")):
+        assert int(mask, 16) == sum(1 << c for c in cores[i])
+
+
+def test_small_g_is_per_gcd_without_masks(tmp_path):
+    _, run = _dry(tmp_path, "cluster=lumi_small")
+    s = (run / "stages" / "sft" / "sbatch.sh").read_text()
+    assert "#SBATCH --partition=small-g" in s and "#SBATCH --gpus-per-node=1" in s
+    assert "#SBATCH --mem-per-gpu=60G" in s and "--cpu-bind" not in s and "--exclusive" not in s
+
+
+def test_torchrun_mode_is_one_task_per_node(tmp_path):
+    _, run = _dry(tmp_path, "cluster=lumi", "cluster.launcher=torchrun")
+    s = (run / "stages" / "sft" / "sbatch.sh").read_text()
+    assert "#SBATCH --ntasks-per-node=1" in s and "#SBATCH --cpus-per-task=56" in s
+    assert "export DFM_HPC_LAUNCHER=torchrun" in s and "export DFM_HPC_NPROC_PER_NODE=8" in s
+
+
+@pytest.mark.parametrize("partition,nodes,hours,gcds,cpus,mem,units", [
+    ("standard-g", 4, 24, 8, 56, 480, 384.0),  # LUMI docs: 4 nodes x 24 h = 384 GPU-hours
+    ("small-g", 1, 10, 1, 7, 60, 5.0),  # one GCD slice, half a unit per hour
+    ("small-g", 1, 10, 1, 32, 60, 20.0),  # 32 cores = 4 slices
+    ("small-g", 1, 10, 2, 7, 200, 20.0),  # 200 GB = 4 memory slices
+    ("dev-g", 2, 1, 8, 56, 480, 8.0),
+])
+def test_billing_units(partition, nodes, hours, gcds, cpus, mem, units):
+    assert lumi.billing_units(partition, nodes, hours, gcds, cpus, mem) == units
+
+
+def test_golden_script(tmp_path):
+    """The whole standard-g script against a reviewed reference (UPDATE_GOLDEN=1 rewrites it)."""
+    _, run = _dry(tmp_path, "cluster=lumi")
+    text = (run / "stages" / "sft" / "sbatch.sh").read_text().replace(str(run), "<RUN_DIR>")
+    golden = GOLDEN / "munin_sft_lumi_sft.sbatch"
+    if os.environ.get("UPDATE_GOLDEN"):
+        golden.parent.mkdir(exist_ok=True)
+        golden.write_text(text)
+    assert text == golden.read_text()

@@ -1,0 +1,74 @@
+"""Bad input: exit 2 on the login node, every problem printed, no run dir, no job."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import dfm, run_dirs
+
+LUMI = ["+experiment=munin_sft", "cluster=lumi", "cluster.account=project_465000670", "dry_run=true"]
+
+CASES = {
+    "unknown key": (["+experiment=demo", "cluster.acount=x"], "Did you mean cluster.account"),
+    "key in the wrong place": (["+experiment=demo", "lr=1e-4"], "sft.lr"),
+    "unknown experiment": (["+experiment=munin_sftt"], "Did you mean munin_sft"),
+    "experiment without +": (["experiment=demo"], "+experiment=NAME"),
+    "unknown cluster": (["+experiment=demo", "cluster=lumii"], "Did you mean lumi"),
+    "bad sweep syntax": (["-m", "+experiment=demo", "demo.value=range(1,"], "sweep syntax"),
+    "wrong type": (["+experiment=demo", "demo.nodes=abc"], "demo.nodes"),
+    "bad walltime": (["+experiment=demo", "demo.time=soon"], "cannot read walltime"),
+    "bad account": ([*LUMI, "cluster.account=project_123"], "project_ + 9 digits"),
+    "missing account": (["+experiment=munin_sft", "cluster=lumi", "dry_run=true"], "cluster.account=None"),
+    "walltime over partition max": ([*LUMI, "sft.time=72:00:00"], "over standard-g's maximum of 48 h"),
+    "dev-g walltime": ([*LUMI, "cluster=lumi_dev", "sft.time=04:00:00"], "over dev-g's maximum of 3 h"),
+    "too many nodes small-g": ([*LUMI, "cluster=lumi_small", "sft.nodes=8"], "small-g allows at most 4 nodes"),
+    "too many nodes standard-g": ([*LUMI, "sft.nodes=2000"], "standard-g allows at most 1024 nodes"),
+    "too many cores": ([*LUMI, "cluster.cpus_per_task=8"], "56 usable"),
+    "too many GPUs": ([*LUMI, "cluster.gpus_per_node=16"], "8 GCDs"),
+    "partial node on standard-g": ([*LUMI, "sft.gpus_per_node=4", "sft.tasks_per_node=4"], "allocates whole nodes"),
+    "memory over node": ([*LUMI, "cluster.mem=600G"], "at most 480G"),
+    "unreadable memory": ([*LUMI, "cluster.mem=lots"], "cannot read memory size"),
+    "batch not divisible": ([*LUMI, "sft.global_batch_size=100"], "not divisible by world size 8"),
+    "unknown partition": ([*LUMI, "cluster.partition=gpu"], "not a LUMI-G partition"),
+    "qlora with zero3": ([*LUMI, "peft=qlora"], "use deepspeed=zero2"),
+    "missing data path": (["+experiment=oasst2_translate_tiny", "data.oasst2=./nope/oasst2.jsonl", "dry_run=true"],
+                          "does not exist"),
+    "missing init_from": (["+experiment=munin_dpo", *LUMI[1:], "cluster.check_paths=true",
+                           "dpo.init_from=/nonexistent/run"], "no such run directory"),
+    "multi-node on local": (["+experiment=demo", "demo.nodes=2"], "cluster=local runs on this machine only"),
+    "unknown stage": (["+experiment=demo", "stages=[demo,trian]"], "unknown stage 'trian'"),
+    "unknown launcher": (["+experiment=demo", "cluster.launcher=mpirun"], "cluster.launcher='mpirun'"),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input_exits_2_and_leaves_nothing(name, tmp_path):
+    args, expected = CASES[name]
+    p = dfm(*args, cwd=tmp_path)
+    assert p.returncode == 2, f"{name}: exit {p.returncode}\n{p.stdout}\n{p.stderr}"
+    assert expected in p.stderr, f"{name}: {expected!r} not in:\n{p.stderr}"
+    assert "nothing was created or submitted" in p.stderr
+    assert run_dirs(tmp_path) == [], f"{name} left a run dir"
+    assert not (tmp_path / "multirun").exists() and not (tmp_path / "outputs").exists()
+
+
+def test_every_problem_is_reported(tmp_path):
+    p = dfm(*LUMI, "cluster.account=nope", "sft.time=99:00:00", "sft.nodes=2000", cwd=tmp_path)
+    assert p.returncode == 2
+    # the batch rule fires too: 2000 nodes x 8 ranks x 4 does not divide 64
+    assert "4 problems" in p.stderr
+    for text in ("project_ + 9 digits", "maximum of 48 h", "at most 1024 nodes", "not divisible"):
+        assert text in p.stderr
+
+
+def test_every_unknown_key_is_reported_at_once(tmp_path):
+    p = dfm("+experiment=demo", "demo.valeu=2", "cluster.acount=x", "+experiment=nope", cwd=tmp_path)
+    assert p.returncode == 2
+    assert "3 problems" in p.stderr and "demo.value" in p.stderr and "cluster.account" in p.stderr
+
+
+def test_a_bad_sweep_point_stops_the_whole_sweep(tmp_path):
+    p = dfm("-m", *LUMI, "sft.nodes=1,2000", cwd=tmp_path)
+    assert p.returncode == 2
+    assert "sft.nodes=2000" in p.stderr and "at most 1024 nodes" in p.stderr
+    assert run_dirs(tmp_path) == []
