@@ -1,0 +1,139 @@
+"""Against the real two-node Slurm cluster that slurm/start.sh starts (required in CI)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+import yaml
+
+from conftest import dfm, run_dirs, wait_for
+
+pytestmark = pytest.mark.slurm
+SLURM = ["cluster=slurm"]
+
+
+def _states(run, cwd) -> str:
+    p = dfm("status", str(run), cwd=cwd)
+    assert p.returncode == 0, p.stderr
+    return p.stdout
+
+
+def _all_completed(run, cwd, n):
+    out = _states(run, cwd)
+    return out if out.count("COMPLETED") == n else None
+
+
+def _squeue_ids() -> set:
+    out = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout
+    return set(out.split())
+
+
+def test_two_node_all_reduce(slurm_cluster, tmp_path):
+    p = dfm("+experiment=demo", *SLURM, "demo.nodes=2", "demo.value=1.5", cwd=tmp_path)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "queued; follow with" in p.stdout
+    (run,) = run_dirs(tmp_path)
+    job_id = (run / "stages" / "demo" / "job_id").read_text().strip()
+    assert job_id in p.stdout
+    wait_for(lambda: _all_completed(run, tmp_path, 2), what="demo and demo_check to complete")
+    result = json.loads((run / "stages" / "demo" / "result.json").read_text())
+    assert result["sum"] == 1.5 * 3 == result["expected"]
+    assert sorted(result["hosts"]) == ["node1", "node2"]  # one rank on each node
+    log1 = (run / "stages" / "demo" / "logs" / "rank-1.log").read_text()
+    assert "on node2" in log1 and f"job {job_id}" in log1 and "master node1:" in log1
+    lg = dfm("logs", str(run), "--stage", "demo", "--rank", "1", cwd=tmp_path)
+    assert lg.returncode == 0 and "all_reduce sum = 4.5" in lg.stdout
+    assert "00:00:0" in _states(run, tmp_path)  # elapsed from sacct
+
+
+def test_sweep_is_one_array_and_the_cli_does_not_wait(slurm_cluster, tmp_path):
+    p = dfm("-m", "+experiment=demo", *SLURM, "demo.nodes=2", "demo.sleep_s=4", "demo.value=1,2,3,4", cwd=tmp_path)
+    assert p.returncode == 0, p.stdout + p.stderr
+    (sweep,) = run_dirs(tmp_path)
+    points = [sweep / str(i) for i in range(4)]
+    ids = [(pt / "stages" / "demo" / "job_id").read_text().strip() for pt in points]
+    # the CLI is back while the jobs are still queued or running (each sleeps 4 s)
+    assert _states(sweep, tmp_path).count("COMPLETED") < 8
+    assert len({i.split("_")[0] for i in ids}) == 1, ids  # one array
+    assert sorted(i.split("_")[1] for i in ids) == ["0", "1", "2", "3"]
+    summary = yaml.safe_load((sweep / "sweep.yaml").read_text())
+    assert len(summary["points"]) == 4
+    wait_for(lambda: _all_completed(sweep, tmp_path, 8), timeout=300, what="4 sweep points x 2 stages")
+    sums = [json.loads((pt / "stages" / "demo" / "result.json").read_text())["sum"] for pt in points]
+    assert sums == [3.0, 6.0, 9.0, 12.0]
+    assert all((pt / "stages" / "demo_check" / "DONE").exists() for pt in points)
+
+
+def test_cancel_shows_cancelled_and_rerun_reproduces_the_config(slurm_cluster, tmp_path):
+    p = dfm("+experiment=demo", *SLURM, "demo.sleep_s=300", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    (run,) = run_dirs(tmp_path)
+    wait_for(lambda: "RUNNING" in _states(run, tmp_path), what="the demo job to run")
+    c = dfm("cancel", str(run), cwd=tmp_path)
+    assert c.returncode == 0 and "cancelled" in c.stdout
+    out = wait_for(lambda: (lambda s: s if s.count("CANCELLED") == 2 else None)(_states(run, tmp_path)),
+                   what="both stages to show CANCELLED")
+    assert "COMPLETED" not in out
+    r = dfm("rerun", str(run), cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    new = next(d for d in run_dirs(tmp_path) if d != run)
+    assert (new / "config.yaml").read_text() == (run / "config.yaml").read_text()
+    assert json.loads((new / "provenance.json").read_text())["rerun_of"] == str(run.resolve())
+    assert dfm("cancel", str(new), cwd=tmp_path).returncode == 0
+
+
+def test_failed_stage_stops_its_dependents_and_rerun_continues(slurm_cluster, tmp_path):
+    p = dfm("+experiment=demo", *SLURM, "demo.nodes=2", "demo_check.fail=true", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    (run,) = run_dirs(tmp_path)
+    wait_for(lambda: "FAILED" in _states(run, tmp_path), what="demo_check to fail")
+    assert (run / "stages" / "demo" / "DONE").exists()
+    r = dfm("rerun", str(run), "demo_check.fail=false", cwd=tmp_path)
+    assert r.returncode == 0 and "reusing finished stages: demo" in r.stderr, r.stderr
+    new = next(d for d in run_dirs(tmp_path) if d != run)
+    assert not (new / "stages" / "demo" / "job_id").exists() or (new / "stages" / "demo").is_symlink()
+    wait_for(lambda: (new / "stages" / "demo_check" / "DONE").exists(), what="the rerun's demo_check")
+    assert "--dependency" not in (new / "stages" / "demo_check" / "sbatch.sh").read_text()
+
+
+def test_dependent_is_cancelled_when_its_parent_fails(slurm_cluster, tmp_path):
+    p = dfm("+experiment=demo", *SLURM, "demo.fail=true", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    (run,) = run_dirs(tmp_path)
+    sb = (run / "stages" / "demo_check" / "sbatch.sh").read_text()
+    parent = (run / "stages" / "demo" / "job_id").read_text().strip()
+    assert f"#SBATCH --dependency=afterok:{parent}" in sb
+    out = wait_for(lambda: (lambda s: s if "FAILED" in s and "CANCELLED" in s else None)(_states(run, tmp_path)),
+                   what="demo FAILED and demo_check CANCELLED")
+    assert not (run / "stages" / "demo_check" / "logs").exists()  # it never started
+    assert "demo.fail=true" in (run / "stages" / "demo" / "logs" / "rank-0.log").read_text()
+    assert out
+
+
+def test_bad_input_queues_nothing(slurm_cluster, tmp_path):
+    before = _squeue_ids()
+    last = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "JobID", "-S", "now-1hours"], capture_output=True,
+                          text=True).stdout.split()
+    p = dfm("-m", "+experiment=demo", *SLURM, "demo.nodes=1,abc", cwd=tmp_path)
+    assert p.returncode == 2
+    p = dfm("+experiment=demo", *SLURM, "demo.time=99-00:00:00x", cwd=tmp_path)
+    assert p.returncode == 2
+    after = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "JobID", "-S", "now-1hours"], capture_output=True,
+                           text=True).stdout.split()
+    assert after == last and _squeue_ids() <= before
+    assert run_dirs(tmp_path) == []
+
+
+def test_torchrun_launcher_two_nodes_two_ranks_each(slurm_cluster, tmp_path):
+    p = dfm("+experiment=demo", *SLURM, "cluster.launcher=torchrun", "demo.nodes=2", "demo.tasks_per_node=2",
+            "stages=[demo]", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    (run,) = run_dirs(tmp_path)
+    assert "#SBATCH --ntasks-per-node=1" in (run / "stages" / "demo" / "sbatch.sh").read_text()
+    wait_for(lambda: (run / "stages" / "demo" / "DONE").exists() or (run / "stages" / "demo" / "FAILED").exists(),
+             what="the torchrun demo")
+    result = json.loads((run / "stages" / "demo" / "result.json").read_text())
+    assert result["world_size"] == 4 and result["sum"] == 10.0
+    assert sorted(result["hosts"]) == ["node1", "node1", "node2", "node2"]
