@@ -219,9 +219,10 @@ STAGE_CONFIGS = {
 
 @dataclass
 class Config:
-    name: str = "default"  # the experiment's name: runs go to <runs_root>/<name>/
+    name: str = "demo"  # the experiment's name: runs go to <runs_root>/<name>/
     description: str = ""
-    stages: List[str] = field(default_factory=lambda: ["demo"])  # run in this order, each after the previous
+    # run in this order, each after the previous; with no +experiment, the demo runs
+    stages: List[str] = field(default_factory=lambda: ["demo", "demo_check"])
     dry_run: bool = False
     runs_root: str = "runs"
     seed: int = 0

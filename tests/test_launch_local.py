@@ -152,3 +152,20 @@ def test_rerun_rejects_bad_overrides(tmp_path):
         assert p.returncode == 2 and text in p.stderr, bad + p.stderr
     assert dfm("rerun", "no-such-run", cwd=tmp_path).returncode == 2
     assert len(run_dirs(tmp_path)) == 1
+
+
+def test_sweep_points_equal_single_runs(tmp_path):
+    """The fast sweep path composes exactly what a single run with the same overrides does."""
+    common = ["+experiment=munin_sft", "cluster.account=project_465000670", "dry_run=true", "sft.time=02:00:00"]
+    (tmp_path / "sweep").mkdir()
+    (tmp_path / "one").mkdir()
+    p = dfm("-m", *common, "sft.lr=0.0001,0.0003", "cluster=lumi,lumi_dev", cwd=tmp_path / "sweep")
+    assert p.returncode == 0, p.stderr
+    (sweep,) = run_dirs(tmp_path / "sweep")
+    assert len(yaml.safe_load((sweep / "sweep.yaml").read_text())["points"]) == 4
+    p = dfm(*common, "sft.lr=0.0003", "cluster=lumi_dev", cwd=tmp_path / "one")
+    assert p.returncode == 0, p.stderr
+    (single,) = run_dirs(tmp_path / "one")
+    point = next(p for p in (sweep / str(i) for i in range(4))
+                 if {"sft.lr=0.0003", "cluster=lumi_dev"} <= set(yaml.safe_load((p / "overrides.yaml").read_text())))
+    assert (point / "config.yaml").read_text() == (single / "config.yaml").read_text()

@@ -1,0 +1,31 @@
+# The two commands (README): `make demo` runs the main job on the embedded default (this machine,
+# no Slurm); `make test` runs the tests, starting the local two-node Slurm cluster first (as root).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test slurm setup bench clean
+
+setup: $(VENV)/.installed
+
+# torch pinned to the CPU build for dev/CI; LUMI jobs get torch from the ROCm container
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q "torch==2.13.0" -e ".[dev]"
+	touch $@
+
+demo: setup
+	$(BIN)/python -m dfm_hpc +experiment=demo
+
+slurm:
+	@if [ "$$(id -u)" = 0 ]; then bash slurm/start.sh; \
+	else echo "not root: the local Slurm cluster is not started; the real-Slurm tests will skip"; fi
+
+test: setup slurm
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python bench/login_latency.py
+
+clean:
+	rm -rf $(VENV) runs
