@@ -186,7 +186,7 @@ if [[ "$venv_torch" != "$TORCH_VERSION" ]]; then
 import sys
 import sysconfig
 
-dirs = [d for d in open(sys.argv[1]).read().split() if d]
+dirs = [d for d in open(sys.argv[1]).read().splitlines() if d]
 with open(f"{sysconfig.get_paths()['purelib']}/zz_container_site_packages.pth", "w") as f:
     f.write("\n".join(dirs) + "\n")
 PY
@@ -231,8 +231,8 @@ for dist in md.distributions():  # sys.path order
     first.setdefault(key, (dist.version, where))
     if where.startswith(venv + os.sep):
         mine.setdefault(key, dist.version)
-hidden = [f"  {k} {v} (venv) is hidden by {first[k][0]} in {first[k][1]}"
-          for k, v in sorted(mine.items()) if not first[k][1].startswith(venv + os.sep)]
+hidden = [f"  {k} {v} (venv) is hidden by {first[k][0]} in {first[k][1]}" for k, v in sorted(mine.items())
+          if k not in ("pip", "setuptools", "wheel") and not first[k][1].startswith(venv + os.sep)]
 if hidden:
     sys.exit("build_overlay: these packages were installed into the venv but the container's copies "
              "are imported instead:\n" + "\n".join(hidden) + "\nUse PIN=all (the default), or pin "

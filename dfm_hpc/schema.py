@@ -25,20 +25,20 @@ class ContainerConfig:
 
 @dataclass
 class ClusterConfig:
-    name: str = "local"
+    name: str = "local"  # the profile's name (conf/cluster/<name>.yaml)
     system: str = "generic"  # "lumi" turns on LUMI's rules: account form, partitions, 56 cores, 8 GCDs
     scheduler: str = "local"  # local (ranks are subprocesses here) | slurm
-    account: Optional[str] = None
-    partition: Optional[str] = None
+    account: Optional[str] = None  # sbatch --account; on LUMI project_<9 digits>
+    partition: Optional[str] = None  # None: the cluster's default partition
     qos: Optional[str] = None
-    gpus_per_node: int = 0
+    gpus_per_node: int = 0  # GPUs (GCDs on LUMI) per node
     tasks_per_node: int = 1  # ranks per node (one per GCD/GPU on LUMI)
     cpus_per_task: int = 1
     mem: Optional[str] = None  # sbatch --mem, e.g. "480G"; "0" = all of the node
     mem_per_gpu: Optional[str] = None
     cpu_bind: Optional[str] = None  # srun --cpu-bind value
     launcher: str = "srun"  # srun: one task per rank | torchrun: one task per node, torchrun spawns the ranks
-    exclusive: bool = False
+    exclusive: bool = False  # sbatch --exclusive (whole nodes)
     signal_delay_s: int = 120  # Slurm sends USR1 this long before the time limit
     env: Dict[str, str] = field(default_factory=dict)
     setup: List[str] = field(default_factory=list)  # shell lines run in the sbatch script before srun
@@ -67,7 +67,7 @@ class DataConfig:
     name: str = "tiny"
     # hub id (org/name) or local path; local paths must exist when validated on their machine
     oasst2: str = "OpenAssistant/oasst2"
-    oasst2_revision: Optional[str] = None
+    oasst2_revision: Optional[str] = None  # hub revision (commit) to pin
     corpus: Optional[str] = None  # CPT corpus: hub id or local JSONL/Parquet
     eval_text: Optional[str] = None  # held-out Danish text for perplexity
 
@@ -76,19 +76,19 @@ class DataConfig:
 class TranslatorConfig:
     name: str = "madlad400_3b"
     name_or_path: str = "google/madlad400-3b-mt"
-    revision: Optional[str] = None
+    revision: Optional[str] = None  # hub revision (commit) to pin
     backend: str = "hf"  # hf | ctranslate2
     target_lang: str = "da"
-    num_beams: int = 1
+    num_beams: int = 1  # 1: greedy (deterministic)
     dtype: str = "bfloat16"
-    max_batch_tokens: int = 16384
+    max_batch_tokens: int = 16384  # token budget of one length-sorted batch
 
 
 @dataclass
 class DeepSpeedConfig:
     stage: int = 2  # ZeRO stage 0-3
-    offload_optimizer: bool = False
-    offload_params: bool = False
+    offload_optimizer: bool = False  # optimizer state in CPU memory
+    offload_params: bool = False  # parameters in CPU memory (ZeRO-3)
     overlap_comm: bool = True
     contiguous_gradients: bool = True
     reduce_bucket_size: int = 500_000_000
@@ -97,8 +97,8 @@ class DeepSpeedConfig:
 @dataclass
 class PeftConfig:
     method: str = "none"  # none | lora | qlora
-    r: int = 16
-    alpha: int = 32
+    r: int = 16  # LoRA rank
+    alpha: int = 32  # LoRA scaling numerator (scale = alpha / r)
     dropout: float = 0.05
     target_modules: List[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
 
@@ -134,10 +134,10 @@ class DemoCheckStage(StageConfig):
 
 @dataclass
 class TranslateStage(StageConfig):
-    source_langs: List[str] = field(default_factory=lambda: ["en"])
-    shards: int = 8
+    source_langs: List[str] = field(default_factory=lambda: ["en"])  # OASST2 `lang` values to translate
+    shards: int = 8  # work units balanced by source tokens; each worker takes shards by rank
     chunk_size: int = 256  # segments per flushed chunk
-    max_messages: Optional[int] = None
+    max_messages: Optional[int] = None  # translate only the first N messages (trials)
 
 
 @dataclass
@@ -156,16 +156,16 @@ class PiiStage(StageConfig):
 
 @dataclass
 class TrainStage(StageConfig):
-    lr: float = 2e-5
+    lr: float = 2e-5  # peak learning rate
     warmup_steps: int = 0
     max_steps: int = 1000
-    global_batch_size: int = 64
-    micro_batch_size: int = 1
+    global_batch_size: int = 64  # sequences per optimizer step; divisible by world size x micro_batch_size
+    micro_batch_size: int = 1  # sequences per rank per forward pass
     seq_len: int = 4096
     precision: str = "bf16"  # bf16 | fp32
     gradient_checkpointing: bool = True
     attn_implementation: str = "sdpa"
-    save_every_steps: int = 500
+    save_every_steps: int = 500  # checkpoint interval (also saved on Slurm's pre-timeout signal)
     keep_checkpoints: int = 2
     log_every_steps: int = 10
     init_from: Optional[str] = None  # a run dir whose previous stage's model to start from
@@ -173,27 +173,27 @@ class TrainStage(StageConfig):
 
 @dataclass
 class CptStage(TrainStage):
-    eval_fraction: float = 0.02
+    eval_fraction: float = 0.02  # held-out share of the corpus for eval loss / perplexity
 
 
 @dataclass
 class SftStage(TrainStage):
-    packing: bool = True
+    packing: bool = True  # pack several chats per sequence (attention kept per chat)
     lr: float = 1e-4
 
 
 @dataclass
 class DpoStage(TrainStage):
-    beta: float = 0.1
-    loss_type: str = "sigmoid"
-    precompute_ref_log_probs: bool = False
+    beta: float = 0.1  # DPO temperature
+    loss_type: str = "sigmoid"  # TRL DPO loss type
+    precompute_ref_log_probs: bool = False  # compute reference log-probs once before training
     lr: float = 5e-6
 
 
 @dataclass
 class EvaluateStage(StageConfig):
-    euroeval: bool = True
-    generation_prompts: int = 5
+    euroeval: bool = True  # run EuroEval's Danish tasks (datasets prefetched on the login node)
+    generation_prompts: int = 5  # Danish prompts to generate samples for
     time: str = "02:00:00"
 
 
@@ -220,11 +220,10 @@ STAGE_CONFIGS = {
 @dataclass
 class Config:
     name: str = "demo"  # the experiment's name: runs go to <runs_root>/<name>/
-    description: str = ""
-    # run in this order, each after the previous; with no +experiment, the demo runs
-    stages: List[str] = field(default_factory=lambda: ["demo", "demo_check"])
-    dry_run: bool = False
-    runs_root: str = "runs"
+    description: str = ""  # one line, shown by `python -m dfm_hpc list`
+    stages: List[str] = field(default_factory=lambda: ["demo", "demo_check"])  # in order; each a job after the previous
+    dry_run: bool = False  # validate, render and write the sbatch scripts; submit nothing
+    runs_root: str = "runs"  # e.g. /scratch/project_465000670/runs on LUMI
     seed: int = 0
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

@@ -22,6 +22,9 @@ def _states(run, cwd) -> str:
 
 def _all_completed(run, cwd, n):
     out = _states(run, cwd)
+    if "FAILED" in out:  # no point in waiting: show why
+        logs = "\n".join(f.read_text()[-3000:] for f in sorted(run.rglob("FAILED")))
+        raise AssertionError(f"a stage failed:\n{out}\n{logs}")
     return out if out.count("COMPLETED") == n else None
 
 
