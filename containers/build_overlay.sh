@@ -48,9 +48,13 @@ case "${1:-}" in
   *) die "unknown argument '$1' (settings are environment variables; see --help)" ;;
 esac
 
+USER="${USER:-$(id -un)}"
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
 [[ -f "$REPO/pyproject.toml" && -f "$REPO/dfm_hpc/__init__.py" ]] \
   || die "$REPO is not a dfm_hpc checkout (no pyproject.toml / dfm_hpc/)"
+
+command -v singularity >/dev/null || die "singularity not found; run this on a LUMI login node"
+command -v mksquashfs >/dev/null || die "mksquashfs not found; run this on a LUMI login node"
 
 # ------------------------------------------------------------------ settings
 
@@ -94,8 +98,6 @@ unset SINGULARITYENV_PREPEND_PATH SINGULARITYENV_APPEND_PATH SINGULARITYENV_PATH
 
 # ------------------------------------------------------------------ checks
 
-command -v singularity >/dev/null || die "singularity not found; run this on a LUMI login node"
-command -v mksquashfs >/dev/null || die "mksquashfs not found; run this on a LUMI login node"
 [[ -f "$SIF" ]] || die "container image $SIF does not exist (list: ls -d /appl/local/laifs/containers/*/); set SIF=..."
 mkdir -p "$(dirname "$OUT")" || die "cannot create $(dirname "$OUT")"
 [[ -w "$(dirname "$OUT")" ]] || die "cannot write to $(dirname "$OUT"); set OUT=..."

@@ -39,7 +39,7 @@ class ClusterConfig:
     cpu_bind: Optional[str] = None  # srun --cpu-bind value
     launcher: str = "srun"  # srun: one task per rank | torchrun: one task per node, torchrun spawns the ranks
     exclusive: bool = False  # sbatch --exclusive (whole nodes)
-    signal_delay_s: int = 120  # Slurm sends USR1 this long before the time limit
+    signal_delay_s: int = 120  # Slurm sends USR2 (submitit's signal) this long before the time limit
     env: Dict[str, str] = field(default_factory=dict)
     setup: List[str] = field(default_factory=list)  # shell lines run in the sbatch script before srun
     srun_args: List[str] = field(default_factory=list)

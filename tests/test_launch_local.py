@@ -169,3 +169,24 @@ def test_sweep_points_equal_single_runs(tmp_path):
     point = next(p for p in (sweep / str(i) for i in range(4))
                  if {"sft.lr=0.0003", "cluster=lumi_dev"} <= set(yaml.safe_load((p / "overrides.yaml").read_text())))
     assert (point / "config.yaml").read_text() == (single / "config.yaml").read_text()
+
+
+def test_rerun_warns_when_the_code_changed(tmp_path):
+    assert dfm("+experiment=demo", "dry_run=true", cwd=tmp_path).returncode == 0
+    (run,) = run_dirs(tmp_path)
+    prov = json.loads((run / "provenance.json").read_text())
+    prov["git_commit"] = "0123456789abcdef0123456789abcdef01234567"
+    (run / "provenance.json").write_text(json.dumps(prov))
+    r = dfm("rerun", str(run), cwd=tmp_path)
+    assert r.returncode == 0 and "the code has changed since" in r.stderr and "0123456789" in r.stderr
+
+
+def test_logs_show_and_follow_a_finished_stage(tmp_path):
+    assert dfm("+experiment=demo", cwd=tmp_path).returncode == 0
+    (run,) = run_dirs(tmp_path)
+    p = dfm("logs", run.name, "--stage", "demo", "--rank", "1", cwd=tmp_path)
+    assert p.returncode == 0 and "rank 1/2" in p.stdout and "all_reduce sum = 3.0" in p.stdout
+    f = dfm("logs", str(run), "--follow", cwd=tmp_path, timeout=30)  # ends once the stage is DONE
+    assert f.returncode == 0 and "stage demo_check finished" in f.stdout
+    missing = dfm("logs", str(run), "--stage", "demo", "--rank", "7", cwd=tmp_path)
+    assert missing.returncode == 1 and "no log yet" in missing.stderr
