@@ -28,6 +28,7 @@ class Point:
     config: dict  # resolved
     overrides: List[str]  # what the command line set for this point
     reuse: Dict[str, Path] = field(default_factory=dict)  # stage -> finished stage dir of an earlier run
+    resume: Dict[str, Path] = field(default_factory=dict)  # stage -> unfinished stage dir to continue in
     rerun_of: Optional[Path] = None
 
 
@@ -185,7 +186,8 @@ def _print_plan(cfg, jobs: List[StageJob], n_points: int, reuse: Dict[str, Path]
             continue
         g, b = gpu_hours(j), billing(j, cfg.cluster)
         tot_gpu, tot_bill = tot_gpu + g, tot_bill + (b or 0)
-        t.add_row(j.stage, f"{j.nodes} x {j.tasks_per_node}", j.partition or "-",
+        shape = f"{j.nodes} x {j.tasks_per_node}" + (f" (x{j.array} array)" if j.array > 1 else "")
+        t.add_row(j.stage, shape, j.partition or "-",
                   f"{j.minutes // 60}:{j.minutes % 60:02d}", j.after or "-", f"{g:,.1f}",
                   "-" if b is None else f"{b:,.1f}")
     con.print(t)
@@ -202,9 +204,13 @@ def _make_dirs(cfgs, points: List[Point], sweep: bool, argv: List[str]) -> List[
         d.mkdir(exist_ok=True)
         extra = {"rerun_of": str(p.rerun_of) if p.rerun_of else None, "sweep_dir": str(top) if sweep else None}
         rundir.snapshot(d, p.config, p.overrides, argv, extra=extra, git=git, packages=packages)
-        for stage, old in p.reuse.items():  # finished stages of the earlier run: link, don't redo
+        # an earlier run's stage dirs: finished ones are linked and skipped, unfinished ones are
+        # linked and run again in place, so they resume from their files (shards, checkpoints)
+        for stage, old in {**p.reuse, **p.resume}.items():
             rundir.stage_dir(d, stage).parent.mkdir(parents=True, exist_ok=True)
             rundir.stage_dir(d, stage).symlink_to(old.resolve(), target_is_directory=True)
+        for old in p.resume.values():
+            rundir.clear_attempt(old)
     if sweep:
         rundir.write_yaml(top / "sweep.yaml", {
             "name": cfgs[0].name, "command": " ".join(argv),
@@ -261,7 +267,7 @@ def _dry_run(cfgs, plans, points, dirs, sweep) -> int:
             else:
                 dep = f"afterok:<job id of {j.after}>" if j.after and j.after not in p.reuse else None
                 params = slurm.executor_params(j, cfg.cluster, _job_name(cfg, j.stage), dep)
-                text = slurm.render(params, sdir / "submitit", slurm.python_command(cfg.cluster))
+                text = slurm.render(params, sdir / "submitit", slurm.python_command(cfg.cluster), j.array)
             (sdir / "sbatch.sh").write_text(text)
             if i == 0:
                 con.rule(f"{j.stage}: {sdir / 'sbatch.sh'}")
@@ -300,7 +306,8 @@ def _submit_slurm(cfgs, plans, points, dirs, sweep) -> int:
     cfg = cfgs[0]
     python = slurm.python_command(cfg.cluster)
     same = len({json.dumps([vars(j) for j in _todo(jobs, p)]) for jobs, p in zip(plans, points)}) == 1
-    groups = [list(range(len(points)))] if same else [[i] for i in range(len(points))]
+    arrays = any(j.array > 1 for jobs in plans for j in jobs)  # a stage array can't also be a sweep array
+    groups = [list(range(len(points)))] if same and not arrays else [[i] for i in range(len(points))]
     queued: List[str] = []
     try:
         _submit_groups(cfgs, plans, points, dirs, groups, python, queued)
@@ -331,20 +338,24 @@ def _submit_groups(cfgs, plans, points, dirs, groups, python, queued: List[str])
         for j in _todo(plans[members[0]], points[members[0]]):
             if prev is None:
                 dep = None
-            else:
+            else:  # point i waits for its own point of the previous array; else the whole job
                 dep = f"aftercorr:{prev}" if len(members) > 1 else f"afterok:{prev}"
             params = slurm.executor_params(j, cfgs[members[0]].cluster, _job_name(cfg, j.stage), dep)
             run_dirs = [dirs[i] for i in members]
             folder = (dirs[0].parent / ".submitit" / j.stage) if len(members) > 1 else \
                 rundir.stage_dir(run_dirs[0], j.stage) / "submitit"
-            script = slurm.render(params, folder, python, array_size=len(members))
-            jobs = slurm.submit(params, folder, python, run_dirs, j.stage)
+            # one array task per sweep point, or per copy of a stage with array > 1
+            calls = [(str(d), j.stage, 0) for d in run_dirs] if len(members) > 1 else \
+                [(str(run_dirs[0]), j.stage, i) for i in range(j.array)]
+            script = slurm.render(params, folder, python, array_size=len(calls))
+            jobs = slurm.submit(params, folder, python, calls)
+            prev = str(jobs[0].job_id).split("_")[0]
             for d, job in zip(run_dirs, jobs):
                 sdir = rundir.stage_dir(d, j.stage)
                 sdir.mkdir(parents=True, exist_ok=True)
-                (sdir / "job_id").write_text(str(job.job_id) + "\n")
+                # a stage array is followed as a whole (its array job id)
+                (sdir / "job_id").write_text((str(job.job_id) if len(members) > 1 else prev) + "\n")
                 (sdir / "sbatch.sh").write_text(script)
-            prev = str(jobs[0].job_id).split("_")[0]
             ids = prev if len(jobs) == 1 else f"{prev} (array of {len(jobs)})"
             queued.append(prev)
             con.print(f"  {j.stage:<10} job {ids}  {j.nodes} node(s) x {j.tasks_per_node} rank(s)"
@@ -375,11 +386,13 @@ def rerun(ref: str, overrides: List[str], fresh: bool) -> int:
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([o.lstrip("+") for o in overrides]))
         except OmegaConfBaseException as e:
             return report_problems([validate.explain_hydra_error(e)])
-        reuse = {} if fresh else {s: rundir.stage_dir(old, s) for s in cfg.stages
-                                  if (rundir.stage_dir(old, s) / "DONE").exists()}
+        started = {} if fresh else {s: rundir.stage_dir(old, s) for s in cfg.stages
+                                    if rundir.stage_dir(old, s).is_dir()}
+        reuse = {s: d for s, d in started.items() if (d / "DONE").exists()}
+        resume = {s: d for s, d in started.items() if s not in reuse}
         old_overrides = rundir.read_yaml(old / "overrides.yaml") or []
         points.append(Point(OmegaConf.to_container(cfg, resolve=True), old_overrides + list(overrides),
-                            reuse=reuse, rerun_of=old.resolve()))
+                            reuse=reuse, resume=resume, rerun_of=old.resolve()))
     then = rundir.provenance(olds[0]).get("git_commit")
     now = rundir.git_state()["commit"]
     if then != now:
@@ -387,6 +400,8 @@ def rerun(ref: str, overrides: List[str], fresh: bool) -> int:
                   f"(git {str(then)[:10]} then, {str(now)[:10]} now); the config is the same, the results may not be")
     if points[0].reuse:
         con.print(f"reusing finished stages: {', '.join(points[0].reuse)} (--fresh runs them again)")
+    if points[0].resume:
+        con.print(f"continuing unfinished stages where they stopped: {', '.join(points[0].resume)}")
     if all(set(p.reuse) == set(typed(p.config).stages) for p in points):
         con.print("every stage of this run is done; nothing to rerun (use --fresh to run it again)")
         return 0

@@ -49,6 +49,8 @@ def setup_env() -> DistEnv:
     e.setdefault("NODE_RANK", str(int(e["RANK"]) // int(e["LOCAL_WORLD_SIZE"])))
     e.setdefault("MASTER_ADDR", "127.0.0.1")
     e.setdefault("MASTER_PORT", "29500")
+    # one thread per CPU the task owns (torch reads this at import): no oversubscribed cores
+    e.setdefault("OMP_NUM_THREADS", e.get("SLURM_CPUS_PER_TASK", "1"))
     for var in ("MIOPEN_USER_DB_PATH", "MIOPEN_CUSTOM_CACHE_DIR"):  # node-local caches must exist
         if e.get(var):
             os.makedirs(e[var], exist_ok=True)

@@ -45,13 +45,25 @@ def run_stage(run_dir: Path, job: StageJob, cluster, out=sys.stdout) -> int:
             "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "OMP_NUM_THREADS": "1"}
     for k in [k for k in base if k.startswith("SLURM_")]:
         del base[k]  # a local run inside an allocation must not look like an srun task
+    for i in range(job.array):  # copies of an array stage run one after the other here
+        code = _run_copy(run_dir, job, base, i, sdir, out)
+        if code:
+            break
+    (sdir / "pids").unlink(missing_ok=True)
+    if code and not (sdir / "FAILED").exists():
+        (sdir / "FAILED").write_text(f"a rank exited with {code}\n")
+    return code
+
+
+def _run_copy(run_dir: Path, job: StageJob, base: dict, index: int, sdir: Path, out) -> int:
     procs: List[subprocess.Popen] = []
     for r in range(job.world_size):
         env = {**base, "RANK": str(r), "LOCAL_RANK": str(r)}
-        procs.append(subprocess.Popen([sys.executable, "-m", "dfm_hpc.rank", str(run_dir), job.stage], env=env,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        procs.append(subprocess.Popen([sys.executable, "-m", "dfm_hpc.rank", str(run_dir), job.stage, str(index)],
+                                      env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     (sdir / "pids").write_text(" ".join(str(p.pid) for p in procs) + "\n")
-    log, pos, code = sdir / "logs" / "rank-0.log", 0, 0
+    log = sdir / "logs" / ("rank-0.log" if job.array == 1 else f"array-{index}-rank-0.log")
+    pos, code = 0, 0
     while True:
         pos = _echo(log, pos, out)
         codes = [p.poll() for p in procs]
@@ -68,7 +80,4 @@ def run_stage(run_dir: Path, job: StageJob, cluster, out=sys.stdout) -> int:
             break
         time.sleep(0.2)
     _echo(log, pos, out)
-    (sdir / "pids").unlink(missing_ok=True)
-    if code and not (sdir / "FAILED").exists():
-        (sdir / "FAILED").write_text(f"a rank exited with {code}\n")
     return code

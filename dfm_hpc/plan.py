@@ -19,6 +19,7 @@ class StageJob:
     minutes: int
     partition: Optional[str]
     after: Optional[str]  # the stage this one waits for (afterok)
+    array: int = 1  # copies of the job (Slurm array tasks)
 
     @property
     def world_size(self) -> int:
@@ -59,12 +60,16 @@ def plan(cfg) -> List[StageJob]:
             minutes=parse_time(st.time),
             partition=st.partition or cl.partition,
             after=jobs[-1].stage if jobs else None,
+            array=st.array,
         ))
     return jobs
 
 
 def gpu_hours(job: StageJob, hours: Optional[float] = None) -> float:
-    return job.nodes * job.gpus_per_node * (job.hours if hours is None else hours)
+    """GPU-hours of the whole stage at full walltime, or of `hours` of node time (status: sacct's)."""
+    if hours is not None:
+        return job.nodes * job.gpus_per_node * hours
+    return job.array * job.nodes * job.gpus_per_node * job.hours
 
 
 def billing(job: StageJob, cluster, hours: Optional[float] = None) -> Optional[float]:
@@ -74,5 +79,6 @@ def billing(job: StageJob, cluster, hours: Optional[float] = None) -> Optional[f
     mem_gb = lumi.parse_mem_gb(cluster.mem)
     if cluster.mem_per_gpu:
         mem_gb = (lumi.parse_mem_gb(cluster.mem_per_gpu) or 0) * job.gpus_per_node
-    return lumi.billing_units(job.partition or "standard-g", job.nodes, job.hours if hours is None else hours,
-                              job.gpus_per_node, job.tasks_per_node * job.cpus_per_task, mem_gb)
+    copies = job.array if hours is None else 1
+    return copies * lumi.billing_units(job.partition or "standard-g", job.nodes, job.hours if hours is None else hours,
+                                       job.gpus_per_node, job.tasks_per_node * job.cpus_per_task, mem_gb)

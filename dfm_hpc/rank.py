@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -21,11 +22,21 @@ from dfm_hpc import dist, rundir
 from dfm_hpc.stages import STAGES
 
 
+class Preempted(Exception):
+    """Raised by a stage at a safe point after Slurm's pre-timeout signal; its progress is on disk."""
+
+
 @dataclass
 class StageContext:
     run_dir: Path
     stage_dir: Path
     env: dist.DistEnv
+    stop_requested: bool = False  # set by the pre-timeout signal (USR2, see executor_params)
+    array_index: int = 0  # which copy of a stage with array > 1
+    array_size: int = 1
+
+    def should_stop(self) -> bool:
+        return self.stop_requested
 
     @property
     def rank(self) -> int:
@@ -37,7 +48,17 @@ class StageContext:
 
     @property
     def is_main(self) -> bool:
-        return self.env.rank == 0
+        """Rank 0 of the first array copy: the one that writes shared files."""
+        return self.env.rank == 0 and self.array_index == 0
+
+    @property
+    def worker(self) -> int:
+        """This process's index among all workers of the stage (array copies x ranks)."""
+        return self.array_index * self.env.world_size + self.env.rank
+
+    @property
+    def num_workers(self) -> int:
+        return self.array_size * self.env.world_size
 
     def log(self, msg: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')} rank {self.rank}/{self.world_size}] {msg}", flush=True)
@@ -65,51 +86,68 @@ def _redirect_output(log_file: Path) -> None:
     sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
 
 
-def _spawn_torchrun(run_dir: Path, stage: str) -> int:
+def _spawn_torchrun(run_dir: Path, stage: str, array_index: int) -> int:
     """launcher=torchrun: this task is one per node; torchrun starts the node's ranks."""
     e = os.environ
     cmd = [sys.executable, "-m", "torch.distributed.run",
            f"--nnodes={e.get('SLURM_JOB_NUM_NODES', '1')}", f"--node-rank={e.get('SLURM_NODEID', '0')}",
            f"--nproc-per-node={e.get('DFM_HPC_NPROC_PER_NODE', '1')}",
            f"--master-addr={e['MASTER_ADDR']}", f"--master-port={e['MASTER_PORT']}",
-           "-m", "dfm_hpc.rank", str(run_dir), stage]
+           "-m", "dfm_hpc.rank", str(run_dir), stage, str(array_index)]
     print("dfm_hpc: " + " ".join(cmd), flush=True)
     return subprocess.call(cmd)
 
 
-def run_stage(run_dir: str, stage: str) -> None:
+def _requeue(ctx: StageContext) -> None:
+    """Put the job back in the queue (rank 0 only); the next start resumes from the stage's files."""
+    job = os.environ.get("SLURM_JOB_ID")  # each array copy is a job of its own
+    if ctx.env.rank != 0 or not job:
+        return
+    out = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+    ctx.log(f"requeued job {job}" if out.returncode == 0 else f"could not requeue job {job}: {out.stderr.strip()}")
+
+
+def run_stage(run_dir: str, stage: str, array_index: int = 0) -> None:
     run_dir = Path(run_dir).resolve()
     sdir = rundir.stage_dir(run_dir, stage)
     if os.environ.get("DFM_HPC_LAUNCHER") == "torchrun" and "TORCHELASTIC_RUN_ID" not in os.environ:
-        code = _spawn_torchrun(run_dir, stage)
+        code = _spawn_torchrun(run_dir, stage, array_index)
         if code:
             raise RuntimeError(f"torchrun exited with {code}; see {sdir / 'logs'}")
         return
     env = dist.setup_env()
-    _redirect_output(sdir / "logs" / f"rank-{env.rank}.log")
-    ctx = StageContext(run_dir, sdir, env)
+    cfg = load_config(run_dir)
+    size = cfg[stage].array
+    name = f"rank-{env.rank}" if size == 1 else f"array-{array_index}-rank-{env.rank}"
+    _redirect_output(sdir / "logs" / f"{name}.log")
+    ctx = StageContext(run_dir, sdir, env, array_index=array_index, array_size=size)
+    # Replaces submitit's handler: stages stop at their next safe point instead of being cut off
+    signal.signal(signal.SIGUSR2, lambda *_: setattr(ctx, "stop_requested", True))
     host = os.environ.get("SLURMD_NODENAME") or os.uname().nodename
     ctx.log(f"stage {stage} on {host} (local rank {env.local_rank}, master {env.master_addr}:{env.master_port}, "
-            f"job {os.environ.get('SLURM_JOB_ID', 'local')})")
+            f"job {os.environ.get('SLURM_JOB_ID', 'local')}, pid {os.getpid()})")
     if (sdir / "DONE").exists():
         ctx.log("already DONE; nothing to do")
         return
     try:
-        cfg = load_config(run_dir)
         module = importlib.import_module(STAGES[stage][0])
         module.run(cfg, ctx)
+    except Preempted as e:
+        ctx.log(f"stopping for the time limit: {e}")
+        _requeue(ctx)
+        return
     except BaseException:
-        (sdir / "FAILED").write_text(f"rank {env.rank}\n{traceback.format_exc()}")
+        (sdir / "FAILED").write_text(f"worker {ctx.worker}\n{traceback.format_exc()}")
         traceback.print_exc()
         raise
     # The stage is done when every rank is: each leaves a marker, whoever completes the set writes DONE.
     ranks = sdir / "ranks"
     ranks.mkdir(exist_ok=True)
-    (ranks / f"{env.rank}.done").touch()
-    if len(list(ranks.glob("*.done"))) >= env.world_size:
+    (ranks / f"{ctx.worker}.done").touch()
+    if len(list(ranks.glob("*.done"))) >= ctx.num_workers:
         (sdir / "DONE").write_text(time.strftime("%Y-%m-%dT%H:%M:%S\n"))
     ctx.log(f"stage {stage} finished")
 
 
 if __name__ == "__main__":
-    run_stage(sys.argv[1], sys.argv[2])
+    run_stage(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 0)

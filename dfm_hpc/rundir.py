@@ -75,6 +75,15 @@ def read_yaml(path: Path) -> Any:
     return yaml.safe_load(Path(path).read_text())
 
 
+def clear_attempt(sdir: Path) -> None:
+    """Forget how a stage's last attempt ended (not its outputs), before it runs again."""
+    import shutil
+
+    for name in ("FAILED", "CANCELLED", "job_id", "pids"):
+        (Path(sdir) / name).unlink(missing_ok=True)
+    shutil.rmtree(Path(sdir) / "ranks", ignore_errors=True)
+
+
 # ---------------------------------------------------------------- provenance
 
 def _git(*args: str) -> Optional[str]:

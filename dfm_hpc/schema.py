@@ -108,6 +108,9 @@ class StageConfig:
     """Resources every stage declares; None means "as the cluster profile says"."""
 
     nodes: int = 1
+    # independent copies of the job (a Slurm array); work is split over array x ranks workers, which
+    # share no collectives: for map-style stages (translate, pii) on per-GCD small-g slots
+    array: int = 1
     time: str = "01:00:00"  # walltime, [D-]HH:MM:SS
     partition: Optional[str] = None
     tasks_per_node: Optional[int] = None
@@ -142,9 +145,13 @@ class TranslateStage(StageConfig):
 
 @dataclass
 class MergeStage(StageConfig):
+    tasks_per_node: Optional[int] = 1  # one process; no GPU
+    gpus_per_node: Optional[int] = 0
     sft_path: str = "best"  # which path of each tree becomes an SFT conversation
     min_length_ratio: float = 0.3
     max_length_ratio: float = 3.0
+    # quality flags that keep a message out of the SFT/DPO views (all flags are counted either way)
+    drop: List[str] = field(default_factory=lambda: ["empty", "untranslated", "repetition", "length_ratio"])
     time: str = "00:30:00"
 
 

@@ -62,7 +62,8 @@ def executor_params(job: StageJob, cluster, job_name: str, dependency: Optional[
         "signal_delay_s": cluster.signal_delay_s,
         "setup": setup_lines(cluster, job),
         "srun_args": srun_args,
-        "additional_parameters": {"kill-on-invalid-dep": "yes", **dict(cluster.sbatch_extra)},
+        # requeue: a stage stopped by the pre-timeout signal puts its job back (scontrol requeue)
+        "additional_parameters": {"kill-on-invalid-dep": "yes", "requeue": True, **dict(cluster.sbatch_extra)},
     }
     optional = {"partition": job.partition, "account": cluster.account, "qos": cluster.qos,
                 "gpus_per_node": job.gpus_per_node or None, "mem": cluster.mem,
@@ -85,16 +86,17 @@ def srun_line(script: str) -> str:
     return next((line for line in script.splitlines() if line.startswith("srun ")), "")
 
 
-def submit(params: Dict[str, Any], folder: Path, python: str, run_dirs: Sequence[Path], stage: str) -> List[Any]:
-    """Queue one job (or one array task per run dir); returns submitit jobs without waiting."""
+def submit(params: Dict[str, Any], folder: Path, python: str, calls: Sequence[tuple]) -> List[Any]:
+    """Queue one job, or one array task per call (run_dir, stage, array_index); returns the submitit
+    jobs without waiting for them."""
     import submitit
 
     from dfm_hpc import rank
 
     ex = submitit.SlurmExecutor(folder=folder, python=python, max_num_timeout=3)
     ex.update_parameters(**params)
-    if len(run_dirs) == 1:
-        return [ex.submit(rank.run_stage, str(run_dirs[0]), stage)]
+    if len(calls) == 1:
+        return [ex.submit(rank.run_stage, *calls[0])]
     with ex.batch():
-        jobs = [ex.submit(rank.run_stage, str(d), stage) for d in run_dirs]
+        jobs = [ex.submit(rank.run_stage, *c) for c in calls]
     return jobs

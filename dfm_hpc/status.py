@@ -58,14 +58,24 @@ def _seconds(text: str) -> int:
     return int(days or 0) * 86400 + parts[0] * 3600 + parts[1] * 60 + parts[2]
 
 
+_PRIORITY = ("FAILED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "CANCELLED", "RUNNING", "PENDING", "COMPLETED")
+
+
 def _lookup(rows, job_id: str):
     if job_id in rows:
         return rows[job_id]
     base, _, task = job_id.partition("_")
-    for jid, row in rows.items():  # a pending array shows as 123_[0-3]
-        if task and jid.startswith(base + "_[") and row[0] == "PENDING":
-            return row
-    return None
+    if task:
+        for jid, row in rows.items():  # a pending array shows as 123_[0-3]
+            if jid.startswith(base + "_[") and row[0] == "PENDING":
+                return row
+        return None
+    tasks = [row for jid, row in rows.items() if jid.startswith(base + "_")]  # a stage array as a whole
+    if not tasks:
+        return None
+    states = {r[0] for r in tasks}
+    state = next((st for st in _PRIORITY if st in states), tasks[0][0])
+    return (state, sum(r[1] for r in tasks), max(r[2] for r in tasks))
 
 
 def _pids_alive(sdir: Path) -> bool:
@@ -81,10 +91,18 @@ def _pids_alive(sdir: Path) -> bool:
     return False
 
 
+def _rank_logs(sdir: Path) -> List[Path]:
+    """A stage's logs in worker order: rank-R.log, or array-I-rank-R.log for array stages."""
+    def key(p: Path):
+        return [int(x) for x in p.stem.split("-") if x.isdigit()]
+    return sorted((sdir / "logs").glob("*rank-*.log"), key=key) if (sdir / "logs").is_dir() else []
+
+
 def _last_line(sdir: Path) -> str:
-    log = sdir / "logs" / "rank-0.log"
-    if not log.exists():
+    logs = _rank_logs(sdir)
+    if not logs:
         return ""
+    log = logs[0]
     with open(log, "rb") as f:
         f.seek(max(0, log.stat().st_size - 4096))
         lines = [x for x in f.read().decode(errors="replace").splitlines()
@@ -114,8 +132,8 @@ def stage_rows(run: Path, rows: Dict[str, Tuple[str, int, int]]) -> List[dict]:
             state = "RUNNING"
         elif jid:
             state = "UNKNOWN"
-        if sdir.is_symlink():
-            state += " (reused)"
+        if sdir.is_symlink():  # linked from (and run in) an earlier run's dir
+            state += f" (in {sdir.resolve().parent.parent.name})"
         hours = secs / 3600
         b = billing(job, cfg.cluster, hours)
         out.append({"stage": job.stage, "job": jid or ("local" if cfg.cluster.scheduler == "local" else "-"),
@@ -224,6 +242,9 @@ def logs(ref: str, stage: Optional[str], rank: int, follow: bool, lines: int = 4
     stage = _pick_stage(run, stage)
     sdir = rundir.stage_dir(run, stage)
     log = sdir / "logs" / f"rank-{rank}.log"
+    workers = _rank_logs(sdir)
+    if not log.exists() and rank < len(workers):  # array stages: --rank is the worker index
+        log = workers[rank]
     if not log.exists():
         sub = sorted((sdir / "submitit").glob(f"*_{rank}_log.*")) if (sdir / "submitit").is_dir() else []
         if not sub and not follow:

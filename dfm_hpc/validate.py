@@ -199,6 +199,8 @@ def _check_resources(job: StageJob, cl) -> List[str]:
     if job.nodes < 1 or job.tasks_per_node < 1 or job.cpus_per_task < 1:
         p.append(f"{s}: nodes, tasks_per_node and cpus_per_task must be at least 1 "
                  f"(got {job.nodes}, {job.tasks_per_node}, {job.cpus_per_task})")
+    if job.array < 1:
+        p.append(f"{s}.array={job.array}: at least 1 (1 = a single job)")
     if job.minutes <= 0:
         p.append(f"{s}.time: the walltime must be positive")
     if cl.scheduler == "local" and job.nodes > 1:

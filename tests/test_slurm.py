@@ -140,3 +140,70 @@ def test_torchrun_launcher_two_nodes_two_ranks_each(slurm_cluster, tmp_path):
     result = json.loads((run / "stages" / "demo" / "result.json").read_text())
     assert result["world_size"] == 4 and result["sum"] == 10.0
     assert sorted(result["hosts"]) == ["node1", "node1", "node2", "node2"]
+
+
+def _translate(cwd, *extra):
+    p = dfm("+experiment=oasst2_translate_tiny", *SLURM, "translate.nodes=2", "translate.chunk_size=2",
+            "stages=[translate]", *extra, cwd=cwd)
+    assert p.returncode == 0, p.stdout + p.stderr
+    (run,) = run_dirs(cwd)
+    return run
+
+
+def test_translation_survives_a_killed_worker(slurm_cluster, tmp_path):
+    """4 shards on 2 nodes; one worker is SIGKILLed mid-chunk; the rerun's output equals an uninterrupted run's."""
+    import os
+    import re
+    import signal
+
+    (tmp_path / "clean").mkdir()
+    (tmp_path / "killed").mkdir()
+    clean = _translate(tmp_path / "clean")
+    killed = _translate(tmp_path / "killed")
+    t = killed / "stages" / "translate"
+    log = t / "logs" / "rank-1.log"
+    pid = wait_for(lambda: log.exists() and (m := re.search(r"pid (\d+)", log.read_text())) and int(m.group(1)),
+                   what="rank 1 to start")
+    # rank 1 owns shards 1 and 3: kill it once its first chunk is on disk
+    wait_for(lambda: (t / "shards" / "shard-00001.jsonl").exists()
+             and (t / "shards" / "shard-00001.jsonl").stat().st_size > 0, every=0.02, what="a first chunk")
+    os.kill(pid, signal.SIGKILL)
+    assert not (t / "shards" / "shard-00003.done").exists(), "rank 1 finished before it could be killed"
+    wait_for(lambda: "FAILED" in _states(killed, tmp_path / "killed") or "CANCELLED" in _states(killed, tmp_path / "killed"),
+             what="the killed translation to fail")
+    r = dfm("rerun", str(killed), cwd=tmp_path / "killed")
+    assert r.returncode == 0 and "continuing unfinished stages" in r.stderr, r.stdout + r.stderr
+    new = next(d for d in run_dirs(tmp_path / "killed") if d != killed)
+    assert (new / "stages" / "translate").resolve() == t.resolve()
+    wait_for(lambda: (t / "DONE").exists(), timeout=300, what="the resumed translation")
+    wait_for(lambda: (clean / "stages" / "translate" / "DONE").exists(), timeout=300, what="the clean translation")
+    assert "resuming after" in (t / "logs" / "rank-1.log").read_text()
+    for s in range(4):
+        a = (clean / "stages" / "translate" / "shards" / f"shard-{s:05d}.jsonl").read_text()
+        b = (t / "shards" / f"shard-{s:05d}.jsonl").read_text()
+        assert a == b, f"shard {s} differs after the kill and resume"
+    ids = [json.loads(x)["message_id"] for s in range(4)
+           for x in (t / "shards" / f"shard-{s:05d}.jsonl").read_text().splitlines()]
+    assert len(ids) == len(set(ids)) == json.loads((t / "plan.json").read_text())["messages"]
+
+
+def test_translation_as_array_requeues_on_the_pretimeout_signal(slurm_cluster, tmp_path):
+    """translate.array=2: two array tasks share the shards; USR2 (what Slurm sends before the time
+    limit) makes a worker stop after its chunk and requeue its job, which then finishes the shards."""
+    run = _translate(tmp_path, "translate.array=2", "translate.nodes=1")
+    t = run / "stages" / "translate"
+    assert "#SBATCH --array=0-1%2" in (t / "sbatch.sh").read_text()
+    array_id = (t / "job_id").read_text().strip()
+    wait_for(lambda: (t / "shards" / "shard-00001.jsonl").exists()
+             and (t / "shards" / "shard-00001.jsonl").stat().st_size > 0, every=0.05, what="array task 1's first chunk")
+    subprocess.run(["scancel", "--signal=USR2", f"{array_id}_1"], check=True)
+    wait_for(lambda: (t / "DONE").exists(), timeout=400, what="the requeued translation")
+    log = (t / "logs" / "array-1-rank-0.log").read_text()
+    assert "stopping for the time limit" in log and "requeued job" in log
+    assert "resuming after" in log
+    history = subprocess.run(["sacct", "-D", "-X", "-n", "-P", "-j", f"{array_id}_1", "-o", "State"],
+                             capture_output=True, text=True).stdout.split()
+    assert "REQUEUED" in history and history[-1] == "COMPLETED", history
+    plan = json.loads((t / "plan.json").read_text())
+    ids = [json.loads(x)["message_id"] for f in sorted((t / "shards").glob("*.jsonl")) for x in f.read_text().splitlines()]
+    assert len(ids) == len(set(ids)) == plan["messages"]

@@ -1,0 +1,181 @@
+"""Translate stage: OASST2 messages -> Danish with MADLAD-400, sharded over every rank, resumable.
+
+Every worker (rank, or array copy x rank) computes the same plan (messages -> segments -> shards
+balanced by source tokens) and takes shards w, w + W, ... A shard is translated in fixed chunks of messages; each chunk is
+appended to `shards/shard-NNNNN.jsonl` in one write, flushed and fsynced. On restart a shard
+resumes after its last complete chunk (a torn last line from a kill is cut off), so every message
+lands exactly once, and because chunks are fixed by the plan the batches (and so the outputs) are
+the same as in an uninterrupted run. `shard-NNNNN.done` marks a finished shard.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import os
+import time
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+from dfm_hpc.rank import Preempted
+
+KEEP = ("message_id", "parent_id", "message_tree_id", "role", "lang", "rank", "synthetic")
+
+
+def balance(costs: Sequence[int], n: int) -> List[List[int]]:
+    """Greedy LPT: item indices into n shards of near-equal total cost; each shard in input order."""
+    heap = [(0, s) for s in range(n)]
+    shards: List[List[int]] = [[] for _ in range(n)]
+    for i in sorted(range(len(costs)), key=lambda i: (-costs[i], i)):
+        load, s = heapq.heappop(heap)
+        shards[s].append(i)
+        heapq.heappush(heap, (load + costs[i], s))
+    return [sorted(s) for s in shards]
+
+
+def chunks(segment_counts: Sequence[int], chunk_size: int) -> List[List[int]]:
+    """Consecutive message positions, about chunk_size segments per chunk (a message is never split)."""
+    out: List[List[int]] = []
+    cur: List[int] = []
+    n = 0
+    for i, c in enumerate(segment_counts):
+        cur.append(i)
+        n += c
+        if n >= chunk_size:
+            out.append(cur)
+            cur, n = [], 0
+    if cur:
+        out.append(cur)
+    return out
+
+
+def recover(path: Path, chunk_sizes: Sequence[int]) -> int:
+    """Number of complete chunks in a shard file; cuts anything after them (a torn or partial chunk)."""
+    if not path.exists():
+        return 0
+    data = path.read_bytes()
+    pos, good_end, done, seen = 0, 0, 0, 0
+    while done < len(chunk_sizes):
+        nl = data.find(b"\n", pos)
+        if nl < 0:
+            break
+        try:
+            row = json.loads(data[pos:nl])
+        except ValueError:
+            break
+        if row.get("chunk") != done:
+            break
+        pos, seen = nl + 1, seen + 1
+        if seen == chunk_sizes[done]:
+            done, seen, good_end = done + 1, 0, pos
+    if good_end != len(data):
+        with open(path, "r+b") as f:
+            f.truncate(good_end)
+    return done
+
+
+def append_durable(path: Path, lines: List[str]) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write("".join(line + "\n" for line in lines))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def plan_messages(cfg, ctx, count_tokens) -> Dict:
+    """The deterministic plan every rank computes: messages, their segments and the shards."""
+    from dfm_hpc import oasst, segment
+
+    source = resolve_source(cfg.data.oasst2, ctx.run_dir / "cache")
+    messages, counts = oasst.filter_messages(oasst.load_messages(source, cfg.data.oasst2_revision),
+                                             list(cfg.translate.source_langs))
+    if cfg.translate.max_messages:
+        messages = messages[: cfg.translate.max_messages]
+    pieces = [segment.segment(m["text"]) for m in messages]
+    texts = [p.text for ps in pieces for p in ps if p.translate]
+    lengths = count_tokens(texts) if texts else []
+    costs, k = [], 0
+    for ps in pieces:
+        n = sum(p.translate for p in ps)
+        costs.append(sum(lengths[k:k + n]) + 1)  # +1: even a code-only message costs a little
+        k += n
+    shards = balance(costs, cfg.translate.shards)
+    loads = [sum(costs[i] for i in s) for s in shards]
+    return {"messages": messages, "pieces": pieces, "shards": shards, "filter_counts": counts,
+            "source": source, "loads": loads, "segments": len(texts), "source_tokens": sum(lengths)}
+
+
+def resolve_source(source: str, cache: Path) -> str:
+    """tiny:oasst2 -> the project's own fixture, written into the run's cache."""
+    if source.startswith("tiny:"):
+        from dfm_hpc import oasst
+
+        return str(oasst.write_fixture(cache / "oasst2_tiny")["messages"])
+    return source
+
+
+def run(cfg, ctx) -> None:
+    from dfm_hpc import segment, tiny, translators
+
+    tr = cfg.translator
+    model = tiny.resolve(tr.name_or_path, ctx.run_dir / "cache")
+    translator = translators.make_translator(tr.backend, model, target_lang=tr.target_lang, num_beams=tr.num_beams,
+                                             dtype=tr.dtype, max_batch_tokens=tr.max_batch_tokens,
+                                             revision=tr.revision, cache_dir=ctx.run_dir / "cache")
+    plan = plan_messages(cfg, ctx, translator.count_tokens)
+    shard_dir = ctx.stage_dir / "shards"
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    loads = plan["loads"]
+    old_plan = ctx.stage_dir / "plan.json"
+    if old_plan.exists() and json.loads(old_plan.read_text())["shards"] != [len(s) for s in plan["shards"]]:
+        raise RuntimeError(f"{old_plan} has another shard layout (the data or translate.shards changed); "
+                           "resuming would mix them: rerun with --fresh")
+    if ctx.is_main:
+        mean = sum(loads) / max(1, len(loads))
+        (ctx.stage_dir / "plan.json").write_text(json.dumps({
+            "source": plan["source"], "translator": tr.name_or_path, "translator_revision": tr.revision,
+            "backend": tr.backend, "target_lang": tr.target_lang, "filter_counts": plan["filter_counts"],
+            "messages": len(plan["messages"]), "segments": plan["segments"], "source_tokens": plan["source_tokens"],
+            "shards": [len(s) for s in plan["shards"]], "shard_tokens": loads,
+            "balance_max_over_mean": max(loads) / mean if mean else 1.0}, indent=2) + "\n")
+    mine = list(range(ctx.worker, len(plan["shards"]), ctx.num_workers))
+    ctx.log(f"{len(plan['messages'])} messages, {plan['segments']} segments, {plan['source_tokens']} source tokens "
+            f"in {len(plan['shards'])} shards; this rank: shards {mine}")
+    total = sum(sum(1 for i in plan["shards"][s] for p in plan["pieces"][i] if p.translate) for s in mine)
+    progress = {"done": 0, "total": total, "t0": time.time()}
+    for s in mine:
+        _translate_shard(s, plan, translator, shard_dir, cfg.translate.chunk_size, ctx, progress, segment)
+
+
+def _translate_shard(s, plan, translator, shard_dir: Path, chunk_size: int, ctx, progress, segment) -> None:
+    path, marker = shard_dir / f"shard-{s:05d}.jsonl", shard_dir / f"shard-{s:05d}.done"
+    idx = plan["shards"][s]
+    n_segments = [sum(p.translate for p in plan["pieces"][i]) for i in idx]
+    if marker.exists():
+        progress["done"] += sum(n_segments)
+        return
+    groups = chunks(n_segments, chunk_size)
+    start = recover(path, [len(g) for g in groups])
+    progress["done"] += sum(n_segments[j] for g in groups[:start] for j in g)
+    if start:
+        ctx.log(f"shard {s}: resuming after {start} of {len(groups)} chunks")
+    for k in range(start, len(groups)):
+        if ctx.should_stop():
+            raise Preempted(f"stopped before chunk {k} of shard {s}")
+        members = [idx[j] for j in groups[k]]
+        texts = [p.text for i in members for p in plan["pieces"][i] if p.translate]
+        outs = iter(translator.translate(texts)) if texts else iter(())
+        lines = []
+        for i in members:
+            m, ps = plan["messages"][i], plan["pieces"][i]
+            mine = [next(outs) for p in ps if p.translate]
+            row = {"chunk": k, **{f: m.get(f) for f in KEEP}, "text": m["text"],
+                   "text_da": segment.reassemble(ps, mine), "segments": len(mine)}
+            lines.append(json.dumps(row, ensure_ascii=False))
+        append_durable(path, lines)
+        progress["done"] += len(texts)
+        el = time.time() - progress["t0"]
+        rate = progress["done"] / el if el > 0 else 0.0
+        left = (progress["total"] - progress["done"]) / rate if rate > 0 else 0.0
+        ctx.log(f"shard {s} chunk {k + 1}/{len(groups)}: {progress['done']}/{progress['total']} segments, "
+                f"{rate:.1f} segments/s, ETA {time.strftime('%H:%M:%S', time.gmtime(left))}")
+    marker.write_text(json.dumps({"messages": len(idx), "segments": sum(n_segments)}) + "\n")
