@@ -11,7 +11,7 @@ setup: $(VENV)/.installed
 # torch pinned to the CPU build for dev/CI; LUMI jobs get torch from the ROCm container
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q "torch==2.13.0" -e ".[dev,demo]"
+	$(BIN)/pip install -q "torch==2.13.0" -e ".[dev,demo,translate]"
 	touch $@
 
 demo: setup

@@ -171,6 +171,17 @@ def check_config(cfg) -> List[str]:
         if job.stage in TRAIN_STAGES:
             problems += _check_batch(job, cfg[job.stage])
 
+    for job in jobs:
+        if job.stage == "translate":
+            workers = job.world_size * job.array
+            if cfg.translator.backend not in ("hf", "ctranslate2"):
+                add(f"translator.backend={cfg.translator.backend!r}: use hf or ctranslate2")
+            if cfg.translate.shards < workers:
+                add(f"translate.shards={cfg.translate.shards} for {workers} workers: {workers - cfg.translate.shards} "
+                    f"would sit idle; use translate.shards={workers} or more")
+            if cfg.translate.chunk_size < 1:
+                add("translate.chunk_size must be at least 1")
+
     if cfg.peft.method not in ("none", "lora", "qlora"):
         add(f"peft.method={cfg.peft.method!r}: use none, lora or qlora")
     if not 0 <= cfg.deepspeed.stage <= 3:

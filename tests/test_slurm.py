@@ -143,8 +143,8 @@ def test_torchrun_launcher_two_nodes_two_ranks_each(slurm_cluster, tmp_path):
 
 
 def _translate(cwd, *extra):
-    p = dfm("+experiment=oasst2_translate_tiny", *SLURM, "translate.nodes=2", "translate.chunk_size=2",
-            "stages=[translate]", *extra, cwd=cwd)
+    p = dfm("+experiment=oasst2_translate_tiny", *SLURM, "translate.nodes=2", "translate.chunk_size=3",
+            "translate.max_messages=48", "stages=[translate]", *extra, cwd=cwd)
     assert p.returncode == 0, p.stdout + p.stderr
     (run,) = run_dirs(cwd)
     return run
@@ -163,10 +163,11 @@ def test_translation_survives_a_killed_worker(slurm_cluster, tmp_path):
     t = killed / "stages" / "translate"
     log = t / "logs" / "rank-1.log"
     pid = wait_for(lambda: log.exists() and (m := re.search(r"pid (\d+)", log.read_text())) and int(m.group(1)),
-                   what="rank 1 to start")
+                   timeout=300, what="rank 1 to start")
     # rank 1 owns shards 1 and 3: kill it once its first chunk is on disk
     wait_for(lambda: (t / "shards" / "shard-00001.jsonl").exists()
-             and (t / "shards" / "shard-00001.jsonl").stat().st_size > 0, every=0.02, what="a first chunk")
+             and (t / "shards" / "shard-00001.jsonl").stat().st_size > 0, every=0.02, timeout=300,
+             what="a first chunk")
     os.kill(pid, signal.SIGKILL)
     assert not (t / "shards" / "shard-00003.done").exists(), "rank 1 finished before it could be killed"
     wait_for(lambda: "FAILED" in _states(killed, tmp_path / "killed") or "CANCELLED" in _states(killed, tmp_path / "killed"),
@@ -201,9 +202,12 @@ def test_translation_as_array_requeues_on_the_pretimeout_signal(slurm_cluster, t
     log = (t / "logs" / "array-1-rank-0.log").read_text()
     assert "stopping for the time limit" in log and "requeued job" in log
     assert "resuming after" in log
-    history = subprocess.run(["sacct", "-D", "-X", "-n", "-P", "-j", f"{array_id}_1", "-o", "State"],
-                             capture_output=True, text=True).stdout.split()
-    assert "REQUEUED" in history and history[-1] == "COMPLETED", history
+    def history():
+        return subprocess.run(["sacct", "-D", "-X", "-n", "-P", "-j", f"{array_id}_1", "-o", "State"],
+                              capture_output=True, text=True).stdout.split()
+
+    wait_for(lambda: history()[-1:] == ["COMPLETED"], what="the requeued job to complete")
+    assert "REQUEUED" in history(), history()
     plan = json.loads((t / "plan.json").read_text())
     ids = [json.loads(x)["message_id"] for f in sorted((t / "shards").glob("*.jsonl")) for x in f.read_text().splitlines()]
     assert len(ids) == len(set(ids)) == plan["messages"]

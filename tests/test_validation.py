@@ -38,6 +38,11 @@ CASES = {
     "multi-node on local": (["+experiment=demo", "demo.nodes=2"], "cluster=local runs on this machine only"),
     "unknown stage": (["+experiment=demo", "stages=[demo,trian]"], "unknown stage 'trian'"),
     "unknown launcher": (["+experiment=demo", "cluster.launcher=mpirun"], "cluster.launcher='mpirun'"),
+    "fewer shards than workers": (["+experiment=oasst2_translate", "cluster=lumi", "cluster.account=project_465000670",
+                                   "dry_run=true", "translate.shards=16"], "16 would sit idle"),
+    "unknown translator backend": (["+experiment=oasst2_translate_tiny", "translator.backend=vllm"],
+                                   "use hf or ctranslate2"),
+    "stage array below 1": (["+experiment=oasst2_translate_tiny", "translate.array=0"], "translate.array=0"),
 }
 
 
