@@ -170,6 +170,11 @@ def check_config(cfg) -> List[str]:
     for job in jobs:
         if job.stage in TRAIN_STAGES:
             problems += _check_batch(job, cfg[job.stage])
+    from dfm_hpc.metrics import check_fits  # memory per GCD/GPU (docs/performance.md)
+
+    for job in jobs:
+        if job.stage in TRAIN_STAGES:
+            problems += check_fits(job, cfg)
 
     for job in jobs:
         if job.stage == "translate":
