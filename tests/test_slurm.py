@@ -211,3 +211,44 @@ def test_translation_as_array_requeues_on_the_pretimeout_signal(slurm_cluster, t
     plan = json.loads((t / "plan.json").read_text())
     ids = [json.loads(x)["message_id"] for f in sorted((t / "shards").glob("*.jsonl")) for x in f.read_text().splitlines()]
     assert len(ids) == len(set(ids)) == plan["messages"]
+
+
+@pytest.mark.parametrize("zero", ["zero2", "zero3"])
+def test_cpt_on_two_nodes(zero, slurm_cluster, tmp_path):
+    from test_cpt import check_cpt
+
+    p = dfm("+experiment=cpt_tiny", *SLURM, f"deepspeed={zero}", "cpt.nodes=2", cwd=tmp_path)
+    assert p.returncode == 0, p.stdout + p.stderr
+    (run,) = run_dirs(tmp_path)
+    wait_for(lambda: _all_completed(run, tmp_path, 1), timeout=400, what=f"CPT with {zero} on 2 nodes")
+    check_cpt(run)
+    assert "on node2" in (run / "stages" / "cpt" / "logs" / "rank-1.log").read_text()
+
+
+def test_cpt_resumes_after_the_pretimeout_signal_with_the_same_loss_curve(slurm_cluster, tmp_path):
+    """USR2 mid-run: checkpoint, requeue, resume; the loss curve equals an uninterrupted run's."""
+    args = ["+experiment=cpt_tiny", *SLURM, "cpt.seq_len=128", "cpt.global_batch_size=32", "cpt.max_steps=60",
+            "cpt.save_every_steps=1000"]
+    (tmp_path / "clean").mkdir()
+    (tmp_path / "stopped").mkdir()
+    assert dfm(*args, cwd=tmp_path / "clean").returncode == 0
+    assert dfm(*args, cwd=tmp_path / "stopped").returncode == 0
+    (clean,) = run_dirs(tmp_path / "clean")
+    (stopped,) = run_dirs(tmp_path / "stopped")
+    s = stopped / "stages" / "cpt"
+    job = (s / "job_id").read_text().strip()
+    wait_for(lambda: (s / "metrics.jsonl").exists() and len((s / "metrics.jsonl").read_text().splitlines()) >= 5,
+             every=0.05, timeout=300, what="5 logged steps")
+    subprocess.run(["scancel", "--signal=USR2", job], check=True)
+    wait_for(lambda: (s / "DONE").exists(), timeout=400, what="the requeued CPT")
+    wait_for(lambda: (clean / "stages" / "cpt" / "DONE").exists(), timeout=400, what="the clean CPT")
+    log = (s / "logs" / "rank-0.log").read_text()
+    assert "stopping for the time limit" in log and "resuming from" in log, log[-2000:]
+    a = [json.loads(x) for x in (clean / "stages" / "cpt" / "metrics.jsonl").read_text().splitlines()]
+    b = {}
+    for x in (s / "metrics.jsonl").read_text().splitlines():
+        r = json.loads(x)
+        b[r["step"]] = r  # steps after the checkpoint are logged again by the resumed job
+    assert [r["step"] for r in a] == sorted(b) == list(range(1, 61))
+    for r in a:
+        assert r["loss"] == pytest.approx(b[r["step"]]["loss"], rel=1e-4, abs=1e-5), r["step"]

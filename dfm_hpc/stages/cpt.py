@@ -1,0 +1,140 @@
+"""CPT stage: continual pretraining of a causal LM on a Danish corpus with DeepSpeed ZeRO.
+
+Data: documents -> tokens -> one stream with EOS between documents -> fixed blocks of `cpt.seq_len`
+(the tail that does not fill a block is dropped); the last `cpt.eval_fraction` of documents are held
+out for eval loss and perplexity. Rank 0 prepares this once into stages/cpt/data/ (reused on resume);
+the order is deterministic. Training: the HF Trainer with the run's DeepSpeed config, resumed from
+the latest checkpoint when there is one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from pathlib import Path
+from typing import List
+
+from dfm_hpc import train
+
+# A learnable toy corpus for tests and the local demo: patterned Danish sentences.
+_WORDS = ["en", "to", "tre", "fire", "fem", "seks", "syv", "otte", "ni", "ti"]
+_TEMPLATES = ["Efter {a} kommer {b}, og efter {b} kommer {c}.", "Vi tæller: {a}, {b}, {c}.",
+              "Tallet {b} står mellem {a} og {c}.", "Først {a}, så {b} og til sidst {c}."]
+
+
+def tiny_corpus(path: Path, n_docs: int = 400, seed: int = 0) -> Path:
+    rng = random.Random(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for i in range(n_docs):
+            sents = []
+            for _ in range(rng.randint(2, 6)):
+                k = rng.randrange(len(_WORDS) - 2)
+                sents.append(rng.choice(_TEMPLATES).format(a=_WORDS[k], b=_WORDS[k + 1], c=_WORDS[k + 2]))
+            f.write(json.dumps({"id": f"doc-{i}", "text": " ".join(sents), "source": "tiny"}, ensure_ascii=False) + "\n")
+    tmp.replace(path)  # ranks may race to write it
+    return path
+
+
+def load_texts(source: str, cache: Path) -> List[str]:
+    """Documents from tiny:corpus, a local JSONL/Parquet file (a `text` column), or a hub dataset id."""
+    import datasets
+
+    if source.startswith("tiny:"):
+        source = str(tiny_corpus(cache / "danish_tiny.jsonl"))
+    if Path(source).exists():
+        kind = "parquet" if source.endswith(".parquet") else "json"
+        ds = datasets.load_dataset(kind, data_files=source, split="train")
+    else:
+        ds = datasets.load_dataset(source, split="train")
+    return [t for t in ds["text"] if t and t.strip()]
+
+
+def pack(texts: List[str], tokenizer, seq_len: int):
+    import torch
+
+    eos = tokenizer.eos_token_id
+    stream: List[int] = []
+    for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]:
+        stream.extend(ids)
+        stream.append(eos)
+    n = len(stream) // seq_len
+    return torch.tensor(stream[: n * seq_len], dtype=torch.long).view(n, seq_len)
+
+
+def prepare(cfg, ctx, tokenizer) -> Path:
+    """Tokenized, packed train/eval blocks in stages/cpt/data/ (rank 0 writes, the others wait)."""
+    import torch
+
+    out = ctx.stage_dir / "data"
+    ready = out / "READY"
+    if ctx.is_main and not ready.exists():
+        out.mkdir(parents=True, exist_ok=True)
+        texts = load_texts(cfg.data.corpus, ctx.run_dir / "cache")
+        n_eval = max(1, int(len(texts) * cfg.cpt.eval_fraction))
+        train_blocks = pack(texts[:-n_eval], tokenizer, cfg.cpt.seq_len)
+        eval_blocks = pack(texts[-n_eval:], tokenizer, cfg.cpt.seq_len)
+        torch.save(train_blocks, out / "train.pt")
+        torch.save(eval_blocks, out / "eval.pt")
+        ready.write_text(json.dumps({"documents": len(texts), "eval_documents": n_eval,
+                                     "train_blocks": len(train_blocks), "eval_blocks": len(eval_blocks),
+                                     "seq_len": cfg.cpt.seq_len}) + "\n")
+        ctx.log(f"packed {len(texts)} documents into {len(train_blocks)} train and {len(eval_blocks)} eval blocks "
+                f"of {cfg.cpt.seq_len} tokens")
+    while not ready.exists():
+        time.sleep(0.5)
+    return out
+
+
+class Blocks:
+    """Packed blocks as a map-style dataset; remembers which block indices this rank was served."""
+
+    def __init__(self, blocks, seen: List[int] = None):
+        self.blocks, self.seen = blocks, seen
+
+    def __len__(self):
+        return len(self.blocks)
+
+    def __getitem__(self, i):
+        if self.seen is not None:
+            self.seen.append(int(i))
+        return {"input_ids": self.blocks[i], "labels": self.blocks[i]}
+
+
+def run(cfg, ctx) -> None:
+    import torch
+    from transformers import AutoTokenizer, Trainer, TrainingArguments
+
+    st = cfg.cpt
+    train.accelerate_deepspeed_cpu_compat()
+    path = train.model_path(cfg, ctx)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    data = prepare(cfg, ctx, tokenizer)
+    seen: List[int] = []
+    train_ds = Blocks(torch.load(data / "train.pt"), seen)
+    eval_ds = Blocks(torch.load(data / "eval.pt"))
+    args = TrainingArguments(**train.training_args(cfg, ctx, st))
+    callback = train.metrics_callback(cfg, ctx, st, tokens_per_step=st.global_batch_size * st.seq_len)
+    trainer = Trainer(model=train.load_model(path, st), args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+                      callbacks=[callback])
+    resume = train.latest_checkpoint(ctx)
+    if resume:
+        ctx.log(f"resuming from {resume}")
+    try:
+        trainer.train(resume_from_checkpoint=resume)
+        # which blocks this rank trained on (tests check that ranks see disjoint data)
+        with open(ctx.stage_dir / f"samples-rank-{ctx.rank}.txt", "a") as f:
+            f.write("".join(f"{i}\n" for i in seen))
+        extra = {}
+        if not callback.preempted and len(eval_ds):
+            ev = trainer.evaluate()
+            extra = {"eval_loss": ev["eval_loss"], "eval_perplexity": math.exp(min(ev["eval_loss"], 50))}
+            ctx.log(f"eval loss {ev['eval_loss']:.4f}, perplexity {extra['eval_perplexity']:.2f}")
+        train.finish(trainer, ctx, callback, f"CPT of {cfg.model.name} ({cfg.deepspeed.stage and 'ZeRO-%d' % cfg.deepspeed.stage or 'ZeRO-0'})", extra)
+        if ctx.is_main and not callback.preempted:
+            tokenizer.save_pretrained(str(ctx.stage_dir / "model"))
+    finally:
+        train.teardown()

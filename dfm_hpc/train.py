@@ -1,0 +1,211 @@
+"""Training runtime shared by the cpt, sft and dpo stages (compute node: imports torch & co.).
+
+torch.distributed comes up from the env the launcher exported (dist.py); DeepSpeed gets the
+`deepspeed` group rendered by ds_config.py. Checkpoints go to stages/<stage>/checkpoints/, every
+`save_every_steps` and when Slurm's pre-timeout signal arrives; a new start resumes from the latest
+one (model, optimizer, scheduler, RNG, data position: the Trainer's own resume). Metrics go to
+stages/<stage>/metrics.jsonl (+ TensorBoard when installed), the final model to stages/<stage>/model/,
+the loss curve to stages/<stage>/loss.png.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Optional
+
+from dfm_hpc import ds_config, metrics, tiny
+
+
+def accelerate_deepspeed_cpu_compat() -> None:
+    """Let accelerate see every rank when DeepSpeed runs on its CPU accelerator (tests, CPU runs).
+
+    accelerate picks no backend when DeepSpeed runs without a GPU, so its state reports one process:
+    the Trainer's dataloader is then not sharded (every rank trains on the same data) and TRL's
+    gather_for_metrics fails. We make it choose gloo with the real world size, as it does for plain
+    multi-CPU runs. No effect when a GPU is present or in single-process runs.
+    """
+    import accelerate.state as state
+    import torch
+    from accelerate.utils import DistributedType
+
+    if getattr(state.PartialState, "_dfm_hpc_patched", False):
+        return
+    original = state.PartialState._prepare_backend
+
+    def prepare_backend(self, cpu=False, sagemaker_dp=False, backend=None):
+        chosen, kind = original(self, cpu, sagemaker_dp, backend)
+        if (kind == DistributedType.NO and not cpu and not torch.cuda.is_available()
+                and int(os.environ.get("WORLD_SIZE", "1")) > 1
+                and os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"):
+            return "gloo", DistributedType.MULTI_CPU
+        return chosen, kind
+
+    state.PartialState._prepare_backend = prepare_backend
+    state.PartialState._dfm_hpc_patched = True
+
+
+def on_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def model_path(cfg, ctx) -> str:
+    return tiny.resolve(cfg.model.name_or_path, ctx.run_dir / "cache")
+
+
+def load_model(path: str, st):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    dtype = torch.bfloat16 if st.precision == "bf16" and on_gpu() else torch.float32
+    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=st.attn_implementation)
+
+
+def training_args(cfg, ctx, st) -> dict:
+    """Keyword arguments for TrainingArguments (and TRL's SFTConfig/DPOConfig, which extend it)."""
+    world = ctx.world_size
+    try:
+        import tensorboard  # noqa: F401
+
+        report = ["tensorboard"]  # data stays in the run dir; W&B: add "wandb" (offline on compute nodes)
+        os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(ctx.stage_dir / "tensorboard"))
+    except ImportError:
+        report = []
+    bf16 = st.precision == "bf16" and on_gpu()  # CPUs (tests, local runs) train in fp32
+    ds = ds_config.render(cfg.deepspeed, st, world)
+    ds["bf16"]["enabled"] = bf16
+    return dict(
+        output_dir=str(ctx.stage_dir / "checkpoints"),
+        per_device_train_batch_size=st.micro_batch_size,
+        gradient_accumulation_steps=max(1, st.global_batch_size // (world * st.micro_batch_size)),
+        learning_rate=st.lr, warmup_steps=st.warmup_steps, lr_scheduler_type="cosine", max_steps=st.max_steps,
+        logging_steps=st.log_every_steps, save_steps=st.save_every_steps, save_total_limit=st.keep_checkpoints,
+        save_strategy="steps", bf16=bf16, seed=cfg.seed, data_seed=cfg.seed,
+        gradient_checkpointing=st.gradient_checkpointing, deepspeed=ds,
+        report_to=report, disable_tqdm=True,
+        dataloader_num_workers=0, remove_unused_columns=False, use_cpu=False,
+    )
+
+
+def latest_checkpoint(ctx) -> Optional[str]:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    d = ctx.stage_dir / "checkpoints"
+    return get_last_checkpoint(str(d)) if d.is_dir() else None
+
+
+def metrics_callback(cfg, ctx, st, tokens_per_step: int):
+    """Logs loss, lr, grad norm, tokens/s per device, MFU and peak memory; stops at a safe point on
+    Slurm's pre-timeout signal (with a checkpoint)."""
+    from transformers import TrainerCallback
+
+    import torch
+
+    n_params = metrics.param_count(cfg.model)
+    peak = metrics.pick_peak_tflops(torch.cuda.get_device_name() if torch.cuda.is_available() else None)
+
+    class Callback(TrainerCallback):
+        def __init__(self):
+            self.t = time.time()
+            self.step = None
+            self.preempted = False
+
+        def on_step_end(self, args, state, control, **kw):
+            if ctx.should_stop():
+                control.should_save = True
+                control.should_training_stop = True
+                self.preempted = True
+            return control
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if not logs or "loss" not in logs:
+                return
+            now, step = time.time(), state.global_step
+            steps = step - (self.step if self.step is not None else step - args.logging_steps)
+            tps = tokens_per_step * steps / max(now - self.t, 1e-9) / ctx.world_size
+            self.t, self.step = now, step
+            row = {"step": step, "loss": logs["loss"], "lr": logs.get("learning_rate"),
+                   "grad_norm": logs.get("grad_norm"), "tokens_per_s_per_device": round(tps, 1),
+                   # MFU against a GPU's peak; none on CPU (tests, local runs)
+                   "mfu": round(metrics.mfu(tps, n_params, cfg.model.num_layers, cfg.model.hidden_size, st.seq_len,
+                                            peak), 5) if torch.cuda.is_available() else None,
+                   "peak_memory_gb": _peak_memory_gb()}
+            if ctx.is_main:
+                with open(ctx.stage_dir / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps(row) + "\n")
+            mfu = "n/a (CPU)" if row["mfu"] is None else f"{row['mfu']:.1%}"
+            ctx.log(f"step {step}/{args.max_steps}: loss {row['loss']:.4f} lr {row['lr'] or 0:.2e} "
+                    f"grad_norm {row['grad_norm'] or 0:.3f} {tps:,.0f} tokens/s/device MFU {mfu} "
+                    f"peak {row['peak_memory_gb']} GB")
+
+    return Callback()
+
+
+def _peak_memory_gb() -> float:
+    import resource
+
+    import torch
+
+    if torch.cuda.is_available():
+        return round(torch.cuda.max_memory_allocated() / 1e9, 2)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2)  # host RSS (KB -> GB)
+
+
+def history(ctx) -> list:
+    """The metrics log, one row per logged step (a resumed run's repeats replaced by the later ones)."""
+    path = ctx.stage_dir / "metrics.jsonl"
+    rows = {}
+    for line in path.read_text().splitlines() if path.exists() else []:
+        r = json.loads(line)
+        rows[r["step"]] = r
+    return [rows[k] for k in sorted(rows)]
+
+
+def plot_loss(ctx, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = history(ctx)
+    if not rows:
+        return
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
+    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], marker=".", lw=1)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(ctx.stage_dir / "loss.png")
+    plt.close(fig)
+
+
+def finish(trainer, ctx, callback, title: str, extra: Optional[dict] = None) -> None:
+    """After train(): stop here on preemption (rank.Preempted), else save the model, curve, summary."""
+    import torch.distributed as dist
+
+    from dfm_hpc.rank import Preempted
+
+    if callback.preempted:
+        raise Preempted(f"checkpoint saved at step {trainer.state.global_step}")
+    trainer.save_model(str(ctx.stage_dir / "model"))
+    if ctx.is_main:
+        plot_loss(ctx, title)
+        rows = history(ctx)
+        summary = {"steps": trainer.state.global_step, "final_loss": rows[-1]["loss"] if rows else None,
+                   "first_loss": rows[0]["loss"] if rows else None, **(extra or {})}
+        (ctx.stage_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def teardown() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()  # without it, gloo may abort the process at exit
