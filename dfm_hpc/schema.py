@@ -185,12 +185,16 @@ class CptStage(TrainStage):
 
 @dataclass
 class SftStage(TrainStage):
+    # chats with `messages`: unset = this run's merge stage; or a run dir, a .parquet/.jsonl file,
+    # a hub id, or tiny:chats
+    dataset: Optional[str] = None
     packing: bool = True  # pack several chats per sequence (attention kept per chat)
     lr: float = 1e-4
 
 
 @dataclass
 class DpoStage(TrainStage):
+    dataset: Optional[str] = None  # prompt/chosen/rejected pairs; same sources as sft.dataset
     beta: float = 0.1  # DPO temperature
     loss_type: str = "sigmoid"  # TRL DPO loss type
     precompute_ref_log_probs: bool = False  # compute reference log-probs once before training

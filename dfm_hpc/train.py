@@ -65,6 +65,16 @@ def load_model(path: str, st):
     return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=st.attn_implementation)
 
 
+def load_model_or_adapter(path: str, st):
+    """A model dir, or a PEFT adapter dir (an earlier SFT run): its base with the adapter merged in."""
+    if not (Path(path) / "adapter_config.json").exists():
+        return load_model(path, st)
+    from peft import PeftConfig, PeftModel
+
+    base = load_model(PeftConfig.from_pretrained(path).base_model_name_or_path, st)
+    return PeftModel.from_pretrained(base, path).merge_and_unload()
+
+
 def training_args(cfg, ctx, st) -> dict:
     """Keyword arguments for TrainingArguments (and TRL's SFTConfig/DPOConfig, which extend it)."""
     world = ctx.world_size
@@ -185,7 +195,24 @@ def plot_loss(ctx, title: str) -> None:
     plt.close(fig)
 
 
-def finish(trainer, ctx, callback, title: str, extra: Optional[dict] = None) -> None:
+PROBE_TEXT = "Hvad kommer efter tre? Efter tre kommer fire."
+
+
+def probe(trainer, tokenizer, ctx) -> None:
+    """The trained model's logits on a fixed text, saved as probe.pt: the reference a reloaded model
+    (or adapter) must reproduce. Every rank runs the forward pass (ZeRO-3 gathers the weights)."""
+    import torch
+
+    ids = tokenizer(PROBE_TEXT, return_tensors="pt")["input_ids"].to(trainer.args.device)
+    model = trainer.model_wrapped
+    model.eval()
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits.float().cpu()
+    if ctx.is_main:
+        torch.save({"input_ids": ids.cpu(), "logits": logits}, ctx.stage_dir / "probe.pt")
+
+
+def finish(trainer, ctx, callback, title: str, extra: Optional[dict] = None, tokenizer=None) -> None:
     """After train(): stop here on preemption (rank.Preempted), else save the model, curve, summary."""
     import torch.distributed as dist
 
@@ -193,6 +220,8 @@ def finish(trainer, ctx, callback, title: str, extra: Optional[dict] = None) -> 
 
     if callback.preempted:
         raise Preempted(f"checkpoint saved at step {trainer.state.global_step}")
+    if tokenizer is not None:
+        probe(trainer, tokenizer, ctx)
     trainer.save_model(str(ctx.stage_dir / "model"))
     if ctx.is_main:
         plot_loss(ctx, title)

@@ -252,3 +252,14 @@ def test_cpt_resumes_after_the_pretimeout_signal_with_the_same_loss_curve(slurm_
     assert [r["step"] for r in a] == sorted(b) == list(range(1, 61))
     for r in a:
         assert r["loss"] == pytest.approx(b[r["step"]]["loss"], rel=1e-4, abs=1e-5), r["step"]
+
+
+def test_sft_and_dpo_with_lora_under_zero3_on_two_nodes(slurm_cluster, tmp_path):
+    from test_finetune import check_finetune
+
+    p = dfm("+experiment=sft_tiny", *SLURM, "sft.nodes=2", "dpo.nodes=2", cwd=tmp_path)
+    assert p.returncode == 0, p.stdout + p.stderr
+    (run,) = run_dirs(tmp_path)
+    wait_for(lambda: _all_completed(run, tmp_path, 2), timeout=500, what="SFT then DPO on 2 nodes")
+    check_finetune(run)
+    assert "on node2" in (run / "stages" / "sft" / "logs" / "rank-1.log").read_text()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import time
 from pathlib import Path
@@ -27,7 +28,7 @@ _TEMPLATES = ["Efter {a} kommer {b}, og efter {b} kommer {c}.", "Vi tæller: {a}
 def tiny_corpus(path: Path, n_docs: int = 400, seed: int = 0) -> Path:
     rng = random.Random(seed)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # ranks may write it at the same time
     with open(tmp, "w", encoding="utf-8") as f:
         for i in range(n_docs):
             sents = []
@@ -133,7 +134,7 @@ def run(cfg, ctx) -> None:
             ev = trainer.evaluate()
             extra = {"eval_loss": ev["eval_loss"], "eval_perplexity": math.exp(min(ev["eval_loss"], 50))}
             ctx.log(f"eval loss {ev['eval_loss']:.4f}, perplexity {extra['eval_perplexity']:.2f}")
-        train.finish(trainer, ctx, callback, f"CPT of {cfg.model.name} ({cfg.deepspeed.stage and 'ZeRO-%d' % cfg.deepspeed.stage or 'ZeRO-0'})", extra)
+        train.finish(trainer, ctx, callback, f"CPT of {cfg.model.name} (ZeRO-{cfg.deepspeed.stage})", extra, tokenizer)
         if ctx.is_main and not callback.preempted:
             tokenizer.save_pretrained(str(ctx.stage_dir / "model"))
     finally:

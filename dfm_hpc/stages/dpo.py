@@ -1,0 +1,43 @@
+"""DPO stage: TRL's DPOTrainer on Danish preference pairs, starting from an SFT run's model.
+
+`dpo.init_from` names the SFT run (its adapter is merged into the base first); `dpo.dataset` the
+pairs (unset: this run's merge stage). With PEFT there is no separate reference model: the policy
+with its adapter switched off is the reference (a deep copy is impossible under ZeRO-3).
+`dpo.precompute_ref_log_probs` computes the reference log-probs once before training.
+"""
+
+from __future__ import annotations
+
+from dfm_hpc import train
+from dfm_hpc.stages.sft import load_base, load_chats, peft_config, split
+
+
+def run(cfg, ctx) -> None:
+    import trl
+
+    st = cfg.dpo
+    train.accelerate_deepspeed_cpu_compat()
+    model, tokenizer = load_base(cfg, ctx, st, "dpo")
+    train_ds, eval_ds = split(load_chats(st.dataset, ctx, "dpo"))
+    args = trl.DPOConfig(**train.training_args(cfg, ctx, st), max_length=st.seq_len, beta=st.beta,
+                         loss_type=[st.loss_type], precompute_ref_log_probs=st.precompute_ref_log_probs)
+    callback = train.metrics_callback(cfg, ctx, st, tokens_per_step=2 * st.global_batch_size * st.seq_len)
+    trainer = trl.DPOTrainer(model=model, ref_model=None, args=args, processing_class=tokenizer,
+                             train_dataset=train_ds, eval_dataset=eval_ds, peft_config=peft_config(cfg),
+                             callbacks=[callback])
+    resume = train.latest_checkpoint(ctx)
+    if resume:
+        ctx.log(f"resuming from {resume}")
+    try:
+        trainer.train(resume_from_checkpoint=resume)
+        extra = {}
+        if not callback.preempted:
+            ev = trainer.evaluate()
+            extra = {k: ev[k] for k in ("eval_loss", "eval_rewards/accuracies", "eval_rewards/margins") if k in ev}
+            ctx.log(f"eval: {extra}")
+        train.finish(trainer, ctx, callback, f"DPO of {cfg.model.name} ({cfg.peft.method}, beta {st.beta})", extra,
+                     tokenizer)
+        if ctx.is_main and not callback.preempted:
+            tokenizer.save_pretrained(str(ctx.stage_dir / "model"))
+    finally:
+        train.teardown()
