@@ -191,6 +191,16 @@ def check_config(cfg) -> List[str]:
         add(f"peft.method={cfg.peft.method!r}: use none, lora or qlora")
     if not 0 <= cfg.deepspeed.stage <= 3:
         add(f"deepspeed.stage={cfg.deepspeed.stage}: ZeRO stages are 0, 1, 2 and 3")
+    for job in jobs:
+        if job.stage in ("sft", "dpo") and not cfg.dry_run:
+            ds = cfg[job.stage].dataset
+            if ds is None and "merge" not in cfg.stages:
+                add(f"{job.stage}.dataset is unset and this run has no merge stage: give an oasst2_translate run "
+                    f"dir, a .parquet/.jsonl file or a hub id, e.g. {job.stage}.dataset=runs/oasst2_translate/<run>")
+            elif ds and _should_check_paths(cfg) and _is_local_path(ds) and not Path(ds).expanduser().exists():
+                add(f"{job.stage}.dataset={ds!r} does not exist")
+        if job.stage in TRAIN_STAGES and cfg.peft.method == "qlora" and not job.gpus_per_node:
+            add(f"{job.stage}: peft=qlora needs GPUs (bitsandbytes 4-bit); on CPU use peft=lora")
     if cfg.peft.method == "qlora" and cfg.deepspeed.stage == 3 and any(s in TRAIN_STAGES for s in cfg.stages):
         add("peft=qlora with deepspeed=zero3: 4-bit bases are not sharded by ZeRO-3; use deepspeed=zero2")
 

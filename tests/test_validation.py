@@ -43,6 +43,9 @@ CASES = {
     "unknown translator backend": (["+experiment=oasst2_translate_tiny", "translator.backend=vllm"],
                                    "use hf or ctranslate2"),
     "stage array below 1": (["+experiment=oasst2_translate_tiny", "translate.array=0"], "translate.array=0"),
+    "sft without data": (["+experiment=sft_tiny", "sft.dataset=null"], "sft.dataset is unset"),
+    "missing sft data file": (["+experiment=sft_tiny", "sft.dataset=./nope/chats.jsonl"], "does not exist"),
+    "qlora on CPU": (["+experiment=sft_tiny", "peft=qlora", "deepspeed=zero2"], "peft=qlora needs GPUs"),
 }
 
 
