@@ -233,6 +233,32 @@ def finish(trainer, ctx, callback, title: str, extra: Optional[dict] = None, tok
         dist.barrier()
 
 
+def fit(trainer, ctx, callback, tokenizer, title: str, eval_keys=("eval_loss",), after_train=None) -> None:
+    """Train (from the latest checkpoint, if any), evaluate, then save model, probe, curve and
+    summary; on preemption stop after the checkpoint (rank.Preempted). Always leaves torch.distributed."""
+    import math
+
+    resume = latest_checkpoint(ctx)
+    if resume:
+        ctx.log(f"resuming from {resume}")
+    try:
+        trainer.train(resume_from_checkpoint=resume)
+        if after_train:
+            after_train()
+        extra = {}
+        if not callback.preempted and trainer.eval_dataset is not None and len(trainer.eval_dataset):
+            ev = trainer.evaluate()
+            extra = {k: ev[k] for k in eval_keys if k in ev}
+            if "eval_loss" in extra:
+                extra["eval_perplexity"] = math.exp(min(extra["eval_loss"], 50))
+            ctx.log("eval: " + ", ".join(f"{k} {v:.4f}" for k, v in extra.items()))
+        finish(trainer, ctx, callback, title, extra, tokenizer)
+        if ctx.is_main:
+            tokenizer.save_pretrained(str(ctx.stage_dir / "model"))
+    finally:
+        teardown()
+
+
 def teardown() -> None:
     import torch.distributed as dist
 

@@ -10,7 +10,6 @@ the latest checkpoint when there is one.
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import time
@@ -121,21 +120,10 @@ def run(cfg, ctx) -> None:
     callback = train.metrics_callback(cfg, ctx, st, tokens_per_step=st.global_batch_size * st.seq_len)
     trainer = Trainer(model=train.load_model(path, st), args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                       callbacks=[callback])
-    resume = train.latest_checkpoint(ctx)
-    if resume:
-        ctx.log(f"resuming from {resume}")
-    try:
-        trainer.train(resume_from_checkpoint=resume)
-        # which blocks this rank trained on (tests check that ranks see disjoint data)
+
+    def record_samples():  # which blocks this rank trained on (tests check that ranks see disjoint data)
         with open(ctx.stage_dir / f"samples-rank-{ctx.rank}.txt", "a") as f:
             f.write("".join(f"{i}\n" for i in seen))
-        extra = {}
-        if not callback.preempted and len(eval_ds):
-            ev = trainer.evaluate()
-            extra = {"eval_loss": ev["eval_loss"], "eval_perplexity": math.exp(min(ev["eval_loss"], 50))}
-            ctx.log(f"eval loss {ev['eval_loss']:.4f}, perplexity {extra['eval_perplexity']:.2f}")
-        train.finish(trainer, ctx, callback, f"CPT of {cfg.model.name} (ZeRO-{cfg.deepspeed.stage})", extra, tokenizer)
-        if ctx.is_main and not callback.preempted:
-            tokenizer.save_pretrained(str(ctx.stage_dir / "model"))
-    finally:
-        train.teardown()
+
+    train.fit(trainer, ctx, callback, tokenizer, f"CPT of {cfg.model.name} (ZeRO-{cfg.deepspeed.stage})",
+              after_train=record_samples)

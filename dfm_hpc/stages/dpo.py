@@ -25,19 +25,5 @@ def run(cfg, ctx) -> None:
     trainer = trl.DPOTrainer(model=model, ref_model=None, args=args, processing_class=tokenizer,
                              train_dataset=train_ds, eval_dataset=eval_ds, peft_config=peft_config(cfg),
                              callbacks=[callback])
-    resume = train.latest_checkpoint(ctx)
-    if resume:
-        ctx.log(f"resuming from {resume}")
-    try:
-        trainer.train(resume_from_checkpoint=resume)
-        extra = {}
-        if not callback.preempted:
-            ev = trainer.evaluate()
-            extra = {k: ev[k] for k in ("eval_loss", "eval_rewards/accuracies", "eval_rewards/margins") if k in ev}
-            ctx.log(f"eval: {extra}")
-        train.finish(trainer, ctx, callback, f"DPO of {cfg.model.name} ({cfg.peft.method}, beta {st.beta})", extra,
-                     tokenizer)
-        if ctx.is_main and not callback.preempted:
-            tokenizer.save_pretrained(str(ctx.stage_dir / "model"))
-    finally:
-        train.teardown()
+    train.fit(trainer, ctx, callback, tokenizer, f"DPO of {cfg.model.name} ({cfg.peft.method}, beta {st.beta})",
+              eval_keys=("eval_loss", "eval_rewards/accuracies", "eval_rewards/margins"))

@@ -9,7 +9,6 @@ model) goes to stages/sft/model/; under ZeRO-3 the weights are gathered on save,
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 from pathlib import Path
@@ -107,20 +106,4 @@ def run(cfg, ctx) -> None:
     callback = train.metrics_callback(cfg, ctx, st, tokens_per_step=st.global_batch_size * st.seq_len)
     trainer = trl.SFTTrainer(model=model, args=args, processing_class=tokenizer, train_dataset=train_ds,
                              eval_dataset=eval_ds, peft_config=peft_config(cfg), callbacks=[callback])
-    resume = train.latest_checkpoint(ctx)
-    if resume:
-        ctx.log(f"resuming from {resume}")
-    try:
-        trainer.train(resume_from_checkpoint=resume)
-        extra = {}
-        if not callback.preempted:
-            ev = trainer.evaluate()
-            extra = {"eval_loss": ev["eval_loss"], "eval_perplexity": math.exp(min(ev["eval_loss"], 50)),
-                     "peft": cfg.peft.method}
-            ctx.log(f"eval loss {ev['eval_loss']:.4f}")
-        train.finish(trainer, ctx, callback, f"SFT of {cfg.model.name} ({cfg.peft.method}, ZeRO-{cfg.deepspeed.stage})",
-                     extra, tokenizer)
-        if ctx.is_main and not callback.preempted:
-            tokenizer.save_pretrained(str(ctx.stage_dir / "model"))
-    finally:
-        train.teardown()
+    train.fit(trainer, ctx, callback, tokenizer, f"SFT of {cfg.model.name} ({cfg.peft.method}, ZeRO-{cfg.deepspeed.stage})")
