@@ -38,4 +38,4 @@ def test_cpt_locally_with_zero(zero, tmp_path):
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     (run,) = run_dirs(tmp_path)
     check_cpt(run)
-    assert "step 30/30" in p.stdout and "eval loss" in p.stdout
+    assert "step 30/30" in p.stdout and "eval: eval_loss" in p.stdout
