@@ -104,7 +104,11 @@ def _requeue(ctx: StageContext) -> None:
     if ctx.env.rank != 0 or not job:
         return
     out = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
-    ctx.log(f"requeued job {job}" if out.returncode == 0 else f"could not requeue job {job}: {out.stderr.strip()}")
+    # scontrol can exit non-zero although the requeue took (seen on slurm 22.05 with array tasks):
+    # report what it said; sacct's REQUEUED state is the record
+    said = (out.stdout + out.stderr).strip()
+    ctx.log(f"requeue of job {job} requested" + (f" (scontrol exited {out.returncode}{': ' + said if said else ''})"
+                                                  if out.returncode else ""))
 
 
 def run_stage(run_dir: str, stage: str, array_index: int = 0) -> None:

@@ -200,7 +200,7 @@ def test_translation_as_array_requeues_on_the_pretimeout_signal(slurm_cluster, t
     subprocess.run(["scancel", "--signal=USR2", f"{array_id}_1"], check=True)
     wait_for(lambda: (t / "DONE").exists(), timeout=400, what="the requeued translation")
     log = (t / "logs" / "array-1-rank-0.log").read_text()
-    assert "stopping for the time limit" in log and "requeued job" in log
+    assert "stopping for the time limit" in log and "requeue of job" in log
     assert "resuming after" in log
     def history():
         return subprocess.run(["sacct", "-D", "-X", "-n", "-P", "-j", f"{array_id}_1", "-o", "State"],
