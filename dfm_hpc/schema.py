@@ -157,8 +157,18 @@ class MergeStage(StageConfig):
 
 @dataclass
 class PiiStage(StageConfig):
-    replacement: str = "tags"  # tags | fake
+    """Finds and replaces personal information in training data before anything trains on it."""
+
+    # what to filter: unset = this run's merge outputs (sft + dpo views); or a JSONL/Parquet file
+    # with a `text` column (a CPT corpus), or tiny:corpus
+    input: Optional[str] = None
+    replacement: str = "tags"  # tags: <CPR>, <EMAIL>, ... | fake: realistic fakes (same shape, valid dates)
     types: List[str] = field(default_factory=lambda: ["cpr", "email", "phone", "ip", "iban"])
+    shards: int = 8  # work units; each worker takes shards by rank, like translate
+    chunk_size: int = 1000  # rows per flushed chunk (resume point)
+    tasks_per_node: Optional[int] = 1
+    gpus_per_node: Optional[int] = 0
+    time: str = "01:00:00"
 
 
 @dataclass
@@ -176,11 +186,19 @@ class TrainStage(StageConfig):
     keep_checkpoints: int = 2
     log_every_steps: int = 10
     init_from: Optional[str] = None  # a run dir whose previous stage's model to start from
+    # experiment trackers: tensorboard (files in the run dir) and/or wandb (WANDB_MODE=offline on
+    # compute nodes unless wandb_mode says otherwise; `wandb sync` the run dir from the login node)
+    report_to: List[str] = field(default_factory=lambda: ["tensorboard"])
+    wandb_project: str = "dfm"
+    wandb_mode: str = "offline"  # offline | online | disabled
 
 
 @dataclass
 class CptStage(TrainStage):
     eval_fraction: float = 0.02  # held-out share of the corpus for eval loss / perplexity
+    # tokenization is split over every rank (big corpora): each writes its share of documents as a
+    # token file with a .done marker; then all ranks pack the same blocks from them
+    prep_shards: int = 0  # 0: one per rank
 
 
 @dataclass
@@ -190,6 +208,9 @@ class SftStage(TrainStage):
     dataset: Optional[str] = None
     packing: bool = True  # pack several chats per sequence (attention kept per chat)
     lr: float = 1e-4
+    # also write the base with the LoRA adapter merged in (stages/<stage>/merged/: a plain HF model
+    # for inference, conversion, upload)
+    merge_adapter: bool = False
 
 
 @dataclass
@@ -199,17 +220,35 @@ class DpoStage(TrainStage):
     loss_type: str = "sigmoid"  # TRL DPO loss type
     precompute_ref_log_probs: bool = False  # compute reference log-probs once before training
     lr: float = 5e-6
+    merge_adapter: bool = False  # as sft.merge_adapter
 
 
 @dataclass
 class EvaluateStage(StageConfig):
+    """Scores models of this run (and others, side by side): perplexity, EuroEval, generations."""
+
+    # which models: "base" (model.name_or_path), a stage of this run (cpt, sft, dpo), or a run dir
+    # (its last trained model); empty = base plus every trained stage of this run
+    models: List[str] = field(default_factory=list)
     euroeval: bool = True  # run EuroEval's Danish tasks (datasets prefetched on the login node)
+    euroeval_tasks: List[str] = field(default_factory=list)  # empty: EuroEval's Danish defaults
+    max_eval_texts: int = 1000  # held-out texts for perplexity (data.eval_text)
     generation_prompts: int = 5  # Danish prompts to generate samples for
+    max_new_tokens: int = 64
+    tasks_per_node: Optional[int] = 1
     time: str = "02:00:00"
 
 
 @dataclass
 class CardStage(StageConfig):
+    """Model card (HF README.md with YAML metadata) for the run's last model, datasheets for its data."""
+
+    license: str = "apache-2.0"
+    repo_id: Optional[str] = None  # where the model would be published, e.g. danish-foundation-models/munin-7b-chat
+    # LUMI bills GPU-hours per MI250X (2 GCDs): 0.5 billing units per GCD-hour (docs/lumi.md)
+    billing_units_per_gcd_hour: float = 0.5
+    tasks_per_node: Optional[int] = 1
+    gpus_per_node: Optional[int] = 0
     time: str = "00:15:00"
 
 
