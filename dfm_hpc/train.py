@@ -66,25 +66,65 @@ def load_model(path: str, st):
 
 
 def load_model_or_adapter(path: str, st):
-    """A model dir, or a PEFT adapter dir (an earlier SFT run): its base with the adapter merged in."""
+    """A model dir, or a PEFT adapter dir: its base with the adapter merged in. The base may itself
+    be an adapter dir (a DPO adapter sits on the SFT model), so this follows the chain."""
     if not (Path(path) / "adapter_config.json").exists():
         return load_model(path, st)
     from peft import PeftConfig, PeftModel
 
-    base = load_model(PeftConfig.from_pretrained(path).base_model_name_or_path, st)
+    base = load_model_or_adapter(PeftConfig.from_pretrained(path).base_model_name_or_path, st)
     return PeftModel.from_pretrained(base, path).merge_and_unload()
+
+
+def record_adapter_base(model_dir: Path, base: str) -> None:
+    """Point a saved adapter at the model it was trained on. PEFT writes the merged-in base's
+    origin (the plain base), which is wrong for an adapter trained on base + an earlier adapter."""
+    cfg_file = Path(model_dir) / "adapter_config.json"
+    if cfg_file.exists():
+        data = json.loads(cfg_file.read_text())
+        data["base_model_name_or_path"] = str(base)
+        cfg_file.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def export_merged(ctx, st, tokenizer) -> None:
+    """`merge_adapter`: the adapter merged into its base, saved as a plain HF model in merged/."""
+    model_dir = ctx.stage_dir / "model"
+    if not (model_dir / "adapter_config.json").exists():
+        ctx.log("merge_adapter: the stage trained a full model (no adapter); model/ is already plain")
+        return
+    out = ctx.stage_dir / "merged"
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    # rank 0 alone: under ZeRO-3, from_pretrained would otherwise partition (collectives) the load
+    unset_hf_deepspeed_config()
+    load_model_or_adapter(str(model_dir), st).save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+    ctx.log(f"merged adapter into its base: {out}")
+
+
+def reporters(ctx, st) -> list:
+    """The trackers in `report_to` that are installed; W&B writes into the run dir, offline by default
+    (compute nodes have no internet; `wandb sync` from the login node)."""
+    import importlib.util
+
+    found = [r for r in st.report_to if importlib.util.find_spec(r) is not None]
+    if "tensorboard" in found:
+        os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(ctx.stage_dir / "tensorboard"))
+    if "wandb" in found:
+        os.environ["WANDB_MODE"] = os.environ.get("WANDB_MODE") or st.wandb_mode  # the cluster's env wins
+        os.environ.setdefault("WANDB_PROJECT", st.wandb_project)
+        os.environ.setdefault("WANDB_DIR", str(ctx.stage_dir))
+        os.environ.setdefault("WANDB_NAME", f"{ctx.run_dir.name}-{ctx.stage_dir.name}")
+    missing = sorted(set(st.report_to) - set(found))
+    if missing and ctx.is_main:
+        ctx.log(f"report_to: {', '.join(missing)} not installed here; not logging to it")
+    return found
 
 
 def training_args(cfg, ctx, st) -> dict:
     """Keyword arguments for TrainingArguments (and TRL's SFTConfig/DPOConfig, which extend it)."""
     world = ctx.world_size
-    try:
-        import tensorboard  # noqa: F401
-
-        report = ["tensorboard"]  # data stays in the run dir; W&B: add "wandb" (offline on compute nodes)
-        os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(ctx.stage_dir / "tensorboard"))
-    except ImportError:
-        report = []
+    report = reporters(ctx, st)
     bf16 = st.precision == "bf16" and on_gpu()  # CPUs (tests, local runs) train in fp32
     ds = ds_config.render(cfg.deepspeed, st, world)
     ds["bf16"]["enabled"] = bf16
@@ -233,9 +273,12 @@ def finish(trainer, ctx, callback, title: str, extra: Optional[dict] = None, tok
         dist.barrier()
 
 
-def fit(trainer, ctx, callback, tokenizer, title: str, eval_keys=("eval_loss",), after_train=None) -> None:
+def fit(trainer, ctx, callback, tokenizer, title: str, eval_keys=("eval_loss",), after_train=None,
+        base: Optional[str] = None, st=None) -> None:
     """Train (from the latest checkpoint, if any), evaluate, then save model, probe, curve and
-    summary; on preemption stop after the checkpoint (rank.Preempted). Always leaves torch.distributed."""
+    summary; on preemption stop after the checkpoint (rank.Preempted). `base`: the model an adapter
+    was trained on (recorded in its config); `st.merge_adapter`: also export base + adapter merged.
+    Always leaves torch.distributed."""
     import math
 
     resume = latest_checkpoint(ctx)
@@ -255,6 +298,10 @@ def fit(trainer, ctx, callback, tokenizer, title: str, eval_keys=("eval_loss",),
         finish(trainer, ctx, callback, title, extra, tokenizer)
         if ctx.is_main:
             tokenizer.save_pretrained(str(ctx.stage_dir / "model"))
+            if base:
+                record_adapter_base(ctx.stage_dir / "model", base)
+            if st is not None and getattr(st, "merge_adapter", False):
+                export_merged(ctx, st, tokenizer)
     finally:
         teardown()
 

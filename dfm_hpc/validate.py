@@ -187,6 +187,23 @@ def check_config(cfg) -> List[str]:
             if cfg.translate.chunk_size < 1:
                 add("translate.chunk_size must be at least 1")
 
+        if job.stage == "pii":
+            problems += _check_pii(cfg, job.world_size * job.array)
+        if job.stage in TRAIN_STAGES:
+            st = cfg[job.stage]
+            bad = [r for r in st.report_to if r not in ("tensorboard", "wandb")]
+            if bad:
+                add(f"{job.stage}.report_to={list(st.report_to)}: {bad} unknown; use tensorboard and/or wandb")
+            if st.wandb_mode not in ("offline", "online", "disabled"):
+                add(f"{job.stage}.wandb_mode={st.wandb_mode!r}: use offline (compute nodes), online or disabled")
+        if job.stage == "evaluate":
+            for m in cfg.evaluate.models:
+                if m in TRAIN_STAGES and m not in cfg.stages[: cfg.stages.index("evaluate")]:
+                    add(f"evaluate.models: {m!r} is not a stage before evaluate in this run "
+                        f"(stages={list(cfg.stages)}); give its run dir instead")
+                elif m != "base" and m not in TRAIN_STAGES and _should_check_paths(cfg) and not Path(m).exists():
+                    add(f"evaluate.models: {m!r} is neither base, a training stage nor an existing run dir")
+
     if cfg.peft.method not in ("none", "lora", "qlora"):
         add(f"peft.method={cfg.peft.method!r}: use none, lora or qlora")
     if not 0 <= cfg.deepspeed.stage <= 3:
@@ -217,6 +234,26 @@ def check_config(cfg) -> List[str]:
         if image and not Path(image).exists():
             add(f"cluster.container.image={image!r} does not exist")
     return problems
+
+
+PII_TYPES = ("cpr", "email", "phone", "ip", "iban")
+
+
+def _check_pii(cfg, workers: int) -> List[str]:
+    pii, out = cfg.pii, []
+    if pii.replacement not in ("tags", "fake"):
+        out.append(f"pii.replacement={pii.replacement!r}: use tags (<CPR>, <EMAIL>, ...) or fake")
+    unknown = [t for t in pii.types if t not in PII_TYPES]
+    if unknown:
+        out.append(f"pii.types: {unknown} unknown; the filter knows {', '.join(PII_TYPES)}")
+    if pii.shards < workers:
+        out.append(f"pii.shards={pii.shards} for {workers} workers: use pii.shards={workers} or more")
+    if pii.chunk_size < 1:
+        out.append("pii.chunk_size must be at least 1")
+    if pii.input is None and "merge" not in cfg.stages:
+        out.append("pii.input is unset and this run has no merge stage: give a JSONL/Parquet file with a "
+                   "`text` column, e.g. pii.input=/scratch/project_465000670/corpus.jsonl")
+    return out
 
 
 def _check_resources(job: StageJob, cl) -> List[str]:

@@ -32,10 +32,45 @@ def check_cpt(run, world_size=2):
     return rows
 
 
+def check_sharded_prep(run, shards):
+    """Tokenized by both ranks in `shards` pieces, the blocks equal packing the corpus in one go."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from dfm_hpc.stages.cpt import load_texts, pack
+
+    data = run / "stages" / "cpt" / "data"
+    assert sorted(p.name for p in data.glob("tokens-*.done")) == [f"tokens-{s:05d}.done" for s in range(shards)]
+    logs = [(run / "stages" / "cpt" / "logs" / f"rank-{r}.log").read_text() for r in range(2)]
+    for r in range(2):
+        assert f"tokenized prep shards {list(range(r, shards, 2))} of {shards}" in logs[r]
+    texts = load_texts("tiny:corpus", run / "cache")
+    n_eval = max(1, int(len(texts) * 0.05))
+    tok = AutoTokenizer.from_pretrained(str(run / "cache" / "tiny-llama"))
+    assert torch.equal(torch.load(data / "train.pt"), pack(texts[:-n_eval], tok, 64))
+
+
 @pytest.mark.parametrize("zero", ["zero2", "zero3"])
 def test_cpt_locally_with_zero(zero, tmp_path):
-    p = dfm("+experiment=cpt_tiny", f"deepspeed={zero}", cwd=tmp_path, timeout=600)
+    extra = ["cpt.prep_shards=3"] if zero == "zero3" else []  # default: one prep shard per rank
+    p = dfm("+experiment=cpt_tiny", f"deepspeed={zero}", *extra, cwd=tmp_path, timeout=600)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     (run,) = run_dirs(tmp_path)
     check_cpt(run)
+    check_sharded_prep(run, 3 if extra else 2)
     assert "step 30/30" in p.stdout and "eval: eval_loss" in p.stdout
+
+
+def test_wandb_logs_offline_into_the_run_dir(tmp_path):
+    """report_to=[wandb]: W&B runs offline (compute nodes have no internet) and writes its run,
+    one per stage (rank 0), into the stage dir, ready for `wandb sync` from the login node."""
+    pytest.importorskip("wandb")
+    p = dfm("+experiment=cpt_tiny", "cpt.max_steps=3", "cpt.report_to=[wandb]", cwd=tmp_path, timeout=600,
+            env={"WANDB_MODE": "", "WANDB_API_KEY": ""})
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    (run,) = run_dirs(tmp_path)
+    runs = list((run / "stages" / "cpt" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1, runs
+    (log,) = runs[0].glob("run-*.wandb")
+    assert log.stat().st_size > 1000
+    assert not (run / "stages" / "cpt" / "tensorboard").exists()

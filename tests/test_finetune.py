@@ -34,7 +34,23 @@ def check_adapter(stage_dir, r=4, targets=("q_proj", "v_proj")):
     assert torch.allclose(logits, probe["logits"], atol=1e-4), (logits - probe["logits"]).abs().max()
 
 
-def check_finetune(run):
+def check_chain(stage_dir, model_dir=None):
+    """The stage's model as a user loads it (dfm_hpc follows adapter -> base chains; a DPO adapter
+    sits on the SFT model) reproduces the trained model's probe logits."""
+    import torch
+    from types import SimpleNamespace
+
+    from dfm_hpc.train import load_model_or_adapter
+
+    st = SimpleNamespace(precision="fp32", attn_implementation="sdpa")
+    model = load_model_or_adapter(str(model_dir or stage_dir / "model"), st).eval()
+    probe = torch.load(stage_dir / "probe.pt")
+    with torch.no_grad():
+        logits = model(input_ids=probe["input_ids"]).logits
+    assert torch.allclose(logits, probe["logits"], atol=1e-4), (logits - probe["logits"]).abs().max()
+
+
+def check_finetune(run, merged=False):
     for stage in ("sft", "dpo"):
         s = run / "stages" / stage
         assert (s / "DONE").exists() and (s / "loss.png").exists()
@@ -46,10 +62,19 @@ def check_finetune(run):
     # DPO trained its own adapter on top of the SFT model (merged into the base first)
     check_adapter_dpo = run / "stages" / "dpo" / "model" / "adapter_model.safetensors"
     assert check_adapter_dpo.stat().st_size > 1000
+    dpo_base = json.loads((run / "stages" / "dpo" / "model" / "adapter_config.json").read_text())
+    assert dpo_base["base_model_name_or_path"] == str(sft / "model")
+    check_chain(run / "stages" / "dpo")
+    if merged:  # merge_adapter: plain HF models (no adapter) with the same outputs
+        for stage in ("sft", "dpo"):
+            out = run / "stages" / stage / "merged"
+            assert (out / "model.safetensors").exists() and not (out / "adapter_config.json").exists()
+            assert (out / "tokenizer.json").exists()
+            check_chain(run / "stages" / stage, out)
 
 
 def test_sft_and_dpo_with_lora_under_zero3_locally(tmp_path):
-    p = dfm("+experiment=sft_tiny", cwd=tmp_path, timeout=900)
+    p = dfm("+experiment=sft_tiny", "sft.merge_adapter=true", "dpo.merge_adapter=true", cwd=tmp_path, timeout=900)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     (run,) = run_dirs(tmp_path)
-    check_finetune(run)
+    check_finetune(run, merged=True)

@@ -45,6 +45,13 @@ CASES = {
     "stage array below 1": (["+experiment=oasst2_translate_tiny", "translate.array=0"], "translate.array=0"),
     "sft without data": (["+experiment=sft_tiny", "sft.dataset=null"], "sft.dataset is unset"),
     "missing sft data file": (["+experiment=sft_tiny", "sft.dataset=./nope/chats.jsonl"], "does not exist"),
+    "unknown tracker": (["+experiment=sft_tiny", "sft.report_to=[tensorboard,mlflow]"], "use tensorboard and/or wandb"),
+    "bad wandb mode": (["+experiment=sft_tiny", "dpo.wandb_mode=offlne"], "dpo.wandb_mode='offlne'"),
+    "unknown pii type": (["+experiment=munin_pipeline", *LUMI[1:], "pii.types=[cpr,names]"], "['names'] unknown"),
+    "bad pii replacement": (["+experiment=munin_pipeline", *LUMI[1:], "pii.replacement=mask"], "use tags"),
+    "pii without input": (["+experiment=cpt_tiny", "stages=[pii,cpt]"], "pii.input is unset"),
+    "evaluate unknown model": (["+experiment=sft_tiny", "stages=[sft,evaluate]", "evaluate.models=[dpo]"],
+                               "'dpo' is not a stage before evaluate"),
     "qlora on CPU": (["+experiment=sft_tiny", "peft=qlora", "deepspeed=zero2"], "peft=qlora needs GPUs"),
 }
 

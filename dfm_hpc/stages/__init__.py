@@ -25,6 +25,7 @@ STAGES = {
 # Config keys naming inputs a stage reads (local paths among them must exist at plan time).
 STAGE_INPUTS = {
     "translate": ["data.oasst2"],
+    "pii": ["pii.input"],
     "cpt": ["data.corpus"],
     "evaluate": ["data.eval_text"],
 }

@@ -2,8 +2,8 @@
 
 Data: documents -> tokens -> one stream with EOS between documents -> fixed blocks of `cpt.seq_len`
 (the tail that does not fill a block is dropped); the last `cpt.eval_fraction` of documents are held
-out for eval loss and perplexity. Rank 0 prepares this once into stages/cpt/data/ (reused on resume);
-the order is deterministic. Training: the HF Trainer with the run's DeepSpeed config, resumed from
+out for eval loss and perplexity. Prepared once into stages/cpt/data/ (reused on resume): every rank
+tokenizes a share of the documents, rank 0 packs; the order is deterministic. Training: the HF Trainer with the run's DeepSpeed config, resumed from
 the latest checkpoint when there is one.
 """
 
@@ -53,39 +53,91 @@ def load_texts(source: str, cache: Path) -> List[str]:
     return [t for t in ds["text"] if t and t.strip()]
 
 
-def pack(texts: List[str], tokenizer, seq_len: int):
-    import torch
-
+def token_stream(texts: List[str], tokenizer) -> List[int]:
+    """Documents as one token stream, EOS after each."""
     eos = tokenizer.eos_token_id
     stream: List[int] = []
-    for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]:
+    for ids in tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []:
         stream.extend(ids)
         stream.append(eos)
+    return stream
+
+
+def to_blocks(stream, seq_len: int):
+    import torch
+
     n = len(stream) // seq_len
-    return torch.tensor(stream[: n * seq_len], dtype=torch.long).view(n, seq_len)
+    return torch.as_tensor(stream[: n * seq_len], dtype=torch.long).view(n, seq_len)
+
+
+def pack(texts: List[str], tokenizer, seq_len: int):
+    return to_blocks(token_stream(texts, tokenizer), seq_len)
+
+
+def shard_ranges(n_docs: int, n_shards: int) -> List[range]:
+    """Contiguous document ranges: concatenating the shards' streams gives the unsharded stream."""
+    bounds = [n_docs * s // n_shards for s in range(n_shards + 1)]
+    return [range(bounds[s], bounds[s + 1]) for s in range(n_shards)]
+
+
+def _wait(paths, what: str, ctx, every: float = 0.5) -> None:
+    t0 = time.time()
+    while not all(p.exists() for p in paths):
+        if ctx.should_stop():
+            from dfm_hpc.rank import Preempted
+
+            raise Preempted(f"stopped while waiting for {what}")
+        if time.time() - t0 > 60 and int(time.time() - t0) % 60 == 0:
+            ctx.log(f"waiting for {what}: {sum(p.exists() for p in paths)}/{len(paths)}")
+        time.sleep(every)
 
 
 def prepare(cfg, ctx, tokenizer) -> Path:
-    """Tokenized, packed train/eval blocks in stages/cpt/data/ (rank 0 writes, the others wait)."""
+    """Tokenized, packed train/eval blocks in stages/cpt/data/.
+
+    Tokenizing a big corpus is the slow part, so it is split over every rank: the train documents
+    are cut into `prep_shards` contiguous ranges, rank r tokenizes ranges r, r + W, ... into
+    tokens-NNNNN.npy (+ .done; kept across restarts). Rank 0 then joins the streams in order (the
+    same stream as unsharded), cuts the blocks and writes READY; the others wait for it."""
+    import numpy as np
     import torch
 
     out = ctx.stage_dir / "data"
     ready = out / "READY"
-    if ctx.is_main and not ready.exists():
+    if not ready.exists():
         out.mkdir(parents=True, exist_ok=True)
         texts = load_texts(cfg.data.corpus, ctx.run_dir / "cache")
         n_eval = max(1, int(len(texts) * cfg.cpt.eval_fraction))
-        train_blocks = pack(texts[:-n_eval], tokenizer, cfg.cpt.seq_len)
-        eval_blocks = pack(texts[-n_eval:], tokenizer, cfg.cpt.seq_len)
-        torch.save(train_blocks, out / "train.pt")
-        torch.save(eval_blocks, out / "eval.pt")
-        ready.write_text(json.dumps({"documents": len(texts), "eval_documents": n_eval,
-                                     "train_blocks": len(train_blocks), "eval_blocks": len(eval_blocks),
-                                     "seq_len": cfg.cpt.seq_len}) + "\n")
-        ctx.log(f"packed {len(texts)} documents into {len(train_blocks)} train and {len(eval_blocks)} eval blocks "
-                f"of {cfg.cpt.seq_len} tokens")
-    while not ready.exists():
-        time.sleep(0.5)
+        train_texts = texts[:-n_eval]
+        shards = shard_ranges(len(train_texts), cfg.cpt.prep_shards or ctx.world_size)
+        mine = list(range(ctx.rank, len(shards), ctx.world_size))
+        t0, n_tok = time.time(), 0
+        for s in mine:
+            done = out / f"tokens-{s:05d}.done"
+            if done.exists():
+                continue
+            stream = np.asarray(token_stream([train_texts[i] for i in shards[s]], tokenizer), dtype=np.int32)
+            tmp = out / f"tokens-{s:05d}.tmp.npy"
+            np.save(tmp, stream)
+            tmp.replace(out / f"tokens-{s:05d}.npy")
+            done.write_text(f"{len(shards[s])} documents, {len(stream)} tokens\n")
+            n_tok += len(stream)
+        if mine:
+            el = max(time.time() - t0, 1e-9)
+            ctx.log(f"tokenized prep shards {mine} of {len(shards)}: {n_tok:,} tokens, {n_tok / el:,.0f} tokens/s")
+        if ctx.is_main:
+            _wait([out / f"tokens-{s:05d}.done" for s in range(len(shards))], "the other ranks' prep shards", ctx)
+            stream = np.concatenate([np.load(out / f"tokens-{s:05d}.npy") for s in range(len(shards))])
+            train_blocks = to_blocks(torch.from_numpy(stream.astype(np.int64)), cfg.cpt.seq_len)
+            eval_blocks = pack(texts[-n_eval:], tokenizer, cfg.cpt.seq_len)
+            torch.save(train_blocks, out / "train.pt")
+            torch.save(eval_blocks, out / "eval.pt")
+            ready.write_text(json.dumps({"documents": len(texts), "eval_documents": n_eval, "prep_shards": len(shards),
+                                         "train_blocks": len(train_blocks), "eval_blocks": len(eval_blocks),
+                                         "seq_len": cfg.cpt.seq_len}) + "\n")
+            ctx.log(f"packed {len(texts)} documents into {len(train_blocks)} train and {len(eval_blocks)} eval blocks "
+                    f"of {cfg.cpt.seq_len} tokens")
+    _wait([ready], "rank 0 to pack the blocks", ctx)
     return out
 
 

@@ -17,7 +17,7 @@ def run(cfg, ctx) -> None:
 
     st = cfg.dpo
     train.accelerate_deepspeed_cpu_compat()
-    model, tokenizer = load_base(cfg, ctx, st, "dpo")
+    model, tokenizer, base = load_base(cfg, ctx, st, "dpo")
     train_ds, eval_ds = split(load_chats(st.dataset, ctx, "dpo"))
     args = trl.DPOConfig(**train.training_args(cfg, ctx, st), max_length=st.seq_len, beta=st.beta,
                          loss_type=[st.loss_type], precompute_ref_log_probs=st.precompute_ref_log_probs)
@@ -26,4 +26,4 @@ def run(cfg, ctx) -> None:
                              train_dataset=train_ds, eval_dataset=eval_ds, peft_config=peft_config(cfg),
                              callbacks=[callback])
     train.fit(trainer, ctx, callback, tokenizer, f"DPO of {cfg.model.name} ({cfg.peft.method}, beta {st.beta})",
-              eval_keys=("eval_loss", "eval_rewards/accuracies", "eval_rewards/margins"))
+              eval_keys=("eval_loss", "eval_rewards/accuracies", "eval_rewards/margins"), base=base, st=st)

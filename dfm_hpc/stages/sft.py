@@ -70,7 +70,7 @@ def peft_config(cfg):
 
 
 def load_base(cfg, ctx, st, stage: str):
-    """The model to fine-tune: `init_from` (a run dir: its sft or cpt model), else the model an
+    """(model, tokenizer, where the model came from). The model to fine-tune: `init_from` (a run dir: its sft or cpt model), else the model an
     earlier stage of this run made (dpo after sft, sft after cpt), else `model.name_or_path`.
     QLoRA loads the base in 4 bits (bitsandbytes; on MI250X only if the container's build supports it)."""
     from transformers import AutoTokenizer
@@ -90,8 +90,8 @@ def load_base(cfg, ctx, st, stage: str):
         from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
         q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
-        return AutoModelForCausalLM.from_pretrained(path, quantization_config=q), tokenizer
-    return train.load_model_or_adapter(path, st), tokenizer
+        return AutoModelForCausalLM.from_pretrained(path, quantization_config=q), tokenizer, path
+    return train.load_model_or_adapter(path, st), tokenizer, path
 
 
 def run(cfg, ctx) -> None:
@@ -99,11 +99,12 @@ def run(cfg, ctx) -> None:
 
     st = cfg.sft
     train.accelerate_deepspeed_cpu_compat()
-    model, tokenizer = load_base(cfg, ctx, st, "sft")
+    model, tokenizer, base = load_base(cfg, ctx, st, "sft")
     train_ds, eval_ds = split(load_chats(st.dataset, ctx, "sft"))
     args = trl.SFTConfig(**train.training_args(cfg, ctx, st), max_length=st.seq_len, packing=st.packing,
                          assistant_only_loss=True)
     callback = train.metrics_callback(cfg, ctx, st, tokens_per_step=st.global_batch_size * st.seq_len)
     trainer = trl.SFTTrainer(model=model, args=args, processing_class=tokenizer, train_dataset=train_ds,
                              eval_dataset=eval_ds, peft_config=peft_config(cfg), callbacks=[callback])
-    train.fit(trainer, ctx, callback, tokenizer, f"SFT of {cfg.model.name} ({cfg.peft.method}, ZeRO-{cfg.deepspeed.stage})")
+    train.fit(trainer, ctx, callback, tokenizer, f"SFT of {cfg.model.name} ({cfg.peft.method}, ZeRO-{cfg.deepspeed.stage})",
+              base=base, st=st)
