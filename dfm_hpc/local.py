@@ -45,14 +45,26 @@ def run_stage(run_dir: Path, job: StageJob, cluster, out=sys.stdout) -> int:
             "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "OMP_NUM_THREADS": "1"}
     for k in [k for k in base if k.startswith("SLURM_")]:
         del base[k]  # a local run inside an allocation must not look like an srun task
+    t0 = time.time()
     for i in range(job.array):  # copies of an array stage run one after the other here
         code = _run_copy(run_dir, job, base, i, sdir, out)
         if code:
             break
+    _add_elapsed(sdir, time.time() - t0, job)
     (sdir / "pids").unlink(missing_ok=True)
     if code and not (sdir / "FAILED").exists():
         (sdir / "FAILED").write_text(f"a rank exited with {code}\n")
     return code
+
+
+def _add_elapsed(sdir: Path, seconds: float, job: StageJob) -> None:
+    """Wall time of local runs (Slurm's is in sacct); a resumed stage adds to it. The card reports it."""
+    import json
+
+    path = sdir / "elapsed.json"
+    before = json.loads(path.read_text())["elapsed_s"] if path.exists() else 0.0
+    path.write_text(json.dumps({"elapsed_s": round(before + seconds, 1), "processes": job.world_size,
+                                "gpus": job.nodes * job.gpus_per_node}) + "\n")
 
 
 def _run_copy(run_dir: Path, job: StageJob, base: dict, index: int, sdir: Path, out) -> int:

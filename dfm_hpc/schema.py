@@ -245,8 +245,6 @@ class CardStage(StageConfig):
 
     license: str = "apache-2.0"
     repo_id: Optional[str] = None  # where the model would be published, e.g. danish-foundation-models/munin-7b-chat
-    # LUMI bills GPU-hours per MI250X (2 GCDs): 0.5 billing units per GCD-hour (docs/lumi.md)
-    billing_units_per_gcd_hour: float = 0.5
     tasks_per_node: Optional[int] = 1
     gpus_per_node: Optional[int] = 0
     time: str = "00:15:00"

@@ -106,7 +106,10 @@ def prepare(cfg, ctx, tokenizer) -> Path:
     ready = out / "READY"
     if not ready.exists():
         out.mkdir(parents=True, exist_ok=True)
-        texts = load_texts(cfg.data.corpus, ctx.run_dir / "cache")
+        filtered = ctx.run_dir / "stages" / "pii" / "corpus.parquet"  # this run's PII-filtered corpus
+        source = str(filtered) if "pii" in cfg.stages and filtered.exists() else cfg.data.corpus
+        ctx.log(f"corpus: {source}")
+        texts = load_texts(source, ctx.run_dir / "cache")
         n_eval = max(1, int(len(texts) * cfg.cpt.eval_fraction))
         train_texts = texts[:-n_eval]
         shards = shard_ranges(len(train_texts), cfg.cpt.prep_shards or ctx.world_size)

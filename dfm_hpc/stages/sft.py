@@ -1,7 +1,7 @@
 """SFT stage: TRL's SFTTrainer on Danish chats, LoRA/QLoRA (PEFT) or full fine-tuning, DeepSpeed ZeRO.
 
-Data (`sft.dataset`): unset = this run's merge stage (`stages/merge/sft.parquet`); a run dir whose
-merge stage made it; a Parquet/JSONL file with a `messages` column; a hub id; or `tiny:chats`.
+Data (`sft.dataset`): unset = this run's PII-filtered chats (`stages/pii/sft.parquet`), else its merge
+stage's (`stages/merge/sft.parquet`); a run dir with those; a Parquet/JSONL file with a `messages` column; a hub id; or `tiny:chats`.
 Loss on assistant tokens only (the tokenizer's chat template marks them). The adapter (or the full
 model) goes to stages/sft/model/; under ZeRO-3 the weights are gathered on save, so it is complete.
 """
@@ -44,8 +44,11 @@ def load_chats(source, ctx, kind: str):
     if source.startswith("tiny:"):
         source = str(tiny_chats(ctx.run_dir / "cache" / f"tiny_{kind}.jsonl", kind))
     p = Path(source)
-    if p.is_dir() and (p / "stages" / "merge" / f"{kind}.parquet").exists():
-        p = p / "stages" / "merge" / f"{kind}.parquet"
+    for stage in ("pii", "merge"):  # a run dir: its PII-filtered view when it has one
+        if p.is_dir() and (p / "stages" / stage / f"{kind}.parquet").exists():
+            p = p / "stages" / stage / f"{kind}.parquet"
+            break
+    ctx.log(f"{kind} data: {p}")
     if p.is_file():
         ds = datasets.load_dataset("parquet" if p.suffix == ".parquet" else "json", data_files=str(p), split="train")
     else:

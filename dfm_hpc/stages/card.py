@@ -1,0 +1,347 @@
+"""Card stage: a Hugging Face model card for the run's last trained model, datasheets for its data.
+
+Everything comes from the run dir: the config snapshot (hyperparameters, how to reproduce), each
+stage's summary.json and loss.png, the evaluate stage's results, the merge and PII reports (data
+provenance and PII counts), and sacct (compute used; local runs: their wall time). Outputs in
+stages/card/: README.md (the model card, also copied into the model dir so it can be uploaded as
+is), loss_<stage>.png, datasheets/<dataset>/README.md, card.json (the numbers the card shows).
+The YAML metadata is built with huggingface_hub's ModelCardData/DatasetCardData, so it loads back
+with ModelCard.load (tested).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from dfm_hpc.plan import billing, plan
+
+TRAINED = ("cpt", "sft", "dpo")
+_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+HYPER = {  # config key -> label, per training stage
+    "max_steps": "steps", "global_batch_size": "global batch (sequences)", "micro_batch_size": "micro batch per device",
+    "seq_len": "sequence length", "lr": "peak learning rate", "warmup_steps": "warm-up steps",
+    "precision": "precision", "gradient_checkpointing": "gradient checkpointing", "packing": "packing",
+    "beta": "DPO beta", "loss_type": "DPO loss", "eval_fraction": "held-out fraction",
+}
+
+
+def _json(path: Path) -> Optional[dict]:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def is_hub_id(name: Optional[str]) -> bool:
+    return bool(name) and bool(_HUB_ID.match(name)) and not Path(name).exists() and not name.startswith("tiny:")
+
+
+def trained_stages(cfg, run_dir: Path) -> List[str]:
+    return [s for s in cfg.stages if s in TRAINED and (run_dir / "stages" / s / "model").is_dir()]
+
+
+# ---------------------------------------------------------------- compute used
+
+def _sacct_hours(job_id: str) -> Optional[float]:
+    """Node-hours of a job and its array tasks (ElapsedRaw x nodes), from sacct; None without it."""
+    try:
+        out = subprocess.run(["sacct", "-X", "-P", "-n", "-j", job_id, "--format=JobID,ElapsedRaw,NNodes"],
+                             capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    rows = [ln.split("|") for ln in out.stdout.splitlines() if ln.count("|") >= 2]
+    if out.returncode or not rows:
+        return None
+    return sum(int(r[1] or 0) * int(r[2] or 1) for r in rows) / 3600
+
+
+def compute_used(cfg, run_dir: Path) -> Dict:
+    """Per stage: where it ran, node-hours or wall hours, GPU-hours, LUMI billing units."""
+    rows, total_gpu, total_bill = [], 0.0, 0.0
+    for job in plan(cfg):
+        sdir = run_dir / "stages" / job.stage
+        job_file, local = sdir / "job_id", _json(sdir / "elapsed.json")
+        if job_file.exists():
+            node_h = _sacct_hours(job_file.read_text().strip())
+            if node_h is None:
+                rows.append({"stage": job.stage, "where": f"Slurm job {job_file.read_text().strip()}", "hours": None})
+                continue
+            gpu_h = node_h * job.gpus_per_node
+            bill = billing(job, cfg.cluster, hours=node_h / max(job.nodes, 1))
+            rows.append({"stage": job.stage, "where": f"Slurm job {job_file.read_text().strip()}",
+                         "nodes": job.nodes, "hours": round(node_h, 4), "gpu_hours": round(gpu_h, 4),
+                         "billing_units": None if bill is None else round(bill, 4)})
+            total_gpu += gpu_h
+            total_bill += bill or 0.0
+        elif local:
+            hours = local["elapsed_s"] / 3600
+            rows.append({"stage": job.stage, "where": f"this machine, {local['processes']} process(es)",
+                         "nodes": 1, "hours": round(hours, 4), "gpu_hours": round(hours * local["gpus"], 4),
+                         "billing_units": None})
+            total_gpu += hours * local["gpus"]
+    return {"stages": rows, "gpu_hours": round(total_gpu, 4),
+            "billing_units": round(total_bill, 4) if cfg.cluster.system == "lumi" else None}
+
+
+# ---------------------------------------------------------------- pieces of the card
+
+def hyperparameters(cfg, stages: List[str]) -> str:
+    jobs = {j.stage: j for j in plan(cfg)}
+    # what ran, not what was asked: training falls back to fp32 without GPUs (train.training_args)
+    shown = {s: {**cfg[s], "precision": cfg[s].precision if jobs[s].gpus_per_node else "fp32 (CPU)"} for s in stages}
+    head = "| | " + " | ".join(stages) + " |\n|---|" + "---|" * len(stages) + "\n"
+    lines = []
+    for key, label in HYPER.items():
+        vals = [str(shown[s][key]) if key in shown[s] else "" for s in stages]
+        if any(vals):
+            lines.append(f"| {label} | " + " | ".join(vals) + " |")
+    lines.append("| devices (world size) | " + " | ".join(str(jobs[s].world_size) for s in stages) + " |")
+    lines.append("| nodes | " + " | ".join(str(jobs[s].nodes) for s in stages) + " |")
+    lines.append("| DeepSpeed ZeRO stage | " + " | ".join(str(cfg.deepspeed.stage) for _ in stages) + " |")
+    peft = cfg.peft
+    method = "full fine-tuning" if peft.method == "none" else (
+        f"{peft.method} (r={peft.r}, alpha={peft.alpha}, dropout={peft.dropout}, "
+        f"modules {', '.join(peft.target_modules)})")
+    lines.append("| parameters trained | " + " | ".join(
+        "all (continual pretraining)" if s == "cpt" else method for s in stages) + " |")
+    return head + "\n".join(lines)
+
+
+def training_results(run_dir: Path, stages: List[str]) -> str:
+    lines = ["| stage | steps | first loss | final loss | eval loss | eval perplexity |", "|---|---|---|---|---|---|"]
+    for s in stages:
+        m = _json(run_dir / "stages" / s / "summary.json") or {}
+        f = lambda k: f"{m[k]:.4f}" if isinstance(m.get(k), (int, float)) else "n/a"  # noqa: E731
+        lines.append(f"| {s} | {m.get('steps', 'n/a')} | {f('first_loss')} | {f('final_loss')} | "
+                     f"{f('eval_loss')} | {f('eval_perplexity')} |")
+    return "\n".join(lines)
+
+
+def eval_section(run_dir: Path) -> str:
+    res = _json(run_dir / "stages" / "evaluate" / "results.json")
+    if not res:
+        return "This run has no evaluate stage; no benchmark results.\n"
+    md = run_dir / "stages" / "evaluate" / "results.md"
+    text = (md.read_text().strip() + "\n") if md.exists() else ""
+    notes = sorted({m["euroeval_note"] for m in res["models"] if m.get("euroeval_note")})
+    text += f"\nHeld-out text: `{res.get('eval_data')}`.\n"
+    if notes:
+        text += "\nEuroEval: " + " ".join(notes) + "\n"
+    samples = run_dir / "stages" / "evaluate" / "samples.jsonl"
+    if samples.exists():
+        rows = [json.loads(x) for x in samples.read_text().splitlines() if x.strip()]
+        last = rows[-1]["model"] if rows else None
+        picked = [r for r in rows if r["model"] == last][:3]
+        if picked:
+            text += f"\nGeneration samples ({last}, greedy; all in `stages/evaluate/samples.md`):\n\n"
+            for r in picked:
+                out = r["output"].strip().replace("\n", " ")
+                text += f"> **{r['prompt']}**\n>\n> {out[:400] or '(empty)'}\n\n"
+    return text
+
+
+def eval_results(run_dir: Path, final: str):
+    """model-index entries for the card's YAML: the final model's held-out perplexity and EuroEval scores."""
+    from huggingface_hub import EvalResult
+
+    res = _json(run_dir / "stages" / "evaluate" / "results.json")
+    if not res:
+        return []
+    rows = [m for m in res["models"] if m["name"] == final] or res["models"][-1:]
+    out = []
+    for m in rows:
+        if m.get("perplexity") is not None:
+            out.append(EvalResult(task_type="text-generation", dataset_type=str(res.get("eval_data")),
+                                  dataset_name="Held-out Danish text", metric_type="perplexity",
+                                  metric_value=round(float(m["perplexity"]), 4), metric_name="Perplexity"))
+        for task, metrics in (m.get("euroeval") or {}).items():
+            for name, value in metrics.items():
+                if isinstance(value, (int, float)):
+                    out.append(EvalResult(task_type="text-generation", dataset_type=f"EuroEval/{task}",
+                                          dataset_name=f"EuroEval {task}", metric_type=name,
+                                          metric_value=round(float(value), 4), metric_name=name))
+    return out
+
+
+def data_section(cfg, run_dir: Path) -> str:
+    lines = []
+    merge = _json(run_dir / "stages" / "merge" / "report.json")
+    if merge:
+        lines.append(f"- **SFT/DPO data**: OASST2 (`{merge['source']}`) machine-translated to Danish with "
+                     f"`{merge['translator']}` ({merge['backend']}): {merge['sft_conversations']} conversations, "
+                     f"{merge['dpo_pairs']} preference pairs; datasheet: `datasheets/oasst2-da/README.md`.")
+    else:
+        for s in ("sft", "dpo"):
+            if s in cfg.stages:
+                lines.append(f"- **{s.upper()} data**: `{cfg[s].dataset}`.")
+    if "cpt" in cfg.stages:
+        lines.append(f"- **CPT corpus**: `{cfg.data.corpus}`.")
+    pii = _json(run_dir / "stages" / "pii" / "report.json")
+    if pii:
+        counts = ", ".join(f"{k} {v}" for k, v in pii["counts"].items())
+        lines.append(f"- **Personal information** was filtered before training (dfm_hpc PII stage, replacement "
+                     f"`{pii['replacement']}`): {counts} found and replaced.")
+    elif any(s in cfg.stages for s in TRAINED):
+        lines.append("- **Personal information**: this run had no PII stage; the data was not filtered by it.")
+    return "\n".join(lines) + "\n"
+
+
+def compute_section(used: Dict, system: str) -> str:
+    lines = ["| stage | where | hours | GPU-hours | LUMI billing units |", "|---|---|---|---|---|"]
+    for r in used["stages"]:
+        h = "n/a" if r.get("hours") is None else f"{r['hours']:.3f}"
+        lines.append(f"| {r['stage']} | {r['where']} | {h} | {r.get('gpu_hours', 'n/a')} | "
+                     f"{'n/a' if r.get('billing_units') is None else r['billing_units']} |")
+    total = f"\nTotal: {used['gpu_hours']:.3f} GPU-hours"
+    total += f", {used['billing_units']:.3f} LUMI billing units.\n" if used["billing_units"] is not None else \
+        " (billing units apply on LUMI only).\n"
+    note = "Hours are node-hours from sacct (ElapsedRaw x nodes)." if system != "local" or any(
+        r["where"].startswith("Slurm") for r in used["stages"]) else ""
+    return "\n".join(lines) + total + (f"\n{note}\n" if note else "")
+
+
+def model_card(cfg, run_dir: Path, out_dir: Path) -> str:
+    from huggingface_hub import ModelCard, ModelCardData
+
+    stages = trained_stages(cfg, run_dir)
+    final = stages[-1]
+    prov = _json(run_dir / "provenance.json") or {}
+    command = (run_dir / "command.txt").read_text().strip() if (run_dir / "command.txt").exists() else ""
+    base = cfg.model.name_or_path
+    merge = _json(run_dir / "stages" / "merge" / "report.json")
+    datasets = [d for d in [merge and merge["source"], cfg.data.corpus if "cpt" in stages else None,
+                            *[cfg[s].dataset for s in stages if s in ("sft", "dpo")]] if is_hub_id(d)]
+    name = cfg.card.repo_id or f"{cfg.name}-{run_dir.name}"
+    adapter = (run_dir / "stages" / final / "model" / "adapter_config.json").exists()
+    data = ModelCardData(
+        model_name=name, language="da", license=cfg.card.license,
+        base_model=base if is_hub_id(base) else None, datasets=sorted(set(datasets)) or None,
+        library_name="peft" if adapter else "transformers", pipeline_tag="text-generation",
+        tags=["danish", "danish-foundation-models", "dfm_hpc", *stages, *(["lora"] if adapter else [])],
+        eval_results=eval_results(run_dir, final) or None)
+    for s in stages:
+        png = run_dir / "stages" / s / "loss.png"
+        if png.exists():
+            shutil.copy(png, out_dir / f"loss_{s}.png")
+    curves = "\n".join(f"![{s} training loss](loss_{s}.png)" for s in stages if (out_dir / f"loss_{s}.png").exists())
+    what = {"cpt": "continual pretraining on Danish text", "sft": "supervised fine-tuning on Danish chats",
+            "dpo": "preference optimisation (DPO) on Danish preference pairs"}
+    used = compute_used(cfg, run_dir)
+    (out_dir / "card.json").write_text(json.dumps({"final_stage": final, "compute": used}, indent=2) + "\n")
+    tiny = base.startswith("tiny:")
+    body = f"""
+# {name}
+
+{cfg.description or cfg.name}. Made by the Danish Foundation Models project's `{cfg.name}` recipe
+(dfm_hpc): {", then ".join(what[s] for s in stages)} of `{base}`.
+{"**This is a tiny model with random initial weights, trained for a few steps on toy data to test the pipeline. It is not useful for anything else.**" if tiny else ""}
+
+- **Developed by:** Danish Foundation Models
+- **Language:** Danish (da)
+- **Base model:** `{base}`{" (a local test model)" if tiny else ""}
+- **Model type:** causal language model{f", {'QLoRA' if cfg.peft.method == 'qlora' else 'LoRA'} adapter (PEFT; `merged/` has it merged into the base when `merge_adapter` was set)" if adapter else ""}
+- **License:** {cfg.card.license}
+
+## Intended use and limitations
+
+Intended for research on Danish language models and as an assistant-style model for Danish text.
+It has not been evaluated for safety; it can produce wrong, biased or harmful text and should not
+be used for decisions about people. The fine-tuning data is machine-translated and reflects the
+volunteers and topics of OASST2; translation errors carry over. Personal information was filtered
+with patterns (CPR numbers, e-mails, phone numbers, IPs, bank accounts), not names or addresses.
+
+## Training data
+
+{data_section(cfg, run_dir)}
+## Training procedure
+
+Hyperparameters, from the run's config snapshot (`config.yaml`):
+
+{hyperparameters(cfg, stages)}
+
+Results:
+
+{training_results(run_dir, stages)}
+
+{curves}
+
+## Evaluation
+
+{eval_section(run_dir)}
+## Compute
+
+{compute_section(used, cfg.cluster.scheduler)}
+## How to reproduce
+
+The run directory holds the exact config that ran (`config.yaml`), the command, the code version
+(git commit `{prov.get('git_commit')}`{", with local changes in git.diff" if prov.get('git_dirty') else ""}) and the
+installed packages (`requirements.txt`).
+
+```bash
+{command or "python -m dfm_hpc ..."}
+# the same run again, from its snapshot:
+python -m dfm_hpc rerun {run_dir} --fresh
+```
+"""
+    card = ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
+    return str(card)
+
+
+def datasheets(cfg, run_dir: Path, out_dir: Path) -> List[str]:
+    """The translated OASST2 datasheet (merge's dataset card) with the PII counts added; one for a
+    PII-filtered corpus."""
+    made = []
+    pii = _json(run_dir / "stages" / "pii" / "report.json")
+    pii_md = ""
+    if pii:
+        rows = "\n".join(f"| {t} | {pii['counts'].get(t, 0)} |" for t in pii["types"])
+        per_view = "\n".join(f"| {v} | {d['rows']} | {d['changed_rows']} |" for v, d in pii["views"].items())
+        pii_md = (f"\n## Personal information\n\nFiltered by dfm_hpc's PII stage before training "
+                  f"(replacement: `{pii['replacement']}`; see docs/pii.md for the patterns).\n\n"
+                  f"| type | found and replaced |\n|---|---|\n{rows}\n\n| view | rows | rows changed |\n|---|---|---|\n"
+                  f"{per_view}\n")
+    merge_card = run_dir / "stages" / "merge" / "README.md"
+    if merge_card.exists():
+        text = merge_card.read_text()
+        text = text.replace("\n## License", pii_md + "\n## License") if pii_md else text
+        d = out_dir / "datasheets" / "oasst2-da"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "README.md").write_text(text)
+        made.append("oasst2-da")
+    if pii and "corpus" in pii["views"]:
+        from huggingface_hub import DatasetCard, DatasetCardData
+
+        meta = DatasetCardData(language="da", license="other", task_categories=["text-generation"],
+                               tags=["danish-foundation-models", "pii-filtered"],
+                               source_datasets=[cfg.pii.input] if is_hub_id(cfg.pii.input) else None)
+        d = out_dir / "datasheets" / "corpus-pii-filtered"
+        d.mkdir(parents=True, exist_ok=True)
+        body = (f"\n# PII-filtered corpus\n\nSource: `{cfg.pii.input}` ({pii['views']['corpus']['rows']} documents).\n"
+                f"{pii_md}\n## Limitations\n\nPattern-based: names and street addresses are not detected.\n")
+        (d / "README.md").write_text(str(DatasetCard(f"---\n{meta.to_yaml()}\n---\n{body}")))
+        made.append("corpus-pii-filtered")
+    return made
+
+
+def run(cfg, ctx) -> None:
+    if not ctx.is_main:
+        return
+    out = ctx.stage_dir
+    sheets = datasheets(cfg, ctx.run_dir, out)
+    if sheets:
+        ctx.log(f"datasheets: {', '.join(sheets)}")
+    if not trained_stages(cfg, ctx.run_dir):
+        ctx.log("no trained model in this run: datasheets only")
+        return
+    text = model_card(cfg, ctx.run_dir, out)
+    (out / "README.md").write_text(text)
+    final = trained_stages(cfg, ctx.run_dir)[-1]
+    for d in ("model", "merged"):  # the card travels with the weights (upload the folder as is)
+        target = ctx.run_dir / "stages" / final / d
+        if target.is_dir():
+            (target / "README.md").write_text(text)
+            for png in out.glob("loss_*.png"):
+                shutil.copy(png, target / png.name)
+    ctx.log(f"model card: {out / 'README.md'} (also in stages/{final}/model/)")
