@@ -1,4 +1,4 @@
-"""`python -m dfm_hpc`: a subcommand (status, logs, cancel, rerun, list), else the Hydra app."""
+"""`python -m dfm_hpc`: a subcommand (status, logs, cancel, rerun, list, compare), else the Hydra app."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 import sys
 from typing import List, Optional
 
-SUBCOMMANDS = ("status", "logs", "cancel", "rerun", "list")
+SUBCOMMANDS = ("status", "logs", "cancel", "rerun", "list", "compare")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -30,6 +30,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--fresh", action="store_true", help="also redo the stages that finished")
     s = sub.add_parser("list", help="experiments and recent runs")
     s.add_argument("--runs-root", default="runs")
+    s = sub.add_parser("compare", help="evaluate results of runs (or sweep points) side by side, as Markdown")
+    s.add_argument("runs", nargs="+", metavar="RUN_OR_RESULTS", help="run dir, sweep dir or results.json")
+    s.add_argument("--runs-root", default="runs")
+    s.add_argument("--out", help="also write the table to this file")
     return p
 
 
@@ -47,6 +51,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in SUBCOMMANDS:
         args = _parser().parse_args(argv)
+        if args.cmd == "compare":
+            from dfm_hpc import compare
+
+            return compare.compare(args.runs, args.runs_root, args.out)
         from dfm_hpc import cli, status
 
         if args.cmd == "status":
