@@ -377,7 +377,8 @@ _TREES = [
         "How do I undo my last git commit but keep the changes in my working directory?",
         [
             _n(
-                "Use a soft reset:\n\n```bash\ngit reset --soft HEAD~1\n```\n\n"
+                "Use a soft reset:\n\n```bash\ngit reset --soft HEAD~1\n"
+                "git commit --author=\"Mette Hansen <mette.hansen@example.dk>\" -m \"Ret stavefejl\"\n```\n\n"
                 "This moves your branch back by one commit and leaves the changes from that commit staged. If you "
                 "would rather have them unstaged, use `git reset --mixed HEAD~1` (which is also what plain "
                 "`git reset HEAD~1` does).",

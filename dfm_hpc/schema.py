@@ -232,6 +232,9 @@ class EvaluateStage(StageConfig):
     models: List[str] = field(default_factory=list)
     euroeval: bool = True  # run EuroEval's Danish tasks (datasets prefetched on the login node)
     euroeval_tasks: List[str] = field(default_factory=list)  # empty: EuroEval's Danish defaults
+    # EuroEval's datasets, prefetched on the login node (python -m dfm_hpc.stages.evaluate
+    # prefetch-euroeval --cache-dir DIR); unset: $DFM_HPC_EUROEVAL_CACHE, else the run's cache/euroeval
+    euroeval_cache: Optional[str] = None
     max_eval_texts: int = 1000  # held-out texts for perplexity (data.eval_text)
     generation_prompts: int = 5  # Danish prompts to generate samples for
     max_new_tokens: int = 64

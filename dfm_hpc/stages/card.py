@@ -124,11 +124,11 @@ def eval_section(run_dir: Path) -> str:
     if not res:
         return "This run has no evaluate stage; no benchmark results.\n"
     md = run_dir / "stages" / "evaluate" / "results.md"
-    text = (md.read_text().strip() + "\n") if md.exists() else ""
+    table = "\n".join(ln for ln in md.read_text().splitlines() if ln.startswith("|")) if md.exists() else ""
+    text = f"Held-out Danish text `{res.get('eval_data')}` (loss and perplexity, token-weighted):\n\n{table}\n"
     notes = sorted({m["euroeval_note"] for m in res["models"] if m.get("euroeval_note")})
-    text += f"\nHeld-out text: `{res.get('eval_data')}`.\n"
     if notes:
-        text += "\nEuroEval: " + " ".join(notes) + "\n"
+        text += "\nEuroEval was not scored: " + " ".join(notes) + "\n"
     samples = run_dir / "stages" / "evaluate" / "samples.jsonl"
     if samples.exists():
         rows = [json.loads(x) for x in samples.read_text().splitlines() if x.strip()]
@@ -138,7 +138,7 @@ def eval_section(run_dir: Path) -> str:
             text += f"\nGeneration samples ({last}, greedy; all in `stages/evaluate/samples.md`):\n\n"
             for r in picked:
                 out = r["output"].strip().replace("\n", " ")
-                text += f"> **{r['prompt']}**\n>\n> {out[:400] or '(empty)'}\n\n"
+                text += f"> **{r['prompt']}**\n>\n> {out[:400] or '(nothing but whitespace: ' + json.dumps(r['output']) + ')'}\n\n"
     return text
 
 
@@ -191,10 +191,10 @@ def data_section(cfg, run_dir: Path) -> str:
 def compute_section(used: Dict, system: str) -> str:
     lines = ["| stage | where | hours | GPU-hours | LUMI billing units |", "|---|---|---|---|---|"]
     for r in used["stages"]:
-        h = "n/a" if r.get("hours") is None else f"{r['hours']:.3f}"
+        h = "n/a" if r.get("hours") is None else f"{r['hours']:.4f}"
         lines.append(f"| {r['stage']} | {r['where']} | {h} | {r.get('gpu_hours', 'n/a')} | "
                      f"{'n/a' if r.get('billing_units') is None else r['billing_units']} |")
-    total = f"\nTotal: {used['gpu_hours']:.3f} GPU-hours"
+    total = f"\n\nTotal: {used['gpu_hours']:.3f} GPU-hours"
     total += f", {used['billing_units']:.3f} LUMI billing units.\n" if used["billing_units"] is not None else \
         " (billing units apply on LUMI only).\n"
     note = "Hours are node-hours from sacct (ElapsedRaw x nodes)." if system != "local" or any(
@@ -234,7 +234,7 @@ def model_card(cfg, run_dir: Path, out_dir: Path) -> str:
     body = f"""
 # {name}
 
-{cfg.description or cfg.name}. Made by the Danish Foundation Models project's `{cfg.name}` recipe
+{(cfg.description or cfg.name)[:1].upper() + (cfg.description or cfg.name)[1:]}. Made by the Danish Foundation Models project's `{cfg.name}` recipe
 (dfm_hpc): {", then ".join(what[s] for s in stages)} of `{base}`.
 {"**This is a tiny model with random initial weights, trained for a few steps on toy data to test the pipeline. It is not useful for anything else.**" if tiny else ""}
 

@@ -46,7 +46,7 @@ PROMPTS = [
 
 # EuroEval's Danish datasets live on the hub as EuroEval/<name>; the stage itself never downloads
 EUROEVAL_PREFETCH = ("on the login node, with euroeval installed: python -m dfm_hpc.stages.evaluate "
-                     "prefetch-euroeval --cache-dir DIR, then set DFM_HPC_EUROEVAL_CACHE=DIR (cluster.env); "
+                     "prefetch-euroeval --cache-dir DIR, then set evaluate.euroeval_cache=DIR; "
                      "see docs/evaluation.md")
 
 
@@ -269,10 +269,11 @@ def run_euroeval(model_path: str, tasks: List[str], cache_dir: Path, results_pat
     return scores, None
 
 
-def euroeval_cache(ctx) -> Path:
-    """Where EuroEval's datasets are read from: $DFM_HPC_EUROEVAL_CACHE (a shared prefetched dir, e.g. set
-    in cluster.env), else the run's cache/euroeval."""
-    return Path(os.environ.get("DFM_HPC_EUROEVAL_CACHE") or ctx.run_dir / "cache" / "euroeval")
+def euroeval_cache(cfg, ctx) -> Path:
+    """Where EuroEval's datasets are read from: evaluate.euroeval_cache (a shared prefetched dir), else
+    $DFM_HPC_EUROEVAL_CACHE, else the run's cache/euroeval."""
+    return Path(cfg.evaluate.euroeval_cache or os.environ.get("DFM_HPC_EUROEVAL_CACHE")
+                or ctx.run_dir / "cache" / "euroeval")
 
 
 def prefetch_euroeval(cache_dir: str, tasks: List[str]) -> int:
@@ -351,7 +352,7 @@ def run(cfg, ctx) -> None:
                 model.save_pretrained(target)
                 tokenizer.save_pretrained(target)
             del model
-            scores, note = run_euroeval(target, list(ev.euroeval_tasks), euroeval_cache(ctx),
+            scores, note = run_euroeval(target, list(ev.euroeval_tasks), euroeval_cache(cfg, ctx),
                                         sdir / "euroeval" / f"{name.replace('/', '_')}.jsonl", ctx.log)
             ctx.log(f"[{name}] EuroEval: " + (json.dumps(scores) if scores else f"skipped: {note}"))
         else:
