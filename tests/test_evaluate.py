@@ -265,3 +265,16 @@ def test_perplexity_matches_the_models_own_loss_and_ignores_padding(tmp_path):
     batched, single = evaluate.perplexity(model, tok, texts), evaluate.perplexity(model, tok, texts, batch_tokens=1)
     assert batched["eval_tokens"] == single["eval_tokens"] and batched["eval_texts"] == 12
     assert batched["eval_loss"] == pytest.approx(single["eval_loss"], rel=1e-5)
+
+
+def test_without_eval_text_the_sft_held_out_chats_are_scored(tmp_path):
+    """data.eval_text unset (munin_sft on LUMI): the chats SFT held out (never trained on) are the text."""
+    r = dfm("+experiment=sft_tiny", "stages=[sft,evaluate]", "data.eval_text=null", "sft.max_steps=2",
+            "evaluate.euroeval=false", "evaluate.generation_prompts=1", "evaluate.max_new_tokens=4",
+            f"runs_root={tmp_path / 'runs'}", cwd=REPO, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    (run,) = run_dirs(tmp_path)
+    res = json.loads((run / "stages" / "evaluate" / "results.json").read_text())
+    assert res["eval_data"] == "held-out SFT chats (10 conversations)"  # 5 % of the 200 toy chats
+    assert [m["name"] for m in res["models"]] == ["base", "sft"]
+    assert all(m["eval_texts"] == 10 and math.isfinite(m["perplexity"]) for m in res["models"])

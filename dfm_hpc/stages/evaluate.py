@@ -121,8 +121,7 @@ def eval_texts(cfg, ctx) -> Tuple[str, List[str]]:
 
     source = cfg.data.eval_text
     if not source:
-        raise ValueError("evaluate needs held-out text: set data.eval_text (a JSONL/Parquet file with a `text` "
-                         "column, a hub dataset id, or tiny:eval)")
+        return sft_held_out(cfg, ctx)
     cache = ctx.run_dir / "cache"
     if source == "tiny:eval":
         path = cpt.tiny_corpus(cache / "eval_tiny.jsonl", n_docs=40, seed=1)
@@ -130,6 +129,19 @@ def eval_texts(cfg, ctx) -> Tuple[str, List[str]]:
     else:
         texts = cpt.load_texts(source, cache)
     return source, texts[: cfg.evaluate.max_eval_texts]
+
+
+def sft_held_out(cfg, ctx) -> Tuple[str, List[str]]:
+    """No data.eval_text: the SFT stage's held-out chats (the same split it evaluated on, never trained
+    on), one text per conversation. Validation makes sure the run has an sft stage then."""
+    from dfm_hpc.stages.sft import load_chats, split
+
+    if "sft" not in cfg.stages:
+        raise ValueError("evaluate needs held-out text: set data.eval_text (a JSONL/Parquet file with a `text` "
+                         "column, a hub dataset id, or tiny:eval)")
+    _, held_out = split(load_chats(cfg.sft.dataset, ctx, "sft"))
+    texts = ["\n\n".join(m["content"] for m in row["messages"]) for row in held_out]
+    return f"held-out SFT chats ({len(texts)} conversations)", texts[: cfg.evaluate.max_eval_texts]
 
 
 def max_positions(model, tokenizer) -> int:
