@@ -59,6 +59,17 @@ def typed(config: dict):
     return cfg
 
 
+def known_keys(config, reference=None):
+    """`config` without the keys today's schema does not have (a run made by another dfm_hpc
+    version). For reading old runs (status, list); rerun stays strict, since dropping a key could
+    change what runs."""
+    ref = OmegaConf.structured(schema.Config) if reference is None else reference
+    if not isinstance(config, dict):
+        return config
+    return {k: known_keys(v, ref[k]) if OmegaConf.is_dict(ref[k]) else v
+            for k, v in config.items() if k in ref}
+
+
 # ---------------------------------------------------------------- Hydra entry
 
 def _collect(cfg) -> None:
@@ -383,6 +394,11 @@ def rerun(ref: str, overrides: List[str], fresh: bool) -> int:
     for old in olds:
         try:
             cfg = typed(rundir.read_yaml(old / "config.yaml"))
+        except OmegaConfBaseException as e:
+            return report_problems([f"{old / 'config.yaml'} does not fit this dfm_hpc version's schema "
+                                    f"({validate.explain_hydra_error(e)}); rerun it with the code it ran with "
+                                    f"(provenance.json: git commit), or launch it anew"])
+        try:
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([o.lstrip("+") for o in overrides]))
         except OmegaConfBaseException as e:
             return report_problems([validate.explain_hydra_error(e)])

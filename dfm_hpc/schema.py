@@ -69,7 +69,7 @@ class DataConfig:
     oasst2: str = "OpenAssistant/oasst2"
     oasst2_revision: Optional[str] = None  # hub revision (commit) to pin
     corpus: Optional[str] = None  # CPT corpus: hub id or local JSONL/Parquet
-    eval_text: Optional[str] = None  # held-out Danish text for perplexity; unset: the SFT stage's held-out chats
+    eval_text: Optional[str] = None  # held-out Danish text for perplexity; unset: what cpt, sft or dpo held out
 
 
 @dataclass

@@ -111,9 +111,15 @@ def _last_line(sdir: Path) -> str:
 
 
 def stage_rows(run: Path, rows: Dict[str, Tuple[str, int, int]]) -> List[dict]:
-    from dfm_hpc.cli import typed
+    from omegaconf.errors import OmegaConfBaseException
 
-    cfg = typed(rundir.read_yaml(run / "config.yaml"))
+    from dfm_hpc.cli import known_keys, typed
+
+    raw = rundir.read_yaml(run / "config.yaml")
+    try:
+        cfg = typed(raw)
+    except OmegaConfBaseException:  # made by another dfm_hpc version: show what today's schema knows
+        cfg = typed(known_keys(raw))
     out = []
     for job in plan(cfg):
         sdir = rundir.stage_dir(run, job.stage)
@@ -132,6 +138,10 @@ def stage_rows(run: Path, rows: Dict[str, Tuple[str, int, int]]) -> List[dict]:
             state = "RUNNING"
         elif jid:
             state = "UNKNOWN"
+        if not row and (sdir / "elapsed.json").exists():  # a local run's wall time (local.py)
+            import json
+
+            secs = int(json.loads((sdir / "elapsed.json").read_text())["elapsed_s"])
         if sdir.is_symlink():  # linked from (and run in) an earlier run's dir
             state += f" (in {sdir.resolve().parent.parent.name})"
         hours = secs / 3600
@@ -167,21 +177,33 @@ def status(ref: Optional[str], runs_root: str = "runs") -> int:
     points = rundir.point_dirs(top)
     rows = slurm_states(_job_ids(points))
     sweep = rundir.is_sweep_dir(top)
-    t = Table(title=str(top), title_justify="left")
-    for col in (["point"] if sweep else []) + ["stage", "job", "state", "nodes", "elapsed", "GCD-h", "billing",
-                                                  "last log line"]:
-        t.add_column(col, justify="right" if col in ("nodes", "GCD-h", "billing") else "left",
-                     overflow="fold" if col == "last log line" else "ellipsis")
+    cols = (["point"] if sweep else []) + ["stage", "job", "state", "nodes", "elapsed", "GCD-h", "billing",
+                                           "last log line"]
     overrides = [rundir.read_yaml(p / "overrides.yaml") or [] for p in points]
     common = set.intersection(*map(set, overrides)) if sweep else set()
+    table_rows = []
     for point, ovs in zip(points, overrides):
         label = " ".join(o for o in ovs if o not in common) or point.name  # what this sweep point varies
         for r in stage_rows(point, rows):
-            color = _COLORS.get(r["state"].split()[0], "white")
-            t.add_row(*([label] if sweep else []), r["stage"], r["job"], f"[{color}]{r['state']}[/]", str(r["nodes"]),
-                      r["elapsed"], f"{r['gpu_h']:.2f}", "-" if r["billing"] is None else f"{r['billing']:.2f}",
-                      r["last"])
-    _console().print(t)
+            table_rows.append(([label] if sweep else []) + [
+                r["stage"], r["job"], r["state"], str(r["nodes"]), r["elapsed"], f"{r['gpu_h']:.2f}",
+                "-" if r["billing"] is None else f"{r['billing']:.2f}", r["last"]])
+    # One line per stage on any terminal: every column keeps its full width, the log line gets
+    # what is left (cut with …).
+    console = _console()
+    widths = [max([len(c)] + [len(row[i]) for row in table_rows]) for i, c in enumerate(cols)]
+    left = max(12, console.width - sum(widths[:-1]) - 3 * len(cols) - 1)
+    t = Table(title=str(top), title_justify="left")
+    for i, col in enumerate(cols):
+        last = col == "last log line"
+        t.add_column(col, justify="right" if col in ("nodes", "GCD-h", "billing") else "left", no_wrap=True,
+                     overflow="ellipsis", min_width=None if last else widths[i], max_width=left if last else None)
+    for row in table_rows:
+        state = row[len(cols) - 6]
+        color = _COLORS.get(state.split()[0], "white")
+        row[len(cols) - 6] = f"[{color}]{state}[/]"
+        t.add_row(*row)
+    console.print(t)
     return 0
 
 

@@ -196,9 +196,10 @@ def check_config(cfg) -> List[str]:
                 add(f"{job.stage}.report_to={list(st.report_to)}: {bad} unknown; use tensorboard and/or wandb")
             if st.wandb_mode not in ("offline", "online", "disabled"):
                 add(f"{job.stage}.wandb_mode={st.wandb_mode!r}: use offline (compute nodes), online or disabled")
-        if job.stage == "evaluate" and not cfg.data.eval_text and "sft" not in cfg.stages:
-            add("evaluate: data.eval_text is unset and this run has no sft stage to hold chats out of: give "
-                "held-out Danish text (a JSONL/Parquet file with a `text` column or a hub dataset id)")
+        if job.stage == "evaluate" and not cfg.data.eval_text and not {"cpt", "sft", "dpo"} & set(cfg.stages):
+            add("evaluate: data.eval_text is unset and this run has no cpt, sft or dpo stage whose held-out data "
+                "could stand in: give held-out Danish text (a JSONL/Parquet file with a `text` column or a hub "
+                "dataset id)")
         if job.stage == "evaluate":
             for m in cfg.evaluate.models:
                 if m in TRAIN_STAGES and m not in cfg.stages[: cfg.stages.index("evaluate")]:

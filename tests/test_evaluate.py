@@ -267,14 +267,29 @@ def test_perplexity_matches_the_models_own_loss_and_ignores_padding(tmp_path):
     assert batched["eval_loss"] == pytest.approx(single["eval_loss"], rel=1e-5)
 
 
-def test_without_eval_text_the_sft_held_out_chats_are_scored(tmp_path):
-    """data.eval_text unset (munin_sft on LUMI): the chats SFT held out (never trained on) are the text."""
-    r = dfm("+experiment=sft_tiny", "stages=[sft,evaluate]", "data.eval_text=null", "sft.max_steps=2",
+@pytest.mark.parametrize("stage", ["sft", "dpo"])
+def test_without_eval_text_the_held_out_chats_are_scored(stage, tmp_path):
+    """data.eval_text unset (munin_sft/munin_dpo on LUMI): the chats the stage held out (never trained
+    on) are the text."""
+    r = dfm("+experiment=sft_tiny", f"stages=[{stage},evaluate]", "data.eval_text=null", f"{stage}.max_steps=2",
             "evaluate.euroeval=false", "evaluate.generation_prompts=1", "evaluate.max_new_tokens=4",
             f"runs_root={tmp_path / 'runs'}", cwd=REPO, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     (run,) = run_dirs(tmp_path)
     res = json.loads((run / "stages" / "evaluate" / "results.json").read_text())
-    assert res["eval_data"] == "held-out SFT chats (10 conversations)"  # 5 % of the 200 toy chats
-    assert [m["name"] for m in res["models"]] == ["base", "sft"]
+    assert res["eval_data"] == f"held-out {stage.upper()} chats (10 conversations)"  # 5 % of the 200 toy chats
+    assert [m["name"] for m in res["models"]] == ["base", stage]
     assert all(m["eval_texts"] == 10 and math.isfinite(m["perplexity"]) for m in res["models"])
+
+
+def test_without_eval_text_the_cpt_held_out_documents_are_scored(tmp_path):
+    r = dfm("+experiment=cpt_tiny", "stages=[cpt,evaluate]", "data.eval_text=null", "cpt.max_steps=2",
+            "evaluate.euroeval=false", "evaluate.generation_prompts=0", f"runs_root={tmp_path / 'runs'}",
+            cwd=REPO, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    (run,) = run_dirs(tmp_path)
+    res = json.loads((run / "stages" / "evaluate" / "results.json").read_text())
+    assert res["eval_data"] == "held-out CPT documents (20)"  # the last 5 % of the 400 toy documents
+    assert [m["name"] for m in res["models"]] == ["base", "cpt"]
+    assert all(m["eval_texts"] == 20 for m in res["models"])
+    assert res["models"][1]["perplexity"] < res["models"][0]["perplexity"]  # 2 steps already help

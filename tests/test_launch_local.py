@@ -154,6 +154,25 @@ def test_rerun_rejects_bad_overrides(tmp_path):
     assert len(run_dirs(tmp_path)) == 1
 
 
+def test_runs_of_another_version_still_show_and_rerun_explains(tmp_path):
+    """A run whose config has a key today's schema lacks (made by an older dfm_hpc): status and
+    list still show it; rerun refuses with the reason instead of a traceback."""
+    import yaml
+
+    assert dfm("+experiment=demo", "dry_run=true", cwd=tmp_path).returncode == 0
+    (run,) = run_dirs(tmp_path)
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg["card"]["retired_key"] = 0.5
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    for args in (("status", str(run)), ("list",)):
+        p = dfm(*args, cwd=tmp_path)
+        assert p.returncode == 0 and "demo_check" in p.stdout, p.stdout + p.stderr
+    p = dfm("rerun", str(run), cwd=tmp_path)
+    assert p.returncode == 2 and "does not fit this dfm_hpc version's schema" in p.stderr
+    assert "retired_key" in p.stderr and "Traceback" not in p.stderr
+    assert len(run_dirs(tmp_path)) == 1
+
+
 def test_sweep_points_equal_single_runs(tmp_path):
     """The fast sweep path composes exactly what a single run with the same overrides does."""
     common = ["+experiment=munin_sft", "cluster.account=project_465000670", "dry_run=true", "sft.time=02:00:00"]

@@ -52,7 +52,7 @@ CASES = {
     "pii without input": (["+experiment=cpt_tiny", "stages=[pii,cpt]"], "pii.input is unset"),
     "evaluate unknown model": (["+experiment=sft_tiny", "stages=[sft,evaluate]", "evaluate.models=[dpo]"],
                                "'dpo' is not a stage before evaluate"),
-    "evaluate without held-out text": (["+experiment=cpt_tiny", "stages=[cpt,evaluate]", "data.eval_text=null"],
+    "evaluate without held-out text": (["+experiment=sft_tiny", "stages=[evaluate]", "data.eval_text=null"],
                                        "data.eval_text is unset"),
     "qlora on CPU": (["+experiment=sft_tiny", "peft=qlora", "deepspeed=zero2"], "peft=qlora needs GPUs"),
 }

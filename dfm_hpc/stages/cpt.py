@@ -74,6 +74,12 @@ def pack(texts: List[str], tokenizer, seq_len: int):
     return to_blocks(token_stream(texts, tokenizer), seq_len)
 
 
+def corpus_source(cfg, ctx) -> str:
+    """This run's PII-filtered corpus when its pii stage made one, else data.corpus."""
+    filtered = ctx.run_dir / "stages" / "pii" / "corpus.parquet"
+    return str(filtered) if "pii" in cfg.stages and filtered.exists() else cfg.data.corpus
+
+
 def shard_ranges(n_docs: int, n_shards: int) -> List[range]:
     """Contiguous document ranges: concatenating the shards' streams gives the unsharded stream."""
     bounds = [n_docs * s // n_shards for s in range(n_shards + 1)]
@@ -106,8 +112,7 @@ def prepare(cfg, ctx, tokenizer) -> Path:
     ready = out / "READY"
     if not ready.exists():
         out.mkdir(parents=True, exist_ok=True)
-        filtered = ctx.run_dir / "stages" / "pii" / "corpus.parquet"  # this run's PII-filtered corpus
-        source = str(filtered) if "pii" in cfg.stages and filtered.exists() else cfg.data.corpus
+        source = corpus_source(cfg, ctx)
         ctx.log(f"corpus: {source}")
         texts = load_texts(source, ctx.run_dir / "cache")
         n_eval = max(1, int(len(texts) * cfg.cpt.eval_fraction))

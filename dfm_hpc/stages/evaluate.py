@@ -121,7 +121,7 @@ def eval_texts(cfg, ctx) -> Tuple[str, List[str]]:
 
     source = cfg.data.eval_text
     if not source:
-        return sft_held_out(cfg, ctx)
+        return held_out(cfg, ctx)
     cache = ctx.run_dir / "cache"
     if source == "tiny:eval":
         path = cpt.tiny_corpus(cache / "eval_tiny.jsonl", n_docs=40, seed=1)
@@ -131,17 +131,27 @@ def eval_texts(cfg, ctx) -> Tuple[str, List[str]]:
     return source, texts[: cfg.evaluate.max_eval_texts]
 
 
-def sft_held_out(cfg, ctx) -> Tuple[str, List[str]]:
-    """No data.eval_text: the SFT stage's held-out chats (the same split it evaluated on, never trained
-    on), one text per conversation. Validation makes sure the run has an sft stage then."""
-    from dfm_hpc.stages.sft import load_chats, split
+def held_out(cfg, ctx) -> Tuple[str, List[str]]:
+    """No data.eval_text: text this run's training held out (never trained on). CPT's held-out
+    documents (the corpus's last `cpt.eval_fraction`), else the SFT (or DPO) stage's held-out chats
+    (the same split it evaluated on), one text per conversation. Validation makes sure one exists."""
+    if "cpt" in cfg.stages:
+        from dfm_hpc.stages.cpt import corpus_source, load_texts
 
-    if "sft" not in cfg.stages:
-        raise ValueError("evaluate needs held-out text: set data.eval_text (a JSONL/Parquet file with a `text` "
-                         "column, a hub dataset id, or tiny:eval)")
-    _, held_out = split(load_chats(cfg.sft.dataset, ctx, "sft"))
-    texts = ["\n\n".join(m["content"] for m in row["messages"]) for row in held_out]
-    return f"held-out SFT chats ({len(texts)} conversations)", texts[: cfg.evaluate.max_eval_texts]
+        texts = load_texts(corpus_source(cfg, ctx), ctx.run_dir / "cache")
+        n_eval = max(1, int(len(texts) * cfg.cpt.eval_fraction))
+        return f"held-out CPT documents ({n_eval})", texts[-n_eval:][: cfg.evaluate.max_eval_texts]
+    for stage in ("sft", "dpo"):  # DPO: the prompt and its chosen reply
+        if stage in cfg.stages:
+            from dfm_hpc.stages.sft import load_chats, split
+
+            _, rows = split(load_chats(cfg[stage].dataset, ctx, stage))
+            chats = [row["messages"] if stage == "sft" else row["prompt"] + row["chosen"] for row in rows]
+            texts = ["\n\n".join(m["content"] for m in chat) for chat in chats]
+            return (f"held-out {stage.upper()} chats ({len(texts)} conversations)",
+                    texts[: cfg.evaluate.max_eval_texts])
+    raise ValueError("evaluate needs held-out text: set data.eval_text (a JSONL/Parquet file with a `text` "
+                     "column, a hub dataset id, or tiny:eval)")
 
 
 def max_positions(model, tokenizer) -> int:
