@@ -83,6 +83,8 @@ _NOT_PHONE_BEFORE = re.compile(
     r"(?i)\b(?:ordre|faktura|sags|kunde|vare|konto|reg|post|bilag|journal|medlems|cvr|se-)[\w.-]*"
     r"(?: ?(?:nr|nummer|no)\.?)?[ :.#]*$")
 _YEAR = re.compile(r"(19|20)\d\d")
+# ...but "tlf. 2043 2071" or "(2043 2071)" is a number even when both halves look like years
+_PHONE_CUE = re.compile(r"(?i)(?:\b(?:tlf|telefon\w*|mobil\w*|ring\w*|nummer|sms|hotline|fax|kontakt\w*|direkte)[.:]?\s*(?:på\s*)?\(?|\()$")
 
 
 def _find_phone(text: str) -> Iterator[Span]:
@@ -94,7 +96,8 @@ def _find_phone(text: str) -> Iterator[Span]:
             if _NOT_PHONE_BEFORE.search(text, max(0, s - 25), s):
                 continue
             body = m[0]
-            if len(body) == 9 and body[4] == " " and _YEAR.fullmatch(body[:4]) and _YEAR.fullmatch(body[5:]):
+            if (len(body) == 9 and body[4] == " " and _YEAR.fullmatch(body[:4]) and _YEAR.fullmatch(body[5:])
+                    and not _PHONE_CUE.search(text[max(0, s - 25):s])):
                 continue  # "1999 2004": two years
         yield s, e, "phone"
 

@@ -197,6 +197,9 @@ def _kinds(text):
     ("Ring 22345678, 22 34 56 78, 2234 5678 eller 22-34-56-78.", [
         ("22345678", "phone"), ("22 34 56 78", "phone"), ("2234 5678", "phone"), ("22-34-56-78", "phone")]),
     ("1.234.567 kr, 22334455 kr., 1999 2004, ordrenummer 22334455, kl. 14.30, 2100 København Ø", []),
+    # year-like halves are a number after a phone cue or in parentheses, else two years
+    ("Vagttelefonen (2043 2071), mobil: 2012 2013; i årene 2012 2013 steg den", [
+        ("2043 2071", "phone"), ("2012 2013", "phone")]),
     ("IP 10.0.0.1:8080, ::1 og 2001:db8::ff00:42:8329. Ikke 256.1.1.1, 3.10.4 eller 14:30:00.", [
         ("10.0.0.1", "ip"), ("::1", "ip"), ("2001:db8::ff00:42:8329", "ip")]),
     ("DK50 0040 0440 1162 43 OG GB82WEST12345698765432; ikke DK51 0040 0440 1162 43.", [
