@@ -183,6 +183,9 @@ class TrainStage(StageConfig):
     gradient_checkpointing: bool = True
     attn_implementation: str = "sdpa"
     save_every_steps: int = 500  # checkpoint interval (also saved on Slurm's pre-timeout signal)
+    # also checkpoint when this many minutes passed since the last one (steps of very different
+    # length, or a preemptible queue); None: by steps only
+    save_every_minutes: Optional[float] = None
     keep_checkpoints: int = 2
     log_every_steps: int = 10
     init_from: Optional[str] = None  # a run dir whose previous stage's model to start from

@@ -160,7 +160,7 @@ def metrics_callback(cfg, ctx, st, tokens_per_step: int):
 
     class Callback(TrainerCallback):
         def __init__(self):
-            self.t = time.time()
+            self.t = self.saved = time.time()
             self.step = None
             self.preempted = False
 
@@ -169,7 +169,13 @@ def metrics_callback(cfg, ctx, st, tokens_per_step: int):
                 control.should_save = True
                 control.should_training_stop = True
                 self.preempted = True
+            minutes = st.save_every_minutes
+            if minutes is not None and time.time() - self.saved >= 60 * minutes:
+                control.should_save = True
             return control
+
+        def on_save(self, args, state, control, **kw):
+            self.saved = time.time()
 
         def on_log(self, args, state, control, logs=None, **kw):
             if not logs or "loss" not in logs:

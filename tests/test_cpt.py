@@ -74,3 +74,14 @@ def test_wandb_logs_offline_into_the_run_dir(tmp_path):
     (log,) = runs[0].glob("run-*.wandb")
     assert log.stat().st_size > 1000
     assert not (run / "stages" / "cpt" / "tensorboard").exists()
+
+
+def test_checkpoints_by_minutes(tmp_path):
+    """save_every_minutes: a checkpoint when that much time passed, whatever save_every_steps says
+    (here every step, since a step takes longer than 0.006 s); the last keep_checkpoints stay."""
+    p = dfm("+experiment=cpt_tiny", "cpt.max_steps=4", "cpt.save_every_steps=1000", "cpt.save_every_minutes=0.0001",
+            "cpt.keep_checkpoints=2", cwd=tmp_path, timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    (run,) = run_dirs(tmp_path)
+    kept = sorted(d.name for d in (run / "stages" / "cpt" / "checkpoints").glob("checkpoint-*"))
+    assert kept == ["checkpoint-3", "checkpoint-4"]
