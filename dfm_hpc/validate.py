@@ -194,6 +194,11 @@ def check_config(cfg) -> List[str]:
             bad = [r for r in st.report_to if r not in ("tensorboard", "wandb")]
             if bad:
                 add(f"{job.stage}.report_to={list(st.report_to)}: {bad} unknown; use tensorboard and/or wandb")
+            if st.attn_implementation not in ATTN:
+                add(f"{job.stage}.attn_implementation={st.attn_implementation!r}: use one of {', '.join(ATTN)} "
+                    "(flash_attention_2 needs flash-attn in the container; on LUMI the ROCm build)")
+            if st.precision not in ("bf16", "fp32"):
+                add(f"{job.stage}.precision={st.precision!r}: use bf16 (GPUs) or fp32")
             if st.wandb_mode not in ("offline", "online", "disabled"):
                 add(f"{job.stage}.wandb_mode={st.wandb_mode!r}: use offline (compute nodes), online or disabled")
         if job.stage == "evaluate" and not cfg.data.eval_text and not {"cpt", "sft", "dpo"} & set(cfg.stages):
@@ -241,6 +246,7 @@ def check_config(cfg) -> List[str]:
 
 
 PII_TYPES = ("cpr", "email", "phone", "ip", "iban")
+ATTN = ("sdpa", "flash_attention_2", "eager", "flex_attention")  # transformers' attn_implementation values
 
 
 def _check_pii(cfg, workers: int) -> List[str]:

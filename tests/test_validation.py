@@ -54,6 +54,8 @@ CASES = {
                                "'dpo' is not a stage before evaluate"),
     "evaluate without held-out text": (["+experiment=sft_tiny", "stages=[evaluate]", "data.eval_text=null"],
                                        "data.eval_text is unset"),
+    "unknown attention": (["+experiment=sft_tiny", "sft.attn_implementation=flash"], "use one of sdpa, flash_attention_2"),
+    "unknown precision": (["+experiment=cpt_tiny", "cpt.precision=fp16"], "use bf16 (GPUs) or fp32"),
     "qlora on CPU": (["+experiment=sft_tiny", "peft=qlora", "deepspeed=zero2"], "peft=qlora needs GPUs"),
 }
 
