@@ -306,6 +306,11 @@ def _run_local(cfgs, plans, points, dirs) -> int:
                 return 1
             con.print(f"[green]stage {j.stage} done[/]")
     con.print(f"status: python -m dfm_hpc status {dirs[0].parent if len(dirs) > 1 else dirs[0]}")
+    for d in dirs:  # what a person wants to open next
+        for name, path in (("model card", d / "stages" / "card" / "README.md"),
+                           ("evaluation", d / "stages" / "evaluate" / "results.md")):
+            if path.exists():
+                con.print(f"{name}: {path}")
     return 0
 
 

@@ -60,6 +60,7 @@ def test_pipeline_locally_is_the_embedded_default(tmp_path):
     check_pipeline(run)
     for st in STAGES:  # progress: every stage's banner and completion are shown as it runs
         assert f"stage {st} done" in p.stdout
+    assert f"model card: {run / 'stages' / 'card' / 'README.md'}" in p.stdout  # where to look next
 
 
 @pytest.mark.slurm
