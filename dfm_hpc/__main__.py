@@ -1,4 +1,4 @@
-"""`python -m dfm_hpc`: a subcommand (status, logs, cancel, rerun, list, compare), else the Hydra app."""
+"""`python -m dfm_hpc`: a subcommand (status, logs, cancel, rerun, list, compare, prefetch), else the Hydra app."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 import sys
 from typing import List, Optional
 
-SUBCOMMANDS = ("status", "logs", "cancel", "rerun", "list", "compare")
+SUBCOMMANDS = ("status", "logs", "cancel", "rerun", "list", "compare", "prefetch")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,6 +34,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("runs", nargs="+", metavar="RUN_OR_RESULTS", help="run dir, sweep dir or results.json")
     s.add_argument("--runs-root", default="runs")
     s.add_argument("--out", help="also write the table to this file")
+    s = sub.add_parser("prefetch", help="hub models/datasets an experiment needs: cached for the jobs? (--download fetches)")
+    s.add_argument("overrides", nargs="*", help="+experiment=NAME key=value ... as for a launch")
+    s.add_argument("--download", action="store_true", help="fetch what is missing into the jobs' HF_HOME")
     return p
 
 
@@ -65,6 +68,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             return status.cancel(args.run)
         if args.cmd == "rerun":
             return cli.rerun(args.run, args.overrides, args.fresh)
+        if args.cmd == "prefetch":
+            return cli.prefetch(_default_cluster(args.overrides), args.download)
         return status.list_all(args.runs_root)
     from dfm_hpc import cli
 

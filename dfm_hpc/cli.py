@@ -70,6 +70,34 @@ def known_keys(config, reference=None):
             for k, v in config.items() if k in ref}
 
 
+def compose_config(overrides: List[str]):
+    """One config from `+experiment=... key=value` (no sweep), typed; for subcommands such as
+    prefetch. Raises ValueError with every problem."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    schema.register()
+    problems = validate.check_overrides(overrides)
+    if problems:
+        raise ValueError("\n".join(problems))
+    try:
+        with initialize_config_dir(version_base="1.3", config_dir=str(validate.CONF_DIR), job_name="dfm_hpc"):
+            return typed(OmegaConf.to_container(compose("config", overrides=list(overrides)), resolve=True))
+    except (HydraException, OmegaConfBaseException) as e:
+        raise ValueError(validate.explain_hydra_error(e)) from None
+
+
+def prefetch(overrides: List[str], fetch: bool) -> int:
+    from dfm_hpc import prefetch as pf
+
+    try:
+        cfg = compose_config(overrides)
+    except ValueError as e:
+        return report_problems(str(e).splitlines())
+    return pf.run(cfg, fetch)
+
+
 # ---------------------------------------------------------------- Hydra entry
 
 def _collect(cfg) -> None:

@@ -239,6 +239,14 @@ def check_config(cfg) -> List[str]:
             init = cfg[s].get("init_from") if s in TRAIN_STAGES else None
             if init and not Path(init).exists():
                 add(f"{s}.init_from={init!r}: no such run directory")
+        if str(cl.env.get("HF_HUB_OFFLINE", "0")).lower() in ("1", "true") and not cfg.dry_run:
+            from dfm_hpc import prefetch  # the jobs run offline: what they load must be in their cache
+
+            gone = prefetch.missing(cfg)
+            if gone:
+                add(f"not in the jobs' Hugging Face cache ({prefetch.hf_home(cfg)}), and compute nodes are "
+                    f"offline: {', '.join(f'{n.kind} {n.repo_id} ({n.key})' for n in gone)}. Fetch them on the "
+                    "login node: python -m dfm_hpc prefetch <the same arguments> --download")
         image = cl.container.image
         if image and not Path(image).exists():
             add(f"cluster.container.image={image!r} does not exist")

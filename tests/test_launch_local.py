@@ -82,12 +82,13 @@ def test_login_node_never_imports_heavy_packages(tmp_path):
         "rc = main(['+experiment=munin_pipeline', 'cluster=lumi', 'cluster.account=project_465000670', "
         "'dry_run=true'])\n"
         "rc2 = main(['status'])\n"
+        "rc3 = main(['prefetch', '+experiment=munin_pipeline', 'cluster=lumi', 'cluster.account=project_465000670'])\n"
         "heavy = sorted(m for m in ('torch', 'transformers', 'deepspeed', 'trl', 'peft', 'datasets', 'accelerate') "
         "if m in sys.modules)\n"
-        "print('HEAVY', heavy, rc, rc2)\n"
+        "print('HEAVY', heavy, rc, rc2, rc3)\n"
     )
     p = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
-    assert "HEAVY [] 0 0" in p.stdout, p.stdout[-2000:] + p.stderr[-2000:]
+    assert "HEAVY [] 0 0 1" in p.stdout, p.stdout[-2000:] + p.stderr[-2000:]  # prefetch: 1 = things missing
 
 
 def test_hydra_flags_keep_working(tmp_path):

@@ -12,16 +12,15 @@ with ModelCard.load (tested).
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Dict, List, Optional
 
 from dfm_hpc.plan import billing, plan
+from dfm_hpc.prefetch import is_hub_id
 
 TRAINED = ("cpt", "sft", "dpo")
-_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 HYPER = {  # config key -> label, per training stage
     "max_steps": "steps", "global_batch_size": "global batch (sequences)", "micro_batch_size": "micro batch per device",
     "seq_len": "sequence length", "lr": "peak learning rate", "warmup_steps": "warm-up steps",
@@ -32,10 +31,6 @@ HYPER = {  # config key -> label, per training stage
 
 def _json(path: Path) -> Optional[dict]:
     return json.loads(path.read_text()) if path.exists() else None
-
-
-def is_hub_id(name: Optional[str]) -> bool:
-    return bool(name) and bool(_HUB_ID.match(name)) and not Path(name).exists() and not name.startswith("tiny:")
 
 
 def trained_stages(cfg, run_dir: Path) -> List[str]:

@@ -1,0 +1,155 @@
+"""What an experiment needs from the Hugging Face Hub, whether the jobs' cache has it, and fetching it.
+
+Compute nodes are offline (the LUMI profile sets HF_HUB_OFFLINE=1), so every hub model and dataset a
+run names must be in the cache the jobs use (`cluster.env.HF_HOME`) before anything is queued.
+`python -m dfm_hpc prefetch +experiment=NAME` lists them with their cache state and, with
+`--download`, fetches what is missing on the login node; validation refuses a run whose jobs would
+find something missing. Checking is file-system only (login node: no torch, no datasets); fetching
+imports huggingface_hub (models) and datasets (datasets: `load_dataset` prepares the cache that
+offline `load_dataset` reads, which a plain snapshot is not).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional
+
+_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+
+
+@dataclass(frozen=True)
+class Need:
+    kind: str  # model | dataset
+    repo_id: str
+    revision: Optional[str]
+    key: str  # the config key that names it
+
+
+def is_hub_id(name: Optional[str]) -> bool:
+    return bool(name) and bool(_HUB_ID.match(name)) and not name.startswith((".", "/", "~", "tiny:")) \
+        and not Path(name).expanduser().exists()
+
+
+def needs(cfg) -> List[Need]:
+    """The hub models and datasets the run's stages load (local paths and tiny:* need nothing)."""
+    stages, out = set(cfg.stages), []
+
+    def add(kind, name, revision, key):
+        if is_hub_id(name) and all(n.repo_id != name for n in out):
+            out.append(Need(kind, name, revision, key))
+
+    if "translate" in stages:
+        add("model", cfg.translator.name_or_path, cfg.translator.revision, "translator.name_or_path")
+        add("dataset", cfg.data.oasst2, cfg.data.oasst2_revision, "data.oasst2")
+    if stages & {"cpt", "sft", "dpo", "evaluate"}:
+        add("model", cfg.model.name_or_path, None, "model.name_or_path")
+    if "cpt" in stages:
+        add("dataset", cfg.data.corpus, None, "data.corpus")
+    for s in ("sft", "dpo"):
+        if s in stages:
+            add("dataset", cfg[s].dataset, None, f"{s}.dataset")
+    if "pii" in stages:
+        add("dataset", cfg.pii.input, None, "pii.input")
+    if "evaluate" in stages:
+        add("dataset", cfg.data.eval_text, None, "data.eval_text")
+    return out
+
+
+def hf_home(cfg) -> Path:
+    """The HF_HOME the jobs see: the cluster profile's env, else this shell's, else the default."""
+    env = {k: str(v) for k, v in cfg.cluster.env.items()}
+    home = env.get("HF_HOME") or os.environ.get("HF_HOME") or "~/.cache/huggingface"
+    return Path(os.path.expandvars(home)).expanduser()
+
+
+def _cache_dirs(cfg):
+    env = {k: str(v) for k, v in cfg.cluster.env.items()}
+    home = hf_home(cfg)
+    hub = env.get("HF_HUB_CACHE") or str(home / "hub")
+    data = env.get("HF_DATASETS_CACHE") or str(home / "datasets")
+    return Path(os.path.expandvars(hub)).expanduser(), Path(os.path.expandvars(data)).expanduser()
+
+
+def _snake(name: str) -> str:
+    """datasets' camelcase_to_snakecase (the name of a prepared dataset's cache dir)."""
+    name = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", name)
+    return re.sub(r"([a-z\d])([A-Z])", r"\1_\2", name).lower()
+
+
+def is_cached(need: Need, cfg) -> bool:
+    hub, data = _cache_dirs(cfg)
+    if need.kind == "model":  # what from_pretrained(repo, revision) resolves offline
+        repo = hub / f"models--{need.repo_id.replace('/', '--')}"
+        rev = need.revision or "main"
+        snap = repo / "snapshots" / rev if re.fullmatch(r"[0-9a-f]{40}", rev) else None
+        if snap is None and (repo / "refs" / rev).is_file():
+            snap = repo / "snapshots" / (repo / "refs" / rev).read_text().strip()
+        return bool(snap) and (snap / "config.json").exists()
+    # what offline load_dataset(repo) finds: a prepared copy under <datasets cache>/<org>___<name>/
+    org, name = need.repo_id.split("/")
+    root = data / f"{org}___{_snake(name)}"
+    return any(p.is_dir() for p in root.glob("*/*/*"))
+
+
+def missing(cfg) -> List[Need]:
+    return [n for n in needs(cfg) if not is_cached(n, cfg)]
+
+
+def download(cfg, todo: List[Need], say=print) -> List[str]:
+    """Fetch `todo` into the jobs' cache; returns the failures (one line each)."""
+    hub, data = _cache_dirs(cfg)  # before the imports: both libraries read these once
+    os.environ.update(HF_HOME=str(hf_home(cfg)), HF_HUB_CACHE=str(hub), HF_DATASETS_CACHE=str(data))
+    for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        os.environ.pop(k, None)
+    failures = []
+    for n in todo:
+        say(f"fetching {n.kind} {n.repo_id}" + (f" @ {n.revision}" if n.revision else "") + " ...")
+        try:
+            if n.kind == "model":
+                from huggingface_hub import snapshot_download
+
+                snapshot_download(n.repo_id, revision=n.revision)
+            else:
+                import datasets
+
+                datasets.load_dataset(n.repo_id, revision=n.revision)
+        except Exception as e:  # network, gated repo (huggingface_hub login), missing package
+            failures.append(f"{n.kind} {n.repo_id}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+    return failures
+
+
+def run(cfg, fetch: bool) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console(highlight=False)
+    todo = needs(cfg)
+    if not todo:
+        con.print(f"{cfg.name}: nothing to fetch from the Hub (local paths and tiny:* models only)")
+        return 0
+    t = Table(title=f"{cfg.name}: what the jobs load from the Hub (cache: {hf_home(cfg)})", title_justify="left")
+    for col in ("kind", "repo", "revision", "config key", "cached"):
+        t.add_column(col, no_wrap=col in ("repo", "config key"))
+    gone = set(missing(cfg))
+    for n in todo:
+        t.add_row(n.kind, n.repo_id, n.revision or "main", n.key, "[red]no[/]" if n in gone else "[green]yes[/]")
+    con.print(t)
+    if not gone:
+        con.print("everything is cached; the jobs can run offline")
+        return 0
+    if not fetch:
+        con.print(f"{len(gone)} missing; fetch them here (login node, internet) with --download")
+        return 1
+    failures = download(cfg, [n for n in todo if n in gone], con.print)
+    for f in failures:
+        con.print(f"[red]failed[/]: {f}")
+    left = missing(cfg)
+    if left:
+        con.print(f"[red]{len(left)} still missing[/]: " + ", ".join(n.repo_id for n in left) +
+                  " (gated models: log in first, `huggingface-cli login`)")
+        return 1
+    con.print("all fetched; the jobs can run offline")
+    return 0
