@@ -18,7 +18,7 @@ from typing import Dict, List, Optional
 from omegaconf import OmegaConf
 
 from dfm_hpc import rundir, schema, validate
-from dfm_hpc.plan import StageJob, billing, gpu_hours, plan
+from dfm_hpc.plan import StageJob, billing, gpu_hours, plan, stage_cluster
 
 EXIT_INVALID = 2
 
@@ -223,7 +223,7 @@ def _print_plan(cfg, jobs: List[StageJob], n_points: int, reuse: Dict[str, Path]
         if j.stage in reuse:
             t.add_row(j.stage, "reused from", str(reuse[j.stage].parent.parent), "", "", "", "")
             continue
-        g, b = gpu_hours(j), billing(j, cfg.cluster)
+        g, b = gpu_hours(j), billing(j, stage_cluster(cfg, j.stage))
         tot_gpu, tot_bill = tot_gpu + g, tot_bill + (b or 0)
         shape = f"{j.nodes} x {j.tasks_per_node}" + (f" (x{j.array} array)" if j.array > 1 else "")
         t.add_row(j.stage, shape, j.partition or "-",
@@ -305,7 +305,7 @@ def _dry_run(cfgs, plans, points, dirs, sweep) -> int:
                         f"{sys.executable} -m dfm_hpc.rank {d} {j.stage}\n")
             else:
                 dep = f"afterok:<job id of {j.after}>" if j.after and j.after not in p.reuse else None
-                params = slurm.executor_params(j, cfg.cluster, _job_name(cfg, j.stage), dep)
+                params = slurm.executor_params(j, stage_cluster(cfg, j.stage), _job_name(cfg, j.stage), dep)
                 text = slurm.render(params, sdir / "submitit", slurm.python_command(cfg.cluster), j.array)
             (sdir / "sbatch.sh").write_text(text)
             if i == 0:
@@ -384,7 +384,7 @@ def _submit_groups(cfgs, plans, points, dirs, groups, python, queued: List[str])
                 dep = None
             else:  # point i waits for its own point of the previous array; else the whole job
                 dep = f"aftercorr:{prev}" if len(members) > 1 else f"afterok:{prev}"
-            params = slurm.executor_params(j, cfgs[members[0]].cluster, _job_name(cfg, j.stage), dep)
+            params = slurm.executor_params(j, stage_cluster(cfgs[members[0]], j.stage), _job_name(cfg, j.stage), dep)
             run_dirs = [dirs[i] for i in members]
             folder = (dirs[0].parent / ".submitit" / j.stage) if len(members) > 1 else \
                 rundir.stage_dir(run_dirs[0], j.stage) / "submitit"

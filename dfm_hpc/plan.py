@@ -45,17 +45,39 @@ def parse_time(text: str) -> int:
     return int(days or 0) * 1440 + h * 60 + mi + (1 if s else 0)
 
 
+def _single_device(cfg, stage: str) -> bool:
+    """One process on one node (merge, evaluate, card...), where the profile has a smaller place
+    for such jobs (`cluster.single_device`) and the stage names no partition of its own."""
+    cl, st = cfg.cluster, cfg[stage]
+    tasks = st.tasks_per_node if st.tasks_per_node is not None else cl.tasks_per_node
+    return bool(cl.get("single_device")) and not st.partition and st.nodes == 1 and tasks == 1 \
+        and (st.gpus_per_node or 0) <= 1
+
+
+def stage_cluster(cfg, stage: str):
+    """The cluster settings a stage's job gets: the run's profile, with its `single_device`
+    settings merged over it for single-process stages (LUMI: a one-GCD slice of small-g instead of
+    a whole standard-g node: cheaper, and it starts sooner)."""
+    if not _single_device(cfg, stage):
+        return cfg.cluster
+    from omegaconf import OmegaConf
+
+    return OmegaConf.merge(cfg.cluster, {**cfg.cluster.single_device, "single_device": None})
+
+
 def plan(cfg) -> List[StageJob]:
     """One job per stage in cfg.stages, each waiting for the previous one."""
-    cl = cfg.cluster
     jobs: List[StageJob] = []
     for name in cfg.stages:
-        st = cfg[name]
+        st, cl = cfg[name], stage_cluster(cfg, name)
+        gpus = st.gpus_per_node if st.gpus_per_node is not None else cl.gpus_per_node
+        if cl is not cfg.cluster:  # a single-device place: at least its GPUs (LUMI-G jobs take a GCD)
+            gpus = max(gpus, cl.gpus_per_node)
         jobs.append(StageJob(
             stage=name,
             nodes=st.nodes,
             tasks_per_node=st.tasks_per_node if st.tasks_per_node is not None else cl.tasks_per_node,
-            gpus_per_node=st.gpus_per_node if st.gpus_per_node is not None else cl.gpus_per_node,
+            gpus_per_node=gpus,
             cpus_per_task=st.cpus_per_task if st.cpus_per_task is not None else cl.cpus_per_task,
             minutes=parse_time(st.time),
             partition=st.partition or cl.partition,

@@ -8,7 +8,7 @@ value of the wrong type fails on the login node, before anything is queued.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 
@@ -44,6 +44,9 @@ class ClusterConfig:
     setup: List[str] = field(default_factory=list)  # shell lines run in the sbatch script before srun
     srun_args: List[str] = field(default_factory=list)
     sbatch_extra: Dict[str, str] = field(default_factory=dict)
+    # settings merged over this profile for single-process stages (1 node, 1 task, <= 1 GPU: merge,
+    # pii by default, evaluate, card), e.g. LUMI: partition small-g, one GCD, mem_per_gpu; null: none
+    single_device: Optional[Dict[str, Any]] = None
     container: ContainerConfig = field(default_factory=ContainerConfig)
     check_paths: Optional[bool] = None  # None: check input paths only when running on `system`
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from dfm_hpc import rundir
-from dfm_hpc.plan import billing, gpu_hours, plan
+from dfm_hpc.plan import billing, gpu_hours, plan, stage_cluster
 
 FINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
          "DEADLINE"}
@@ -145,7 +145,7 @@ def stage_rows(run: Path, rows: Dict[str, Tuple[str, int, int]]) -> List[dict]:
         if sdir.is_symlink():  # linked from (and run in) an earlier run's dir
             state += f" (in {sdir.resolve().parent.parent.name})"
         hours = secs / 3600
-        b = billing(job, cfg.cluster, hours)
+        b = billing(job, stage_cluster(cfg, job.stage), hours)
         out.append({"stage": job.stage, "job": jid or ("local" if cfg.cluster.scheduler == "local" else "-"),
                     "state": state, "nodes": nodes, "elapsed": time.strftime("%H:%M:%S", time.gmtime(secs)),
                     "gpu_h": gpu_hours(job, hours), "billing": b, "last": _last_line(sdir)})

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from dfm_hpc import lumi, schema
-from dfm_hpc.plan import StageJob, parse_time, plan
+from dfm_hpc.plan import StageJob, parse_time, plan, stage_cluster
 from dfm_hpc.stages import STAGE_INPUTS, STAGES, is_implemented
 
 CONF_DIR = Path(os.environ.get("DFM_HPC_CONF", Path(__file__).resolve().parent.parent / "conf"))
@@ -166,7 +166,7 @@ def check_config(cfg) -> List[str]:
             "cluster.account=project_465000670 (or export SBATCH_ACCOUNT)")
     jobs = plan(cfg)
     for job in jobs:
-        problems += _check_resources(job, cl)
+        problems += _check_resources(job, stage_cluster(cfg, job.stage))
     for job in jobs:
         if job.stage in TRAIN_STAGES:
             problems += _check_batch(job, cfg[job.stage])

@@ -48,9 +48,14 @@ def test_standard_g_script_passes_the_checklist(tmp_path):
     # the dependent stage waits for the first
     ev = (run / "stages" / "evaluate" / "sbatch.sh").read_text()
     assert "#SBATCH --dependency='afterok:<job id of sft>'" in ev
+    # evaluate is one process: a one-GCD slice of small-g (cluster.single_device), not a whole node
+    for line in ("#SBATCH --partition=small-g", "#SBATCH --gpus-per-node=1", "#SBATCH --ntasks-per-node=1",
+                 "#SBATCH --mem-per-gpu=60G", "#SBATCH --cpus-per-task=7"):
+        assert line in ev, line
+    assert "--exclusive" not in ev and "--cpu-bind" not in ev and "--mem=" not in ev
     # printed to stdout too, with the cost
     assert srun in p.stdout
-    assert "56.0 LUMI billing units" in p.stdout  # (12 h + 2 h) x 1 node x 4
+    assert "49.0 LUMI billing units" in p.stdout  # sft 12 h x 1 node x 4 + evaluate 2 h x 1 GCD slice x 0.5
 
 
 def test_mask_list_is_gcd_ordered():
@@ -59,6 +64,25 @@ def test_mask_list_is_gcd_ordered():
              4: range(1, 8), 5: range(9, 16), 6: range(33, 40), 7: range(41, 48)}
     for i, mask in enumerate(MASKS.split(",")):
         assert int(mask, 16) == sum(1 << c for c in cores[i])
+
+
+def test_single_process_stages_of_the_pipeline_take_a_gcd_slice(tmp_path):
+    p = dfm("+experiment=munin_pipeline", "cluster=lumi", "cluster.account=project_465000670", "dry_run=true",
+            cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    (run,) = run_dirs(tmp_path)
+    part = {st: re.search(r"#SBATCH --partition=(\S+)", (run / "stages" / st / "sbatch.sh").read_text())[1]
+            for st in ("translate", "merge", "pii", "sft", "dpo", "evaluate", "card")}
+    assert part == {"translate": "standard-g", "merge": "small-g", "pii": "small-g", "sft": "standard-g",
+                    "dpo": "standard-g", "evaluate": "small-g", "card": "small-g"}
+    # a stage given a partition, or more than one process, keeps the run's profile
+    (tmp_path / "2").mkdir()
+    p = dfm("+experiment=munin_pipeline", "cluster=lumi", "cluster.account=project_465000670", "dry_run=true",
+            "card.partition=standard-g", "pii.tasks_per_node=8", "pii.gpus_per_node=8", cwd=tmp_path / "2")
+    assert p.returncode == 0, p.stderr
+    (run,) = run_dirs(tmp_path / "2")
+    for st in ("card", "pii"):
+        assert "#SBATCH --partition=standard-g" in (run / "stages" / st / "sbatch.sh").read_text()
 
 
 def test_small_g_is_per_gcd_without_masks(tmp_path):

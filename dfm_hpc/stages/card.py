@@ -17,7 +17,7 @@ import subprocess
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from dfm_hpc.plan import billing, plan
+from dfm_hpc.plan import billing, plan, stage_cluster
 from dfm_hpc.prefetch import is_hub_id
 
 TRAINED = ("cpt", "sft", "dpo")
@@ -64,7 +64,7 @@ def compute_used(cfg, run_dir: Path) -> Dict:
                 rows.append({"stage": job.stage, "where": f"Slurm job {job_file.read_text().strip()}", "hours": None})
                 continue
             gpu_h = node_h * job.gpus_per_node
-            bill = billing(job, cfg.cluster, hours=node_h / max(job.nodes, 1))
+            bill = billing(job, stage_cluster(cfg, job.stage), hours=node_h / max(job.nodes, 1))
             rows.append({"stage": job.stage, "where": f"Slurm job {job_file.read_text().strip()}",
                          "nodes": job.nodes, "hours": round(node_h, 4), "gpu_hours": round(gpu_h, 4),
                          "billing_units": None if bill is None else round(bill, 4)})
