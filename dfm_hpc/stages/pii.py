@@ -26,7 +26,7 @@ from typing import Dict, List, Tuple
 
 from dfm_hpc import pii
 from dfm_hpc.rank import Preempted
-from dfm_hpc.stages.translate import append_durable, recover
+from dfm_hpc.stages.translate import append_durable, resume_point
 
 MERGE_VIEWS = ("sft", "dpo")
 DPO_FIELDS = ("prompt", "chosen", "rejected")
@@ -215,10 +215,8 @@ def _filter_shard(s: int, p: Dict, shard_dir: Path, ctx, progress) -> None:
     rows, work = read_shard(sh)
     size = p["chunk_size"]
     groups = [list(range(i, min(i + size, len(rows)))) for i in range(0, len(rows), size)]
-    start = recover(path, [len(g) for g in groups])
+    start = resume_point(path, [len(g) for g in groups], s, ctx)
     progress["work"] += sum(work[i] for g in groups[:start] for i in g)
-    if start:
-        ctx.log(f"shard {s}: resuming after {start} of {len(groups)} chunks")
     for k in range(start, len(groups)):
         if ctx.should_stop():
             raise Preempted(f"stopped before chunk {k} of shard {s}")

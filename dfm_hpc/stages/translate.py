@@ -74,6 +74,14 @@ def recover(path: Path, chunk_sizes: Sequence[int]) -> int:
     return done
 
 
+def resume_point(path: Path, chunk_sizes: Sequence[int], shard: int, ctx) -> int:
+    """Where a shard file's work continues: its complete chunks (a torn tail is cut), logged."""
+    start = recover(path, chunk_sizes)
+    if start:
+        ctx.log(f"shard {shard}: resuming after {start} of {len(chunk_sizes)} chunks")
+    return start
+
+
 def append_durable(path: Path, lines: List[str]) -> None:
     with open(path, "a", encoding="utf-8") as f:
         f.write("".join(line + "\n" for line in lines))
@@ -154,10 +162,8 @@ def _translate_shard(s, plan, translator, shard_dir: Path, chunk_size: int, ctx,
         progress["done"] += sum(n_segments)
         return
     groups = chunks(n_segments, chunk_size)
-    start = recover(path, [len(g) for g in groups])
+    start = resume_point(path, [len(g) for g in groups], s, ctx)
     progress["done"] += sum(n_segments[j] for g in groups[:start] for j in g)
-    if start:
-        ctx.log(f"shard {s}: resuming after {start} of {len(groups)} chunks")
     for k in range(start, len(groups)):
         if ctx.should_stop():
             raise Preempted(f"stopped before chunk {k} of shard {s}")
