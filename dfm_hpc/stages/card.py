@@ -119,7 +119,8 @@ def eval_section(run_dir: Path) -> str:
     if not res:
         return "This run has no evaluate stage; no benchmark results.\n"
     md = run_dir / "stages" / "evaluate" / "results.md"
-    table = "\n".join(ln for ln in md.read_text().splitlines() if ln.startswith("|")) if md.exists() else ""
+    table = "\n".join(ln for ln in md.read_text().splitlines()  # timings are for results.md, not the card
+                      if ln.startswith("|") and not ln.startswith("| seconds")) if md.exists() else ""
     text = f"Held-out Danish text `{res.get('eval_data')}` (loss and perplexity, token-weighted):\n\n{table}\n"
     notes = sorted({m["euroeval_note"] for m in res["models"] if m.get("euroeval_note")})
     if notes:
@@ -187,7 +188,8 @@ def compute_section(used: Dict, system: str) -> str:
     lines = ["| stage | where | hours | GPU-hours | LUMI billing units |", "|---|---|---|---|---|"]
     for r in used["stages"]:
         h = "n/a" if r.get("hours") is None else f"{r['hours']:.4f}"
-        lines.append(f"| {r['stage']} | {r['where']} | {h} | {r.get('gpu_hours', 'n/a')} | "
+        gpu = "- (CPU)" if r.get("gpu_hours") == 0 and r["where"].startswith("this machine") else r.get("gpu_hours", "n/a")
+        lines.append(f"| {r['stage']} | {r['where']} | {h} | {gpu} | "
                      f"{'n/a' if r.get('billing_units') is None else r['billing_units']} |")
     total = f"\n\nTotal: {used['gpu_hours']:.3f} GPU-hours"
     total += f", {used['billing_units']:.3f} LUMI billing units.\n" if used["billing_units"] is not None else \
