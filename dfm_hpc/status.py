@@ -146,9 +146,16 @@ def stage_rows(run: Path, rows: Dict[str, Tuple[str, int, int]]) -> List[dict]:
             state += f" (in {sdir.resolve().parent.parent.name})"
         hours = secs / 3600
         b = billing(job, stage_cluster(cfg, job.stage), hours)
+        last = _last_line(sdir)
+        if not last and out:  # never started: say what it is waiting for, or why it will not run
+            before = out[-1]
+            if before["state"].split()[0] in ("FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL"):
+                last = f"not run: {before['stage']} did not finish ({before['state'].split()[0]})"
+            elif state.split()[0] in ("PENDING", "-"):
+                last = f"waits for {before['stage']}"
         out.append({"stage": job.stage, "job": jid or ("local" if cfg.cluster.scheduler == "local" else "-"),
                     "state": state, "nodes": nodes, "elapsed": time.strftime("%H:%M:%S", time.gmtime(secs)),
-                    "gpu_h": gpu_hours(job, hours), "billing": b, "last": _last_line(sdir)})
+                    "gpu_h": gpu_hours(job, hours), "billing": b, "last": last})
     return out
 
 
