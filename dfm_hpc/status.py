@@ -150,7 +150,7 @@ def stage_rows(run: Path, rows: Dict[str, Tuple[str, int, int]]) -> List[dict]:
         if not last and out:  # never started: say what it is waiting for, or why it will not run
             before = out[-1]
             if before["state"].split()[0] in ("FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL"):
-                last = f"not run: {before['stage']} did not finish ({before['state'].split()[0]})"
+                last = f"not run: {before['stage']} did not finish"  # (its state is in its own row)
             elif state.split()[0] in ("PENDING", "-"):
                 last = f"waits for {before['stage']}"
         out.append({"stage": job.stage, "job": jid or ("local" if cfg.cluster.scheduler == "local" else "-"),

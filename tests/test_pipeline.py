@@ -79,7 +79,7 @@ def test_pipeline_on_two_nodes_fails_at_a_stage_and_rerun_continues(slurm_cluste
         return out if "FAILED" in out and "CANCELLED" in out else None
 
     out = wait_for(settled, timeout=900, every=5, what="evaluate to fail and the card to be cancelled")
-    assert "not run: evaluate did not finish (FAILED)" in out, out  # status shows why the chain stopped
+    assert "not run: evaluate did not finish" in out, out  # status shows why the chain stopped
     for st in STAGES[:5]:
         assert (run / "stages" / st / "DONE").exists(), out
     assert (run / "stages" / "evaluate" / "FAILED").exists()
