@@ -95,4 +95,6 @@ def test_pipeline_on_two_nodes_fails_at_a_stage_and_rerun_continues(slurm_cluste
     card = check_pipeline(new)
     assert "Slurm job" in card.text  # compute from sacct
     used = json.loads((new / "stages" / "card" / "card.json").read_text())["compute"]["stages"]
-    assert [u["stage"] for u in used][:5] == STAGES[:5] and all(u["hours"] > 0 for u in used[:5])
+    assert [u["stage"] for u in used][:5] == STAGES[:5] and all(u["hours"] is not None for u in used[:5])
+    # sacct counts whole seconds: pii or merge can take 0 s here; the training stages cannot
+    assert all(u["hours"] > 0 for u in used if u["stage"] in ("translate", "sft", "dpo"))
