@@ -33,9 +33,10 @@ def main() -> None:
     from transformers.utils import logging
 
     logging.set_verbosity_error()
-    from dfm_hpc import dist, schema, tiny, train
-    from dfm_hpc.rank import StageContext
-    from dfm_hpc.stages import cpt
+    from dfm_hpc import dist, schema, tiny
+    from dfm_hpc.job import train
+    from dfm_hpc.job.rank import StageContext
+    from dfm_hpc.job import data as cpt
 
     torch.set_num_threads(1)
     work = Path(tempfile.mkdtemp())

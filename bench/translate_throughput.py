@@ -24,10 +24,12 @@ from pathlib import Path
 
 
 def segments(n: int, seed: int = 0) -> list[str]:
-    from dfm_hpc import oasst, segment
+    from dfm_hpc.text import oasst
+    from dfm_hpc.tiny import data as tiny_data
+    from dfm_hpc.text import segment
 
     with tempfile.TemporaryDirectory() as d:
-        msgs, _ = oasst.filter_messages(oasst.load_messages(str(oasst.write_fixture(d)["messages"])))
+        msgs, _ = oasst.filter_messages(oasst.load_messages(str(tiny_data.write_fixture(d)["messages"])))
     pieces = [p.text for m in msgs for p in segment.segment(m["text"]) if p.translate]
     rng = random.Random(seed)
     out = list(pieces)
@@ -54,8 +56,9 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from dfm_hpc import tiny, translators
-    from dfm_hpc.stages.translate import balance
+    from dfm_hpc import tiny
+    from dfm_hpc.text import translators
+    from dfm_hpc.job.shards import balance
 
     work = Path(tempfile.mkdtemp())
     model = tiny.resolve("tiny:t5", work)

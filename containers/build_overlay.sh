@@ -273,7 +273,7 @@ SINGULARITYENV_PREPEND_PATH=/user-software/bin \
   singularity exec -B "$TMP_OUT:/user-software:image-src=/" "$SIF" python -c '
 import sys
 assert sys.prefix == "/user-software", f"python is {sys.executable}, not the overlay venv"
-import dfm_hpc, dfm_hpc.rank, submitit, torch, hydra, omegaconf, rich
+import dfm_hpc, dfm_hpc.job.rank, submitit, torch, hydra, omegaconf, rich
 print("==> ok:", sys.executable, "torch", torch.__version__)
 ' || die "the squashed image does not work; $OUT was left as it was"
 

@@ -55,10 +55,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     if argv and argv[0] in SUBCOMMANDS:
         args = _parser().parse_args(argv)
         if args.cmd == "compare":
-            from dfm_hpc import compare
+            from dfm_hpc.login import compare
 
             return compare.compare(args.runs, args.runs_root, args.out)
-        from dfm_hpc import cli, status
+        from dfm_hpc.login import launch
+        from dfm_hpc.login import status
 
         if args.cmd == "status":
             return status.status(args.run, args.runs_root)
@@ -67,13 +68,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.cmd == "cancel":
             return status.cancel(args.run)
         if args.cmd == "rerun":
-            return cli.rerun(args.run, args.overrides, args.fresh)
+            return launch.rerun(args.run, args.overrides, args.fresh)
         if args.cmd == "prefetch":
-            return cli.prefetch(_default_cluster(args.overrides), args.download)
+            return launch.prefetch(_default_cluster(args.overrides), args.download)
         return status.list_all(args.runs_root)
-    from dfm_hpc import cli
+    from dfm_hpc.login import launch
 
-    return cli.hydra_main(_default_cluster(argv))
+    return launch.hydra_main(_default_cluster(argv))
 
 
 if __name__ == "__main__":

@@ -7,10 +7,16 @@ value of the wrong type fails on the login node, before anything is queued.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
+
+# the Hydra config groups (a checkout's conf/; DFM_HPC_CONF points elsewhere)
+CONF_DIR = Path(os.environ.get("DFM_HPC_CONF", Path(__file__).resolve().parent.parent / "conf"))
 
 
 @dataclass
@@ -259,19 +265,34 @@ class CardStage(StageConfig):
     time: str = "00:15:00"
 
 
-# Stage name -> its config class; the order here is the recipe's order.
-STAGE_CONFIGS = {
-    "demo": DemoStage,
-    "demo_check": DemoCheckStage,
-    "translate": TranslateStage,
-    "merge": MergeStage,
-    "pii": PiiStage,
-    "cpt": CptStage,
-    "sft": SftStage,
-    "dpo": DpoStage,
-    "evaluate": EvaluateStage,
-    "card": CardStage,
-}
+@dataclass(frozen=True)
+class StageSpec:
+    """One stage of the recipe: what the login node plans and what a rank imports."""
+
+    name: str
+    config: type  # its config class (a field of Config of the same name)
+    inputs: tuple = ()  # config keys naming sources it reads (local ones must exist at plan time)
+    trained: bool = False  # writes stages/<name>/model/ (evaluate and card pick these up)
+
+    @property
+    def module(self) -> str:  # imported only in a rank (it imports torch & co.)
+        return f"dfm_hpc.stages.{self.name}"
+
+
+# The one stage registry, in the recipe's order.
+STAGES: Dict[str, StageSpec] = {s.name: s for s in (
+    StageSpec("demo", DemoStage),
+    StageSpec("demo_check", DemoCheckStage),
+    StageSpec("translate", TranslateStage, inputs=("data.oasst2",)),
+    StageSpec("merge", MergeStage),
+    StageSpec("pii", PiiStage, inputs=("pii.input",)),
+    StageSpec("cpt", CptStage, inputs=("data.corpus",), trained=True),
+    StageSpec("sft", SftStage, trained=True),  # sft/dpo.dataset: checked with the stage (run dirs too)
+    StageSpec("dpo", DpoStage, trained=True),
+    StageSpec("evaluate", EvaluateStage, inputs=("data.eval_text",)),
+    StageSpec("card", CardStage),
+)}
+TRAINED_STAGES = tuple(n for n, s in STAGES.items() if s.trained)
 
 
 @dataclass
@@ -307,5 +328,30 @@ def register() -> None:
     cs.store(name="base_config", node=Config)
     # Stages are groups too, with their schema defaults as option "default"; variants can be
     # added as conf/<stage>/<name>.yaml.
-    for stage, node in STAGE_CONFIGS.items():
-        cs.store(group=stage, name="default", node=node)
+    for stage, spec in STAGES.items():
+        cs.store(group=stage, name="default", node=spec.config)
+
+
+def typed(config: dict):
+    """A resolved config dict, typed and checked by the schema again (struct mode)."""
+    cfg = OmegaConf.merge(OmegaConf.structured(Config), config)
+    OmegaConf.set_struct(cfg, True)
+    return cfg
+
+
+def known_keys(config, reference=None):
+    """`config` without the keys today's schema does not have (a run made by another dfm_hpc
+    version). For reading old runs (status, list); rerun stays strict, since dropping a key could
+    change what runs."""
+    ref = OmegaConf.structured(Config) if reference is None else reference
+    if not isinstance(config, dict):
+        return config
+    return {k: known_keys(v, ref[k]) if OmegaConf.is_dict(ref[k]) else v
+            for k, v in config.items() if k in ref}
+
+
+def load_config(run_dir, lenient: bool = False):
+    """A run dir's config.yaml, typed by today's schema. `lenient` drops keys the schema no longer has
+    (reading runs of another version: status, list, card); rerun and the ranks stay strict."""
+    raw = OmegaConf.to_container(OmegaConf.load(Path(run_dir) / "config.yaml"), resolve=False)
+    return typed(known_keys(raw) if lenient else raw)

@@ -9,7 +9,6 @@ import dataclasses
 import inspect
 import re
 import typing
-from pathlib import Path
 
 from dfm_hpc import schema
 
@@ -72,7 +71,7 @@ def section(cls, prefix: str, lines: list) -> None:
 
 
 def main() -> str:
-    from dfm_hpc.validate import groups
+    from dfm_hpc.login.validate import groups
 
     rows = "\n".join(f"| `{g}` | {', '.join(opts)} |" for g, opts in sorted(groups().items()))
     lines = [INTRO.format(groups=rows)]

@@ -37,7 +37,7 @@ def check_sharded_prep(run, shards):
     import torch
     from transformers import AutoTokenizer
 
-    from dfm_hpc.stages.cpt import load_texts, pack
+    from dfm_hpc.job.data import load_texts, pack
 
     data = run / "stages" / "cpt" / "data"
     assert sorted(p.name for p in data.glob("tokens-*.done")) == [f"tokens-{s:05d}.done" for s in range(shards)]

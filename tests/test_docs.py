@@ -17,7 +17,7 @@ def test_config_reference_is_current():
 
 
 def test_every_schema_key_is_documented():
-    from dfm_hpc.validate import SCHEMA_KEYS
+    from dfm_hpc.login.validate import SCHEMA_KEYS
 
     text = (REPO / "docs" / "config.md").read_text()
     missing = [k for k in SCHEMA_KEYS if f"`{k}`" not in text]

@@ -7,7 +7,8 @@ import itertools
 import pytest
 from omegaconf import OmegaConf
 
-from dfm_hpc import ds_config, schema
+from dfm_hpc import schema
+from dfm_hpc.job import ds_config
 
 deepspeed_config = pytest.importorskip("deepspeed.runtime.config")
 

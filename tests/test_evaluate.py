@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, dfm, run_dirs
-from dfm_hpc import compare
+from dfm_hpc import results
+from dfm_hpc.login import compare
 
 # One record as EuroEval 16.11 writes it (BenchmarkResult.model_dump(), one line of its results JSONL)
 EUROEVAL_RECORD = {
@@ -68,7 +69,7 @@ def test_compare_runs_and_sweep_points(tmp_path):
 
 EuroEval notes:
 - sweep_b/1:sft: vLLM missing
-""" % (a / compare.RESULTS, sweep / "0" / compare.RESULTS, sweep / "1" / compare.RESULTS)
+""" % (a / results.RESULTS, sweep / "0" / results.RESULTS, sweep / "1" / results.RESULTS)
 
 
 def test_compare_cli_results_file_and_missing(tmp_path):
@@ -77,10 +78,10 @@ def test_compare_cli_results_file_and_missing(tmp_path):
     empty = tmp_path / "run_b"
     empty.mkdir()
     (empty / "config.yaml").write_text("name: x\n")
-    r = dfm("compare", str(a / compare.RESULTS), str(empty), cwd=tmp_path)
+    r = dfm("compare", str(a / results.RESULTS), str(empty), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines()[:3] == ["| metric | run_a:base |", "|---|---:|", "| eval_loss | 3.0000 |"]
-    assert f"- run_b: no evaluate results ({empty / compare.RESULTS} is missing)" in r.stdout
+    assert f"- run_b: no evaluate results ({empty / results.RESULTS} is missing)" in r.stdout
     r = dfm("compare", str(tmp_path / "nowhere"), cwd=tmp_path)
     assert r.returncode == 2 and "no run" in r.stdout
 
@@ -171,8 +172,9 @@ def test_stage_on_tiny_models(tmp_path, capsys):
     from omegaconf import OmegaConf
 
     from dfm_hpc import dist, schema, tiny
-    from dfm_hpc.rank import StageContext
-    from dfm_hpc.stages import cpt, evaluate
+    from dfm_hpc.job.rank import StageContext
+    from dfm_hpc.stages import evaluate
+    from dfm_hpc.tiny import data as cpt
 
     run = tmp_path / "run"
     sdir = run / "stages" / "evaluate"
@@ -215,7 +217,7 @@ def test_model_specs_default_and_refs(tmp_path):
     from omegaconf import OmegaConf
 
     from dfm_hpc import dist, schema
-    from dfm_hpc.rank import StageContext
+    from dfm_hpc.job.rank import StageContext
     from dfm_hpc.stages import evaluate
 
     run = tmp_path / "run"
@@ -254,7 +256,8 @@ def test_cli_end_to_end(tmp_path):
 def test_perplexity_matches_the_models_own_loss_and_ignores_padding(tmp_path):
     """One text: our NLL is the model's own labels= loss; many texts: batching (right padding) changes nothing."""
     from dfm_hpc import tiny
-    from dfm_hpc.stages import cpt, evaluate
+    from dfm_hpc.stages import evaluate
+    from dfm_hpc.tiny import data as cpt
 
     model, tok = evaluate.load(tiny.resolve("tiny:llama", tmp_path / "cache"))
     texts = [json.loads(ln)["text"] for ln in cpt.tiny_corpus(tmp_path / "e.jsonl", 12, seed=1).read_text().splitlines()]

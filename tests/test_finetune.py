@@ -40,7 +40,7 @@ def check_chain(stage_dir, model_dir=None):
     import torch
     from types import SimpleNamespace
 
-    from dfm_hpc.train import load_model_or_adapter
+    from dfm_hpc.job.train import load_model_or_adapter
 
     st = SimpleNamespace(precision="fp32", attn_implementation="sdpa")
     model = load_model_or_adapter(str(model_dir or stage_dir / "model"), st).eval()

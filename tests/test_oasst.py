@@ -1,4 +1,4 @@
-"""dfm_hpc.oasst: the published OASST2 forms load alike, the filter keeps trees connected, the fixture
+"""dfm_hpc.text.oasst: the published OASST2 forms load alike, the filter keeps trees connected, the fixture
 is realistic and deterministic. Everything runs on the fixture the module writes itself (no hub)."""
 
 from __future__ import annotations
@@ -14,17 +14,18 @@ from pathlib import Path
 
 import pytest
 
-from dfm_hpc import oasst
+from dfm_hpc.text import oasst
+from dfm_hpc.tiny import data as tiny_data
 
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
-# The fixture's fixed content (the seed only reorders it and draws ids): see oasst._TREES.
+# The fixture's fixed content (the seed only reorders it and draws ids): see dfm_hpc/tiny/oasst_fixture.json.
 N_TREES, N_MESSAGES = 17, 100
 EN_COUNTS = {"input": 100, "kept": 87, "deleted": 1, "review_failed": 1, "other_language": 8, "orphaned": 3}
 
 
 @pytest.fixture(scope="module")
 def fx(tmp_path_factory) -> dict:
-    return oasst.write_fixture(tmp_path_factory.mktemp("fx"))
+    return tiny_data.write_fixture(tmp_path_factory.mktemp("fx"))
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +79,7 @@ def test_directory(fx, msgs, tmp_path):
     assert oasst.load_messages(str(only_trees)) == msgs
     # messages win over trees: a trees file with other ids beside it is not read
     mixed = tmp_path / "mixed"
-    other = oasst.write_fixture(tmp_path / "other", seed=1)
+    other = tiny_data.write_fixture(tmp_path / "other", seed=1)
     mixed.mkdir()
     shutil.copy(fx["messages"], mixed)
     shutil.copy(other["trees"], mixed / "z.trees.jsonl.gz")
@@ -136,7 +137,7 @@ def test_minimal_records_get_every_field(tmp_path):
 
 
 def test_no_heavy_imports():
-    code = "import sys, dfm_hpc.oasst; bad = {'datasets', 'torch', 'pandas', 'pyarrow'} & set(sys.modules); " \
+    code = "import sys, dfm_hpc.text.oasst; bad = {'datasets', 'torch', 'pandas', 'pyarrow'} & set(sys.modules); " \
            "assert not bad, bad"
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -259,17 +260,17 @@ def test_filter_rules_on_handmade_messages():
 
 
 def test_fixture_is_deterministic(tmp_path, msgs):
-    a = oasst.write_fixture(tmp_path / "a", seed=0)
-    b = oasst.write_fixture(tmp_path / "b", seed=0)
+    a = tiny_data.write_fixture(tmp_path / "a", seed=0)
+    b = tiny_data.write_fixture(tmp_path / "b", seed=0)
     for kind in ("messages", "trees"):
         assert a[kind].name == f"oasst2_tiny.{kind}.jsonl.gz"
         assert a[kind].read_bytes() == b[kind].read_bytes()
     assert oasst.load_messages(str(a["messages"])) == msgs
-    oasst.write_fixture(tmp_path / "a", seed=0)  # rewriting in place: same bytes, no temp files left
+    tiny_data.write_fixture(tmp_path / "a", seed=0)  # rewriting in place: same bytes, no temp files left
     assert a["messages"].read_bytes() == b["messages"].read_bytes()
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == sorted(p.name for p in a.values())
 
-    other = oasst.load_messages(str(oasst.write_fixture(tmp_path / "c", seed=7)["trees"]))
+    other = oasst.load_messages(str(tiny_data.write_fixture(tmp_path / "c", seed=7)["trees"]))
     assert {m["message_id"] for m in other}.isdisjoint(m["message_id"] for m in msgs)
     assert Counter(m["text"] for m in other) == Counter(m["text"] for m in msgs)  # same content, new order
     assert [m["text"] for m in other] != [m["text"] for m in msgs]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dfm_hpc import pii
+from dfm_hpc.text import pii
 
 # --- a generator of Danish text with planted PII (also used by bench/pii_throughput.py) -----------
 _DAYS = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
@@ -298,7 +298,7 @@ def _cfg(**pii_cfg):
 
 def _ctx(run: Path, worker=0, workers=1):
     from dfm_hpc.dist import DistEnv
-    from dfm_hpc.rank import StageContext
+    from dfm_hpc.job.rank import StageContext
 
     env = DistEnv(rank=0, local_rank=0, world_size=1, local_world_size=1, node_rank=0, master_addr="127.0.0.1",
                   master_port=29500)
@@ -362,7 +362,7 @@ def _outputs(run: Path):
 
 
 def test_resume_after_preemption_and_torn_line_is_byte_identical(tmp_path):
-    from dfm_hpc.rank import Preempted
+    from dfm_hpc.job.rank import Preempted
     from dfm_hpc.stages import pii as stage
 
     cfg = _cfg(replacement="fake")
@@ -391,7 +391,7 @@ def test_resume_after_preemption_and_torn_line_is_byte_identical(tmp_path):
 
 
 def test_changed_settings_refuse_to_resume(tmp_path):
-    from dfm_hpc.rank import Preempted
+    from dfm_hpc.job.rank import Preempted
     from dfm_hpc.stages import pii as stage
 
     run = _make_run(tmp_path)

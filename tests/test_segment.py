@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from dfm_hpc.segment import Piece, reassemble, segment
+from dfm_hpc.text.segment import Piece, reassemble, segment
 
 
 def translated_spans(text: str, pieces: list[Piece]) -> list[tuple[int, int]]:

@@ -9,7 +9,7 @@ import re
 import pytest
 
 from conftest import dfm, run_dirs
-from dfm_hpc.stages.translate import append_durable, balance, chunks, recover
+from dfm_hpc.job.shards import append_durable, balance, chunks, recover
 
 CODE = re.compile(r"```.*?```", re.S)
 URL = re.compile(r"https?://[^\s)>\]]+")
@@ -56,7 +56,7 @@ def translated(tmp_path_factory):
 
 
 def test_translation_keeps_code_urls_and_trees(translated):
-    from dfm_hpc import oasst
+    from dfm_hpc.text import oasst
 
     t = translated / "stages" / "translate"
     plan = json.loads((t / "plan.json").read_text())

@@ -1,4 +1,4 @@
-"""Tiny models (dfm_hpc.tiny) and the translation backends (dfm_hpc.translators), on CPU.
+"""Tiny models (dfm_hpc.tiny) and the translation backends (dfm_hpc.text.translators), on CPU.
 
 The tiny models are built once per module in a temp dir (a few seconds, mostly imports); every
 test after that runs in well under a second or two.
@@ -17,7 +17,7 @@ pytest.importorskip("transformers")
 pytest.importorskip("sentencepiece")
 
 from dfm_hpc import tiny  # noqa: E402
-from dfm_hpc.translators import (  # noqa: E402
+from dfm_hpc.text.translators import (  # noqa: E402
     CT2Translator, HFTranslator, fixed_batches, make_batches, make_translator, padding_efficiency,
 )
 
@@ -280,7 +280,7 @@ def test_ct2_conversion_and_agreement_with_hf(hf, ct2, t5_path, cache):
 
 
 def test_convert_to_ct2_replaces_a_conversion_of_other_settings(t5_path, tmp_path):
-    from dfm_hpc.translators import convert_to_ct2
+    from dfm_hpc.text.translators import convert_to_ct2
 
     out = convert_to_ct2(t5_path, tmp_path / "m", quantization="int8")
     assert json.loads((out / "dfm_ct2_source.json").read_text())["quantization"] == "int8"

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from dfm_hpc.plan import billing, plan, stage_cluster
-from dfm_hpc.prefetch import is_hub_id
+from dfm_hpc.schema import TRAINED_STAGES
+from dfm_hpc.sources import is_hub_id
 
-TRAINED = ("cpt", "sft", "dpo")
 HYPER = {  # config key -> label, per training stage
     "max_steps": "steps", "global_batch_size": "global batch (sequences)", "micro_batch_size": "micro batch per device",
     "seq_len": "sequence length", "lr": "peak learning rate", "warmup_steps": "warm-up steps",
@@ -34,7 +34,7 @@ def _json(path: Path) -> Optional[dict]:
 
 
 def trained_stages(cfg, run_dir: Path) -> List[str]:
-    return [s for s in cfg.stages if s in TRAINED and (run_dir / "stages" / s / "model").is_dir()]
+    return [s for s in cfg.stages if s in TRAINED_STAGES and (run_dir / "stages" / s / "model").is_dir()]
 
 
 # ---------------------------------------------------------------- compute used
@@ -179,7 +179,7 @@ def data_section(cfg, run_dir: Path) -> str:
         counts = ", ".join(f"{k} {v}" for k, v in pii["counts"].items())
         lines.append(f"- **Personal information** was filtered before training (dfm_hpc PII stage, replacement "
                      f"`{pii['replacement']}`): {counts} found and replaced.")
-    elif any(s in cfg.stages for s in TRAINED):
+    elif any(s in cfg.stages for s in TRAINED_STAGES):
         lines.append("- **Personal information**: this run had no PII stage; the data was not filtered by it.")
     return "\n".join(lines) + "\n"
 

@@ -8,8 +8,7 @@ with its adapter switched off is the reference (a deep copy is impossible under 
 
 from __future__ import annotations
 
-from dfm_hpc import train
-from dfm_hpc.stages.sft import load_base, load_chats, peft_config, split
+from dfm_hpc.job import data, train
 
 
 def run(cfg, ctx) -> None:
@@ -17,13 +16,13 @@ def run(cfg, ctx) -> None:
 
     st = cfg.dpo
     train.accelerate_deepspeed_cpu_compat()
-    model, tokenizer, base = load_base(cfg, ctx, st, "dpo")
-    train_ds, eval_ds = split(load_chats(st.dataset, ctx, "dpo"))
+    model, tokenizer, base = train.load_base(cfg, ctx, st, "dpo")
+    train_ds, eval_ds = data.split(data.load_chats(st.dataset, ctx, "dpo"))
     args = trl.DPOConfig(**train.training_args(cfg, ctx, st), max_length=st.seq_len, beta=st.beta,
                          loss_type=[st.loss_type], precompute_ref_log_probs=st.precompute_ref_log_probs)
     callback = train.metrics_callback(cfg, ctx, st, tokens_per_step=2 * st.global_batch_size * st.seq_len)
     trainer = trl.DPOTrainer(model=model, ref_model=None, args=args, processing_class=tokenizer,
-                             train_dataset=train_ds, eval_dataset=eval_ds, peft_config=peft_config(cfg),
+                             train_dataset=train_ds, eval_dataset=eval_ds, peft_config=train.peft_config(cfg),
                              callbacks=[callback])
     train.fit(trainer, ctx, callback, tokenizer, f"DPO of {cfg.model.name} ({cfg.peft.method}, beta {st.beta})",
               eval_keys=("eval_loss", "eval_rewards/accuracies", "eval_rewards/margins"), base=base, st=st)

@@ -27,9 +27,10 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Dict, List, Optional, Tuple
 
-from dfm_hpc import compare, tiny
+from dfm_hpc import tiny
+from dfm_hpc.schema import TRAINED_STAGES
+from dfm_hpc import results
 
-TRAINED_STAGES = ("cpt", "sft", "dpo")
 
 PROMPTS = [
     "Hvad er hovedstaden i Danmark?",
@@ -103,7 +104,7 @@ def load(path: str):
     import torch
     from transformers import AutoTokenizer
 
-    from dfm_hpc import train
+    from dfm_hpc.job import train
 
     st = SimpleNamespace(precision="bf16", attn_implementation="sdpa")
     model = train.load_model_or_adapter(path, st)
@@ -117,17 +118,13 @@ def load(path: str):
 
 def eval_texts(cfg, ctx) -> Tuple[str, List[str]]:
     """(source, texts) of data.eval_text: tiny:eval, a local JSONL/Parquet (`text`), or a hub id."""
-    from dfm_hpc.stages import cpt
+    from dfm_hpc.job import data
 
     source = cfg.data.eval_text
     if not source:
         return held_out(cfg, ctx)
     cache = ctx.run_dir / "cache"
-    if source == "tiny:eval":
-        path = cpt.tiny_corpus(cache / "eval_tiny.jsonl", n_docs=40, seed=1)
-        texts = [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines()]
-    else:
-        texts = cpt.load_texts(source, cache)
+    texts = data.load_texts(source, cache)
     return source, texts[: cfg.evaluate.max_eval_texts]
 
 
@@ -136,16 +133,16 @@ def held_out(cfg, ctx) -> Tuple[str, List[str]]:
     documents (the corpus's last `cpt.eval_fraction`), else the SFT (or DPO) stage's held-out chats
     (the same split it evaluated on), one text per conversation. Validation makes sure one exists."""
     if "cpt" in cfg.stages:
-        from dfm_hpc.stages.cpt import corpus_source, load_texts
+        from dfm_hpc.job import data
 
-        texts = load_texts(corpus_source(cfg, ctx), ctx.run_dir / "cache")
+        texts = data.load_texts(data.corpus_source(cfg, ctx), ctx.run_dir / "cache")
         n_eval = max(1, int(len(texts) * cfg.cpt.eval_fraction))
         return f"held-out CPT documents ({n_eval})", texts[-n_eval:][: cfg.evaluate.max_eval_texts]
     for stage in ("sft", "dpo"):  # DPO: the prompt and its chosen reply
         if stage in cfg.stages:
-            from dfm_hpc.stages.sft import load_chats, split
+            from dfm_hpc.job import data
 
-            _, rows = split(load_chats(cfg[stage].dataset, ctx, stage))
+            _, rows = data.split(data.load_chats(cfg[stage].dataset, ctx, stage))
             chats = [row["messages"] if stage == "sft" else row["prompt"] + row["chosen"] for row in rows]
             texts = ["\n\n".join(m["content"] for m in chat) for chat in chats]
             return (f"held-out {stage.upper()} chats ({len(texts)} conversations)",
@@ -320,9 +317,9 @@ def prefetch_euroeval(cache_dir: str, tasks: List[str]) -> int:
 def write_outputs(sdir: Path, source: str, rows: List[dict], samples: List[dict]) -> None:
     (sdir / "results.json").write_text(json.dumps({"eval_data": source, "models": rows}, indent=2,
                                                   ensure_ascii=False) + "\n")
-    md = [f"# Evaluation\n", f"Held-out text: `{source}`\n",
-          compare.markdown_table([(r["name"], compare.flatten(r)) for r in rows])]
-    notes = compare.notes([(r["name"], r) for r in rows])
+    md = ["# Evaluation\n", f"Held-out text: `{source}`\n",
+          results.markdown_table([(r["name"], results.flatten(r)) for r in rows])]
+    notes = results.notes([(r["name"], r) for r in rows])
     if notes:
         md.append("\nEuroEval:\n\n" + "\n".join(f"- {n}" for n in notes) + "\n")
     (sdir / "results.md").write_text("\n".join(md))

@@ -1,4 +1,4 @@
-"""PII stage: find and replace personal information (dfm_hpc.pii) in training data, sharded and resumable.
+"""PII stage: find and replace personal information (dfm_hpc.text.pii) in training data, sharded and resumable.
 
 Input (`pii.input`): unset = this run's merge outputs (views `sft` and `dpo`: every message's
 `content`), or a JSONL/Parquet file with a `text` column, or `tiny:corpus` (view `corpus`).
@@ -24,9 +24,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Dict, List, Tuple
 
-from dfm_hpc import pii
-from dfm_hpc.rank import Preempted
-from dfm_hpc.stages.translate import append_durable, resume_point
+from dfm_hpc.text import pii
+from dfm_hpc.job.rank import Preempted
+from dfm_hpc.job.shards import append_durable, resume_point
 
 MERGE_VIEWS = ("sft", "dpo")
 DPO_FIELDS = ("prompt", "chosen", "rejected")
@@ -75,12 +75,9 @@ def sources(cfg, ctx) -> List[Dict]:
                                     "run the merge stage first, or set pii.input")
         return out
     if src.startswith("tiny:"):
-        from dfm_hpc.stages.cpt import tiny_corpus
+        from dfm_hpc import tiny
 
-        path = ctx.run_dir / "cache" / "danish_tiny.jsonl"
-        if not path.exists():  # several workers: write once (tiny_corpus itself is race-safe)
-            tiny_corpus(path)
-        src = str(path)
+        src = tiny.resolve_data(src, ctx.run_dir / "cache")
     if not Path(src).exists():
         raise FileNotFoundError(f"pii.input {src} does not exist")
     return [{"view": "corpus", "path": src, "kind": "parquet" if src.endswith(".parquet") else "jsonl"}]

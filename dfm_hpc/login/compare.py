@@ -9,57 +9,10 @@ its own results.md with the same table code (`markdown_table`).
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
-RESULTS = Path("stages") / "evaluate" / "results.json"
-# the fixed metrics of every model, in this order; EuroEval's follow, then the timing
-BASE_METRICS = ("eval_loss", "perplexity", "eval_texts", "eval_tokens")
-
-
-def flatten(model: dict) -> Dict[str, object]:
-    """One model entry of results.json -> {metric row label: value}, in table order."""
-    row: Dict[str, object] = {k: model.get(k) for k in BASE_METRICS}
-    for task, scores in sorted((model.get("euroeval") or {}).items()):
-        for metric, value in scores.items():
-            row[f"euroeval {task} {metric}"] = value
-    row["seconds"] = model.get("seconds")
-    return row
-
-
-def fmt(value) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value) or math.isinf(value):
-            return str(value)
-        return f"{value:.4f}" if abs(value) < 1e5 else f"{value:.4g}"
-    return str(value)
-
-
-def markdown_table(columns: Sequence[Tuple[str, Dict[str, object]]]) -> str:
-    """Rows = the union of the columns' metrics (first-seen order), columns = (label, {metric: value})."""
-    metrics: List[str] = []
-    for _, row in columns:
-        metrics += [m for m in row if m not in metrics]
-    if "seconds" in metrics:  # timing last, whatever order the columns came in
-        metrics.remove("seconds")
-        metrics.append("seconds")
-    lines = ["| metric | " + " | ".join(label for label, _ in columns) + " |",
-             "|---|" + "---:|" * len(columns)]
-    for m in metrics:
-        lines.append(f"| {m} | " + " | ".join(fmt(row.get(m)) for _, row in columns) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def notes(columns: Sequence[Tuple[str, dict]]) -> List[str]:
-    """`label: euroeval_note` for every model that has one."""
-    return [f"{label}: {m['euroeval_note']}" for label, m in columns if m.get("euroeval_note")]
+from dfm_hpc import results
 
 
 def _sources(ref: str, runs_root: str) -> List[Tuple[str, Path, List[str]]]:
@@ -74,9 +27,9 @@ def _sources(ref: str, runs_root: str) -> List[Tuple[str, Path, List[str]]]:
     p = rundir.resolve(ref, runs_root)
     if rundir.is_sweep_dir(p):
         points = rundir.read_yaml(p / "sweep.yaml").get("points", [])
-        return [(f"{p.name}/{pt['run_dir']}", p / str(pt["run_dir"]) / RESULTS, list(pt.get("overrides", [])))
+        return [(f"{p.name}/{pt['run_dir']}", p / str(pt["run_dir"]) / results.RESULTS, list(pt.get("overrides", [])))
                 for pt in points]
-    return [(p.name, p / RESULTS, [])]
+    return [(p.name, p / results.RESULTS, [])]
 
 
 def collect(refs: Sequence[str], runs_root: str = "runs") -> Tuple[List[Tuple[str, dict]], List[str]]:
@@ -98,8 +51,8 @@ def collect(refs: Sequence[str], runs_root: str = "runs") -> Tuple[List[Tuple[st
 
 def render(refs: Sequence[str], runs_root: str = "runs") -> str:
     columns, legend = collect(refs, runs_root)
-    out = markdown_table([(label, flatten(m)) for label, m in columns]) if columns else "No evaluate results found.\n"
-    extra = notes(columns)
+    out = results.markdown_table([(label, results.flatten(m)) for label, m in columns]) if columns else "No evaluate results found.\n"
+    extra = results.notes(columns)
     if legend:
         out += "\n" + "\n".join(f"- {line}" for line in legend) + "\n"
     if extra:

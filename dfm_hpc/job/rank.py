@@ -1,7 +1,7 @@
 """What every task runs: `run_stage(run_dir, stage)`.
 
 Called by submitit on Slurm (one task per rank, or one per node with launcher=torchrun) and by
-the local launcher (`python -m dfm_hpc.rank RUN_DIR STAGE`). Reads the snapshotted config (never
+the local launcher (`python -m dfm_hpc.job.rank RUN_DIR STAGE`). Reads the snapshotted config (never
 re-composes Hydra), exports the distributed env, writes its log to stages/<stage>/logs/, runs
 the stage module, and marks completion with plain files.
 """
@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dfm_hpc import dist, rundir
-from dfm_hpc.stages import STAGES
+from dfm_hpc import schema
+from dfm_hpc.schema import STAGES
 
 
 class Preempted(Exception):
@@ -64,15 +65,6 @@ class StageContext:
         print(f"[{time.strftime('%H:%M:%S')} rank {self.rank}/{self.world_size}] {msg}", flush=True)
 
 
-def load_config(run_dir: Path):
-    """The run's resolved config, typed again by the schema."""
-    from omegaconf import OmegaConf
-
-    from dfm_hpc.schema import Config
-
-    return OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(Path(run_dir) / "config.yaml"))
-
-
 def _redirect_output(log_file: Path) -> None:
     """Send this process's stdout/stderr (C level too: RCCL, DeepSpeed) to its rank log."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -93,7 +85,7 @@ def _spawn_torchrun(run_dir: Path, stage: str, array_index: int) -> int:
            f"--nnodes={e.get('SLURM_JOB_NUM_NODES', '1')}", f"--node-rank={e.get('SLURM_NODEID', '0')}",
            f"--nproc-per-node={e.get('DFM_HPC_NPROC_PER_NODE', '1')}",
            f"--master-addr={e['MASTER_ADDR']}", f"--master-port={e['MASTER_PORT']}",
-           "-m", "dfm_hpc.rank", str(run_dir), stage, str(array_index)]
+           "-m", "dfm_hpc.job.rank", str(run_dir), stage, str(array_index)]
     print("dfm_hpc: " + " ".join(cmd), flush=True)
     return subprocess.call(cmd)
 
@@ -120,7 +112,7 @@ def run_stage(run_dir: str, stage: str, array_index: int = 0) -> None:
             raise RuntimeError(f"torchrun exited with {code}; see {sdir / 'logs'}")
         return
     env = dist.setup_env()
-    cfg = load_config(run_dir)
+    cfg = schema.load_config(run_dir)
     size = cfg[stage].array
     name = f"rank-{env.rank}" if size == 1 else f"array-{array_index}-rank-{env.rank}"
     _redirect_output(sdir / "logs" / f"{name}.log")
@@ -134,7 +126,7 @@ def run_stage(run_dir: str, stage: str, array_index: int = 0) -> None:
         ctx.log("already DONE; nothing to do")
         return
     try:
-        module = importlib.import_module(STAGES[stage][0])
+        module = importlib.import_module(STAGES[stage].module)
         module.run(cfg, ctx)
     except Preempted as e:
         ctx.log(f"stopping for the time limit: {e}")

@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
 
-_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+from dfm_hpc.schema import TRAINED_STAGES
+from dfm_hpc.sources import is_hub_id
+
 
 
 @dataclass(frozen=True)
@@ -26,11 +28,6 @@ class Need:
     repo_id: str
     revision: Optional[str]
     key: str  # the config key that names it
-
-
-def is_hub_id(name: Optional[str]) -> bool:
-    return bool(name) and bool(_HUB_ID.match(name)) and not name.startswith((".", "/", "~", "tiny:")) \
-        and not Path(name).expanduser().exists()
 
 
 def needs(cfg) -> List[Need]:
@@ -44,7 +41,7 @@ def needs(cfg) -> List[Need]:
     if "translate" in stages:
         add("model", cfg.translator.name_or_path, cfg.translator.revision, "translator.name_or_path")
         add("dataset", cfg.data.oasst2, cfg.data.oasst2_revision, "data.oasst2")
-    if stages & {"cpt", "sft", "dpo", "evaluate"}:
+    if stages & {*TRAINED_STAGES, "evaluate"}:
         add("model", cfg.model.name_or_path, None, "model.name_or_path")
     if "cpt" in stages:
         add("dataset", cfg.data.corpus, None, "data.corpus")

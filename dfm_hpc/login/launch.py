@@ -2,7 +2,7 @@
 
 Hydra composes each point (one, or one per sweep point with -m) and hands it to `_collect`; only
 when every point has been composed and validated is anything written or queued. Nothing here
-imports torch & co.: the heavy work happens in dfm_hpc.rank on the compute nodes.
+imports torch & co.: the heavy work happens in dfm_hpc.job.rank on the compute nodes.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from typing import Dict, List, Optional
 
 from omegaconf import OmegaConf
 
-from dfm_hpc import rundir, schema, validate
+from dfm_hpc import rundir, schema
+from dfm_hpc.login import validate
 from dfm_hpc.plan import StageJob, billing, gpu_hours, plan, stage_cluster
 
 EXIT_INVALID = 2
@@ -52,24 +53,6 @@ def report_problems(problems: List[str]) -> int:
     return EXIT_INVALID
 
 
-def typed(config: dict):
-    """A resolved config dict, typed and checked by the schema again (struct mode)."""
-    cfg = OmegaConf.merge(OmegaConf.structured(schema.Config), config)
-    OmegaConf.set_struct(cfg, True)
-    return cfg
-
-
-def known_keys(config, reference=None):
-    """`config` without the keys today's schema does not have (a run made by another dfm_hpc
-    version). For reading old runs (status, list); rerun stays strict, since dropping a key could
-    change what runs."""
-    ref = OmegaConf.structured(schema.Config) if reference is None else reference
-    if not isinstance(config, dict):
-        return config
-    return {k: known_keys(v, ref[k]) if OmegaConf.is_dict(ref[k]) else v
-            for k, v in config.items() if k in ref}
-
-
 def compose_config(overrides: List[str]):
     """One config from `+experiment=... key=value` (no sweep), typed; for subcommands such as
     prefetch. Raises ValueError with every problem."""
@@ -82,14 +65,14 @@ def compose_config(overrides: List[str]):
     if problems:
         raise ValueError("\n".join(problems))
     try:
-        with initialize_config_dir(version_base="1.3", config_dir=str(validate.CONF_DIR), job_name="dfm_hpc"):
-            return typed(OmegaConf.to_container(compose("config", overrides=list(overrides)), resolve=True))
+        with initialize_config_dir(version_base="1.3", config_dir=str(schema.CONF_DIR), job_name="dfm_hpc"):
+            return schema.typed(OmegaConf.to_container(compose("config", overrides=list(overrides)), resolve=True))
     except (HydraException, OmegaConfBaseException) as e:
         raise ValueError(validate.explain_hydra_error(e)) from None
 
 
 def prefetch(overrides: List[str], fetch: bool) -> int:
-    from dfm_hpc import prefetch as pf
+    from dfm_hpc.login import prefetch as pf
 
     try:
         cfg = compose_config(overrides)
@@ -148,7 +131,7 @@ def hydra_main(argv: List[str]) -> int:
                           "--shell-completion", "-sc", "--config-", "-cp", "-cn", "-cd")) for a in argv):
         return _sweep(argv)
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let composition errors reach us (exit 2, not Hydra's 1)
-    app = hydra.main(config_path=str(validate.CONF_DIR), config_name="config", version_base="1.3")(_collect)
+    app = hydra.main(config_path=str(schema.CONF_DIR), config_name="config", version_base="1.3")(_collect)
     saved, sys.argv = sys.argv, ["dfm_hpc", *argv]
     _points.clear()
     _compose_problems.clear()
@@ -187,7 +170,7 @@ def _sweep(argv: List[str]) -> int:
     bases: Dict[tuple, object] = {}
     points: List[Point] = []
     problems: List[str] = []
-    with initialize_config_dir(version_base="1.3", config_dir=str(validate.CONF_DIR), job_name="dfm_hpc"):
+    with initialize_config_dir(version_base="1.3", config_dir=str(schema.CONF_DIR), job_name="dfm_hpc"):
         for combo in combos:
             is_group = [o.split("=", 1)[0].lstrip("+~") in group_names for o in combo]
             groups_part = tuple(o for o, g in zip(combo, is_group) if g)
@@ -259,7 +242,7 @@ def _make_dirs(cfgs, points: List[Point], sweep: bool, argv: List[str]) -> List[
 
 
 def launch(points: List[Point], argv: List[str], sweep: bool) -> int:
-    # Points come typed from Hydra's composition or from typed() (rerun); re-typing costs 40 ms each
+    # Points come typed from Hydra's composition or from schema.typed() (rerun); re-typing costs 40 ms each
     cfgs = [OmegaConf.create(p.config) for p in points]
     problems: List[str] = []
     for p, cfg in zip(points, cfgs):
@@ -293,7 +276,7 @@ def _job_name(cfg, stage: str) -> str:
 
 
 def _dry_run(cfgs, plans, points, dirs, sweep) -> int:
-    from dfm_hpc import slurm
+    from dfm_hpc.login import slurm
 
     con = _console()
     for i, (cfg, jobs, p, d) in enumerate(zip(cfgs, plans, points, dirs)):
@@ -302,7 +285,7 @@ def _dry_run(cfgs, plans, points, dirs, sweep) -> int:
             sdir.mkdir(parents=True, exist_ok=True)
             if cfg.cluster.scheduler == "local":
                 text = (f"# cluster=local: {j.world_size} processes of\n"
-                        f"{sys.executable} -m dfm_hpc.rank {d} {j.stage}\n")
+                        f"{sys.executable} -m dfm_hpc.job.rank {d} {j.stage}\n")
             else:
                 dep = f"afterok:<job id of {j.after}>" if j.after and j.after not in p.reuse else None
                 params = slurm.executor_params(j, stage_cluster(cfg, j.stage), _job_name(cfg, j.stage), dep)
@@ -320,7 +303,7 @@ def _dry_run(cfgs, plans, points, dirs, sweep) -> int:
 
 
 def _run_local(cfgs, plans, points, dirs) -> int:
-    from dfm_hpc import local
+    from dfm_hpc.login import local
 
     con = _console()
     for cfg, jobs, p, d in zip(cfgs, plans, points, dirs):
@@ -344,7 +327,7 @@ def _run_local(cfgs, plans, points, dirs) -> int:
 
 def _submit_slurm(cfgs, plans, points, dirs, sweep) -> int:
     """Stage by stage; sweep points with identical jobs go out as one array (aftercorr chains)."""
-    from dfm_hpc import slurm
+    from dfm_hpc.login import slurm
 
     con = _console()
     cfg = cfgs[0]
@@ -373,7 +356,7 @@ def _submit_slurm(cfgs, plans, points, dirs, sweep) -> int:
 
 
 def _submit_groups(cfgs, plans, points, dirs, groups, python, queued: List[str]) -> None:
-    from dfm_hpc import slurm
+    from dfm_hpc.login import slurm
 
     con = _console()
     cfg = cfgs[0]
@@ -426,7 +409,7 @@ def rerun(ref: str, overrides: List[str], fresh: bool) -> int:
     points: List[Point] = []
     for old in olds:
         try:
-            cfg = typed(rundir.read_yaml(old / "config.yaml"))
+            cfg = schema.typed(rundir.read_yaml(old / "config.yaml"))
         except OmegaConfBaseException as e:
             return report_problems([f"{old / 'config.yaml'} does not fit this dfm_hpc version's schema "
                                     f"({validate.explain_hydra_error(e)}); rerun it with the code it ran with "
@@ -451,7 +434,7 @@ def rerun(ref: str, overrides: List[str], fresh: bool) -> int:
         con.print(f"reusing finished stages: {', '.join(points[0].reuse)} (--fresh runs them again)")
     if points[0].resume:
         con.print(f"continuing unfinished stages where they stopped: {', '.join(points[0].resume)}")
-    if all(set(p.reuse) == set(typed(p.config).stages) for p in points):
+    if all(set(p.reuse) == set(schema.typed(p.config).stages) for p in points):
         con.print("every stage of this run is done; nothing to rerun (use --fresh to run it again)")
         return 0
     argv = ["python", "-m", "dfm_hpc", "rerun", ref, *overrides] + (["--fresh"] if fresh else [])

@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from dfm_hpc import ds_config, metrics, tiny
+from dfm_hpc import metrics, tiny
+from dfm_hpc.job import ds_config
 
 
 def accelerate_deepspeed_cpu_compat() -> None:
@@ -262,7 +263,7 @@ def finish(trainer, ctx, callback, title: str, extra: Optional[dict] = None, tok
     """After train(): stop here on preemption (rank.Preempted), else save the model, curve, summary."""
     import torch.distributed as dist
 
-    from dfm_hpc.rank import Preempted
+    from dfm_hpc.job.rank import Preempted
 
     if callback.preempted:
         raise Preempted(f"checkpoint saved at step {trainer.state.global_step}")
@@ -317,3 +318,37 @@ def teardown() -> None:
 
     if dist.is_initialized():
         dist.destroy_process_group()  # without it, gloo may abort the process at exit
+
+
+def peft_config(cfg):
+    if cfg.peft.method == "none":
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(r=cfg.peft.r, lora_alpha=cfg.peft.alpha, lora_dropout=cfg.peft.dropout,
+                      target_modules=list(cfg.peft.target_modules), task_type="CAUSAL_LM")
+
+
+def load_base(cfg, ctx, st, stage: str):
+    """(model, tokenizer, where the model came from). The model to fine-tune: `init_from` (a run dir: its sft or cpt model), else the model an
+    earlier stage of this run made (dpo after sft, sft after cpt), else `model.name_or_path`.
+    QLoRA loads the base in 4 bits (bitsandbytes; on MI250X only if the container's build supports it)."""
+    from transformers import AutoTokenizer
+
+    path = model_path(cfg, ctx)
+    before = list(cfg.stages)[: list(cfg.stages).index(stage)] if stage in cfg.stages else []
+    init = st.init_from or (str(ctx.run_dir) if {"sft", "cpt"} & set(before) else None)
+    if init:
+        for prev in ("sft", "cpt"):
+            cand = Path(init) / "stages" / prev / "model"
+            if cand.is_dir():
+                path = str(cand)
+                break
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if cfg.peft.method == "qlora":
+        import torch
+        from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+        q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
+        return AutoModelForCausalLM.from_pretrained(path, quantization_config=q), tokenizer, path
+    return load_model_or_adapter(path, st), tokenizer, path

@@ -1,6 +1,6 @@
 """cluster=local: run each stage's ranks as processes on this machine, in order, and wait.
 
-Same entry point as on Slurm (`dfm_hpc.rank`); only the variables that srun would provide are
+Same entry point as on Slurm (`dfm_hpc.job.rank`); only the variables that srun would provide are
 set here. Rank 0's log is echoed to the terminal so the user sees progress.
 """
 
@@ -71,7 +71,7 @@ def _run_copy(run_dir: Path, job: StageJob, base: dict, index: int, sdir: Path, 
     procs: List[subprocess.Popen] = []
     for r in range(job.world_size):
         env = {**base, "RANK": str(r), "LOCAL_RANK": str(r)}
-        procs.append(subprocess.Popen([sys.executable, "-m", "dfm_hpc.rank", str(run_dir), job.stage, str(index)],
+        procs.append(subprocess.Popen([sys.executable, "-m", "dfm_hpc.job.rank", str(run_dir), job.stage, str(index)],
                                       env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     (sdir / "pids").write_text(" ".join(str(p.pid) for p in procs) + "\n")
     log = sdir / "logs" / ("rank-0.log" if job.array == 1 else f"array-{index}-rank-0.log")

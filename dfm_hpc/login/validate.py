@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import os
 import typing
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from dfm_hpc import lumi, schema
+from dfm_hpc import lumi, schema, sources
 from dfm_hpc.plan import StageJob, parse_time, plan, stage_cluster
-from dfm_hpc.stages import STAGE_INPUTS, STAGES, is_implemented
+from dfm_hpc.schema import STAGES, TRAINED_STAGES as TRAIN_STAGES
 
-CONF_DIR = Path(os.environ.get("DFM_HPC_CONF", Path(__file__).resolve().parent.parent / "conf"))
+CONF_DIR = schema.CONF_DIR
 
-TRAIN_STAGES = ("cpt", "sft", "dpo")
 
 
 # ---------------------------------------------------------------- the schema as a key index
@@ -43,7 +41,7 @@ SCHEMA_KEYS = _schema_keys()
 def groups() -> Dict[str, List[str]]:
     """Config group -> its options (YAML files in conf/<group>/, plus the stages' `default`)."""
     out = {d.name: sorted(p.stem for p in d.glob("*.yaml")) for d in CONF_DIR.iterdir() if d.is_dir()}
-    for stage in schema.STAGE_CONFIGS:
+    for stage in schema.STAGES:
         out.setdefault(stage, [])
         out[stage] = sorted(set(out[stage]) | {"default"})
     return out
@@ -107,11 +105,6 @@ def check_overrides(overrides: List[str]) -> List[str]:
 
 # ---------------------------------------------------------------- pass 2: the composed config
 
-def _is_local_path(value: str) -> bool:
-    """Hub ids look like org/name; local paths start with / . ~ or end in a data-file suffix."""
-    return value.startswith(("/", "./", "../", "~")) or value.endswith(
-        (".jsonl", ".json", ".gz", ".parquet", ".arrow", ".txt", ".csv"))
-
 
 def _should_check_paths(cfg) -> bool:
     if cfg.cluster.check_paths is not None:
@@ -155,9 +148,6 @@ def check_config(cfg) -> List[str]:
             parse_time(cfg[s].time)
         except ValueError as e:
             add(f"{s}.time: {e}")
-        if not cfg.dry_run and not is_implemented(s):
-            add(f"stage {s!r} is not implemented yet (issue #{STAGES[s][1]}); "
-                "dry_run=true shows its plan without submitting")
     if any(p.endswith(".time") or "walltime" in p for p in problems):
         return problems
 
@@ -201,7 +191,7 @@ def check_config(cfg) -> List[str]:
                 add(f"{job.stage}.precision={st.precision!r}: use bf16 (GPUs) or fp32")
             if st.wandb_mode not in ("offline", "online", "disabled"):
                 add(f"{job.stage}.wandb_mode={st.wandb_mode!r}: use offline (compute nodes), online or disabled")
-        if job.stage == "evaluate" and not cfg.data.eval_text and not {"cpt", "sft", "dpo"} & set(cfg.stages):
+        if job.stage == "evaluate" and not cfg.data.eval_text and not set(TRAIN_STAGES) & set(cfg.stages):
             add("evaluate: data.eval_text is unset and this run has no cpt, sft or dpo stage whose held-out data "
                 "could stand in: give held-out Danish text (a JSONL/Parquet file with a `text` column or a hub "
                 "dataset id)")
@@ -223,7 +213,7 @@ def check_config(cfg) -> List[str]:
             if ds is None and "merge" not in cfg.stages:
                 add(f"{job.stage}.dataset is unset and this run has no merge stage: give an oasst2_translate run "
                     f"dir, a .parquet/.jsonl file or a hub id, e.g. {job.stage}.dataset=runs/oasst2_translate/<run>")
-            elif ds and _should_check_paths(cfg) and _is_local_path(ds) and not Path(ds).expanduser().exists():
+            elif ds and _should_check_paths(cfg) and sources.looks_local(ds) and not Path(ds).expanduser().exists():
                 add(f"{job.stage}.dataset={ds!r} does not exist")
         if job.stage in TRAIN_STAGES and cfg.peft.method == "qlora" and not job.gpus_per_node:
             add(f"{job.stage}: peft=qlora needs GPUs (bitsandbytes 4-bit); on CPU use peft=lora")
@@ -232,15 +222,15 @@ def check_config(cfg) -> List[str]:
 
     if _should_check_paths(cfg):
         for s in cfg.stages:
-            for key in STAGE_INPUTS.get(s, []):
+            for key in STAGES[s].inputs:
                 value = _get(cfg, key)
-                if value and _is_local_path(value) and not Path(value).expanduser().exists():
+                if value and sources.looks_local(value) and not Path(value).expanduser().exists():
                     add(f"{key}={value!r}: input of stage {s!r} does not exist (give a local path or a hub id org/name)")
             init = cfg[s].get("init_from") if s in TRAIN_STAGES else None
             if init and not Path(init).exists():
                 add(f"{s}.init_from={init!r}: no such run directory")
         if str(cl.env.get("HF_HUB_OFFLINE", "0")).lower() in ("1", "true") and not cfg.dry_run:
-            from dfm_hpc import prefetch  # the jobs run offline: what they load must be in their cache
+            from dfm_hpc.login import prefetch  # the jobs run offline: what they load must be in their cache
 
             gone = prefetch.missing(cfg)
             if gone:

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from dfm_hpc import rundir
+from dfm_hpc import rundir, schema
 from dfm_hpc.plan import billing, gpu_hours, plan, stage_cluster
 
 FINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
@@ -113,13 +113,11 @@ def _last_line(sdir: Path) -> str:
 def stage_rows(run: Path, rows: Dict[str, Tuple[str, int, int]]) -> List[dict]:
     from omegaconf.errors import OmegaConfBaseException
 
-    from dfm_hpc.cli import known_keys, typed
-
     raw = rundir.read_yaml(run / "config.yaml")
     try:
-        cfg = typed(raw)
+        cfg = schema.typed(raw)
     except OmegaConfBaseException:  # made by another dfm_hpc version: show what today's schema knows
-        cfg = typed(known_keys(raw))
+        cfg = schema.typed(schema.known_keys(raw))
     out = []
     for job in plan(cfg):
         sdir = rundir.stage_dir(run, job.stage)
@@ -241,11 +239,10 @@ def list_runs(runs_root: str = "runs") -> int:
 
 
 def list_all(runs_root: str = "runs") -> int:
-    from dfm_hpc.validate import CONF_DIR
 
     con = _console()
     con.print("[bold]experiments[/] (python -m dfm_hpc +experiment=NAME):")
-    for f in sorted((CONF_DIR / "experiment").glob("*.yaml")):
+    for f in sorted((schema.CONF_DIR / "experiment").glob("*.yaml")):
         desc = next((ln.split(":", 1)[1].strip() for ln in f.read_text().splitlines()
                      if ln.startswith("description:")), "")
         con.print(f"  {f.stem:<24} {desc}")

@@ -91,7 +91,7 @@ def submit(params: Dict[str, Any], folder: Path, python: str, calls: Sequence[tu
     jobs without waiting for them."""
     import submitit
 
-    from dfm_hpc import rank
+    from dfm_hpc.job import rank
 
     ex = submitit.SlurmExecutor(folder=folder, python=python, max_num_timeout=3)
     ex.update_parameters(**params)
