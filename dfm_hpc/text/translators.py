@@ -389,7 +389,7 @@ def make_translator(backend: str, name_or_path, *, cache_dir=None, quantization:
 
     ctranslate2 takes a converted dir as is, else converts (once) into cache_dir or next to the model.
     """
-    from . import tiny
+    from dfm_hpc import tiny
 
     name = tiny.resolve(str(name_or_path), cache_dir)
     if backend == "hf":
