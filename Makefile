@@ -4,15 +4,40 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test slurm setup bench clean
+.PHONY: demo test slurm setup bench lock lock-check clean
 
 setup: $(VENV)/.installed
 
-# torch pinned to the CPU build for dev/CI; LUMI jobs get torch from the ROCm container
-$(VENV)/.installed: pyproject.toml
+# Installs come from the locks in requirements/ (make lock writes them from pyproject.toml):
+#   login.txt  the login node (no extras)       dev.txt  dev/CI: every extra, torch 2.13.0 CPU
+#   lumi.txt   the LUMI overlay (train, translate; no torch: the ROCm container has it)
+# PIP_ARGS: e.g. --extra-index-url https://download.pytorch.org/whl/cpu where no local CPU wheel is
+PIP_ARGS ?=
+$(VENV)/.installed: requirements/dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q "torch==2.13.0" -e ".[dev,demo,translate]"
+	$(BIN)/pip install -q $(PIP_ARGS) -r requirements/dev.txt
+	$(BIN)/pip install -q --no-deps -e .
 	touch $@
+
+# uv (from PyPI) resolves; torch's CPU build from a local wheel dir, else the PyTorch CPU index
+UV_VERSION ?= 0.13.9
+TORCH_CPU := $(if $(wildcard /opt/wheels/torch-2.13.0+cpu-*.whl),--find-links /opt/wheels,--torch-backend cpu)
+LOCK_OUT ?= requirements
+COMPILE = $(BIN)/uv pip compile -q pyproject.toml --custom-compile-command "make lock"
+lock:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q "uv==$(UV_VERSION)"
+	$(COMPILE) --python-version 3.11 -o $(LOCK_OUT)/login.txt
+	$(COMPILE) --python-version 3.11 --extra dev --extra demo --extra translate --extra train \
+	  -c requirements/torch-cpu.in $(TORCH_CPU) -o $(LOCK_OUT)/dev.txt
+	$(COMPILE) --python-version 3.12 --extra train --extra translate --excludes requirements/no-torch.in \
+	  -o $(LOCK_OUT)/lumi.txt
+
+# would `make lock` change anything? (needs the package index; tests/test_lock.py is the offline check)
+lock-check:
+	rm -rf .lock-check && mkdir -p .lock-check
+	$(MAKE) -s lock LOCK_OUT=.lock-check
+	diff -r -x '*.in' requirements .lock-check && echo "locks are current" && rm -rf .lock-check
 
 # EuroEval pins other versions of huggingface_hub/numpy than the dev venv: its adapter test runs
 # in a venv of its own, with the real package

@@ -20,6 +20,9 @@
 #   OUT        output .sqsh; default: /project/$SBATCH_ACCOUNT/dfm_hpc/dfm_hpc-venv.sqsh
 #   EXTRAS     dfm_hpc extras to install (pyproject.toml); default: train,translate
 #   EXTRA_PIP  further pip requirements, space separated, e.g. "wandb evaluate==0.4.3"
+#   LOCK       the locked versions to install (make lock); default: requirements/lumi.txt of the
+#              checkout. Packages the container has keep the container's version (PIN); the rest
+#              get the locked one. LOCK= (empty) resolves anew from pyproject.toml's ranges.
 #   PIN        all (default): every package the container has keeps its version; pip only
 #              adds what is missing, choosing versions compatible with the container's.
 #              torch: pin only torch/torchvision/torchaudio/triton; pip may then install newer
@@ -75,6 +78,8 @@ EXTRAS="${EXTRAS-train,translate}"
 PIN="${PIN:-all}"
 [[ "$PIN" == all || "$PIN" == torch ]] || die "PIN=$PIN: use PIN=all or PIN=torch"
 read -r -a EXTRA_REQS <<<"${EXTRA_PIP:-}"
+LOCK="${LOCK-$REPO/requirements/lumi.txt}"
+[[ -z "$LOCK" || -f "$LOCK" ]] || die "LOCK=$LOCK does not exist (make lock writes requirements/lumi.txt)"
 
 # Singularity's cache and temp files go to scratch, never to the 20 GB home directory.
 if [[ -z "${SINGULARITY_CACHEDIR:-}" || -z "${SINGULARITY_TMPDIR:-}" ]]; then
@@ -206,9 +211,26 @@ done
 spec="$WORK/src"
 if [[ -n "$EXTRAS" ]]; then spec="$WORK/src[$EXTRAS]"; fi
 
+# The lock, less what the container pins (its copies stay; two pins of one package cannot resolve).
+lock_args=()
+if [[ -n "$LOCK" ]]; then
+  python3 - "$LOCK" "$WORK/constraints.txt" "$WORK/lock.txt" <<'PY'
+import re
+import sys
+
+lock, pins, out = sys.argv[1:4]
+norm = lambda s: re.sub(r"[-_.]+", "-", s).lower()
+pinned = {norm(ln.split("==")[0]) for ln in open(pins) if "==" in ln}
+kept = [ln.strip() for ln in open(lock) if re.match(r"^[A-Za-z0-9]", ln) and norm(ln.split("==")[0]) not in pinned]
+open(out, "w").write("\n".join(kept) + "\n")
+print(f"==> lock {lock}: {len(kept)} locked version(s) to install, the container's kept for the rest")
+PY
+  lock_args=(-r "$WORK/lock.txt")
+fi
+
 say "pip install dfm_hpc${EXTRAS:+[$EXTRAS]} ${EXTRA_REQS[*]:-}(non-editable; constraints keep the container's packages)"
 in_container env TMPDIR="$WORK/tmp" /user-software/bin/python -m pip install --no-cache-dir \
-  -c "$WORK/constraints.txt" "$spec" "${EXTRA_REQS[@]}" \
+  -c "$WORK/constraints.txt" "${lock_args[@]}" "$spec" "${EXTRA_REQS[@]}" \
   || die "pip install failed (see above). Internet is needed: run on a login node. A 'ResolutionImpossible'
   with PIN=all means a package needs a newer version of something the container has: pin an older
   version of that package in EXTRA_PIP, or try PIN=torch."
@@ -256,6 +278,7 @@ fi
   echo "pin: $PIN"
   echo "dfm_hpc git: $git_rev"
   echo "extras: ${EXTRAS:-none}; extra pip: ${EXTRA_REQS[*]:-none}"
+  echo "lock: ${LOCK:-none}${LOCK:+ sha256 $(sha256sum "$LOCK" | cut -d' ' -f1)}"
   echo "packages in the venv (the rest are the container's):"
   in_container /user-software/bin/python -m pip list --local --format=freeze
 } >"$WORK/venv/dfm_hpc-overlay.txt"

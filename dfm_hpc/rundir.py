@@ -1,7 +1,7 @@
 """The run directory: layout, snapshot (config, command, provenance), secrets redaction, markers.
 
     <runs_root>/<name>/<YYYY-mm-dd_HH-MM-SS>_<6 hex>/
-      config.yaml overrides.yaml command.txt provenance.json git.diff requirements.txt
+      config.yaml overrides.yaml command.txt provenance.json git.diff requirements.txt plan.json
       stages/<stage>/ sbatch.sh job_id DONE|FAILED logs/rank-<r>.log ranks/<r>.done outputs...
 A sweep directory holds sweep.yaml and one such run dir per point (0/, 1/, ...).
 Everything a rank needs is in its run dir; ranks never compose Hydra.
@@ -112,6 +112,40 @@ def installed_packages() -> List[str]:
     return sorted(seen.values(), key=str.lower)
 
 
+def lock_hashes() -> Dict[str, str]:
+    """sha256 of each lock file (requirements/*.txt, made by `make lock`) of the source checkout;
+    empty where dfm_hpc is installed without its checkout (the LUMI overlay)."""
+    locks = sorted((SOURCE_DIR / "requirements").glob("*.txt"))
+    return {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in locks}
+
+
+def package_drift(run_dir: Path, now: Optional[List[str]] = None, limit: int = 8) -> List[str]:
+    """How the installed packages differ from a run's requirements.txt ("name: then -> now")."""
+    f = Path(run_dir) / "requirements.txt"
+    if not f.exists():
+        return []
+
+    def parse(lines):
+        return dict(ln.lower().split("==", 1) for ln in lines if "==" in ln)
+
+    then, cur = parse(f.read_text().split()), parse(now if now is not None else installed_packages())
+    diff = [f"{k}: {then.get(k, '-')} -> {cur.get(k, '-')}" for k in sorted(set(then) | set(cur))
+            if then.get(k) != cur.get(k)]
+    return diff[:limit] + ([f"... and {len(diff) - limit} more"] if len(diff) > limit else [])
+
+
+def write_plan(run_dir: Path, jobs: List[Dict[str, Any]]) -> None:
+    """plan.json: each stage's job and prediction as planned at launch; status and the card read
+    it, so that a run is described by the code that launched it, not by today's."""
+    (Path(run_dir) / "plan.json").write_text(json.dumps({"version": 1, "stages": jobs}, indent=2) + "\n")
+
+
+def read_plan(run_dir: Path) -> Optional[List[Dict[str, Any]]]:
+    """plan.json's stages; None for run dirs made before plan.json existed."""
+    f = Path(run_dir) / "plan.json"
+    return json.loads(f.read_text())["stages"] if f.exists() else None
+
+
 def image_fingerprint(path: Optional[str]) -> Optional[Dict[str, Any]]:
     """Size, mtime and sha256 of the first and last 16 MiB: cheap for 20 GB images, and changes
     whenever the image is rebuilt (a full hash would take a minute on Lustre)."""
@@ -131,9 +165,9 @@ def image_fingerprint(path: Optional[str]) -> Optional[Dict[str, Any]]:
 
 def snapshot(run_dir: Path, config: Dict[str, Any], overrides: List[str], argv: List[str],
              extra: Optional[Dict[str, Any]] = None, git: Optional[Dict[str, Any]] = None,
-             packages: Optional[List[str]] = None) -> None:
+             packages: Optional[List[str]] = None, plan: Optional[List[Dict[str, Any]]] = None) -> None:
     """Write everything needed to understand and reproduce the run. `git` and `packages` can be
-    passed in so that a sweep computes them once."""
+    passed in so that a sweep computes them once; `plan` (plan.stage_records) becomes plan.json."""
     git = git if git is not None else git_state()
     run_dir = Path(run_dir)
     write_yaml(run_dir / "config.yaml", redact(config))
@@ -152,10 +186,13 @@ def snapshot(run_dir: Path, config: Dict[str, Any], overrides: List[str], argv: 
         "dfm_hpc_source": str(SOURCE_DIR),
         "git_commit": git["commit"],
         "git_dirty": git["dirty"],
+        "lock_sha256": lock_hashes(),  # beside requirements.txt (what was installed)
         "container_image": image_fingerprint(image),
     }
     prov.update(extra or {})
     (run_dir / "provenance.json").write_text(json.dumps(prov, indent=2) + "\n")
+    if plan is not None:
+        write_plan(run_dir, plan)
 
 
 def provenance(run_dir: Path) -> Dict[str, Any]:

@@ -430,6 +430,13 @@ def rerun(ref: str, overrides: List[str], fresh: bool) -> int:
     if then != now:
         con.print(f"[yellow]warning[/]: the code has changed since {old_top} ran "
                   f"(git {str(then)[:10]} then, {str(now)[:10]} now); the config is the same, the results may not be")
+    drift = rundir.package_drift(olds[0])
+    if drift:
+        from rich.markup import escape
+
+        # the snapshot's requirements.txt against this environment (make setup installs the lock)
+        con.print(f"[yellow]warning[/]: the installed packages differ from {olds[0] / 'requirements.txt'}: "
+                  + escape("; ".join(drift)))
     if points[0].reuse:
         con.print(f"reusing finished stages: {', '.join(points[0].reuse)} (--fresh runs them again)")
     if points[0].resume:
