@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -17,6 +18,34 @@ from omegaconf import OmegaConf
 
 # the Hydra config groups (a checkout's conf/; DFM_HPC_CONF points elsewhere)
 CONF_DIR = Path(os.environ.get("DFM_HPC_CONF", Path(__file__).resolve().parent.parent / "conf"))
+
+
+class Choice(str, Enum):
+    """A closed set of values. OmegaConf rejects anything else at merge time, naming the allowed values.
+    Members compare, hash, format and serialise as their plain string."""
+
+    __str__ = str.__str__
+    __format__ = str.__format__
+
+    @classmethod
+    def values(cls) -> List[str]:
+        return [m.value for m in cls]
+
+
+def _choice(name: str, values: str):
+    return Choice(name, [(v, v) for v in values.split()])
+
+
+System = _choice("System", "generic lumi")  # lumi: LUMI's rules (account form, partitions, 56 cores, 8 GCDs)
+Scheduler = _choice("Scheduler", "local slurm")
+Launcher = _choice("Launcher", "srun torchrun")
+Backend = _choice("Backend", "hf ctranslate2")
+PeftMethod = _choice("PeftMethod", "none lora qlora")
+Precision = _choice("Precision", "bf16 fp32")
+Attention = _choice("Attention", "sdpa flash_attention_2 eager flex_attention")  # transformers' values
+ReportTo = _choice("ReportTo", "tensorboard wandb")
+WandbMode = _choice("WandbMode", "offline online disabled")
+Replacement = _choice("Replacement", "tags fake")
 
 
 @dataclass
@@ -32,8 +61,8 @@ class ContainerConfig:
 @dataclass
 class ClusterConfig:
     name: str = "local"  # the profile's name (conf/cluster/<name>.yaml)
-    system: str = "generic"  # "lumi" turns on LUMI's rules: account form, partitions, 56 cores, 8 GCDs
-    scheduler: str = "local"  # local (ranks are subprocesses here) | slurm
+    system: System = System.generic  # lumi turns on LUMI's rules: account form, partitions, 56 cores, 8 GCDs
+    scheduler: Scheduler = Scheduler.local  # local: ranks are subprocesses here; slurm: sbatch
     account: Optional[str] = None  # sbatch --account; on LUMI project_<9 digits>
     partition: Optional[str] = None  # None: the cluster's default partition
     qos: Optional[str] = None
@@ -43,7 +72,7 @@ class ClusterConfig:
     mem: Optional[str] = None  # sbatch --mem, e.g. "480G"; "0" = all of the node
     mem_per_gpu: Optional[str] = None
     cpu_bind: Optional[str] = None  # srun --cpu-bind value
-    launcher: str = "srun"  # srun: one task per rank | torchrun: one task per node, torchrun spawns the ranks
+    launcher: Launcher = Launcher.srun  # srun: one task per rank; torchrun: one task per node, torchrun spawns the ranks
     exclusive: bool = False  # sbatch --exclusive (whole nodes)
     signal_delay_s: int = 120  # Slurm sends USR2 (submitit's signal) this long before the time limit
     env: Dict[str, str] = field(default_factory=dict)
@@ -72,12 +101,27 @@ class ModelConfig:
 
 
 @dataclass
+class MixtureSource:
+    """One source of a CPT mixture (data.mixture); give `weight` or `tokens`."""
+
+    source: str = ""  # tiny:corpus, a local JSONL/Parquet file (`text`), a run dir (its PII-filtered corpus) or a hub id
+    weight: Optional[float] = None  # share of the training blocks, relative to the other weights
+    tokens: Optional[int] = None  # or a fixed token budget (taken before the weights split the rest)
+    epochs: float = 1.0  # the most passes over this source (upsampling); needing more is an error
+    subset: Optional[str] = None  # hub dataset config name
+    revision: Optional[str] = None  # hub revision (commit) to pin
+    name: Optional[str] = None  # label in logs and the datasheet; default: the source
+
+
+@dataclass
 class DataConfig:
     name: str = "tiny"
     # hub id (org/name) or local path; local paths must exist when validated on their machine
     oasst2: str = "OpenAssistant/oasst2"
     oasst2_revision: Optional[str] = None  # hub revision (commit) to pin
     corpus: Optional[str] = None  # CPT corpus: hub id or local JSONL/Parquet
+    # CPT mixture: sources with weights or token budgets (docs/training.md#mixtures); empty: data.corpus alone
+    mixture: List[MixtureSource] = field(default_factory=list)
     eval_text: Optional[str] = None  # held-out Danish text for perplexity; unset: what cpt, sft or dpo held out
 
 
@@ -86,7 +130,7 @@ class TranslatorConfig:
     name: str = "madlad400_3b"
     name_or_path: str = "google/madlad400-3b-mt"
     revision: Optional[str] = None  # hub revision (commit) to pin
-    backend: str = "hf"  # hf | ctranslate2
+    backend: Backend = Backend.hf  # hf: transformers; ctranslate2: a converted model (faster on CPU)
     target_lang: str = "da"
     num_beams: int = 1  # 1: greedy (deterministic)
     dtype: str = "bfloat16"
@@ -105,7 +149,7 @@ class DeepSpeedConfig:
 
 @dataclass
 class PeftConfig:
-    method: str = "none"  # none | lora | qlora
+    method: PeftMethod = PeftMethod.none  # none: full fine-tuning; qlora: a 4-bit base (GPUs only)
     r: int = 16  # LoRA rank
     alpha: int = 32  # LoRA scaling numerator (scale = alpha / r)
     dropout: float = 0.05
@@ -171,13 +215,26 @@ class PiiStage(StageConfig):
     # what to filter: unset = this run's merge outputs (sft + dpo views); or a JSONL/Parquet file
     # with a `text` column (a CPT corpus), or tiny:corpus
     input: Optional[str] = None
-    replacement: str = "tags"  # tags: <CPR>, <EMAIL>, ... | fake: realistic fakes (same shape, valid dates)
+    replacement: Replacement = Replacement.tags  # tags: <CPR>, <EMAIL>, ...; fake: realistic fakes (same shape, valid dates)
     types: List[str] = field(default_factory=lambda: ["cpr", "email", "phone", "ip", "iban"])
     shards: int = 8  # work units; each worker takes shards by rank, like translate
     chunk_size: int = 1000  # rows per flushed chunk (resume point)
     tasks_per_node: Optional[int] = 1
     gpus_per_node: Optional[int] = 0
     time: str = "01:00:00"
+
+
+@dataclass
+class TokenizeStage(StageConfig):
+    """Corpora -> token stores (memory-mapped, reusable); cpt reads them. Shards over array x ranks workers."""
+
+    shards: int = 0  # per source: work and resume units (contiguous rows); 0: one per worker
+    # where the stores live, content-addressed by tokenizer + source; unset: <runs_root>/token_stores
+    store_root: Optional[str] = None
+    batch_docs: int = 1000  # documents per tokenizer call
+    tasks_per_node: Optional[int] = 1
+    gpus_per_node: Optional[int] = 0
+    time: str = "04:00:00"
 
 
 @dataclass
@@ -188,9 +245,9 @@ class TrainStage(StageConfig):
     global_batch_size: int = 64  # sequences per optimizer step; divisible by world size x micro_batch_size
     micro_batch_size: int = 1  # sequences per rank per forward pass
     seq_len: int = 4096
-    precision: str = "bf16"  # bf16 | fp32
+    precision: Precision = Precision.bf16  # fp32 on CPU
     gradient_checkpointing: bool = True
-    attn_implementation: str = "sdpa"
+    attn_implementation: Attention = Attention.sdpa  # flash_attention_2 needs flash-attn in the container
     save_every_steps: int = 500  # checkpoint interval (also saved on Slurm's pre-timeout signal)
     # also checkpoint when this many minutes passed since the last one (steps of very different
     # length, or a preemptible queue); None: by steps only
@@ -200,17 +257,17 @@ class TrainStage(StageConfig):
     init_from: Optional[str] = None  # a run dir whose previous stage's model to start from
     # experiment trackers: tensorboard (files in the run dir) and/or wandb (WANDB_MODE=offline on
     # compute nodes unless wandb_mode says otherwise; `wandb sync` the run dir from the login node)
-    report_to: List[str] = field(default_factory=lambda: ["tensorboard"])
+    report_to: List[ReportTo] = field(default_factory=lambda: [ReportTo.tensorboard])
     wandb_project: str = "dfm"
-    wandb_mode: str = "offline"  # offline | online | disabled
+    wandb_mode: WandbMode = WandbMode.offline  # offline on compute nodes; `wandb sync` later
 
 
 @dataclass
 class CptStage(TrainStage):
-    eval_fraction: float = 0.02  # held-out share of the corpus for eval loss / perplexity
-    # tokenization is split over every rank (big corpora): each writes its share of documents as a
-    # token file with a .done marker; then all ranks pack the same blocks from them
-    prep_shards: int = 0  # 0: one per rank
+    eval_fraction: float = 0.02  # held-out share of each source's documents for eval loss / perplexity
+    # continue from this checkpoint dir (checkpoint-N of any run's cpt stage), on any number of ranks
+    # (converted to a DeepSpeed universal checkpoint when the world size differs)
+    resume_from: Optional[str] = None
 
 
 @dataclass
@@ -265,6 +322,40 @@ class CardStage(StageConfig):
     time: str = "00:15:00"
 
 
+@dataclass
+class DeviceThroughput:
+    """What one device (a GCD, a GPU, a CPU rank) does per second: the plan's predictions divide a
+    stage's work by these (dfm_hpc/predict.py; sources in conf/throughput/default.yaml)."""
+
+    peak_tflops: float = 0.0  # dense bf16 peak (CPU: the figure train_mfu is relative to)
+    train_mfu: float = 0.0  # full-parameter training (cpt; sft/dpo without peft), model FLOPs / peak
+    lora_mfu: float = 0.0  # LoRA/QLoRA training, its FLOPs counted as 2/3 of full training
+    # source tokens/s per worker by translator name; "NAME/ctranslate2" for that backend if it differs
+    translate_tokens_per_s: Dict[str, float] = field(default_factory=dict)
+    startup_s: float = 0.0  # per job start: container, imports, loading the model
+    source: str = ""  # where the figures come from
+
+
+@dataclass
+class DatasetSize:
+    """Size of a dataset the login node cannot count (a hub dataset, the tiny fixture)."""
+
+    messages: int = 0
+    source_tokens: float = 0.0
+    note: str = ""
+
+
+@dataclass
+class ThroughputConfig:
+    name: str = "default"
+    # a key of devices; auto: mi250x_gcd on LUMI, h100 on other GPU clusters, cpu without GPUs
+    device: str = "auto"
+    devices: Dict[str, DeviceThroughput] = field(default_factory=dict)
+    datasets: Dict[str, DatasetSize] = field(default_factory=dict)
+    # fixed estimates for stages whose work the plan does not count (merge, evaluate, card ...)
+    stage_minutes: Dict[str, float] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class StageSpec:
     """One stage of the recipe: what the login node plans and what a rank imports."""
@@ -273,6 +364,7 @@ class StageSpec:
     config: type  # its config class (a field of Config of the same name)
     inputs: tuple = ()  # config keys naming sources it reads (local ones must exist at plan time)
     trained: bool = False  # writes stages/<name>/model/ (evaluate and card pick these up)
+    resumable: bool = False  # a restart continues from its files (checkpoints, chunks): may be requeued
 
     @property
     def module(self) -> str:  # imported only in a rank (it imports torch & co.)
@@ -283,12 +375,13 @@ class StageSpec:
 STAGES: Dict[str, StageSpec] = {s.name: s for s in (
     StageSpec("demo", DemoStage),
     StageSpec("demo_check", DemoCheckStage),
-    StageSpec("translate", TranslateStage, inputs=("data.oasst2",)),
+    StageSpec("translate", TranslateStage, inputs=("data.oasst2",), resumable=True),
     StageSpec("merge", MergeStage),
-    StageSpec("pii", PiiStage, inputs=("pii.input",)),
-    StageSpec("cpt", CptStage, inputs=("data.corpus",), trained=True),
-    StageSpec("sft", SftStage, trained=True),  # sft/dpo.dataset: checked with the stage (run dirs too)
-    StageSpec("dpo", DpoStage, trained=True),
+    StageSpec("pii", PiiStage, inputs=("pii.input",), resumable=True),
+    StageSpec("tokenize", TokenizeStage, inputs=("data.corpus",)),  # data.mixture: validate.check_mixture
+    StageSpec("cpt", CptStage, inputs=("data.corpus",), trained=True, resumable=True),
+    StageSpec("sft", SftStage, trained=True, resumable=True),  # sft/dpo.dataset: checked with the stage (run dirs too)
+    StageSpec("dpo", DpoStage, trained=True, resumable=True),
     StageSpec("evaluate", EvaluateStage, inputs=("data.eval_text",)),
     StageSpec("card", CardStage),
 )}
@@ -314,11 +407,13 @@ class Config:
     translate: TranslateStage = field(default_factory=TranslateStage)
     merge: MergeStage = field(default_factory=MergeStage)
     pii: PiiStage = field(default_factory=PiiStage)
+    tokenize: TokenizeStage = field(default_factory=TokenizeStage)
     cpt: CptStage = field(default_factory=CptStage)
     sft: SftStage = field(default_factory=SftStage)
     dpo: DpoStage = field(default_factory=DpoStage)
     evaluate: EvaluateStage = field(default_factory=EvaluateStage)
     card: CardStage = field(default_factory=CardStage)
+    throughput: ThroughputConfig = field(default_factory=ThroughputConfig)  # the plan's predictions
 
 
 def register() -> None:
@@ -353,5 +448,5 @@ def known_keys(config, reference=None):
 def load_config(run_dir, lenient: bool = False):
     """A run dir's config.yaml, typed by today's schema. `lenient` drops keys the schema no longer has
     (reading runs of another version: status, list, card); rerun and the ranks stay strict."""
-    raw = OmegaConf.to_container(OmegaConf.load(Path(run_dir) / "config.yaml"), resolve=False)
+    raw = OmegaConf.to_container(OmegaConf.load(Path(run_dir) / "config.yaml"), resolve=False, enum_to_str=True)
     return typed(known_keys(raw) if lenient else raw)

@@ -66,7 +66,7 @@ def compose_config(overrides: List[str]):
         raise ValueError("\n".join(problems))
     try:
         with initialize_config_dir(version_base="1.3", config_dir=str(schema.CONF_DIR), job_name="dfm_hpc"):
-            return schema.typed(OmegaConf.to_container(compose("config", overrides=list(overrides)), resolve=True))
+            return schema.typed(OmegaConf.to_container(compose("config", overrides=list(overrides)), resolve=True, enum_to_str=True))
     except (HydraException, OmegaConfBaseException) as e:
         raise ValueError(validate.explain_hydra_error(e)) from None
 
@@ -92,7 +92,7 @@ def _collect(cfg) -> None:
     _multirun = hc.mode == RunMode.MULTIRUN
     overrides = list(hc.overrides.task)
     try:
-        _points.append(Point(OmegaConf.to_container(cfg, resolve=True), overrides))
+        _points.append(Point(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), overrides))
     except Exception as e:  # e.g. an interpolation that cannot resolve
         prefix = f"[{' '.join(overrides)}] " if _multirun else ""
         _compose_problems.append(prefix + validate.explain_hydra_error(e))
@@ -180,7 +180,7 @@ def _sweep(argv: List[str]) -> int:
                     bases[groups_part] = compose("config", overrides=list(groups_part))
                 cfg = copy.deepcopy(bases[groups_part])
                 ConfigLoaderImpl._apply_overrides_to_config(parser.parse_overrides(values_part), cfg)
-                points.append(Point(OmegaConf.to_container(cfg, resolve=True), list(combo)))
+                points.append(Point(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), list(combo)))
             except (HydraException, OmegaConfBaseException, ValueError) as e:
                 problems.append(f"[{' '.join(combo)}] {validate.explain_hydra_error(e)}")
     if problems:
@@ -423,7 +423,7 @@ def rerun(ref: str, overrides: List[str], fresh: bool) -> int:
         reuse = {s: d for s, d in started.items() if (d / "DONE").exists()}
         resume = {s: d for s, d in started.items() if s not in reuse}
         old_overrides = rundir.read_yaml(old / "overrides.yaml") or []
-        points.append(Point(OmegaConf.to_container(cfg, resolve=True), old_overrides + list(overrides),
+        points.append(Point(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), old_overrides + list(overrides),
                             reuse=reuse, resume=resume, rerun_of=old.resolve()))
     then = rundir.provenance(olds[0]).get("git_commit")
     now = rundir.git_state()["commit"]

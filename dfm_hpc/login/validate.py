@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import typing
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -120,137 +121,155 @@ def _get(cfg, dotted: str):
 
 
 def check_config(cfg) -> List[str]:
-    problems: List[str] = []
-    add = problems.append
-    cl = cfg.cluster
+    """Every problem of a composed config. The stage list and walltimes first (the plan needs them),
+    then one small checker per concern, each returning its problems."""
+    problems = check_stages(cfg)
+    if problems:
+        return problems
+    jobs = plan(cfg)
+    for check in CHECKS:
+        problems += check(cfg, jobs)
+    return problems
 
+
+def check_stages(cfg) -> List[str]:
+    out = []
     unknown = [s for s in cfg.stages if s not in STAGES]
     for s in unknown:
-        add(f"stages: unknown stage {s!r}.{_suggest(s, list(STAGES))} Known: {', '.join(STAGES)}.")
+        out.append(f"stages: unknown stage {s!r}.{_suggest(s, list(STAGES))} Known: {', '.join(STAGES)}.")
     if not cfg.stages:
-        add("stages: the experiment runs no stage; set stages=[...]")
+        out.append("stages: the experiment runs no stage; set stages=[...]")
     if len(set(cfg.stages)) != len(cfg.stages):
-        add(f"stages: a stage is listed twice in {list(cfg.stages)}")
-    if cl.scheduler not in ("local", "slurm"):
-        add(f"cluster.scheduler={cl.scheduler!r}: use local or slurm")
-    if cl.launcher not in ("srun", "torchrun"):
-        add(f"cluster.launcher={cl.launcher!r}: use srun (one task per rank) or torchrun (one task per node)")
+        out.append(f"stages: a stage is listed twice in {list(cfg.stages)}")
+    for s in cfg.stages if not unknown else []:
+        try:
+            parse_time(cfg[s].time)
+        except ValueError as e:
+            out.append(f"{s}.time: {e}")
+    return out
+
+
+def check_cluster(cfg, jobs) -> List[str]:
+    cl, out = cfg.cluster, []
     for key in ("mem", "mem_per_gpu"):
         try:
             lumi.parse_mem_gb(cl[key])
         except ValueError as e:
-            add(f"cluster.{key}: {e}")
-    if unknown:
-        return problems
-
-    for s in cfg.stages:
-        try:
-            parse_time(cfg[s].time)
-        except ValueError as e:
-            add(f"{s}.time: {e}")
-    if any(p.endswith(".time") or "walltime" in p for p in problems):
-        return problems
-
+            out.append(f"cluster.{key}: {e}")
     if cl.system == "lumi" and (not cl.account or not lumi.ACCOUNT_RE.match(str(cl.account))):
-        add(f"cluster.account={cl.account!r}: LUMI accounts are project_ + 9 digits, e.g. "
-            "cluster.account=project_465000670 (or export SBATCH_ACCOUNT)")
-    jobs = plan(cfg)
-    for job in jobs:
-        problems += _check_resources(job, stage_cluster(cfg, job.stage))
-    for job in jobs:
-        if job.stage in TRAIN_STAGES:
-            problems += _check_batch(job, cfg[job.stage])
+        out.append(f"cluster.account={cl.account!r}: LUMI accounts are project_ + 9 digits, e.g. "
+                   "cluster.account=project_465000670 (or export SBATCH_ACCOUNT)")
+    return out
+
+
+def check_jobs(cfg, jobs) -> List[str]:
+    """Resources against the partition; for training stages the batch and the memory per GPU."""
     from dfm_hpc.metrics import check_fits  # memory per GCD/GPU (docs/performance.md)
 
+    out: List[str] = []
+    for job in jobs:
+        out += _check_resources(job, stage_cluster(cfg, job.stage))
     for job in jobs:
         if job.stage in TRAIN_STAGES:
-            problems += check_fits(job, cfg)
-
+            out += _check_batch(job, cfg[job.stage])
     for job in jobs:
-        if job.stage == "translate":
-            workers = job.world_size * job.array
-            if cfg.translator.backend not in ("hf", "ctranslate2"):
-                add(f"translator.backend={cfg.translator.backend!r}: use hf or ctranslate2")
-            if cfg.translate.shards < workers:
-                add(f"translate.shards={cfg.translate.shards} for {workers} workers: {workers - cfg.translate.shards} "
-                    f"would sit idle; use translate.shards={workers} or more")
-            if cfg.translate.chunk_size < 1:
-                add("translate.chunk_size must be at least 1")
-
-        if job.stage == "pii":
-            problems += _check_pii(cfg, job.world_size * job.array)
         if job.stage in TRAIN_STAGES:
-            st = cfg[job.stage]
-            bad = [r for r in st.report_to if r not in ("tensorboard", "wandb")]
-            if bad:
-                add(f"{job.stage}.report_to={list(st.report_to)}: {bad} unknown; use tensorboard and/or wandb")
-            if st.attn_implementation not in ATTN:
-                add(f"{job.stage}.attn_implementation={st.attn_implementation!r}: use one of {', '.join(ATTN)} "
-                    "(flash_attention_2 needs flash-attn in the container; on LUMI the ROCm build)")
-            if st.precision not in ("bf16", "fp32"):
-                add(f"{job.stage}.precision={st.precision!r}: use bf16 (GPUs) or fp32")
-            if st.wandb_mode not in ("offline", "online", "disabled"):
-                add(f"{job.stage}.wandb_mode={st.wandb_mode!r}: use offline (compute nodes), online or disabled")
-        if job.stage == "evaluate" and not cfg.data.eval_text and not set(TRAIN_STAGES) & set(cfg.stages):
-            add("evaluate: data.eval_text is unset and this run has no cpt, sft or dpo stage whose held-out data "
-                "could stand in: give held-out Danish text (a JSONL/Parquet file with a `text` column or a hub "
-                "dataset id)")
-        if job.stage == "evaluate":
-            for m in cfg.evaluate.models:
-                if m in TRAIN_STAGES and m not in cfg.stages[: cfg.stages.index("evaluate")]:
-                    add(f"evaluate.models: {m!r} is not a stage before evaluate in this run "
-                        f"(stages={list(cfg.stages)}); give its run dir instead")
-                elif m != "base" and m not in TRAIN_STAGES and _should_check_paths(cfg) and not Path(m).exists():
-                    add(f"evaluate.models: {m!r} is neither base, a training stage nor an existing run dir")
+            out += check_fits(job, cfg)
+    return out
 
-    if cfg.peft.method not in ("none", "lora", "qlora"):
-        add(f"peft.method={cfg.peft.method!r}: use none, lora or qlora")
+
+def check_translate(cfg, jobs) -> List[str]:
+    out = []
+    for job in (j for j in jobs if j.stage == "translate"):
+        workers = job.world_size * job.array
+        if cfg.translate.shards < workers:
+            out.append(f"translate.shards={cfg.translate.shards} for {workers} workers: "
+                       f"{workers - cfg.translate.shards} would sit idle; use translate.shards={workers} or more")
+        if cfg.translate.chunk_size < 1:
+            out.append("translate.chunk_size must be at least 1")
+    return out
+
+
+def check_pii(cfg, jobs) -> List[str]:
+    return [p for job in jobs if job.stage == "pii" for p in _check_pii(cfg, job.world_size * job.array)]
+
+
+def check_evaluate(cfg, jobs) -> List[str]:
+    if "evaluate" not in cfg.stages:
+        return []
+    out = []
+    if not cfg.data.eval_text and not set(TRAIN_STAGES) & set(cfg.stages):
+        out.append("evaluate: data.eval_text is unset and this run has no cpt, sft or dpo stage whose held-out "
+                   "data could stand in: give held-out Danish text (a JSONL/Parquet file with a `text` column or "
+                   "a hub dataset id)")
+    for m in cfg.evaluate.models:
+        if m in TRAIN_STAGES and m not in cfg.stages[: cfg.stages.index("evaluate")]:
+            out.append(f"evaluate.models: {m!r} is not a stage before evaluate in this run "
+                       f"(stages={list(cfg.stages)}); give its run dir instead")
+        elif m != "base" and m not in TRAIN_STAGES and _should_check_paths(cfg) and not Path(m).exists():
+            out.append(f"evaluate.models: {m!r} is neither base, a training stage nor an existing run dir")
+    return out
+
+
+def check_finetune(cfg, jobs) -> List[str]:
+    """DeepSpeed, PEFT and the data of sft/dpo."""
+    out = []
     if not 0 <= cfg.deepspeed.stage <= 3:
-        add(f"deepspeed.stage={cfg.deepspeed.stage}: ZeRO stages are 0, 1, 2 and 3")
+        out.append(f"deepspeed.stage={cfg.deepspeed.stage}: ZeRO stages are 0, 1, 2 and 3")
     for job in jobs:
         if job.stage in ("sft", "dpo") and not cfg.dry_run:
             ds = cfg[job.stage].dataset
             if ds is None and "merge" not in cfg.stages:
-                add(f"{job.stage}.dataset is unset and this run has no merge stage: give an oasst2_translate run "
-                    f"dir, a .parquet/.jsonl file or a hub id, e.g. {job.stage}.dataset=runs/oasst2_translate/<run>")
+                out.append(f"{job.stage}.dataset is unset and this run has no merge stage: give an oasst2_translate "
+                           f"run dir, a .parquet/.jsonl file or a hub id, e.g. "
+                           f"{job.stage}.dataset=runs/oasst2_translate/<run>")
             elif ds and _should_check_paths(cfg) and sources.looks_local(ds) and not Path(ds).expanduser().exists():
-                add(f"{job.stage}.dataset={ds!r} does not exist")
+                out.append(f"{job.stage}.dataset={ds!r} does not exist")
         if job.stage in TRAIN_STAGES and cfg.peft.method == "qlora" and not job.gpus_per_node:
-            add(f"{job.stage}: peft=qlora needs GPUs (bitsandbytes 4-bit); on CPU use peft=lora")
+            out.append(f"{job.stage}: peft=qlora needs GPUs (bitsandbytes 4-bit); on CPU use peft=lora")
     if cfg.peft.method == "qlora" and cfg.deepspeed.stage == 3 and any(s in TRAIN_STAGES for s in cfg.stages):
-        add("peft=qlora with deepspeed=zero3: 4-bit bases are not sharded by ZeRO-3; use deepspeed=zero2")
+        out.append("peft=qlora with deepspeed=zero3: 4-bit bases are not sharded by ZeRO-3; use deepspeed=zero2")
+    return out
 
-    if _should_check_paths(cfg):
-        for s in cfg.stages:
-            for key in STAGES[s].inputs:
-                value = _get(cfg, key)
-                if value and sources.looks_local(value) and not Path(value).expanduser().exists():
-                    add(f"{key}={value!r}: input of stage {s!r} does not exist (give a local path or a hub id org/name)")
-            init = cfg[s].get("init_from") if s in TRAIN_STAGES else None
-            if init and not Path(init).exists():
-                add(f"{s}.init_from={init!r}: no such run directory")
-        if str(cl.env.get("HF_HUB_OFFLINE", "0")).lower() in ("1", "true") and not cfg.dry_run:
-            from dfm_hpc.login import prefetch  # the jobs run offline: what they load must be in their cache
 
-            gone = prefetch.missing(cfg)
-            if gone:
-                add(f"not in the jobs' Hugging Face cache ({prefetch.hf_home(cfg)}), and compute nodes are "
-                    f"offline: {', '.join(f'{n.kind} {n.repo_id} ({n.key})' for n in gone)}. Fetch them on the "
-                    "login node: python -m dfm_hpc prefetch <the same arguments> --download")
-        image = cl.container.image
-        if image and not Path(image).exists():
-            add(f"cluster.container.image={image!r} does not exist")
-    return problems
+def check_inputs(cfg, jobs) -> List[str]:
+    """Local inputs exist, the offline jobs' cache has what they load, the container image exists:
+    only where the paths belong (on the machine the config is for)."""
+    if not _should_check_paths(cfg):
+        return []
+    out, cl = [], cfg.cluster
+    for s in cfg.stages:
+        for key in STAGES[s].inputs:
+            value = _get(cfg, key)
+            if value and sources.looks_local(value) and not Path(value).expanduser().exists():
+                out.append(f"{key}={value!r}: input of stage {s!r} does not exist (give a local path or a hub id "
+                           "org/name)")
+        init = cfg[s].get("init_from") if s in TRAIN_STAGES else None
+        if init and not Path(init).exists():
+            out.append(f"{s}.init_from={init!r}: no such run directory")
+    if str(cl.env.get("HF_HUB_OFFLINE", "0")).lower() in ("1", "true") and not cfg.dry_run:
+        from dfm_hpc.login import prefetch  # the jobs run offline: what they load must be in their cache
+
+        gone = prefetch.missing(cfg)
+        if gone:
+            out.append(f"not in the jobs' Hugging Face cache ({prefetch.hf_home(cfg)}), and compute nodes are "
+                       f"offline: {', '.join(f'{n.kind} {n.repo_id} ({n.key})' for n in gone)}. Fetch them on the "
+                       "login node: python -m dfm_hpc prefetch <the same arguments> --download")
+    image = cl.container.image
+    if image and not Path(image).exists():
+        out.append(f"cluster.container.image={image!r} does not exist")
+    return out
+
+
+# The checkers of a composed config, in the order their problems are printed.
+CHECKS = [check_cluster, check_jobs, check_translate, check_pii, check_evaluate, check_finetune, check_inputs]
 
 
 PII_TYPES = ("cpr", "email", "phone", "ip", "iban")
-ATTN = ("sdpa", "flash_attention_2", "eager", "flex_attention")  # transformers' attn_implementation values
 
 
 def _check_pii(cfg, workers: int) -> List[str]:
     pii, out = cfg.pii, []
-    if pii.replacement not in ("tags", "fake"):
-        out.append(f"pii.replacement={pii.replacement!r}: use tags (<CPR>, <EMAIL>, ...) or fake")
     unknown = [t for t in pii.types if t not in PII_TYPES]
     if unknown:
         out.append(f"pii.types: {unknown} unknown; the filter knows {', '.join(PII_TYPES)}")
@@ -337,4 +356,10 @@ def explain_hydra_error(exc: BaseException) -> str:
     text = str(cause or exc).strip().splitlines()
     main = text[0] if text else type(exc).__name__
     key = getattr(cause, "full_key", None)
+    choice = _INVALID_CHOICE.match(main)
+    if key and choice:  # a Choice field (schema.Choice): say it as every other problem is said
+        return f"{key}={choice.group(1)!r}: use one of {choice.group(2)}"
     return f"{key}: {main}" if key and key not in main else main
+
+
+_INVALID_CHOICE = re.compile(r"Invalid value '(.*)', expected one of \[(.*)\]")

@@ -195,8 +195,11 @@ class HFTranslator(_Translator):
         import torch
         from transformers import AutoTokenizer, T5ForConditionalGeneration
 
+        from dfm_hpc import dist
+
         super().__init__(target_lang, num_beams, max_batch_tokens)
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        # local rank r -> GPU r: every task of a LUMI node sees all 8 GCDs ("cuda" alone is GCD 0)
+        self.device = torch.device(device or dist.torch_device())
         # bf16 (or whatever was asked) only on GPU: CPU bf16 matmuls are slow and change results.
         self.dtype = getattr(torch, dtype) if self.device.type == "cuda" else torch.float32
         self.tokenizer = AutoTokenizer.from_pretrained(str(name_or_path), revision=revision)
@@ -266,13 +269,19 @@ class CT2Translator(_Translator):
         if not is_ct2_dir(self.model_dir):
             raise FileNotFoundError(
                 f"{self.model_dir} is not a CTranslate2 model dir (use make_translator or convert_to_ct2)")
-        self.device = device or ("cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu")
+        from dfm_hpc import dist
+
+        gpus = ctranslate2.get_cuda_device_count()
+        self.device = device or ("cuda" if gpus > 0 else "cpu")
+        # local rank r -> GPU r, as HFTranslator (ctranslate2 takes the index apart from the device)
+        self.device_index = (dist.gpu_index(visible=gpus) or 0) if self.device == "cuda" and gpus else 0
         if compute_type is None:
             # GPU: the requested dtype (bf16 by default); CPU: whatever the model was saved as
             # (float32, or int8 for a quantized conversion).
             compute_type = dtype if self.device == "cuda" else "default"
         self.compute_type = compute_type
         self.translator = ctranslate2.Translator(str(self.model_dir), device=self.device,
+                                                 device_index=self.device_index,
                                                  compute_type=compute_type, intra_threads=intra_threads)
         self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(str(self.model_dir), revision=revision)
         self.vocab = _ct2_vocabulary(self.model_dir)
