@@ -9,8 +9,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-# MASTER_PORT = base + job id % span, here and in the sbatch script: jobs sharing a node differ
-PORT_BASE, PORT_SPAN = 20000, 20000
+# MASTER_PORT = base + job id % span, here and in the sbatch script: jobs sharing a node differ.
+# 10000-19999 as LUMI's AI guide (1${SLURM_JOB_ID:0-4}): Linux hands out 32768-60999 to outgoing
+# connections, so a port there can already be taken on the node
+PORT_BASE, PORT_SPAN = 10000, 10000
+# what Slurm (gres/gpu) and the LAIF runscript set: the GPUs this task may use
+GPU_VARS = ("HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES")
 
 
 @dataclass
@@ -56,3 +60,43 @@ def setup_env() -> DistEnv:
             os.makedirs(e[var], exist_ok=True)
     return DistEnv(int(e["RANK"]), int(e["LOCAL_RANK"]), int(e["WORLD_SIZE"]), int(e["LOCAL_WORLD_SIZE"]),
                    int(e["NODE_RANK"]), e["MASTER_ADDR"], int(e["MASTER_PORT"]))
+
+
+def visible_gpus(env=None) -> int:
+    """How many GPUs this task sees, from the list Slurm set (no torch: also for the fake GPUs of
+    the test cluster). The narrowest list wins: HIP's indexes into ROCR's."""
+    e = os.environ if env is None else env
+    counts = [len([x for x in e[v].split(",") if x.strip()]) for v in GPU_VARS if e.get(v, "").strip()]
+    return min(counts) if counts else 0
+
+
+def gpu_index(env=None, visible: int | None = None):
+    """The GPU this process uses among those its task sees, or None without one. With
+    --gpus-per-node=8 Slurm gives each of a node's 8 tasks all 8 GCDs: local rank r takes GPU r
+    (without this every process lands on GPU 0). A task that sees one GPU takes that one."""
+    e = os.environ if env is None else env
+    n = visible_gpus(e) if visible is None else visible
+    if n <= 0:
+        return None
+    return int(e.get("LOCAL_RANK", e.get("SLURM_LOCALID", "0"))) % n
+
+
+def torch_device() -> str:
+    """'cuda:<gpu_index>' (ROCm too), made the current device; 'cpu' without a GPU."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return "cpu"
+    i = gpu_index(visible=torch.cuda.device_count())
+    torch.cuda.set_device(i)
+    return f"cuda:{i}"
+
+
+def describe_gpu(env=None) -> str:
+    """For the rank log: which GPU this process takes, of how many its task sees."""
+    e = os.environ if env is None else env
+    i = gpu_index(e)
+    if i is None:
+        return "no GPU"
+    var = next(v for v in GPU_VARS if e.get(v, "").strip())
+    return f"GPU {i} of {visible_gpus(e)} ({var}={e[var]})"

@@ -35,7 +35,7 @@ def test_standard_g_script_passes_the_checklist(tmp_path):
                  'export MIOPEN_USER_DB_PATH="/tmp/', 'export HF_HOME="/scratch/project_465000670/',
                  'export HF_HUB_OFFLINE="1"', 'export TRANSFORMERS_OFFLINE="1"', 'export HF_DATASETS_OFFLINE="1"',
                  'export MASTER_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"',
-                 "export MASTER_PORT=$(( 20000 + SLURM_JOB_ID % 20000 ))"):
+                 "export MASTER_PORT=$(( 10000 + SLURM_JOB_ID % 10000 ))"):
         assert line in s, line
     assert re.search(r"#SBATCH --signal=USR\d@300", s)
     assert "--cpus-per-task=7" in srun  # srun does not inherit it since Slurm 22.05

@@ -120,7 +120,8 @@ def run_stage(run_dir: str, stage: str, array_index: int = 0) -> None:
     # Replaces submitit's handler: stages stop at their next safe point instead of being cut off
     signal.signal(signal.SIGUSR2, lambda *_: setattr(ctx, "stop_requested", True))
     host = os.environ.get("SLURMD_NODENAME") or os.uname().nodename
-    ctx.log(f"stage {stage} on {host} (local rank {env.local_rank}, master {env.master_addr}:{env.master_port}, "
+    ctx.log(f"stage {stage} on {host} (local rank {env.local_rank}, {dist.describe_gpu()}, "
+            f"master {env.master_addr}:{env.master_port}, "
             f"job {os.environ.get('SLURM_JOB_ID', 'local')}, pid {os.getpid()})")
     if (sdir / "DONE").exists():
         ctx.log("already DONE; nothing to do")

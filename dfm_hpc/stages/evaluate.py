@@ -110,7 +110,9 @@ def load(path: str):
     model = train.load_model_or_adapter(path, st)
     tokenizer = AutoTokenizer.from_pretrained(path)
     if torch.cuda.is_available():
-        model = model.to("cuda")
+        from dfm_hpc import dist
+
+        model = model.to(dist.torch_device())  # this rank's GPU, not always GPU 0
     return model.eval(), tokenizer
 
 
