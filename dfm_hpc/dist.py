@@ -81,17 +81,6 @@ def gpu_index(env=None, visible: int | None = None):
     return int(e.get("LOCAL_RANK", e.get("SLURM_LOCALID", "0"))) % n
 
 
-def torch_device() -> str:
-    """'cuda:<gpu_index>' (ROCm too), made the current device; 'cpu' without a GPU."""
-    import torch
-
-    if not torch.cuda.is_available():
-        return "cpu"
-    i = gpu_index(visible=torch.cuda.device_count())
-    torch.cuda.set_device(i)
-    return f"cuda:{i}"
-
-
 def describe_gpu(env=None) -> str:
     """For the rank log: which GPU this process takes, of how many its task sees."""
     e = os.environ if env is None else env

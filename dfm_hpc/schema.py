@@ -1,5 +1,8 @@
 """The typed config tree: one dataclass per concern, registered in Hydra's ConfigStore.
 
+Longer than ~400 lines on purpose: every key a user can set is here, so any key and its allowed values
+are one hop away (docs/config.md is generated from it).
+
 Every key a user can set lives here, with its type and default. YAML files under conf/ only
 pick values; Hydra merges them into these dataclasses in struct mode, so a misspelled key or a
 value of the wrong type fails on the login node, before anything is queued.
@@ -51,8 +54,15 @@ Replacement = _choice("Replacement", "tags fake")
 @dataclass
 class ContainerConfig:
     image: Optional[str] = None  # .sif to run ranks in; None: the host's python
+    # singularity, or bwrap: the test cluster's sandbox without Slurm tools (slurm/sandbox.sh, no image)
     runtime: str = "singularity"
-    binds: List[str] = field(default_factory=list)
+    verb: str = "exec"  # singularity exec, or run (LAIF images: the runscript sets the GPU environment)
+    # LAIF images: `module purge` and this module (found in module_path) bind slurmd, Lustre and /appl;
+    # null: host_binds instead (the host libraries older LUST/AMD images need)
+    bindings_module: Optional[str] = None
+    module_path: Optional[str] = None
+    host_binds: List[str] = field(default_factory=list)
+    binds: List[str] = field(default_factory=list)  # always bound (e.g. the project's own paths)
     # squashfs image of a venv with dfm_hpc and extras, mounted at /user-software (LUMI AI guide)
     overlay: Optional[str] = None
     python: str = "python"  # interpreter inside the container
@@ -78,6 +88,7 @@ class ClusterConfig:
     env: Dict[str, str] = field(default_factory=dict)
     setup: List[str] = field(default_factory=list)  # shell lines run in the sbatch script before srun
     srun_args: List[str] = field(default_factory=list)
+    torchrun_args: List[str] = field(default_factory=list)  # launcher=torchrun: extra flags (LUMI: NUMA binding)
     sbatch_extra: Dict[str, str] = field(default_factory=dict)
     # settings merged over this profile for single-process stages (1 node, 1 task, <= 1 GPU: merge,
     # pii by default, evaluate, card), e.g. LUMI: partition small-g, one GCD, mem_per_gpu; null: none
@@ -90,7 +101,6 @@ class ClusterConfig:
 class ModelConfig:
     name: str = "tiny_llama"
     name_or_path: str = "tiny:llama"  # hub id, local path, or tiny:<family> (random weights, built locally)
-    family: str = "llama"
     hidden_size: int = 64
     num_layers: int = 2
     num_heads: int = 4
@@ -333,6 +343,8 @@ class DeviceThroughput:
     # source tokens/s per worker by translator name; "NAME/ctranslate2" for that backend if it differs
     translate_tokens_per_s: Dict[str, float] = field(default_factory=dict)
     startup_s: float = 0.0  # per job start: container, imports, loading the model
+    # fixed guesses for stages whose work the plan does not count (merge, evaluate, card ...)
+    stage_minutes: Dict[str, float] = field(default_factory=dict)
     source: str = ""  # where the figures come from
 
 
@@ -352,8 +364,6 @@ class ThroughputConfig:
     device: str = "auto"
     devices: Dict[str, DeviceThroughput] = field(default_factory=dict)
     datasets: Dict[str, DatasetSize] = field(default_factory=dict)
-    # fixed estimates for stages whose work the plan does not count (merge, evaluate, card ...)
-    stage_minutes: Dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

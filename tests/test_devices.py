@@ -50,8 +50,10 @@ def eight_gpus(monkeypatch):
 
 @pytest.mark.parametrize("local_rank", [0, 5])
 def test_torch_device_is_cuda_of_the_local_rank(eight_gpus, monkeypatch, local_rank):
+    from dfm_hpc.job.device import torch_device
+
     monkeypatch.setenv("LOCAL_RANK", str(local_rank))
-    assert dist.torch_device() == f"cuda:{local_rank}"
+    assert torch_device() == f"cuda:{local_rank}"
     assert eight_gpus[1] == [local_rank]  # also the current device (bitsandbytes, empty_cache...)
 
 

@@ -349,11 +349,11 @@ def load_base(cfg, ctx, st, stage: str):
         import torch
         from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-        from dfm_hpc import dist
+        from dfm_hpc.job.device import torch_device
 
         q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
         # bitsandbytes loads onto the current device (GPU 0 for every rank) unless told this rank's
         model = AutoModelForCausalLM.from_pretrained(path, quantization_config=q,
-                                                     device_map={"": dist.torch_device()})
+                                                     device_map={"": torch_device()})
         return model, tokenizer, path
     return load_model_or_adapter(path, st), tokenizer, path

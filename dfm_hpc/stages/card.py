@@ -2,7 +2,8 @@
 
 Everything comes from the run dir: the config snapshot (hyperparameters, how to reproduce), each
 stage's summary.json and loss.png, the evaluate stage's results, the merge and PII reports (data
-provenance and PII counts), and sacct (compute used; local runs: their wall time). Outputs in
+provenance and PII counts), and the accounting each job's batch script recorded (compute used;
+local runs: their wall time). Outputs in
 stages/card/: README.md (the model card, also copied into the model dir so it can be uploaded as
 is), loss_<stage>.png, datasheets/<dataset>/README.md, card.json (the numbers the card shows).
 The YAML metadata is built with huggingface_hub's ModelCardData/DatasetCardData, so it loads back
@@ -13,12 +14,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from dfm_hpc.plan import billing, plan, stage_cluster
-from dfm_hpc.schema import TRAINED_STAGES
+from dfm_hpc.job.rank import StageContext
+from dfm_hpc.plan import billing, plan, run_jobs, stage_cluster
+from dfm_hpc.schema import TRAINED_STAGES, Config
 from dfm_hpc.sources import is_hub_id
 
 HYPER = {  # config key -> label, per training stage
@@ -39,27 +40,23 @@ def trained_stages(cfg, run_dir: Path) -> List[str]:
 
 # ---------------------------------------------------------------- compute used
 
-def _sacct_hours(job_id: str) -> Optional[float]:
-    """Node-hours of a job and its array tasks (ElapsedRaw x nodes), from sacct; None without it."""
-    try:
-        out = subprocess.run(["sacct", "-X", "-P", "-n", "-j", job_id, "--format=JobID,ElapsedRaw,NNodes"],
-                             capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    rows = [ln.split("|") for ln in out.stdout.splitlines() if ln.count("|") >= 2]
-    if out.returncode or not rows:
-        return None
-    return sum(int(r[1] or 0) * int(r[2] or 1) for r in rows) / 3600
+def _sacct_hours(run_dir: Path, stage: str, job_id: str) -> Optional[float]:
+    """Node-hours of a job and its array tasks (ElapsedRaw x nodes, every run of a requeued job), from
+    the accounting its batch script recorded host side (no Slurm tools in LUMI's containers)."""
+    from dfm_hpc import accounting
+
+    folders = [run_dir / "stages" / stage / "submitit", run_dir.parent / ".submitit" / stage]  # a sweep's array
+    return accounting.node_hours(accounting.recorded(folders, job_id))
 
 
 def compute_used(cfg, run_dir: Path) -> Dict:
     """Per stage: where it ran, node-hours or wall hours, GPU-hours, LUMI billing units."""
     rows, total_gpu, total_bill = [], 0.0, 0.0
-    for job in plan(cfg):
+    for job, _ in run_jobs(cfg, run_dir):  # as launched (plan.json), not as today's code would plan it
         sdir = run_dir / "stages" / job.stage
         job_file, local = sdir / "job_id", _json(sdir / "elapsed.json")
         if job_file.exists():
-            node_h = _sacct_hours(job_file.read_text().strip())
+            node_h = _sacct_hours(run_dir, job.stage, job_file.read_text().strip())
             if node_h is None:
                 rows.append({"stage": job.stage, "where": f"Slurm job {job_file.read_text().strip()}", "hours": None})
                 continue
@@ -172,7 +169,12 @@ def data_section(cfg, run_dir: Path) -> str:
         for s in ("sft", "dpo"):
             if s in cfg.stages:
                 lines.append(f"- **{s.upper()} data**: `{cfg[s].dataset}`.")
-    if "cpt" in cfg.stages:
+    mix = _json(run_dir / "stages" / "cpt" / "data" / "mixture.json")
+    if "cpt" in cfg.stages and mix:
+        parts = ", ".join(f"`{r['name']}` {r['share']:.1%}" for r in mix["sources"])
+        lines.append(f"- **CPT mixture** ({mix['blocks'] * mix['seq_len']:,} tokens, seed {mix['seed']}): {parts}; "
+                     "datasheet: `datasheets/cpt-mixture/README.md`.")
+    elif "cpt" in cfg.stages:
         lines.append(f"- **CPT corpus**: `{cfg.data.corpus}`.")
     pii = _json(run_dir / "stages" / "pii" / "report.json")
     if pii:
@@ -194,7 +196,7 @@ def compute_section(used: Dict, system: str) -> str:
     total = f"\n\nTotal: {used['gpu_hours']:.3f} GPU-hours"
     total += f", {used['billing_units']:.3f} LUMI billing units.\n" if used["billing_units"] is not None else \
         " (billing units apply on LUMI only).\n"
-    note = "Hours are node-hours from sacct (ElapsedRaw x nodes)." if system != "local" or any(
+    note = "Hours are node-hours from sacct (ElapsedRaw x nodes), recorded by each job at its end." if system != "local" or any(
         r["where"].startswith("Slurm") for r in used["stages"]) else ""
     return "\n".join(lines) + total + (f"\n{note}\n" if note else "")
 
@@ -208,7 +210,8 @@ def model_card(cfg, run_dir: Path, out_dir: Path) -> str:
     command = (run_dir / "command.txt").read_text().strip() if (run_dir / "command.txt").exists() else ""
     base = cfg.model.name_or_path
     merge = _json(run_dir / "stages" / "merge" / "report.json")
-    datasets = [d for d in [merge and merge["source"], cfg.data.corpus if "cpt" in stages else None,
+    mixture = [str(m.source) for m in cfg.data.mixture] if "cpt" in stages else []
+    datasets = [d for d in [merge and merge["source"], cfg.data.corpus if "cpt" in stages else None, *mixture,
                             *[cfg[s].dataset for s in stages if s in ("sft", "dpo")]] if is_hub_id(d)]
     name = cfg.card.repo_id or f"{cfg.name}-{run_dir.name}"
     adapter = (run_dir / "stages" / final / "model" / "adapter_config.json").exists()
@@ -319,10 +322,34 @@ def datasheets(cfg, run_dir: Path, out_dir: Path) -> List[str]:
                 f"{pii_md}\n## Limitations\n\nPattern-based: names and street addresses are not detected.\n")
         (d / "README.md").write_text(str(DatasetCard(f"---\n{meta.to_yaml()}\n---\n{body}")))
         made.append("corpus-pii-filtered")
+    if _mixture_sheet(cfg, run_dir, out_dir):
+        made.append("cpt-mixture")
     return made
 
 
-def run(cfg, ctx) -> None:
+def _mixture_sheet(cfg, run_dir: Path, out_dir: Path) -> bool:
+    """The CPT mixture as trained: each source's realised share (cpt's data/mixture.json) against its target."""
+    mix = _json(run_dir / "stages" / "cpt" / "data" / "mixture.json")
+    if not mix:
+        return False
+    from huggingface_hub import DatasetCard, DatasetCardData
+
+    hub = [r["source"] for r in mix["sources"] if is_hub_id(r["source"])]
+    meta = DatasetCardData(license="other", task_categories=["text-generation"], source_datasets=hub or None,
+                           tags=["danish-foundation-models", "cpt-mixture"])
+    rows = "\n".join(f"| {r['name']} | `{r['source']}` | {r['weight'] if r['weight'] is not None else '-'} | "
+                     f"{r['budget_tokens'] or '-'} | {r['target_share']:.4f} | {r['share']:.4f} | {r['tokens']:,} | "
+                     f"{r['epochs']:.2f} |" for r in mix["sources"])
+    body = (f"\n# CPT mixture\n\nSampled by dfm_hpc's cpt stage (docs/training.md#mixtures) with seed {mix['seed']}: "
+            f"{mix['blocks']:,} blocks of {mix['seq_len']} tokens.\n\n| source | path | weight | token budget | "
+            f"target share | realised share | tokens | epochs |\n|---|---|---|---|---|---|---|---|\n{rows}\n")
+    d = out_dir / "datasheets" / "cpt-mixture"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "README.md").write_text(str(DatasetCard(f"---\n{meta.to_yaml()}\n---\n{body}")))
+    return True
+
+
+def run(cfg: Config, ctx: StageContext) -> None:
     if not ctx.is_main:
         return
     out = ctx.stage_dir

@@ -1,86 +1,88 @@
-"""CPT stage: continual pretraining of a causal LM on a Danish corpus with DeepSpeed ZeRO.
+"""CPT stage: continual pretraining of a causal LM on token stores with DeepSpeed ZeRO.
 
-Data: documents -> tokens -> one stream with EOS between documents -> fixed blocks of `cpt.seq_len`
-(the tail that does not fill a block is dropped); the last `cpt.eval_fraction` of documents are held
-out for eval loss and perplexity. Prepared once into stages/cpt/data/ (reused on resume): every rank
-tokenizes a share of the documents, rank 0 packs; the order is deterministic. Training: the HF Trainer with the run's DeepSpeed config, resumed from
-the latest checkpoint when there is one.
+Data: the run's token stores (dfm_hpc/job/store.py), made by the tokenize stage, or here, split
+over the ranks, when the run has none. Each source's token stream (EOS after each document) is cut
+into blocks of `cpt.seq_len` (a tail that fills no block is dropped); the last `cpt.eval_fraction`
+of each source's documents are held out. Blocks are read from the memory-mapped store when the
+sampler hands them to a rank, so a rank's memory does not grow with the corpus. One source: its
+blocks in stream order (the Trainer's seeded sampler shuffles them, as it did the in-memory blocks);
+a data.mixture: the seeded order of dfm_hpc/job/mixture.py, saved once as data/order.npy, its
+realised proportions in data/mixture.json. Training: the HF Trainer with the run's DeepSpeed config,
+resumed from the latest checkpoint (or cpt.resume_from), converted to a universal checkpoint when it
+was written by another number of ranks.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import List
 
-from dfm_hpc.job import data, train
+from dfm_hpc.job import data, reshard, train
+from dfm_hpc.job.rank import StageContext
+from dfm_hpc.schema import Config
 
 
-def prepare(cfg, ctx, tokenizer) -> Path:
-    """Tokenized, packed train/eval blocks in stages/cpt/data/.
-
-    Tokenizing a big corpus is the slow part, so it is split over every rank: the train documents
-    are cut into `prep_shards` contiguous ranges, rank r tokenizes ranges r, r + W, ... into
-    tokens-NNNNN.npy (+ .done; kept across restarts). Rank 0 then joins the streams in order (the
-    same stream as unsharded), cuts the blocks and writes READY; the others wait for it."""
+def prepare(cfg, ctx, tokenizer, seen=None):
+    """(train Blocks, eval Blocks) over the run's stores; rank 0 writes data/READY (and the mixture)."""
     import numpy as np
-    import torch
 
+    from dfm_hpc.job import mixture, store
+
+    st = cfg.cpt
+    plans = store.build(cfg, ctx, tokenizer, ctx.rank, ctx.world_size)
+    data.wait_for([Path(p["store"]) / "manifest.json" for p in plans], "the token stores", ctx)
+    train_parts, eval_parts, docs = [], [], []
+    for p in plans:
+        s = store.Store(p["store"])
+        (a, b), (c, d), n_eval = s.split(st.eval_fraction)
+        train_parts.append((s, a, b))
+        eval_parts.append((s, c, d))
+        docs.append((s.n_docs, n_eval))
+        ctx.log(f"corpus: {p['resolved']} (store {p['store']}: {s.n_docs:,} documents, {s.n_tokens:,} tokens)")
     out = ctx.stage_dir / "data"
-    ready = out / "READY"
-    if not ready.exists():
-        out.mkdir(parents=True, exist_ok=True)
-        source = data.corpus_source(cfg, ctx)
-        ctx.log(f"corpus: {source}")
-        texts = data.load_texts(source, ctx.run_dir / "cache")
-        n_eval = max(1, int(len(texts) * cfg.cpt.eval_fraction))
-        train_texts = texts[:-n_eval]
-        shards = data.shard_ranges(len(train_texts), cfg.cpt.prep_shards or ctx.world_size)
-        mine = list(range(ctx.rank, len(shards), ctx.world_size))
-        t0, n_tok = time.time(), 0
-        for s in mine:
-            done = out / f"tokens-{s:05d}.done"
-            if done.exists():
-                continue
-            stream = np.asarray(data.token_stream([train_texts[i] for i in shards[s]], tokenizer), dtype=np.int32)
-            tmp = out / f"tokens-{s:05d}.tmp.npy"
-            np.save(tmp, stream)
-            tmp.replace(out / f"tokens-{s:05d}.npy")
-            done.write_text(f"{len(shards[s])} documents, {len(stream)} tokens\n")
-            n_tok += len(stream)
-        if mine:
-            el = max(time.time() - t0, 1e-9)
-            ctx.log(f"tokenized prep shards {mine} of {len(shards)}: {n_tok:,} tokens, {n_tok / el:,.0f} tokens/s")
-        if ctx.is_main:
-            data.wait_for([out / f"tokens-{s:05d}.done" for s in range(len(shards))], "the other ranks' prep shards", ctx)
-            stream = np.concatenate([np.load(out / f"tokens-{s:05d}.npy") for s in range(len(shards))])
-            train_blocks = data.to_blocks(torch.from_numpy(stream.astype(np.int64)), cfg.cpt.seq_len)
-            eval_blocks = data.pack(texts[-n_eval:], tokenizer, cfg.cpt.seq_len)
-            torch.save(train_blocks, out / "train.pt")
-            torch.save(eval_blocks, out / "eval.pt")
-            ready.write_text(json.dumps({"documents": len(texts), "eval_documents": n_eval, "prep_shards": len(shards),
-                                         "train_blocks": len(train_blocks), "eval_blocks": len(eval_blocks),
-                                         "seq_len": cfg.cpt.seq_len}) + "\n")
-            ctx.log(f"packed {len(texts)} documents into {len(train_blocks)} train and {len(eval_blocks)} eval blocks "
-                    f"of {cfg.cpt.seq_len} tokens")
-    data.wait_for([ready], "rank 0 to pack the blocks", ctx)
-    return out
+    out.mkdir(parents=True, exist_ok=True)
+    ready, order = out / "READY", None
+    if cfg.data.mixture:
+        available = [(b - a) // st.seq_len for _, a, b in train_parts]
+        total = st.max_steps * st.global_batch_size
+        mixture.allocate(plans, available, total, st.seq_len)  # every rank: a bad mixture fails them all
+        if ctx.is_main and not ready.exists():
+            o, counts = mixture.order(plans, available, total, st.seq_len, cfg.seed)
+            tmp = out / "order.tmp.npy"
+            np.save(tmp, o)
+            tmp.replace(out / "order.npy")
+            rows = mixture.realised(plans, counts, available, st.seq_len)
+            (out / "mixture.json").write_text(json.dumps({"seed": cfg.seed, "seq_len": st.seq_len,
+                                                          "blocks": int(len(o)), "sources": rows}, indent=2) + "\n")
+            for r in rows:
+                ctx.log(f"mixture: {r['name']}: {r['tokens']:,} tokens, share {r['share']:.4f} "
+                        f"(target {r['target_share']:.4f}), {r['epochs']:.2f} epochs")
+    if ctx.is_main and not ready.exists():
+        ready.write_text(json.dumps({"stores": [p["store"] for p in plans], "documents": sum(d for d, _ in docs),
+                                     "eval_documents": sum(e for _, e in docs), "seq_len": st.seq_len}) + "\n")
+    data.wait_for([ready], "rank 0 to write the data plan", ctx)
+    if cfg.data.mixture:
+        order = np.load(out / "order.npy", mmap_mode="r")
+    train_ds = store.Blocks(train_parts, st.seq_len, order=order, seen=seen)
+    eval_ds = store.Blocks(eval_parts, st.seq_len)
+    ctx.log(f"{len(train_ds):,} train and {len(eval_ds):,} eval blocks of {st.seq_len} tokens")
+    return train_ds, eval_ds
 
 
-def run(cfg, ctx) -> None:
-    import torch
+def run(cfg: Config, ctx: StageContext) -> None:
     from transformers import AutoTokenizer, Trainer, TrainingArguments
 
     st = cfg.cpt
     train.accelerate_deepspeed_cpu_compat()
     path = train.model_path(cfg, ctx)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    blocks = prepare(cfg, ctx, tokenizer)
     seen: List[int] = []
-    train_ds = data.Blocks(torch.load(blocks / "train.pt"), seen)
-    eval_ds = data.Blocks(torch.load(blocks / "eval.pt"))
-    args = TrainingArguments(**train.training_args(cfg, ctx, st))
+    train_ds, eval_ds = prepare(cfg, ctx, tokenizer, seen)
+    kwargs = train.training_args(cfg, ctx, st)
+    if reshard.prepare_resume(cfg, ctx):  # the checkpoint was written by another number of ranks
+        kwargs["deepspeed"]["checkpoint"] = {"load_universal": True}
+    args = TrainingArguments(**kwargs)
     callback = train.metrics_callback(cfg, ctx, st, tokens_per_step=st.global_batch_size * st.seq_len)
     trainer = Trainer(model=train.load_model(path, st), args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                       callbacks=[callback])

@@ -10,8 +10,11 @@ import json
 import os
 import time
 
+from dfm_hpc.job.rank import StageContext
+from dfm_hpc.schema import Config
 
-def run(cfg, ctx) -> None:
+
+def run(cfg: Config, ctx: StageContext) -> None:
     import torch
     import torch.distributed as dist
 

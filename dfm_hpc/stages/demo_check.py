@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import json
 
+from dfm_hpc.job.rank import StageContext
+from dfm_hpc.schema import Config
 
-def run(cfg, ctx) -> None:
+
+def run(cfg: Config, ctx: StageContext) -> None:
     if cfg.demo_check.fail:
         raise RuntimeError("demo_check.fail=true: failing on purpose")
     result = json.loads((ctx.run_dir / "stages" / "demo" / "result.json").read_text())

@@ -9,9 +9,11 @@ with its adapter switched off is the reference (a deep copy is impossible under 
 from __future__ import annotations
 
 from dfm_hpc.job import data, train
+from dfm_hpc.job.rank import StageContext
+from dfm_hpc.schema import Config
 
 
-def run(cfg, ctx) -> None:
+def run(cfg: Config, ctx: StageContext) -> None:
     import trl
 
     st = cfg.dpo

@@ -27,10 +27,9 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Dict, List, Optional, Tuple
 
-from dfm_hpc import tiny
-from dfm_hpc.schema import TRAINED_STAGES
-from dfm_hpc import results
-
+from dfm_hpc import results, tiny
+from dfm_hpc.job.rank import StageContext
+from dfm_hpc.schema import TRAINED_STAGES, Config
 
 PROMPTS = [
     "Hvad er hovedstaden i Danmark?",
@@ -110,9 +109,9 @@ def load(path: str):
     model = train.load_model_or_adapter(path, st)
     tokenizer = AutoTokenizer.from_pretrained(path)
     if torch.cuda.is_available():
-        from dfm_hpc import dist
+        from dfm_hpc.job.device import torch_device
 
-        model = model.to(dist.torch_device())  # this rank's GPU, not always GPU 0
+        model = model.to(torch_device())  # this rank's GPU, not always GPU 0
     return model.eval(), tokenizer
 
 
@@ -335,7 +334,7 @@ def write_outputs(sdir: Path, source: str, rows: List[dict], samples: List[dict]
     (sdir / "samples.md").write_text("\n".join(lines))
 
 
-def run(cfg, ctx) -> None:
+def run(cfg: Config, ctx: StageContext) -> None:
     import torch
 
     ev = cfg.evaluate

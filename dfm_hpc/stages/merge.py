@@ -14,6 +14,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from dfm_hpc.job.rank import StageContext
+from dfm_hpc.schema import Config
+
 ROLES = {"prompter": "user", "assistant": "assistant"}
 _REPEAT = re.compile(r"(.{3,}?)\1{4,}", re.S)  # a stretch repeated 5+ times in a row
 
@@ -127,7 +130,7 @@ def _save(rows: List[dict], out: Path, name: str) -> None:
         datasets.Dataset.from_list(rows).to_parquet(str(out / f"{name}.parquet"))
 
 
-def run(cfg, ctx) -> None:
+def run(cfg: Config, ctx: StageContext) -> None:
     if not ctx.is_main:
         return
     tdir = ctx.run_dir / "stages" / "translate"

@@ -24,9 +24,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Dict, List, Tuple
 
-from dfm_hpc.text import pii
-from dfm_hpc.job.rank import Preempted
+from dfm_hpc.job.rank import Preempted, StageContext
 from dfm_hpc.job.shards import append_durable, resume_point
+from dfm_hpc.schema import Config
+from dfm_hpc.text import pii
 
 MERGE_VIEWS = ("sft", "dpo")
 DPO_FIELDS = ("prompt", "chosen", "rejected")
@@ -162,7 +163,7 @@ def _read_rows(pf, lo: int, hi: int, columns=None):
 
 
 # --- the stage ------------------------------------------------------------------------------------
-def run(cfg, ctx) -> None:
+def run(cfg: Config, ctx: StageContext) -> None:
     p = plan(cfg, ctx)
     shard_dir = ctx.stage_dir / "shards"
     shard_dir.mkdir(parents=True, exist_ok=True)

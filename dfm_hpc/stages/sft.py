@@ -9,9 +9,11 @@ model) goes to stages/sft/model/; under ZeRO-3 the weights are gathered on save,
 from __future__ import annotations
 
 from dfm_hpc.job import data, train
+from dfm_hpc.job.rank import StageContext
+from dfm_hpc.schema import Config
 
 
-def run(cfg, ctx) -> None:
+def run(cfg: Config, ctx: StageContext) -> None:
     import trl
 
     st = cfg.sft

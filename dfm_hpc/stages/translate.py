@@ -15,16 +15,16 @@ import time
 from pathlib import Path
 from typing import Dict
 
-from dfm_hpc.job.rank import Preempted
+from dfm_hpc.job.rank import Preempted, StageContext
 from dfm_hpc.job.shards import append_durable, balance, chunks, resume_point
+from dfm_hpc.schema import Config
 
 KEEP = ("message_id", "parent_id", "message_tree_id", "role", "lang", "rank", "synthetic")
 
 
 def plan_messages(cfg, ctx, count_tokens) -> Dict:
     """The deterministic plan every rank computes: messages, their segments and the shards."""
-    from dfm_hpc.text import oasst
-    from dfm_hpc.text import segment
+    from dfm_hpc.text import oasst, segment
 
     source = resolve_source(cfg.data.oasst2, ctx.run_dir / "cache")
     messages, counts = oasst.filter_messages(oasst.load_messages(source, cfg.data.oasst2_revision),
@@ -52,10 +52,9 @@ def resolve_source(source: str, cache: Path) -> str:
     return tiny.resolve_data(source, cache)
 
 
-def run(cfg, ctx) -> None:
+def run(cfg: Config, ctx: StageContext) -> None:
     from dfm_hpc import tiny
-    from dfm_hpc.text import segment
-    from dfm_hpc.text import translators
+    from dfm_hpc.text import segment, translators
 
     tr = cfg.translator
     model = tiny.resolve(tr.name_or_path, ctx.run_dir / "cache")

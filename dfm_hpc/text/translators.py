@@ -195,11 +195,11 @@ class HFTranslator(_Translator):
         import torch
         from transformers import AutoTokenizer, T5ForConditionalGeneration
 
-        from dfm_hpc import dist
+        from dfm_hpc.job.device import torch_device
 
         super().__init__(target_lang, num_beams, max_batch_tokens)
         # local rank r -> GPU r: every task of a LUMI node sees all 8 GCDs ("cuda" alone is GCD 0)
-        self.device = torch.device(device or dist.torch_device())
+        self.device = torch.device(device or torch_device())
         # bf16 (or whatever was asked) only on GPU: CPU bf16 matmuls are slow and change results.
         self.dtype = getattr(torch, dtype) if self.device.type == "cuda" else torch.float32
         self.tokenizer = AutoTokenizer.from_pretrained(str(name_or_path), revision=revision)

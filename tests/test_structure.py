@@ -1,0 +1,112 @@
+"""The layout's rules, checked: the import contract (and that it catches a violation), no heavy package on
+the login node after any subcommand, stages as leaves, small modules, no dead schema key."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
+HEAVY = ("torch", "transformers", "deepspeed", "trl", "peft", "datasets", "accelerate")
+
+
+def _lint_imports(root: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(LINT_IMPORTS), "--no-cache"], cwd=root, capture_output=True, text=True,
+                          env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})
+
+
+def test_the_import_contract_holds():
+    p = _lint_imports(REPO)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-2000:]
+    assert "0 broken" in p.stdout or "broken" not in p.stdout.split("Contracts:")[-1]
+
+
+def test_the_import_contract_catches_a_stage_importing_a_stage_and_login_importing_torch(tmp_path):
+    shutil.copytree(REPO / "dfm_hpc", tmp_path / "dfm_hpc", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "pyproject.toml", tmp_path)
+    sft = tmp_path / "dfm_hpc" / "stages" / "sft.py"
+    sft.write_text(sft.read_text() + "\n\ndef _leak():\n    from dfm_hpc.stages import cpt  # noqa\n")
+    status = tmp_path / "dfm_hpc" / "login" / "status.py"
+    status.write_text(status.read_text() + "\n\ndef _heavy():\n    import torch  # noqa\n")
+    p = _lint_imports(tmp_path)
+    assert p.returncode == 1, p.stdout[-3000:]
+    assert "dfm_hpc.stages.sft -> dfm_hpc.stages.cpt" in p.stdout
+    assert "dfm_hpc.login is not allowed to import torch" in p.stdout
+    assert "dfm_hpc.login.status -> torch" in p.stdout
+
+
+def test_no_stage_imports_another_stage():
+    hits = [f"{p.name}: {line.strip()}" for p in (REPO / "dfm_hpc" / "stages").glob("*.py")
+            for line in p.read_text().splitlines() if re.search(r"from dfm_hpc\.stages|import dfm_hpc\.stages", line)]
+    assert hits == []
+
+
+def test_every_subcommand_leaves_the_login_node_light(tmp_path):
+    """A dry run, then status/logs/rerun/cancel/list/compare/prefetch of it, in one process: none of them may
+    pull torch & co. into sys.modules (the import contract checks the code; this checks what really runs)."""
+    lumi = "'cluster=lumi', 'cluster.account=project_465000670'"
+    code = f"""
+import sys, glob
+from dfm_hpc.__main__ import main
+rcs = [main(['+experiment=munin_pipeline', {lumi}, 'dry_run=true'])]
+run = sorted(glob.glob('runs/munin_pipeline/*'))[-1]
+for argv in (['status', run], ['status'], ['list'], ['logs', run], ['compare', run],
+             ['prefetch', '+experiment=munin_pipeline', {lumi}], ['rerun', run, 'dry_run=true'], ['cancel', run]):
+    try:
+        rcs.append(main(argv))
+    except SystemExit as e:
+        rcs.append(e.code)
+print('HEAVY', sorted(m for m in {HEAVY!r} if m in sys.modules), 'RC', rcs)
+"""
+    p = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert "HEAVY [] RC" in p.stdout, p.stdout[-3000:] + p.stderr[-3000:]
+    assert p.stdout.split("RC ")[-1].startswith("[0, 0"), p.stdout[-2000:]  # the dry run and its status work
+
+
+def test_modules_are_small_or_say_why():
+    """~400 lines at most, unless the module's docstring opens with why it is longer."""
+    big = []
+    for p in (REPO / "dfm_hpc").rglob("*.py"):
+        lines = p.read_text().splitlines()
+        if len(lines) > 420 and not any("Longer than" in ln for ln in lines[:12]):
+            big.append(f"{p.relative_to(REPO)}: {len(lines)} lines")
+    assert big == []
+
+
+def test_no_fixture_literal_in_a_module():
+    """Fixtures are data files (dfm_hpc/tiny/*.json), not code: no module holds a huge string literal."""
+    import ast
+
+    for p in (REPO / "dfm_hpc").rglob("*.py"):
+        tree = ast.parse(p.read_text())
+        sizes = [len(n.value) for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+        assert sum(s for s in sizes if s > 200) < 8000, f"{p}: {sum(sizes)} characters of string literals"
+
+
+def test_every_schema_leaf_is_read_by_some_code():
+    """A key nobody reads is a lie in docs/config.md: each leaf's name is accessed outside schema.py."""
+    from dfm_hpc.login.validate import SCHEMA_KEYS
+
+    code = "\n".join(p.read_text() for p in (REPO / "dfm_hpc").rglob("*.py") if p.name != "schema.py")
+    unread = []
+    for key, tp in SCHEMA_KEYS.items():
+        if dataclasses.is_dataclass(tp):
+            continue
+        leaf = re.escape(key.rsplit(".", 1)[-1])
+        if not re.search(rf"\.{leaf}\b|\[['\"]{leaf}['\"]\]|['\"]{leaf}['\"]", code):
+            unread.append(key)
+    assert unread == []
+
+
+@pytest.mark.parametrize("stage", ["translate", "merge", "pii", "cpt", "sft", "dpo", "evaluate", "card"])
+def test_every_stage_declares_run_cfg_ctx(stage):
+    text = (REPO / "dfm_hpc" / "stages" / f"{stage}.py").read_text()
+    assert re.search(r"^def run\(cfg: Config, ctx: StageContext\) -> None:", text, re.M), stage
