@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dfm_hpc import pii  # noqa: E402
+from dfm_hpc.text import pii  # noqa: E402
 from test_pii import planted_docs, score  # noqa: E402
 
 

@@ -23,6 +23,8 @@ import string
 from collections import Counter
 from typing import Callable, Dict, Iterable, Iterator, List, Sequence, Tuple
 
+from dfm_hpc.text import pii_cues as cues
+
 TYPES = ("cpr", "email", "phone", "ip", "iban")
 PRIORITY = ("email", "iban", "cpr", "ip", "phone")  # earlier wins an overlap
 TAGS = {t: f"<{t.upper()}>" for t in TYPES}
@@ -31,9 +33,12 @@ REPLACEMENTS = ("tags", "fake")
 Span = Tuple[int, int, str]
 
 # --- cpr ------------------------------------------------------------------------------------------
-# DDMMYY[-| ]XXXX, not glued to other digit groups (phone lists, account numbers, decimals). The
-# modulus-11 check is deliberately not applied: CPR numbers issued since 2007 may fail it.
-_CPR = re.compile(r"(?<![\d+])(?<!\d[ .,/-])(\d\d)(\d\d)(\d\d)([- ]?)(\d{4})(?!\d)(?![.,/-]\d)(?! \d)")
+# DDMMYY[-| ]XXXX, not glued to other digit groups (phone lists, account numbers, decimals) or to
+# letters and URL punctuation (app ids, query strings). The modulus-11 check is deliberately not
+# applied: CPR numbers issued since 2007 may fail it. A cue (CPR, personnummer) also admits
+# "DDMMYY - XXXX" and an en dash, and wins over every look-alike rule.
+_CPR = re.compile(r"(?<![\w+=/])(?<!\d[ .,/-])(\d\d)(\d\d)(\d\d)([- ]?)(\d{4})(?!\w)(?![.,/-]\d)(?! \d)")
+_CPR_LOOSE = re.compile(r"(?<![\w+=/])(\d\d)(\d\d)(\d\d)[ \t]?[-–][ \t]?(\d{4})(?!\w)(?![.,/-]\d)")
 _DAYS = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
 
@@ -45,61 +50,112 @@ def valid_date(dd: int, mm: int, yy: int) -> bool:
     return not (mm == 2 and dd == 29 and yy % 4)
 
 
-def _find_cpr(text: str) -> Iterator[Span]:
-    for m in _CPR.finditer(text):
-        if valid_date(int(m[1]), int(m[2]), int(m[3])):
-            yield m.start(), m.end(), "cpr"
+def _find_cpr(text: str, ip: str = "all") -> Iterator[Span]:
+    seen = set()
+    low = text.lower()
+    loose = "cpr" in low or "person" in low or "fødsel" in low
+    for rx in ((_CPR, _CPR_LOOSE) if loose else (_CPR,)):
+        for m in rx.finditer(text):
+            s = m.start()
+            if s in seen or not valid_date(int(m[1]), int(m[2]), int(m[3])):
+                continue
+            w = cues.before(text, s)
+            if not cues.CPR_NEAR.search(w):
+                # the account cue wins ("Konto: 0101901234" is an account); ids and URLs are no CPR
+                if rx is _CPR_LOOSE or cues.ends_with(cues.LOOKALIKE_BEFORE, w) or cues.in_url(text, s):
+                    continue
+            seen.add(s)
+            yield s, m.end(), "cpr"
 
 
 # --- email ----------------------------------------------------------------------------------------
 # \w takes æøå in local parts; the domain ends in letters so a sentence's full stop stays outside.
 # Scanning from each '@' (then back over the local part) is ~10x faster than a regex that starts at
-# every word character of the text.
-_EMAIL_DOMAIN = re.compile(r"@(?:[\w-]+\.)+[A-Za-z]{2,}(?![\w-])")
+# every word character of the text. Obfuscated forms: "navn(på)klub.dk", "navn [at] klub [dot] dk",
+# "navn at klub.dk" (the last only when the word before "at" is no Danish clause word).
+_DOT = r"(?:\.|[ \t]?[\(\[\{](?:dot|punktum)[\)\]\}][ \t]?|[ \t]dot[ \t])"
+_EMAIL_DOMAIN = re.compile(r"@((?:[\w-]+\.)+[A-Za-z]{2,})(?![\w-])")
+_OBF_DOMAIN = re.compile(rf"[ \t]?((?:[\w-]+{_DOT})+[A-Za-z]{{2,}})(?![\w-])(?!/)")
+_OBF_ATS = ("(at)", "[at]", "{at}", "(på)", "[på]", "{på}", "(snabel-a)", "[snabel-a]", "(snabela)", " at ")
 _EMAIL_LOCAL = re.compile(r"(?<![\w.%+-])[\w%+-]+(?:\.[\w%+-]+)*$")
 
 
-def _find_email(text: str) -> Iterator[Span]:
-    if "@" not in text:
-        return
-    for m in _EMAIL_DOMAIN.finditer(text):
-        at = m.start()
-        local = _EMAIL_LOCAL.search(text, max(0, at - 64), at)  # local parts are at most 64 chars
-        if local:
-            yield local.start(), m.end(), "email"
+def _obfuscated(text: str) -> bool:
+    low = text.lower()
+    return any(tok in low for tok in _OBF_ATS)
+
+
+def _find_email(text: str, ip: str = "all") -> Iterator[Span]:
+    if "@" in text:
+        for m in _EMAIL_DOMAIN.finditer(text):
+            at = m.start()
+            local = _EMAIL_LOCAL.search(text, max(0, at - 64), at)  # local parts are at most 64 chars
+            if local and not cues.placeholder_email(local[0], m[1]):
+                yield local.start(), m.end(), "email"
+    low = text.lower()
+    for tok in _OBF_ATS:
+        i = low.find(tok)
+        while i >= 0:
+            at, i = i, low.find(tok, i + 1)
+            dom = _OBF_DOMAIN.match(text, at + len(tok))
+            if not dom:
+                continue
+            end_local = at - 1 if tok != " at " and text[at - 1:at] == " " else at
+            local = _EMAIL_LOCAL.search(text, max(0, end_local - 64), end_local)
+            if not local:
+                continue
+            word = local[0].lower()
+            if tok == " at " and (word in cues.AT_STOPWORDS or not word.isascii()):
+                continue  # "for at dr.dk ...": a Danish clause, no address
+            if not cues.placeholder_email(word, dom[1]):
+                yield local.start(), dom.end(), "email"
 
 
 # --- phone ----------------------------------------------------------------------------------------
 # Danish numbers are 8 digits, with +45 / 0045 / (+45) in front or not. Without a prefix the first
 # digit must be 2-9 (the numbering plan has no 8-digit numbers starting 0 or 1), which keeps most
-# IDs and order numbers out. The grouping is 8 | 2-2-2-2 (one separator kind) | 4 4.
+# IDs and order numbers out. Groupings: 8 | 2-2-2-2 | 4 4 | (after a phone cue) 2-3-3 and 4-2-2;
+# two numbers may be joined by "/".
+_GROUPS = r"\d{8}|\d\d \d\d \d\d \d\d|\d\d-\d\d-\d\d-\d\d|\d{4} \d{4}|\d\d \d{3} \d{3}|\d{4} \d\d \d\d"
+_PRE = r"(?:\+|00)45[ -]?|\(\+?45\) ?"
 _PHONE = re.compile(
-    r"(?<![\w+@.,/-])(?<!\d[ -])"
-    r"(?:(?P<pre>(?:\+|00)45[ -]?|\(\+?45\) ?)|(?=[2-9]))\d"  # prefixed: any first digit
-    r"(?:\d{7}|\d(?P<sep>[ -])\d\d(?P=sep)\d\d(?P=sep)\d\d|\d{3} \d{4})"
-    r"(?![\w@-])(?![.,:/]\d)(?! \d)")
-# a number of this shape right after these words is not a phone number
-_NOT_PHONE_BEFORE = re.compile(
-    r"(?i)\b(?:ordre|faktura|sags|kunde|vare|konto|reg|post|bilag|journal|medlems|cvr|se-)[\w.-]*"
-    r"(?: ?(?:nr|nummer|no)\.?)?[ :.#]*$")
-_YEAR = re.compile(r"(19|20)\d\d")
-# ...but "tlf. 2043 2071" or "(2043 2071)" is a number even when both halves look like years
-_PHONE_CUE = re.compile(r"(?i)(?:\b(?:tlf|telefon\w*|mobil\w*|ring\w*|nummer|sms|hotline|fax|kontakt\w*|direkte)[.:]?\s*(?:på\s*)?\(?|\()$")
+    rf"(?<![\w+@.,/=<#&?%-])(?<!\d[ -])(?:(?P<pre>{_PRE})|(?=[2-9]))(?P<body>{_GROUPS})"
+    r"(?![\w@<>-])(?![.,:]\d)(?! \d)")
+_SLASH = re.compile(r"[ \t]?/[ \t]?(?=[\d(+])")
+_PHONE_AFTER_SLASH = re.compile(rf"[ \t]?/[ \t]?(?:(?P<pre>{_PRE})|(?=[2-9]))(?P<body>{_GROUPS})(?![\w@<>-])(?![.,:]\d)(?! \d)")
+_YEAR = re.compile(r"(?:19\d\d|20[0-3]\d)")
 
 
-def _find_phone(text: str) -> Iterator[Span]:
+def _phone_ok(text: str, s: int, e: int, pre: str, body: str) -> bool:
+    if cues.AMOUNT_AFTER.match(text, e):
+        return False
+    if pre:
+        return True
+    w = cues.before(text, s)
+    if cues.ends_with(cues.LOOKALIKE_BEFORE, w) or cues.ends_with(cues.RANGE_BEFORE, w) or cues.in_url(text, s):
+        return False
+    if cues.degenerate(body.replace(" ", "").replace("-", "")) or cues.REGISTER_LINK.match(text, e):
+        return False
+    loose = len(body) == 10 and (body[2] == " " and body[6] == " " or body[4] == " " and body[7] == " ")
+    yearish = len(body) == 9 and body[4] == " " and _YEAR.fullmatch(body[:4])
+    if (loose or yearish) and not cues.PHONE_NEAR.search(cues.clause(w)):
+        # "25 000 000", "2019 12 31" count only after tlf, mobil, ring...; so do "1999 2004" (two
+        # years) and "i 2018 1500 ..." (a year and a count)
+        return False
+    return True
+
+
+def _find_phone(text: str, ip: str = "all") -> Iterator[Span]:
     for m in _PHONE.finditer(text):
         s, e = m.start(), m.end()
-        if text[e:e + 4].lstrip().lower().startswith(("kr", ",-", "dkk")):  # an amount
-            continue
-        if not m["pre"]:
-            if _NOT_PHONE_BEFORE.search(text, max(0, s - 25), s):
-                continue
-            body = m[0]
-            if (len(body) == 9 and body[4] == " " and _YEAR.fullmatch(body[:4]) and _YEAR.fullmatch(body[5:])
-                    and not _PHONE_CUE.search(text[max(0, s - 25):s])):
-                continue  # "1999 2004": two years
-        yield s, e, "phone"
+        slash = _SLASH.match(text, e)
+        second = _PHONE_AFTER_SLASH.match(text, e) if slash else None
+        if slash and not second:
+            continue  # "22334455/2020": a number with a year
+        if _phone_ok(text, s, e, m["pre"] or "", m["body"]):
+            yield s, e, "phone"
+            if second and (second["pre"] or not cues.degenerate(second["body"].replace(" ", ""))):
+                yield second.start("body") - len(second["pre"] or ""), second.end(), "phone"
 
 
 # --- ip -------------------------------------------------------------------------------------------
@@ -108,11 +164,26 @@ _IPV4 = re.compile(rf"(?<![\w.:])(?:{_OCTET}\.){{3}}{_OCTET}(?!\w)(?!\.\d)")  # 
 # candidates only; ipaddress validates (group counts, one '::'); a digit is required so words
 # like "dead::beef" or C++'s "Abc::Def" are not addresses
 _IPV6 = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:(?:\d{1,3}\.){3}\d{1,3}|[0-9A-Fa-f]{1,4})?(?![\w:])(?!\.\w)")
+IP_POLICIES = ("all", "public", "off")
 
 
-def _find_ip(text: str) -> Iterator[Span]:
+def _ip_wanted(value: str, policy: str) -> bool:
+    if policy == "all":
+        return True
+    if policy == "off":
+        return False
+    return ipaddress.ip_address(value).is_global and value not in cues.RESOLVERS
+
+
+def _find_ip(text: str, ip: str = "all") -> Iterator[Span]:
+    if ip == "off":
+        return
     for m in _IPV4.finditer(text):
-        yield m.start(), m.end(), "ip"
+        v = m[0]
+        if cues.is_netmask(v, text, m.start()) or cues.is_section(text, m.start(), m.end(), v):
+            continue
+        if _ip_wanted(v, ip):
+            yield m.start(), m.end(), "ip"
     if ":" not in text:
         return
     for m in _IPV6.finditer(text):
@@ -125,21 +196,32 @@ def _find_ip(text: str) -> Iterator[Span]:
             ipaddress.IPv6Address(cand)
         except ValueError:
             continue
-        yield m.start(), m.start() + len(cand), "ip"
+        if _ip_wanted(cand, ip):
+            yield m.start(), m.start() + len(cand), "ip"
 
 
-# --- iban (and Danish reg/konto numbers) ----------------------------------------------------------
+# --- iban (and Danish reg/konto account numbers) --------------------------------------------------
 # Official lengths for the countries we expect; any other country code is accepted at 15-34 chars.
 IBAN_LENGTHS = {"DK": 18, "FO": 18, "GL": 18, "NO": 15, "SE": 24, "FI": 18, "IS": 26, "DE": 22, "NL": 18,
                 "BE": 16, "FR": 27, "GB": 22, "IE": 22, "ES": 24, "IT": 27, "PL": 28, "AT": 20, "CH": 21,
                 "LU": 20, "PT": 25, "EE": 20, "LT": 20, "LV": 21}
 _IBAN = re.compile(r"(?<![\w])[A-Z]{2}\d\d(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?(?![\w])")
-# "reg. nr. 1234 kontonr. 1234567890", "reg.nr.: 1234, konto 12345678": the span runs from the
-# registration number to the end of the account number (the words in between are kept by fakes)
-_REG_KONTO = re.compile(
-    r"(?i)\breg(?:istrerings)?\.? ?(?:nr|nummer)?\.?:? ?(\d{4}),? (?:og |- )?"
-    r"konto(?:\.? ?nr\.?|nummer)?:? ?\d{6,10}(?![\w-])")
-_REG_DASH = re.compile(r"(?<![\w.,/-])\d{4}-\d{6,10}(?![\w-])(?![.,/]\d)")
+# Account numbers: a 4-digit reg number and a 6-10-digit account, in Danish or English wording:
+# "reg. nr. 1234 kontonr. 1234567890", "reg.nr/Kontonummer: 0828 / 0000270912", "konto nr.5371 245678",
+# "Reg. no. 1234, account no. 12345678". The span runs from the reg number to the end of the
+# account (the words in between are kept by fakes).
+_NRW = r"(?:[ \t]?-?[ \t]?(?:nr|no|nummer|number)\b\.?)?"
+_REGW = rf"\b(?:reg(?:istrerings)?|registration)(?:nr|nummer)?\b\.?{_NRW}"
+_KONTOW = rf"\b(?:bank)?(?:konto|kto|account|acct)(?:en|nr|nummer|number|no)?\b\.?{_NRW}"
+_CONN = r"[ \t]*(?:[:.=]|\ber\b|\bis\b|\bpå\b)?[ \t]*(?:\n[ \t]*)?"
+_ACC_END = r"(?![\w-])(?![.,/]\d)"
+_ACCOUNT = re.compile(
+    rf"(?i)(?:{_REGW}(?:[ \t]*(?:/|og|and|&|,)[ \t]*{_KONTOW})?|{_KONTOW}){_CONN}"
+    rf"(?P<reg>\d{{4}})(?:[ \t]*[-–—/,][ \t]*|[ \t]+|[,.]?[ \t]*(?:og|and|&|/)?[ \t]*{_KONTOW}{_CONN})"
+    rf"(?P<acc>\d{{6,10}}){_ACC_END}")
+_ACCOUNT_ONLY = re.compile(rf"(?i){_KONTOW}{_CONN}(?P<acc>\d{{7,10}}){_ACC_END}")  # "Konto: 0101901234"
+_REG_DASH = re.compile(rf"(?<![\w.,/-])\d{{4}}-\d{{6,10}}{_ACC_END}")
+_REG_LOOSE = re.compile(rf"(?<![\w.,/-])(?P<reg>\d{{4}})[ \t]*(?:[–—/]|(?<= )-|-(?= ))[ \t]*\d{{6,10}}{_ACC_END}")
 
 
 def iban_ok(compact: str) -> bool:
@@ -155,7 +237,7 @@ def _mod97(s: str) -> int:
     return int("".join(str(int(c, 36)) for c in s)) % 97
 
 
-def _find_iban(text: str) -> Iterator[Span]:
+def _find_iban(text: str, ip: str = "all") -> Iterator[Span]:
     for m in _IBAN.finditer(text):
         # the greedy regex may have swallowed a following uppercase word or number group:
         # try the longest prefix that ends on a group boundary and has a valid checksum
@@ -165,15 +247,43 @@ def _find_iban(text: str) -> Iterator[Span]:
             if iban_ok(cand[:e].replace(" ", "")):
                 yield s, s + e, "iban"
                 break
-    has_reg = "reg" in text or "Reg" in text or "REG" in text  # skip the slower case-blind scan
-    for rx in ((_REG_KONTO, _REG_DASH) if has_reg else (_REG_DASH,)):
-        for m in rx.finditer(text):
-            start = m.start(1) if rx is _REG_KONTO else m.start()
-            yield start, m.end(), "iban"
+    low = text.lower()
+    for p in _cue_starts(low, ("reg", "kont", "kto", "acc")):  # a few matches, not a case-blind scan
+        m = _ACCOUNT.match(text, p)
+        if m:
+            yield m.start("reg"), m.end(), "iban"
+        m = _ACCOUNT_ONLY.match(text, p)
+        if m and not cues.AMOUNT_AFTER.match(text, m.end()):
+            yield m.start("acc"), m.end(), "iban"
+    if "-" in text:
+        for m in _REG_DASH.finditer(text):
+            w = cues.before(text, m.start())
+            if cues.ACCOUNT_NEAR.search(w) or not (cues.in_url(text, m.start()) or cues.ends_with(cues.LOOKALIKE_BEFORE, w)):
+                yield m.start(), m.end(), "iban"
+    if any(c in low for c in ("reg", "kont", "kto", "acc", "bank", "betal", "overf", "indsæt", "indsat")):
+        for m in _REG_LOOSE.finditer(text):  # "0828 – 0000270912", "5371 / 245678": only after an account cue
+            if cues.ACCOUNT_NEAR.search(cues.before(text, m.start(), 60)):
+                yield m.start(), m.end(), "iban"
 
 
-_FINDERS: Dict[str, Callable[[str], Iterable[Span]]] = {
+def _cue_starts(low: str, stems) -> List[int]:
+    """Start of every word that holds one of the stems (the 'bank' of 'bankkonto' included)."""
+    out = set()
+    for stem in stems:
+        i = low.find(stem)
+        while i >= 0:
+            j = i
+            while j and low[j - 1].isalpha():
+                j -= 1
+            out.add(j)
+            i = low.find(stem, i + 1)
+    return sorted(out)
+
+
+_FINDERS: Dict[str, Callable[[str, str], Iterable[Span]]] = {
     "cpr": _find_cpr, "email": _find_email, "phone": _find_phone, "ip": _find_ip, "iban": _find_iban}
+# in text whose numbers were joined over line breaks, a number counts only after its type's cue
+_WRAP_CUES = {"phone": cues.PHONE_NEAR, "iban": cues.ACCOUNT_NEAR, "cpr": cues.CPR_NEAR}
 
 
 def check_types(types: Sequence[str]) -> List[str]:
@@ -183,20 +293,43 @@ def check_types(types: Sequence[str]) -> List[str]:
     return list(types)
 
 
+def check_ip(policy: str) -> str:
+    if policy not in IP_POLICIES:
+        raise ValueError(f"unknown IP policy {policy!r}; known: {list(IP_POLICIES)}")
+    return policy
+
+
 _HINT = re.compile(r"[0-9@]")
 
 
-def find(text: str, types: Sequence[str] = TYPES) -> List[Span]:
-    """Non-overlapping (start, end, type) spans in text order; on overlap the PRIORITY order wins."""
+def _wrapped(text: str, types: Sequence[str], ip: str) -> List[Span]:
+    """Numbers wrapped over a line break, found in the joined text after their type's cue."""
+    u = cues.Unwrapped(text)
+    out = []
+    for t in _WRAP_CUES:
+        if t in types:
+            cands = [sp for sp in _FINDERS[t](u.text, ip) if _WRAP_CUES[t].search(cues.before(u.text, sp[0], 60))]
+            out += u.back(cands)
+    return out
+
+
+def find(text: str, types: Sequence[str] = TYPES, ip: str = "all", extra: Sequence[Span] = ()) -> List[Span]:
+    """Non-overlapping (start, end, type) spans in text order; on overlap the PRIORITY order wins.
+    `ip` is the IP policy (IP_POLICIES); `extra` are spans of other passes (names, addresses) that
+    lose every overlap with these types."""
     check_types(types)
-    if not _HINT.search(text):  # every type needs a digit or an '@': most chat turns have neither
-        return []
+    check_ip(ip)
+    if not _HINT.search(text) and not _obfuscated(text):  # every type needs a digit, an '@' or an obfuscated '@'
+        return sorted(extra)
+    cands: Dict[str, List[Span]] = {t: list(_FINDERS[t](text, ip)) for t in PRIORITY if t in types}
+    if "\n" in text and cues.WRAP.search(text):
+        for s, e, t in _wrapped(text, types, ip):
+            cands[t].append((s, e, t))
     starts: List[int] = []
     kept: List[Span] = []
-    for t in PRIORITY:
-        if t not in types:
-            continue
-        for s, e, typ in sorted(_FINDERS[t](text), key=lambda x: (x[0], -x[1])):  # longest first
+    groups = [cands[t] for t in PRIORITY if t in cands] + [list(extra)]
+    for spans in groups:
+        for s, e, typ in sorted(spans, key=lambda x: (x[0], -x[1])):  # longest first
             i = bisect.bisect_right(starts, s)
             if i and kept[i - 1][1] > s or i < len(kept) and kept[i][0] < e:
                 continue  # overlaps a span of a higher priority (or an earlier one of this type)
