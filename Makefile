@@ -54,7 +54,10 @@ slurm:
 	@if [ "$$(id -u)" = 0 ]; then bash slurm/start.sh; \
 	else echo "not root: the local Slurm cluster is not started; the real-Slurm tests will skip"; fi
 
+# the import contract (pyproject.toml) and ruff first: seconds, and they name the rule that broke
 test: setup slurm $(VENV)-euroeval/.installed
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/ruff check dfm_hpc tests bench docs
 	$(BIN)/python -m pytest -q
 	$(VENV)-euroeval/bin/python -m pytest -q tests/test_evaluate.py -k euroeval
 
