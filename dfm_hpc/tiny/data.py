@@ -9,13 +9,13 @@ from __future__ import annotations
 import gzip
 import io
 import json
-import os
 import random
-import tempfile
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, Optional
+
+from dfm_hpc.files import atomic_open, write_atomic
 
 # OASST fixture: hand-written conversations (oasst_fixture.json) in both published formats.
 # A node is {text, options..., replies}; roles alternate prompter / assistant from the root. Options: rank,
@@ -142,14 +142,7 @@ def _write_jsonl_gz(path: Path, records: Iterable[dict]) -> None:
     buf = io.BytesIO()
     with gzip.GzipFile(filename="", mode="wb", fileobj=buf, mtime=0) as gz:  # no name, no time: same bytes
         gz.write(text.encode("utf-8"))
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buf.getvalue())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, buf.getvalue())
 
 
 # A learnable toy corpus for tests and the local demo: patterned Danish sentences.
@@ -160,27 +153,20 @@ _TEMPLATES = ["Efter {a} kommer {b}, og efter {b} kommer {c}.", "Vi tæller: {a}
 
 def tiny_corpus(path: Path, n_docs: int = 400, seed: int = 0) -> Path:
     rng = random.Random(seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # ranks may write it at the same time
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_open(path) as f:  # ranks may write it at the same time
         for i in range(n_docs):
             sents = []
             for _ in range(rng.randint(2, 6)):
                 k = rng.randrange(len(_WORDS) - 2)
                 sents.append(rng.choice(_TEMPLATES).format(a=_WORDS[k], b=_WORDS[k + 1], c=_WORDS[k + 2]))
             f.write(json.dumps({"id": f"doc-{i}", "text": " ".join(sents), "source": "tiny"}, ensure_ascii=False) + "\n")
-    tmp.replace(path)  # ranks may race to write it
     return path
-
-
 
 
 def tiny_chats(path: Path, kind: str, n: int = 200, seed: int = 0) -> Path:
     """A learnable toy chat set: 'what comes after X?' -> 'After X comes Y.' (DPO: a wrong answer rejected)."""
     rng = random.Random(seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # ranks may write it at the same time
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_open(path) as f:  # ranks may write it at the same time
         for _ in range(n):
             k = rng.randrange(len(_WORDS) - 1)
             q = {"role": "user", "content": f"Hvad kommer efter {_WORDS[k]}?"}
@@ -188,7 +174,6 @@ def tiny_chats(path: Path, kind: str, n: int = 200, seed: int = 0) -> Path:
             bad = {"role": "assistant", "content": f"Efter {_WORDS[k]} kommer {_WORDS[(k + 5) % len(_WORDS)]}."}
             row = {"messages": [q, good]} if kind == "sft" else {"prompt": [q], "chosen": [good], "rejected": [bad]}
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    tmp.replace(path)
     return path
 
 
