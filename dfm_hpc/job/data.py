@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import List
 
 from dfm_hpc import tiny
+from dfm_hpc.rundir import stage_dir
 
 
 def load_texts(source: str, cache: Path) -> List[str]:
@@ -48,9 +49,12 @@ def pack(texts: List[str], tokenizer, seq_len: int):
 
 
 def corpus_source(cfg, ctx) -> str:
-    """This run's PII-filtered corpus when its pii stage made one, else data.corpus."""
-    filtered = ctx.run_dir / "stages" / "pii" / "corpus.parquet"
-    return str(filtered) if "pii" in cfg.stages and filtered.exists() else cfg.data.corpus
+    """This run's PII-filtered corpus when its pii stage made one, else data.corpus; with a
+    data.mixture, its first source (the one evaluate's held-out documents come from)."""
+    filtered = stage_dir(ctx.run_dir, "pii") / "corpus.parquet"
+    if "pii" in cfg.stages and filtered.exists():
+        return str(filtered)
+    return cfg.data.corpus if not cfg.data.mixture else str(cfg.data.mixture[0].source)
 
 
 def shard_ranges(n_docs: int, n_shards: int) -> List[range]:
@@ -95,8 +99,8 @@ def load_chats(source, ctx, kind: str):
     source = tiny.resolve_data(source, ctx.run_dir / "cache", kind)
     p = Path(source)
     for stage in ("pii", "merge"):  # a run dir: its PII-filtered view when it has one
-        if p.is_dir() and (p / "stages" / stage / f"{kind}.parquet").exists():
-            p = p / "stages" / stage / f"{kind}.parquet"
+        if p.is_dir() and (stage_dir(p, stage) / f"{kind}.parquet").exists():
+            p = stage_dir(p, stage) / f"{kind}.parquet"
             break
     ctx.log(f"{kind} data: {p}")
     if p.is_file():

@@ -18,6 +18,7 @@ from typing import Optional
 
 from dfm_hpc import metrics, tiny
 from dfm_hpc.job import ds_config
+from dfm_hpc.rundir import stage_dir
 
 
 def accelerate_deepspeed_cpu_compat() -> None:
@@ -152,9 +153,8 @@ def latest_checkpoint(ctx) -> Optional[str]:
 def metrics_callback(cfg, ctx, st, tokens_per_step: int):
     """Logs loss, lr, grad norm, tokens/s per device, MFU and peak memory; stops at a safe point on
     Slurm's pre-timeout signal (with a checkpoint)."""
-    from transformers import TrainerCallback
-
     import torch
+    from transformers import TrainerCallback
 
     n_params = metrics.param_count(cfg.model)
     peak = metrics.pick_peak_tflops(torch.cuda.get_device_name() if torch.cuda.is_available() else None)
@@ -340,7 +340,7 @@ def load_base(cfg, ctx, st, stage: str):
     init = st.init_from or (str(ctx.run_dir) if {"sft", "cpt"} & set(before) else None)
     if init:
         for prev in ("sft", "cpt"):
-            cand = Path(init) / "stages" / prev / "model"
+            cand = stage_dir(Path(init), prev) / "model"
             if cand.is_dir():
                 path = str(cand)
                 break

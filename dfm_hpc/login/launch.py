@@ -16,12 +16,15 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from omegaconf import OmegaConf
+from rich.markup import escape
 
-from dfm_hpc import rundir, schema
-from dfm_hpc.login import validate
+from dfm_hpc import predict, rundir, schema
+from dfm_hpc.login import shell, validate
 from dfm_hpc.plan import StageJob, billing, gpu_hours, plan, stage_cluster
 
 EXIT_INVALID = 2
+SWEEP_LIMIT = 256  # points; more needs --large-sweep (each point is a run dir: 4,096 took 193 MB)
+LARGE_SWEEP = "--large-sweep"
 
 
 @dataclass
@@ -48,9 +51,19 @@ def report_problems(problems: List[str]) -> int:
     con = _console(stderr=True)
     n = len(problems)
     con.print(f"[bold red]dfm_hpc: {n} problem{'s' * (n != 1)} in the config[/]; nothing was created or submitted:")
-    for i, p in enumerate(problems, 1):
-        con.print(f"  {i}. {p}", markup=False)
+    values = rundir.secret_values()
+    for i, p in enumerate(problems, 1):  # untrusted text: never markup, never a secret
+        con.print(f"  {i}. {rundir.redact_text(p, values)}", markup=False)
     return EXIT_INVALID
+
+
+def _hint(message: str, argv: List[str]) -> str:
+    """What to type instead, for Hydra's least helpful messages."""
+    if "Ambiguous value" in message and "-m" not in argv and "--multirun" not in argv:
+        return message + " (a comma-separated value is a sweep: add -m, or quote the list: key='[a,b]')"
+    if "not in struct" in message or "Could not override" in message or "Key '" in message and "not in" in message:
+        return message + " (to add a key the config does not have, prefix it with +, e.g. +cluster.env.NAME=value)"
+    return message
 
 
 def compose_config(overrides: List[str]):
@@ -123,13 +136,15 @@ def hydra_main(argv: List[str]) -> int:
     from omegaconf.errors import OmegaConfBaseException
 
     schema.register()
+    large = LARGE_SWEEP in argv
+    argv = [a for a in argv if a != LARGE_SWEEP]
     problems = validate.check_overrides(_split_overrides(argv))
     if problems:
         return report_problems(problems)
     if any(a in ("-m", "--multirun") for a in argv) and not any(
             a.startswith(("--cfg", "-c", "--info", "-i", "--help", "-h", "--hydra-help", "--run", "-r",
                           "--shell-completion", "-sc", "--config-", "-cp", "-cn", "-cd")) for a in argv):
-        return _sweep(argv)
+        return _sweep(argv, large)
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let composition errors reach us (exit 2, not Hydra's 1)
     app = hydra.main(config_path=str(schema.CONF_DIR), config_name="config", version_base="1.3")(_collect)
     saved, sys.argv = sys.argv, ["dfm_hpc", *argv]
@@ -138,7 +153,7 @@ def hydra_main(argv: List[str]) -> int:
     try:
         app()
     except (HydraException, OmegaConfBaseException, ValueError) as e:
-        return report_problems([validate.explain_hydra_error(e)])
+        return report_problems([_hint(validate.explain_hydra_error(e), argv)])
     finally:
         sys.argv = saved
     if _compose_problems:
@@ -148,7 +163,7 @@ def hydra_main(argv: List[str]) -> int:
     return launch(list(_points), ["python", "-m", "dfm_hpc", *argv], sweep=_multirun)
 
 
-def _sweep(argv: List[str]) -> int:
+def _sweep(argv: List[str], large: bool = False) -> int:
     """-m: Hydra's BasicSweeper semantics (cartesian product of the sweeps, in order), but each
     distinct choice of config groups is composed once and the points' key=value overrides are
     applied to a copy: Hydra's own multirun composes every point twice (~0.1 s each)."""
@@ -167,6 +182,9 @@ def _sweep(argv: List[str]) -> int:
         combos = BasicSweeper.split_arguments(parser.parse_overrides(_split_overrides(argv)), None)[0]
     except HydraException as e:
         return report_problems([validate.explain_hydra_error(e)])
+    if len(combos) > SWEEP_LIMIT and not large:
+        return report_problems([f"the sweep has {len(combos):,} points, over the limit of {SWEEP_LIMIT} (each point is "
+                                f"a run dir and an array task); narrow it, or add {LARGE_SWEEP} if you mean it"])
     bases: Dict[tuple, object] = {}
     points: List[Point] = []
     problems: List[str] = []
@@ -182,7 +200,7 @@ def _sweep(argv: List[str]) -> int:
                 ConfigLoaderImpl._apply_overrides_to_config(parser.parse_overrides(values_part), cfg)
                 points.append(Point(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), list(combo)))
             except (HydraException, OmegaConfBaseException, ValueError) as e:
-                problems.append(f"[{' '.join(combo)}] {validate.explain_hydra_error(e)}")
+                problems.append(f"[{' '.join(combo)}] {_hint(validate.explain_hydra_error(e), argv)}")
     if problems:
         return report_problems(problems)
     return launch(points, ["python", "-m", "dfm_hpc", *argv], sweep=True)
@@ -190,42 +208,101 @@ def _sweep(argv: List[str]) -> int:
 
 # ---------------------------------------------------------------- launch
 
-def _print_plan(cfg, jobs: List[StageJob], n_points: int, reuse: Dict[str, Path]) -> None:
+def _short(x: Optional[float]) -> str:
+    return "?" if x is None else f"{x:,.0f}" if x >= 100 else f"{x:.1f}"
+
+
+def _print_plan(cfg, jobs: List[StageJob], n_points: int, reuse: Dict[str, Path], records: List[dict]) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     con = _console()
-    title = f"{cfg.name}: {len(jobs)} stage{'s' * (len(jobs) != 1)} on cluster={cfg.cluster.name}"
+    title = f"{cfg.name}: {len(jobs)} stage{'s' * (len(jobs) != 1)} on cluster={cfg.cluster.name}, in order"
     if n_points > 1:
         title += f", x {n_points} sweep points"
-    t = Table(title=title, title_justify="left")
-    # GCD-h: GPU devices x hours as Slurm counts them; LUMI bills an MI250X (2 GCDs) hour as 1 unit
-    for col in ("stage", "nodes x ranks", "partition", "walltime", "after", "max GCD-h", "max billing units"):
-        t.add_column(col, justify="right" if col.startswith("max") else "left")
-    tot_gpu, tot_bill = 0.0, 0.0
-    for j in jobs:
+    # GCD-h: GPU devices x hours as Slurm counts them; LUMI bills an MI250X (2 GCDs) hour as 1 unit (BU).
+    # predicted: the stage's work / conf/throughput (docs/performance.md#predictions), every start included
+    cols = ("stage", "nodes×ranks", "partition", "wall", "pred.", "GCD-h pred/max", "BU pred/max")
+    tot = {"gpu": 0.0, "bill": 0.0, "pgpu": 0.0, "pbill": 0.0}
+    lines, rows = [], []
+    for j, rec in zip(jobs, records):
         if j.stage in reuse:
-            t.add_row(j.stage, "reused from", str(reuse[j.stage].parent.parent), "", "", "", "")
+            rows.append((j.stage, "reused", str(reuse[j.stage].parent.parent.name), "", "", "", ""))
             continue
+        p = rec["prediction"]
         g, b = gpu_hours(j), billing(j, stage_cluster(cfg, j.stage))
-        tot_gpu, tot_bill = tot_gpu + g, tot_bill + (b or 0)
+        tot["gpu"], tot["bill"] = tot["gpu"] + g, tot["bill"] + (b or 0)
+        tot["pgpu"], tot["pbill"] = tot["pgpu"] + (p["gpu_hours"] or 0), tot["pbill"] + (p["billing"] or 0)
         shape = f"{j.nodes} x {j.tasks_per_node}" + (f" (x{j.array} array)" if j.array > 1 else "")
-        t.add_row(j.stage, shape, j.partition or "-",
-                  f"{j.minutes // 60}:{j.minutes % 60:02d}", j.after or "-", f"{g:,.1f}",
-                  "-" if b is None else f"{b:,.1f}")
+        pred = "?" if p["hours"] is None else predict.fmt_hours(p["hours"]) + ("~" if p["basis"] == "fixed" else "")
+        rows.append((j.stage, shape, j.partition or "-", f"{j.minutes // 60}:{j.minutes % 60:02d}", pred,
+                     f"{_short(p['gpu_hours'])}/{_short(g)}",
+                     "-" if b is None else f"{_short(p['billing'])}/{_short(b)}"))
+        how = f" [dim]-> {escape(p['work'])} at {escape(p['rate'])} ({p['device']})[/]" if p["basis"] == "work" else ""
+        lines.append(f"  [bold]{j.stage}[/]: {escape(p['summary'])}{how}")
+    # stages run in order, each after the one before (afterok); pred. ending in ~: a fixed guess
+    t = Table(title=title, title_justify="left", box=None, pad_edge=False, header_style="bold")
+    for i, col in enumerate(cols):  # every column as wide as its values (a stage name is never cut)
+        t.add_column(col, justify="right" if col in ("wall", "pred.") or "/" in col else "left",
+                     no_wrap=True, min_width=max([len(col)] + [len(r[i]) for r in rows]))
+    for r in rows:
+        t.add_row(*r)
     con.print(t)
+    for line in lines:
+        con.print(line)
+    for w in predict.warnings(records):
+        con.print(f"[yellow]warning[/]: {escape(w)}")
     if cfg.cluster.scheduler == "slurm":
-        bill = f", {tot_bill * n_points:,.1f} LUMI billing units" if cfg.cluster.system == "lumi" else ""
-        con.print(f"cost at most (full walltime): {tot_gpu * n_points:,.1f} GPU(GCD)-hours{bill}")
+        lumi = cfg.cluster.system == "lumi"
+        con.print(f"cost predicted: {tot['pgpu'] * n_points:,.1f} GPU(GCD)-hours"
+                  + (f", {tot['pbill'] * n_points:,.1f} LUMI billing units" if lumi else "")
+                  + f"; at most (full walltime): {tot['gpu'] * n_points:,.1f} GPU(GCD)-hours"
+                  + (f", {tot['bill'] * n_points:,.1f} LUMI billing units" if lumi else ""))
 
 
-def _make_dirs(cfgs, points: List[Point], sweep: bool, argv: List[str]) -> List[Path]:
-    top = rundir.new_run_dir(Path(cfgs[0].runs_root).resolve() / cfgs[0].name)
+def _print_mixture(cfg) -> None:
+    """data.mixture as cpt will sample it (docs/training.md#mixtures): shares, budgets, epoch limits."""
+    mix = cfg.data.mixture
+    if not mix or not {"cpt", "tokenize"} & set(cfg.stages):
+        return
+    st = cfg.cpt
+    need = st.max_steps * st.global_batch_size * st.seq_len
+    budgets = sum(m.tokens or 0 for m in mix)
+    wsum = sum(m.weight or 0 for m in mix if m.tokens is None) or 1
+    lines = [f"mixture (seed {cfg.seed}, {need:,} training tokens):"]
+    for m in mix:
+        tokens = m.tokens if m.tokens is not None else (need - budgets) * (m.weight or 0) / wsum
+        how = f"budget {m.tokens:,}" if m.tokens is not None else f"weight {m.weight:g}"
+        lines.append(f"  {m.name or m.source:<28} {tokens / need:6.1%}  ~{tokens:,.0f} tokens  ({how}, "
+                     f"at most {m.epochs:g} epochs)  {m.source}")
+    _console().print("\n".join(lines), markup=False)
+
+
+def _make_dirs(cfgs, points: List[Point], sweep: bool, argv: List[str], records: List[List[dict]]) -> List[Path]:
+    """The run dir(s), complete, or none: whatever stops the writing (a full disk, SIGINT) removes
+    them again; only a hard kill leaves one, marked INCOMPLETE (status and list show it)."""
+    import shutil
+
+    root = Path(cfgs[0].runs_root).resolve()
+    parent = root / cfgs[0].name
+    if not rundir.inside(parent, root) or parent == root:  # validate.check_names refuses such names too
+        raise OSError(f"the run dir {parent} would be outside runs_root {root}")
+    top = rundir.new_run_dir(parent)
+    try:
+        return _fill_dirs(top, cfgs, points, sweep, argv, records)
+    except BaseException:
+        shutil.rmtree(top, ignore_errors=True)
+        raise
+
+
+def _fill_dirs(top: Path, cfgs, points: List[Point], sweep: bool, argv: List[str], records) -> List[Path]:
     dirs = [top / str(i) for i in range(len(points))] if sweep else [top]
     git, packages = rundir.git_state(), rundir.installed_packages()
-    for d, p in zip(dirs, points):
+    for d, p, recs in zip(dirs, points, records):
         d.mkdir(exist_ok=True)
+        (d / rundir.INCOMPLETE).write_text("the launch did not finish\n")
         extra = {"rerun_of": str(p.rerun_of) if p.rerun_of else None, "sweep_dir": str(top) if sweep else None}
-        rundir.snapshot(d, p.config, p.overrides, argv, extra=extra, git=git, packages=packages)
+        rundir.snapshot(d, p.config, p.overrides, argv, extra=extra, git=git, packages=packages, plan=recs)
         # an earlier run's stage dirs: finished ones are linked and skipped, unfinished ones are
         # linked and run again in place, so they resume from their files (shards, checkpoints)
         for stage, old in {**p.reuse, **p.resume}.items():
@@ -234,10 +311,14 @@ def _make_dirs(cfgs, points: List[Point], sweep: bool, argv: List[str]) -> List[
         for old in p.resume.values():
             rundir.clear_attempt(old)
     if sweep:
+        values = rundir.secret_values(points[0].config)
         rundir.write_yaml(top / "sweep.yaml", {
-            "name": cfgs[0].name, "command": " ".join(argv),
-            "points": [{"run_dir": d.name, "overrides": [rundir.redact_override(o) for o in p.overrides]}
+            "name": cfgs[0].name, "command": rundir.redact_text(" ".join(rundir.redact_override(a) for a in argv), values),
+            "points": [{"run_dir": d.name,
+                        "overrides": [rundir.redact_text(rundir.redact_override(o), values) for o in p.overrides]}
                        for d, p in zip(dirs, points)]})
+    for d in dirs + [top]:
+        rundir.complete(d)
     return dirs
 
 
@@ -254,11 +335,26 @@ def launch(points: List[Point], argv: List[str], sweep: bool) -> int:
     if problems:
         return report_problems(problems)
     plans = [[j for j in plan(cfg)] for cfg in cfgs]
-    _print_plan(cfgs[0], plans[0], len(points), points[0].reuse)
-    dirs = _make_dirs(cfgs, points, sweep, argv)
+    records = [predict.records(cfg, jobs) for cfg, jobs in zip(cfgs, plans)]
+    for p, recs in zip(points, records):  # a stage that would outlast its walltime and cannot resume
+        prefix = f"[{' '.join(p.overrides)}] " if sweep else ""
+        problems += [prefix + x for x in predict.problems([r for r in recs if r["stage"] not in p.reuse])]
+    if problems:
+        return report_problems(problems)
+    _print_plan(cfgs[0], plans[0], len(points), points[0].reuse, records[0])
+    _print_mixture(cfgs[0])
+    try:
+        dirs = _make_dirs(cfgs, points, sweep, argv, records)
+    except OSError as e:  # runs_root a file, unwritable, a full disk: nothing is left behind
+        return report_problems([f"cannot write the run dir under runs_root={cfgs[0].runs_root!r}: "
+                                f"{e.strerror or e}{f' ({e.filename})' if e.filename else ''}; give a writable "
+                                "directory, e.g. runs_root=/scratch/<project>/runs"])
+    except KeyboardInterrupt:
+        _console(stderr=True).print("interrupted: no run dir was left behind", markup=False)
+        return 130
     con = _console()
     top = dirs[0].parent if sweep else dirs[0]
-    con.print(f"run dir: [bold]{top}[/]")
+    con.print(f"run dir: [bold]{escape(str(top))}[/]")
     cfg = cfgs[0]
     if cfg.dry_run:
         return _dry_run(cfgs, plans, points, dirs, sweep)
@@ -308,9 +404,14 @@ def _run_local(cfgs, plans, points, dirs) -> int:
     con = _console()
     for cfg, jobs, p, d in zip(cfgs, plans, points, dirs):
         for j in _todo(jobs, p):
-            con.rule(f"{j.stage}: {j.world_size} local rank{'s' * (j.world_size != 1)}  (log: "
-                     f"{rundir.stage_dir(d, j.stage) / 'logs'})")
-            code = local.run_stage(d, j, cfg.cluster)
+            con.rule(escape(f"{j.stage}: {j.world_size} local rank{'s' * (j.world_size != 1)}  (log: "
+                            f"{rundir.stage_dir(d, j.stage) / 'logs'})"))
+            try:
+                code = local.run_stage(d, j, cfg.cluster)
+            except local.Interrupted as e:
+                con.print(f"interrupted ({e}): stopped the ranks of stage {j.stage}, marked it CANCELLED; "
+                          f"continue with: python -m dfm_hpc rerun {d}", markup=False)
+                return 128 + e.signum
             if code:
                 con.print(f"[bold red]stage {j.stage} failed[/] (exit {code}); later stages not run. "
                           f"See: python -m dfm_hpc logs {d} --stage {j.stage}")
@@ -318,8 +419,8 @@ def _run_local(cfgs, plans, points, dirs) -> int:
             con.print(f"[green]stage {j.stage} done[/]")
     con.print(f"status: python -m dfm_hpc status {dirs[0].parent if len(dirs) > 1 else dirs[0]}")
     for d in dirs:  # what a person wants to open next
-        for name, path in (("model card", d / "stages" / "card" / "README.md"),
-                           ("evaluation", d / "stages" / "evaluate" / "results.md")):
+        for name, path in (("model card", rundir.stage_dir(d, "card") / "README.md"),
+                           ("evaluation", rundir.stage_dir(d, "evaluate") / "results.md")):
             if path.exists():
                 con.print(f"{name}: {path}")
     return 0
@@ -332,6 +433,8 @@ def _submit_slurm(cfgs, plans, points, dirs, sweep) -> int:
     con = _console()
     cfg = cfgs[0]
     python = slurm.python_command(cfg.cluster)
+    # secrets reach the jobs by name: sbatch passes its environment on (--export=ALL), the script has none
+    os.environ.update(shell.secret_env(cfg.cluster.env))
     same = len({json.dumps([vars(j) for j in _todo(jobs, p)]) for jobs, p in zip(plans, points)}) == 1
     arrays = any(j.array > 1 for jobs in plans for j in jobs)  # a stage array can't also be a sweep array
     groups = [list(range(len(points)))] if same and not arrays else [[i] for i in range(len(points))]
@@ -341,7 +444,7 @@ def _submit_slurm(cfgs, plans, points, dirs, sweep) -> int:
     except Exception as e:  # sbatch refused: withdraw what this launch queued, keep the run dir
         if queued:
             subprocess.run(["scancel", *queued], capture_output=True)
-        con.print(f"[bold red]submission failed[/]: {str(e).strip()}", markup=True)
+        con.print(f"[bold red]submission failed[/]: {escape(rundir.redact_text(str(e).strip()))}")
         if queued:
             con.print(f"cancelled the jobs this launch had queued: {', '.join(queued)}")
         con.print(f"the snapshot stays in {dirs[0].parent if sweep else dirs[0]}; fix the cause, then "
@@ -391,51 +494,92 @@ def _submit_groups(cfgs, plans, points, dirs, groups, python, queued: List[str])
 
 # ---------------------------------------------------------------- rerun
 
-def rerun(ref: str, overrides: List[str], fresh: bool) -> int:
+_MARKS = ("logs", "job_id", "ranks", "pids", "DONE", "FAILED", "CANCELLED")  # a stage that has started
+
+
+def _secrets_back(cfg, where: Path) -> List[str]:
+    """A snapshot holds ***REDACTED*** for its secrets: put the values back from this shell's
+    environment, never the placeholder. Returns the problems (a secret that is not set)."""
+    out = []
+    for k, v in list(cfg.cluster.env.items()):
+        if v == rundir.REDACTED:
+            if os.environ.get(str(k)):
+                cfg.cluster.env[k] = os.environ[str(k)]
+            else:
+                out.append(f"cluster.env.{k} was redacted from {where}; export {k} in this shell (or pass "
+                           f"cluster.env.{k}=...) so that the job gets the real value, not the placeholder")
+    return out
+
+
+def _read_snapshot(old: Path):
+    """The typed config of a run dir, or a ValueError saying why it cannot be read."""
+    from omegaconf.errors import OmegaConfBaseException
+    import yaml
+
+    f = old / "config.yaml"
+    if rundir.is_incomplete(old):
+        raise ValueError(f"{old} is incomplete (its launch was interrupted: {rundir.INCOMPLETE}); launch anew")
+    try:
+        raw = rundir.read_yaml(f)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise ValueError(f"{f} cannot be read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
+    if not isinstance(raw, dict):
+        raise ValueError(f"{f} is empty or not a mapping; the snapshot is damaged, launch anew")
+    try:
+        return schema.typed(raw)
+    except OmegaConfBaseException as e:
+        raise ValueError(f"{f} does not fit this dfm_hpc version's schema ({validate.explain_hydra_error(e)}); "
+                         "rerun it with the code it ran with (provenance.json: git commit), or launch it anew")
+
+
+def rerun(ref: str, overrides: List[str], fresh: bool, runs_root: str = "runs") -> int:
     from omegaconf.errors import OmegaConfBaseException
 
     con = _console(stderr=True)
     try:
-        old_top = rundir.resolve(ref)
-    except LookupError as e:
-        return report_problems([str(e)])
+        old_top = rundir.resolve(ref, runs_root)
+        olds = rundir.point_dirs(old_top)
+    except (LookupError, OSError, ValueError, KeyError, TypeError) as e:
+        return report_problems([f"{ref}: {e}"])
     groups = validate.groups()
     problems = [f"{o!r}: rerun takes key=value overrides; to change the config group {o.split('=')[0]!r}, "
                 "launch anew" for o in overrides if o.split("=")[0].lstrip("+") in groups]
     problems += validate.check_overrides([o for o in overrides if o.split("=")[0].lstrip("+") not in groups])
     if problems:
         return report_problems(problems)
-    olds = rundir.point_dirs(old_top)
     points: List[Point] = []
     for old in olds:
         try:
-            cfg = schema.typed(rundir.read_yaml(old / "config.yaml"))
-        except OmegaConfBaseException as e:
-            return report_problems([f"{old / 'config.yaml'} does not fit this dfm_hpc version's schema "
-                                    f"({validate.explain_hydra_error(e)}); rerun it with the code it ran with "
-                                    f"(provenance.json: git commit), or launch it anew"])
+            cfg = _read_snapshot(old)
+        except ValueError as e:
+            return report_problems([str(e)])
+        was_dry = bool(cfg.dry_run)
         try:
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([o.lstrip("+") for o in overrides]))
         except OmegaConfBaseException as e:
-            return report_problems([validate.explain_hydra_error(e)])
-        started = {} if fresh else {s: rundir.stage_dir(old, s) for s in cfg.stages
-                                    if rundir.stage_dir(old, s).is_dir()}
+            return report_problems([_hint(validate.explain_hydra_error(e), [])])
+        problems = _secrets_back(cfg, old / "config.yaml")
+        if problems:
+            return report_problems(problems)
+        # a dry run's stage dirs hold scripts only: nothing of them is reused or resumed
+        started = {} if fresh or was_dry else {
+            s: rundir.stage_dir(old, s) for s in cfg.stages
+            if any((rundir.stage_dir(old, s) / m).exists() for m in _MARKS)}
         reuse = {s: d for s, d in started.items() if (d / "DONE").exists()}
         resume = {s: d for s, d in started.items() if s not in reuse}
-        old_overrides = rundir.read_yaml(old / "overrides.yaml") or []
+        old_overrides = [str(o) for o in (rundir.read_yaml(old / "overrides.yaml") or []) if isinstance(o, str)] \
+            if (old / "overrides.yaml").is_file() else []
         points.append(Point(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), old_overrides + list(overrides),
                             reuse=reuse, resume=resume, rerun_of=old.resolve()))
     then = rundir.provenance(olds[0]).get("git_commit")
     now = rundir.git_state()["commit"]
     if then != now:
-        con.print(f"[yellow]warning[/]: the code has changed since {old_top} ran "
+        con.print(f"[yellow]warning[/]: the code has changed since {escape(str(old_top))} ran "
                   f"(git {str(then)[:10]} then, {str(now)[:10]} now); the config is the same, the results may not be")
     drift = rundir.package_drift(olds[0])
     if drift:
-        from rich.markup import escape
-
         # the snapshot's requirements.txt against this environment (make setup installs the lock)
-        con.print(f"[yellow]warning[/]: the installed packages differ from {olds[0] / 'requirements.txt'}: "
+        con.print(f"[yellow]warning[/]: the installed packages differ from {escape(str(olds[0] / 'requirements.txt'))}: "
                   + escape("; ".join(drift)))
     if points[0].reuse:
         con.print(f"reusing finished stages: {', '.join(points[0].reuse)} (--fresh runs them again)")

@@ -19,6 +19,7 @@ from typing import Dict, List, Optional
 
 from dfm_hpc.job.rank import StageContext
 from dfm_hpc.plan import billing, plan, run_jobs, stage_cluster
+from dfm_hpc.rundir import stage_dir
 from dfm_hpc.schema import TRAINED_STAGES, Config
 from dfm_hpc.sources import is_hub_id
 
@@ -35,7 +36,7 @@ def _json(path: Path) -> Optional[dict]:
 
 
 def trained_stages(cfg, run_dir: Path) -> List[str]:
-    return [s for s in cfg.stages if s in TRAINED_STAGES and (run_dir / "stages" / s / "model").is_dir()]
+    return [s for s in cfg.stages if s in TRAINED_STAGES and (stage_dir(run_dir, s) / "model").is_dir()]
 
 
 # ---------------------------------------------------------------- compute used
@@ -45,7 +46,7 @@ def _sacct_hours(run_dir: Path, stage: str, job_id: str) -> Optional[float]:
     the accounting its batch script recorded host side (no Slurm tools in LUMI's containers)."""
     from dfm_hpc import accounting
 
-    folders = [run_dir / "stages" / stage / "submitit", run_dir.parent / ".submitit" / stage]  # a sweep's array
+    folders = [stage_dir(run_dir, stage) / "submitit", run_dir.parent / ".submitit" / stage]  # a sweep's array
     return accounting.node_hours(accounting.recorded(folders, job_id))
 
 
@@ -53,7 +54,7 @@ def compute_used(cfg, run_dir: Path) -> Dict:
     """Per stage: where it ran, node-hours or wall hours, GPU-hours, LUMI billing units."""
     rows, total_gpu, total_bill = [], 0.0, 0.0
     for job, _ in run_jobs(cfg, run_dir):  # as launched (plan.json), not as today's code would plan it
-        sdir = run_dir / "stages" / job.stage
+        sdir = stage_dir(run_dir, job.stage)
         job_file, local = sdir / "job_id", _json(sdir / "elapsed.json")
         if job_file.exists():
             node_h = _sacct_hours(run_dir, job.stage, job_file.read_text().strip())
@@ -104,7 +105,7 @@ def hyperparameters(cfg, stages: List[str]) -> str:
 def training_results(run_dir: Path, stages: List[str]) -> str:
     lines = ["| stage | steps | first loss | final loss | eval loss | eval perplexity |", "|---|---|---|---|---|---|"]
     for s in stages:
-        m = _json(run_dir / "stages" / s / "summary.json") or {}
+        m = _json(stage_dir(run_dir, s) / "summary.json") or {}
         f = lambda k: f"{m[k]:.4f}" if isinstance(m.get(k), (int, float)) else "n/a"  # noqa: E731
         lines.append(f"| {s} | {m.get('steps', 'n/a')} | {f('first_loss')} | {f('final_loss')} | "
                      f"{f('eval_loss')} | {f('eval_perplexity')} |")
@@ -112,17 +113,17 @@ def training_results(run_dir: Path, stages: List[str]) -> str:
 
 
 def eval_section(run_dir: Path) -> str:
-    res = _json(run_dir / "stages" / "evaluate" / "results.json")
+    res = _json(stage_dir(run_dir, "evaluate") / "results.json")
     if not res:
         return "This run has no evaluate stage; no benchmark results.\n"
-    md = run_dir / "stages" / "evaluate" / "results.md"
+    md = stage_dir(run_dir, "evaluate") / "results.md"
     table = "\n".join(ln for ln in md.read_text().splitlines()  # timings are for results.md, not the card
                       if ln.startswith("|") and not ln.startswith("| seconds")) if md.exists() else ""
     text = f"Held-out Danish text `{res.get('eval_data')}` (loss and perplexity, token-weighted):\n\n{table}\n"
     notes = sorted({m["euroeval_note"] for m in res["models"] if m.get("euroeval_note")})
     if notes:
         text += "\nEuroEval was not scored: " + " ".join(notes) + "\n"
-    samples = run_dir / "stages" / "evaluate" / "samples.jsonl"
+    samples = stage_dir(run_dir, "evaluate") / "samples.jsonl"
     if samples.exists():
         rows = [json.loads(x) for x in samples.read_text().splitlines() if x.strip()]
         last = rows[-1]["model"] if rows else None
@@ -139,7 +140,7 @@ def eval_results(run_dir: Path, final: str):
     """model-index entries for the card's YAML: the final model's held-out perplexity and EuroEval scores."""
     from huggingface_hub import EvalResult
 
-    res = _json(run_dir / "stages" / "evaluate" / "results.json")
+    res = _json(stage_dir(run_dir, "evaluate") / "results.json")
     if not res:
         return []
     rows = [m for m in res["models"] if m["name"] == final] or res["models"][-1:]
@@ -160,7 +161,7 @@ def eval_results(run_dir: Path, final: str):
 
 def data_section(cfg, run_dir: Path) -> str:
     lines = []
-    merge = _json(run_dir / "stages" / "merge" / "report.json")
+    merge = _json(stage_dir(run_dir, "merge") / "report.json")
     if merge:
         lines.append(f"- **SFT/DPO data**: OASST2 (`{merge['source']}`) machine-translated to Danish with "
                      f"`{merge['translator']}` ({merge['backend']}): {merge['sft_conversations']} conversations, "
@@ -169,14 +170,14 @@ def data_section(cfg, run_dir: Path) -> str:
         for s in ("sft", "dpo"):
             if s in cfg.stages:
                 lines.append(f"- **{s.upper()} data**: `{cfg[s].dataset}`.")
-    mix = _json(run_dir / "stages" / "cpt" / "data" / "mixture.json")
+    mix = _json(stage_dir(run_dir, "cpt") / "data" / "mixture.json")
     if "cpt" in cfg.stages and mix:
         parts = ", ".join(f"`{r['name']}` {r['share']:.1%}" for r in mix["sources"])
         lines.append(f"- **CPT mixture** ({mix['blocks'] * mix['seq_len']:,} tokens, seed {mix['seed']}): {parts}; "
                      "datasheet: `datasheets/cpt-mixture/README.md`.")
     elif "cpt" in cfg.stages:
         lines.append(f"- **CPT corpus**: `{cfg.data.corpus}`.")
-    pii = _json(run_dir / "stages" / "pii" / "report.json")
+    pii = _json(stage_dir(run_dir, "pii") / "report.json")
     if pii:
         counts = ", ".join(f"{k} {v}" for k, v in pii["counts"].items())
         lines.append(f"- **Personal information** was filtered before training (dfm_hpc PII stage, replacement "
@@ -209,12 +210,12 @@ def model_card(cfg, run_dir: Path, out_dir: Path) -> str:
     prov = _json(run_dir / "provenance.json") or {}
     command = (run_dir / "command.txt").read_text().strip() if (run_dir / "command.txt").exists() else ""
     base = cfg.model.name_or_path
-    merge = _json(run_dir / "stages" / "merge" / "report.json")
+    merge = _json(stage_dir(run_dir, "merge") / "report.json")
     mixture = [str(m.source) for m in cfg.data.mixture] if "cpt" in stages else []
     datasets = [d for d in [merge and merge["source"], cfg.data.corpus if "cpt" in stages else None, *mixture,
                             *[cfg[s].dataset for s in stages if s in ("sft", "dpo")]] if is_hub_id(d)]
     name = cfg.card.repo_id or f"{cfg.name}-{run_dir.name}"
-    adapter = (run_dir / "stages" / final / "model" / "adapter_config.json").exists()
+    adapter = (stage_dir(run_dir, final) / "model" / "adapter_config.json").exists()
     data = ModelCardData(
         model_name=name, language="da", license=cfg.card.license,
         base_model=base if is_hub_id(base) else None, datasets=sorted(set(datasets)) or None,
@@ -222,7 +223,7 @@ def model_card(cfg, run_dir: Path, out_dir: Path) -> str:
         tags=["danish", "danish-foundation-models", "dfm_hpc", *stages, *(["lora"] if adapter else [])],
         eval_results=eval_results(run_dir, final) or None)
     for s in stages:
-        png = run_dir / "stages" / s / "loss.png"
+        png = stage_dir(run_dir, s) / "loss.png"
         if png.exists():
             shutil.copy(png, out_dir / f"loss_{s}.png")
     curves = "\n".join(f"![{s} training loss](loss_{s}.png)" for s in stages if (out_dir / f"loss_{s}.png").exists())
@@ -293,7 +294,7 @@ def datasheets(cfg, run_dir: Path, out_dir: Path) -> List[str]:
     """The translated OASST2 datasheet (merge's dataset card) with the PII counts added; one for a
     PII-filtered corpus."""
     made = []
-    pii = _json(run_dir / "stages" / "pii" / "report.json")
+    pii = _json(stage_dir(run_dir, "pii") / "report.json")
     pii_md = ""
     if pii:
         rows = "\n".join(f"| {t} | {pii['counts'].get(t, 0)} |" for t in pii["types"])
@@ -302,7 +303,7 @@ def datasheets(cfg, run_dir: Path, out_dir: Path) -> List[str]:
                   f"(replacement: `{pii['replacement']}`; see docs/pii.md for the patterns).\n\n"
                   f"| type | found and replaced |\n|---|---|\n{rows}\n\n| view | rows | rows changed |\n|---|---|---|\n"
                   f"{per_view}\n")
-    merge_card = run_dir / "stages" / "merge" / "README.md"
+    merge_card = stage_dir(run_dir, "merge") / "README.md"
     if merge_card.exists():
         text = merge_card.read_text()
         text = text.replace("\n## License", pii_md + "\n## License") if pii_md else text
@@ -329,7 +330,7 @@ def datasheets(cfg, run_dir: Path, out_dir: Path) -> List[str]:
 
 def _mixture_sheet(cfg, run_dir: Path, out_dir: Path) -> bool:
     """The CPT mixture as trained: each source's realised share (cpt's data/mixture.json) against its target."""
-    mix = _json(run_dir / "stages" / "cpt" / "data" / "mixture.json")
+    mix = _json(stage_dir(run_dir, "cpt") / "data" / "mixture.json")
     if not mix:
         return False
     from huggingface_hub import DatasetCard, DatasetCardData
@@ -363,7 +364,7 @@ def run(cfg: Config, ctx: StageContext) -> None:
     (out / "README.md").write_text(text)
     final = trained_stages(cfg, ctx.run_dir)[-1]
     for d in ("model", "merged"):  # the card travels with the weights (upload the folder as is)
-        target = ctx.run_dir / "stages" / final / d
+        target = stage_dir(ctx.run_dir, final) / d
         if target.is_dir():
             (target / "README.md").write_text(text)
             for png in out.glob("loss_*.png"):

@@ -29,6 +29,7 @@ from typing import Dict, List, Optional, Tuple
 
 from dfm_hpc import results, tiny
 from dfm_hpc.job.rank import StageContext
+from dfm_hpc.rundir import stage_dir
 from dfm_hpc.schema import TRAINED_STAGES, Config
 
 PROMPTS = [
@@ -62,8 +63,8 @@ def _last_trained(run: Path) -> Optional[Tuple[str, Path]]:
         listed = [s for s in OmegaConf.load(cfg_file).get("stages", []) if s in TRAINED_STAGES]
         stages = listed or stages
     for stage in reversed(stages):
-        if (run / "stages" / stage / "model").is_dir():
-            return stage, run / "stages" / stage / "model"
+        if (stage_dir(run, stage) / "model").is_dir():
+            return stage, stage_dir(run, stage) / "model"
     return None
 
 
@@ -81,7 +82,7 @@ def model_specs(cfg, ctx) -> List[Tuple[str, str]]:
         if ref == "base":
             specs.append(("base", tiny.resolve(cfg.model.name_or_path, cache)))
         elif ref in TRAINED_STAGES:
-            path = ctx.run_dir / "stages" / ref / "model"
+            path = stage_dir(ctx.run_dir, ref) / "model"
             if not path.is_dir():
                 raise FileNotFoundError(f"evaluate.models: this run has no {ref} model ({path} is missing)")
             specs.append((ref, str(path)))

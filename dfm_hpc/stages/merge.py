@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from dfm_hpc.job.rank import StageContext
+from dfm_hpc.rundir import stage_dir
 from dfm_hpc.schema import Config
 
 ROLES = {"prompter": "user", "assistant": "assistant"}
@@ -133,7 +134,7 @@ def _save(rows: List[dict], out: Path, name: str) -> None:
 def run(cfg: Config, ctx: StageContext) -> None:
     if not ctx.is_main:
         return
-    tdir = ctx.run_dir / "stages" / "translate"
+    tdir = stage_dir(ctx.run_dir, "translate")
     plan = json.loads((tdir / "plan.json").read_text())
     rows = load_shards(tdir)
     detect = _language_detector(plan["target_lang"], cfg.translate.source_langs)

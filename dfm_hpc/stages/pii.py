@@ -26,6 +26,7 @@ from typing import Dict, List, Tuple
 
 from dfm_hpc.job.rank import Preempted, StageContext
 from dfm_hpc.job.shards import append_durable, resume_point
+from dfm_hpc.rundir import stage_dir
 from dfm_hpc.schema import Config
 from dfm_hpc.text import pii
 
@@ -68,7 +69,7 @@ def sources(cfg, ctx) -> List[Dict]:
     """[{view, path, kind}] in output order."""
     src = cfg.pii.input
     if src is None:
-        merge = ctx.run_dir / "stages" / "merge"
+        merge = stage_dir(ctx.run_dir, "merge")
         out = [{"view": v, "path": str(merge / f"{v}.jsonl"), "kind": "jsonl"} for v in MERGE_VIEWS]
         missing = [s["path"] for s in out if not Path(s["path"]).exists()]
         if missing:
