@@ -17,6 +17,7 @@ import shutil
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from dfm_hpc import templates
 from dfm_hpc.job.rank import StageContext
 from dfm_hpc.plan import billing, plan, run_jobs, stage_cluster
 from dfm_hpc.rundir import stage_dir
@@ -232,60 +233,21 @@ def model_card(cfg, run_dir: Path, out_dir: Path) -> str:
     used = compute_used(cfg, run_dir)
     (out_dir / "card.json").write_text(json.dumps({"final_stage": final, "compute": used}, indent=2) + "\n")
     tiny = base.startswith("tiny:")
-    body = f"""
-# {name}
-
-{(cfg.description or cfg.name)[:1].upper() + (cfg.description or cfg.name)[1:]}. Made by the Danish Foundation Models project's `{cfg.name}` recipe
-(dfm_hpc): {", then ".join(what[s] for s in stages)} of `{base}`.
-{"**This is a tiny model with random initial weights, trained for a few steps on toy data to test the pipeline. It is not useful for anything else.**" if tiny else ""}
-
-- **Developed by:** Danish Foundation Models
-- **Language:** Danish (da)
-- **Base model:** `{base}`{" (a local test model)" if tiny else ""}
-- **Model type:** causal language model{f", {'QLoRA' if cfg.peft.method == 'qlora' else 'LoRA'} adapter (PEFT; `merged/` has it merged into the base when `merge_adapter` was set)" if adapter else ""}
-- **License:** {cfg.card.license}
-
-## Intended use and limitations
-
-Intended for research on Danish language models and as an assistant-style model for Danish text.
-It has not been evaluated for safety; it can produce wrong, biased or harmful text and should not
-be used for decisions about people. The fine-tuning data is machine-translated and reflects the
-volunteers and topics of OASST2; translation errors carry over. Personal information was filtered
-with patterns (CPR numbers, e-mails, phone numbers, IPs, bank accounts), not names or addresses.
-
-## Training data
-
-{data_section(cfg, run_dir)}
-## Training procedure
-
-Hyperparameters, from the run's config snapshot (`config.yaml`):
-
-{hyperparameters(cfg, stages)}
-
-Results:
-
-{training_results(run_dir, stages)}
-
-{curves}
-
-## Evaluation
-
-{eval_section(run_dir)}
-## Compute
-
-{compute_section(used, cfg.cluster.scheduler)}
-## How to reproduce
-
-The run directory holds the exact config that ran (`config.yaml`), the command, the code version
-(git commit `{prov.get('git_commit')}`{", with local changes in git.diff" if prov.get('git_dirty') else ""}) and the
-installed packages (`requirements.txt`).
-
-```bash
-{command or "python -m dfm_hpc ..."}
-# the same run again, from its snapshot:
-python -m dfm_hpc rerun {run_dir} --fresh
-```
-"""
+    summary = cfg.description or cfg.name
+    body = "\n" + templates.render("model_card.md", {
+        "name": name, "summary": summary[:1].upper() + summary[1:], "recipe": cfg.name, "base": base,
+        "procedure": ", then ".join(what[s] for s in stages),
+        "tiny_note": ("**This is a tiny model with random initial weights, trained for a few steps on toy data to "
+                      "test the pipeline. It is not useful for anything else.**") if tiny else "",
+        "base_note": " (a local test model)" if tiny else "",
+        "adapter_note": (f", {'QLoRA' if cfg.peft.method == 'qlora' else 'LoRA'} adapter (PEFT; `merged/` has it "
+                         "merged into the base when `merge_adapter` was set)") if adapter else "",
+        "license": cfg.card.license, "data_section": data_section(cfg, run_dir),
+        "hyperparameters": hyperparameters(cfg, stages), "training_results": training_results(run_dir, stages),
+        "curves": curves, "eval_section": eval_section(run_dir),
+        "compute_section": compute_section(used, cfg.cluster.scheduler),
+        "git_commit": prov.get("git_commit"), "dirty_note": ", with local changes in git.diff" if prov.get("git_dirty") else "",
+        "command": command or "python -m dfm_hpc ...", "run_dir": run_dir})
     card = ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
     return str(card)
 
