@@ -17,8 +17,8 @@ from typing import List, Tuple
 WINDOW = 40  # characters before a candidate that its cues are read from
 
 # connectors between a cue word and its number: "CVR-nr.: ", "CVR-nummer er [", "RID: ", "Kreditornr. "
-_CONNECT = r"(?:[ \t]*(?:er|is|:|#|=|\[|\(|\.|-|no\.?|nr\.?)[ \t]*)*[ \t]*"
-_NR = r"(?:[-.]?[ \t]?(?:nr|nummer|numre|no|number|id)\b\.?)?"
+_CONNECT = r"(?:\s*(?:er|is|:|#|=|\[|\(|\.|-|no\.?|nr\.?)\s*)*\s*"
+_NR = r"(?:[-.]?\s?(?:nr|nummer|numre|no|number|id)\b\.?)?"
 
 # ids that have a phone's or a CPR number's shape: company (CVR/SE/P), creditor, signature and
 # person ids, case and journal numbers, ISBN/ISSN, orders, invoices, customers, members...
@@ -27,14 +27,18 @@ _ID_STEMS = (r"cvr|se-|p-|kreditor|debitor|fi-kreditor|rid|pid|uid|id|sag|sags|j
              r"ref|reference|licens|lot|batch|abonnement|police|tracking|pakke|forsendelse|konto|kto|reg|akt|dok")
 LOOKALIKE_BEFORE = re.compile(rf"(?i)(?<![\w-])(?:{_ID_STEMS}){_NR}{_CONNECT}$")
 
+ACCOUNT_BEFORE = re.compile(rf"(?i)(?<![\w-])(?:reg|registr\w*|konto\w*|kto|account|acct|bankkonto){_NR}{_CONNECT}$")
 PHONE_NEAR = re.compile(
     r"(?i)(?<!\w)(?:tlf|tel|telefon\w*|\w*telefon\w*|mobil\w*|mob|ring\w*|sms\w*|hotline|fax|kontakt\w*|direkte|"
     r"phone|call|mobile|opkald|vagt\w*)(?!\w)|\($")
 CPR_NEAR = re.compile(r"(?i)(?<!\w)(?:cpr|personn(?:ummer|r)|person-?nr|personnummer|cpr-nr|fødselsnummer)")
-ACCOUNT_NEAR = re.compile(r"(?i)(?<!\w)(?:reg|registr\w*|konto\w*|kto|bank\w*|account\w*|acct|"
+ACCOUNT_NEAR = re.compile(r"(?i)(?<!\w)(?:reg(?:\.|nr\b|\b)|registr\w*|konto\w*|kto\b|bank(?:en|konto\w*|kort)?\b|account\w*|acct|"
                           r"\w*betal\w*|overf[øo]r\w*|inds[æa]t\w*)")
 IP_NEAR = re.compile(r"(?i)(?<!\w)(?:ip\w*|\w*adresse\w*|address\w*|server\w*|router\w*|gateway\w*|dns|host\w*|"
                      r"ping|lan|wan|dhcp|proxy|vpn|port|login|klient|client)(?!\w)")
+# the cue right before a number ("mobil: ", "tlf. ", "("): "2012 2013" (two years) needs one
+PHONE_BEFORE = re.compile(r"(?i)(?:tlf|tel|telefon\w*|\w*telefon\w*|mobil\w*|mob|ring\w*|sms\w*|hotline|fax|phone|"
+                          r"kontakt\w*)\.?:?\s*(?:på\s*)?\(?$")
 # a dotted quad after these is a section, version or figure number
 SECTION_BEFORE = re.compile(r"(?i)(?<!\w)(?:afsnit|kapitel|kap|punkt|pkt|section|chapter|version|ver|release|"
                             r"build|firmware|bilag|§|stk|jf|figur|fig|tabel|table|side|trin|step|note)\.?[ \t]*$")
@@ -91,6 +95,7 @@ def in_url(text: str, s: int) -> bool:
 def ends_with(rx, w: str, words: int = 4) -> bool:
     """rx (anchored with $) matches from the start of one of w's last `words` tokens: a few match
     attempts instead of a search from every position of the window."""
+    w = w.replace("-\n", "")  # "Journal-\nnummer": a cue hyphenated over a line break
     end = len(w)
     for _ in range(words):
         i = max(w.rfind(" ", 0, end), w.rfind("\n", 0, end), w.rfind("\t", 0, end))
@@ -115,15 +120,14 @@ def is_netmask(value: str, text: str, s: int) -> bool:
 
 
 def is_section(text: str, s: int, e: int, value: str) -> bool:
-    """'4.2.3.1 Oversigt', 'afsnit 2.1.3.4', 'version 1.2.0.7': a dotted quad that is no address."""
+    """'4.2.3.1 Oversigt', 'afsnit 2.1.3.4', 'version 1.2.0.7': a dotted quad that is no address
+    (small octets before a capitalised word, or after a section word, and no IP cue before it)."""
     w = before(text, s)
     if ends_with(SECTION_BEFORE, w):
         return True
     if any(len(o) > 2 for o in value.split(".")) or IP_NEAR.search(w):
         return False
-    line_start = w.rsplit("\n", 1)[-1].strip() == "" and ("\n" in w or s < WINDOW)
-    heading = re.match(r"[ \t]+[A-ZÆØÅ]", text[e:e + 3]) is not None
-    return line_start or heading
+    return re.match(r"\s+[A-ZÆØÅ]", text[e:e + 3]) is not None  # a numbered heading
 
 
 def placeholder_email(local: str, domain: str) -> bool:
@@ -133,7 +137,7 @@ def placeholder_email(local: str, domain: str) -> bool:
 # --- numbers wrapped over a line break (text extracted from PDFs) ----------------------------------
 # a line break between digits (or after a hyphen) joined to one space ("2234\n5678" -> "2234 5678"),
 # or to nothing after a hyphen ("0828-\n2709" -> "0828-2709")
-WRAP = re.compile(r"(?<=[\d-])[ \t]*\r?\n[ \t]*(?=[\d(+])")
+WRAP = re.compile(r"(?<=[\d)-])[ \t]*\r?\n[ \t]*(?=[\d(+]|[-–][ \t]?\d)")
 
 
 class Unwrapped:
@@ -165,5 +169,5 @@ class Unwrapped:
         return k < len(self.cuts) and self.cuts[k] < e
 
     def back(self, spans) -> List[Tuple[int, int, str]]:
-        """Spans of the joined text that cross a join, in original positions."""
-        return [(self.orig(s), self.orig(e - 1) + 1, t) for s, e, t in spans if self.crosses(s, e)]
+        """Spans of the joined text in original positions."""
+        return [(self.orig(s), self.orig(e - 1) + 1, t) for s, e, t in spans]
