@@ -114,7 +114,7 @@ class ModelConfig:
 class MixtureSource:
     """One source of a CPT mixture (data.mixture); give `weight` or `tokens`."""
 
-    source: str = ""  # tiny:corpus, a local JSONL/Parquet file (`text`), a run dir (its PII-filtered corpus) or a hub id
+    source: str = ""  # tiny:corpus, a JSONL/Parquet file (`text`), a run dir (its PII-filtered corpus) or a hub id
     weight: Optional[float] = None  # share of the training blocks, relative to the other weights
     tokens: Optional[int] = None  # or a fixed token budget (taken before the weights split the rest)
     epochs: float = 1.0  # the most passes over this source (upsampling); needing more is an error
@@ -131,7 +131,7 @@ class DataConfig:
     oasst2_revision: Optional[str] = None  # hub revision (commit) to pin
     corpus: Optional[str] = None  # CPT corpus: hub id or local JSONL/Parquet
     # CPT mixture: sources with weights or token budgets (docs/training.md#mixtures); empty: data.corpus alone
-    mixture: List[MixtureSource] = field(default_factory=list)
+    mixture: List[MixtureSource] = field(default_factory=list)  # see docs/training.md#mixtures
     eval_text: Optional[str] = None  # held-out Danish text for perplexity; unset: what cpt, sft or dpo held out
 
 
@@ -239,8 +239,8 @@ class TokenizeStage(StageConfig):
     """Corpora -> token stores (memory-mapped, reusable); cpt reads them. Shards over array x ranks workers."""
 
     shards: int = 0  # per source: work and resume units (contiguous rows); 0: one per worker
-    # where the stores live, content-addressed by tokenizer + source; unset: <runs_root>/token_stores
-    store_root: Optional[str] = None
+    # where the stores live (tokens-<key>/, content-addressed by tokenizer + source); shared by runs
+    store_root: Optional[str] = None  # unset: runs_root
     batch_docs: int = 1000  # documents per tokenizer call
     tasks_per_node: Optional[int] = 1
     gpus_per_node: Optional[int] = 0
@@ -277,7 +277,7 @@ class CptStage(TrainStage):
     eval_fraction: float = 0.02  # held-out share of each source's documents for eval loss / perplexity
     # continue from this checkpoint dir (checkpoint-N of any run's cpt stage), on any number of ranks
     # (converted to a DeepSpeed universal checkpoint when the world size differs)
-    resume_from: Optional[str] = None
+    resume_from: Optional[str] = None  # a checkpoint-N dir of any run, written by any number of ranks
 
 
 @dataclass

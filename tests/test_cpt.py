@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -32,33 +33,61 @@ def check_cpt(run, world_size=2):
     return rows
 
 
-def check_sharded_prep(run, shards):
-    """Tokenized by both ranks in `shards` pieces, the blocks equal packing the corpus in one go."""
+def check_store_blocks(run, shards):
+    """Tokenized by both ranks in `shards` pieces into the token store, the training blocks equal
+    packing the corpus in one go (what the in-memory loader trained on), in the same order."""
     import torch
     from transformers import AutoTokenizer
 
+    from dfm_hpc.job import store
     from dfm_hpc.job.data import load_texts, pack
 
-    data = run / "stages" / "cpt" / "data"
-    assert sorted(p.name for p in data.glob("tokens-*.done")) == [f"tokens-{s:05d}.done" for s in range(shards)]
-    logs = [(run / "stages" / "cpt" / "logs" / f"rank-{r}.log").read_text() for r in range(2)]
-    for r in range(2):
-        assert f"tokenized prep shards {list(range(r, shards, 2))} of {shards}" in logs[r]
+    (path,) = [p.parent for p in run.parent.parent.glob("tokens-*/manifest.json")]
+    assert sorted(p.name for p in path.glob("shard-*.done")) == [f"shard-{s:05d}.done" for s in range(shards)]
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert manifest["dtype"] == "<u2" and manifest["vocab_size"] < 2 ** 16 and store.verify(path)
     texts = load_texts("tiny:corpus", run / "cache")
+    assert manifest["documents"] == len(texts)
     n_eval = max(1, int(len(texts) * 0.05))
     tok = AutoTokenizer.from_pretrained(str(run / "cache" / "tiny-llama"))
-    assert torch.equal(torch.load(data / "train.pt"), pack(texts[:-n_eval], tok, 64))
+    s = store.Store(path)
+    (a, b), (c, d), _ = s.split(0.05)
+    blocks = store.Blocks([(s, a, b)], 64)
+    expected = pack(texts[:-n_eval], tok, 64)
+    assert len(blocks) == len(expected)
+    assert torch.equal(torch.stack([blocks.block(i) for i in range(len(blocks))]), expected)
+    ev = store.Blocks([(s, c, d)], 64)
+    assert torch.equal(torch.stack([ev.block(i) for i in range(len(ev))]), pack(texts[-n_eval:], tok, 64))
 
 
 @pytest.mark.parametrize("zero", ["zero2", "zero3"])
 def test_cpt_locally_with_zero(zero, tmp_path):
-    extra = ["cpt.prep_shards=3"] if zero == "zero3" else []  # default: one prep shard per rank
+    extra = ["tokenize.shards=3"] if zero == "zero3" else []  # default: one shard per rank
     p = dfm("+experiment=cpt_tiny", f"deepspeed={zero}", *extra, cwd=tmp_path, timeout=600)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     (run,) = run_dirs(tmp_path)
-    check_cpt(run)
-    check_sharded_prep(run, 3 if extra else 2)
+    rows = check_cpt(run)
+    check_store_blocks(run, 3 if extra else 2)
     assert "step 30/30" in p.stdout and "eval: eval_loss" in p.stdout
+    if zero == "zero2":
+        # the store path trains exactly as the in-memory loader did (train.pt, before the store):
+        # the same blocks in the same order per rank, so the same losses
+        golden = json.loads((Path(__file__).parent / "golden" / "cpt_tiny_in_memory_loader.json").read_text())
+        assert [r["loss"] for r in rows] == pytest.approx(golden["loss"], rel=1e-5)
+        assert {str(r): _samples(run / "stages" / "cpt", r) for r in range(2)} == golden["samples"]
+        summary = json.loads((run / "stages" / "cpt" / "summary.json").read_text())
+        assert summary["eval_loss"] == pytest.approx(golden["eval_loss"], rel=1e-5)
+
+
+def test_a_second_run_reuses_the_store(tmp_path):
+    """Same tokenizer and source under the same runs_root: the store is found, nothing is tokenized."""
+    for _ in range(2):
+        p = dfm("+experiment=cpt_tiny", "cpt.max_steps=2", cwd=tmp_path, timeout=600)
+        assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    first, second = run_dirs(tmp_path)
+    logs = [(r / "stages" / "cpt" / "logs" / "rank-0.log").read_text() for r in (first, second)]
+    assert "tokenizing " in logs[0] and "tokenizing " not in logs[1]
+    assert len(list((tmp_path / "runs").glob("tokens-*/manifest.json"))) == 1
 
 
 def test_wandb_logs_offline_into_the_run_dir(tmp_path):

@@ -106,7 +106,7 @@ def test_every_schema_leaf_is_read_by_some_code():
     assert unread == []
 
 
-@pytest.mark.parametrize("stage", ["translate", "merge", "pii", "cpt", "sft", "dpo", "evaluate", "card"])
+@pytest.mark.parametrize("stage", ["translate", "merge", "pii", "tokenize", "cpt", "sft", "dpo", "evaluate", "card"])
 def test_every_stage_declares_run_cfg_ctx(stage):
     text = (REPO / "dfm_hpc" / "stages" / f"{stage}.py").read_text()
     assert re.search(r"^def run\(cfg: Config, ctx: StageContext\) -> None:", text, re.M), stage

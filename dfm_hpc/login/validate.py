@@ -129,6 +129,7 @@ def check_config(cfg) -> List[str]:
     jobs = plan(cfg)
     for check in CHECKS:
         problems += check(cfg, jobs)
+    problems += check_mixture(cfg)
     return problems
 
 
@@ -346,6 +347,47 @@ def _check_batch(job: StageJob, st) -> List[str]:
                 f"{job.world_size} x micro_batch_size {st.micro_batch_size} = {per_step}; "
                 f"e.g. {job.stage}.global_batch_size={near}"]
     return []
+
+
+def check_mixture(cfg) -> List[str]:
+    """data.mixture (docs/training.md#mixtures): each source a weight > 0 or a token budget > 0,
+    epochs > 0, a source that exists (local) or is a hub id / tiny:*; budgets within what the
+    training consumes; tokenize before cpt. Budgets against a source's size: when cpt starts."""
+    out: List[str] = []
+    if "tokenize" in cfg.stages and "cpt" in cfg.stages and cfg.stages.index("tokenize") > cfg.stages.index("cpt"):
+        out.append("stages: tokenize must come before cpt (cpt reads its token stores)")
+    mix = cfg.data.mixture
+    if not mix or not {"cpt", "tokenize"} & set(cfg.stages):
+        return out
+    st = cfg.cpt
+    need = st.max_steps * st.global_batch_size * st.seq_len
+    names = [m.name or m.source for m in mix]
+    for i, m in enumerate(mix):
+        key = f"data.mixture[{i}]"
+        if (m.weight is None) == (m.tokens is None):
+            out.append(f"{key} ({m.source!r}): give exactly one of weight (a share) or tokens (a budget)")
+        if m.weight is not None and not m.weight > 0:
+            out.append(f"{key}.weight={m.weight}: weights must be positive")
+        if m.tokens is not None and not m.tokens >= st.seq_len:
+            out.append(f"{key}.tokens={m.tokens}: a budget is at least one block (cpt.seq_len={st.seq_len} tokens)")
+        if not m.epochs > 0:
+            out.append(f"{key}.epochs={m.epochs}: the most passes over the source must be positive")
+        k = sources.kind(m.source)
+        if k is None:
+            out.append(f"{key}.source={m.source!r}: neither tiny:NAME, a local path nor a hub id org/name")
+        elif k == sources.LOCAL and _should_check_paths(cfg) and not Path(m.source).expanduser().exists():
+            out.append(f"{key}.source={m.source!r} does not exist")
+    if len(set(names)) != len(names):
+        out.append(f"data.mixture: two sources share a name ({names}); give each a distinct name")
+    budgets = sum(m.tokens for m in mix if m.tokens)
+    weighted = any(m.tokens is None for m in mix)
+    if weighted and budgets > need:
+        out.append(f"data.mixture: the token budgets ({budgets:,}) exceed what cpt trains on ({need:,} = max_steps x "
+                   "global_batch_size x seq_len), leaving nothing for the weighted sources")
+    if not weighted and budgets < need:
+        out.append(f"data.mixture: the token budgets ({budgets:,}) are less than what cpt trains on ({need:,}); "
+                   "raise a budget, give a source a weight for the rest, or lower cpt.max_steps")
+    return out
 
 
 def explain_hydra_error(exc: BaseException) -> str:

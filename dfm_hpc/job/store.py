@@ -1,0 +1,327 @@
+"""The token store: a tokenized corpus on disk, written once by shards and read by memory map.
+
+Format (docs/training.md#the-token-store), one directory per (tokenizer, source):
+
+    <store_root>/tokens-<key>/       key = sha256(tokenizer hash, source fingerprint)[:16]
+      shard-NNNNN.bin                the shard's documents' tokens, each followed by EOS; uint16 when the
+                                     vocabulary has < 65,536 entries, else uint32; little endian, no header
+      shard-NNNNN.idx.npy            int64: the end offset of each document in the shard's .bin
+      shard-NNNNN.done               JSON: documents, tokens, sha256 of the .bin (written last)
+      manifest.json                  when every shard is done (see `manifest`)
+
+A shard is a contiguous range of the source's rows (empty documents skipped), so the shards'
+concatenation is the token stream of the whole corpus in order. The key is content-addressed: a run
+with the same tokenizer and source finds the store and tokenizes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from dfm_hpc.rundir import stage_dir
+
+FORMAT = "dfm_hpc-token-store/1"
+
+
+def dtype_for(vocab_size: int):
+    import numpy as np
+
+    return np.dtype("<u2") if vocab_size < 2 ** 16 else np.dtype("<u4")
+
+
+def tokenizer_hash(tokenizer) -> str:
+    """What the tokenizer does, hashed: its full definition (tokenizer.json) and special tokens."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    body = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
+    extra = json.dumps([type(tokenizer).__name__, tokenizer.eos_token_id, len(tokenizer)])
+    return hashlib.sha256((body + extra).encode()).hexdigest()
+
+
+def file_sha256(path: Path, block: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def resolve(source: str, cache: Path) -> str:
+    """tiny:* -> its file; a run dir -> its PII-filtered corpus; anything else unchanged."""
+    from dfm_hpc import tiny
+
+    source = tiny.resolve_data(source, cache)
+    p = Path(source)
+    if p.is_dir() and (stage_dir(p, "pii") / "corpus.parquet").exists():
+        return str(stage_dir(p, "pii") / "corpus.parquet")
+    return source
+
+
+def fingerprint(resolved: str, subset: Optional[str] = None, revision: Optional[str] = None) -> str:
+    """A local file by its content (so a rewritten tiny:corpus still matches); a hub dataset by id,
+    subset and revision (pin the revision for exact reuse)."""
+    p = Path(resolved)
+    if p.is_file():
+        return f"file:sha256:{file_sha256(p)}"
+    return f"hub:{resolved}:{subset or ''}:{revision or ''}"
+
+
+def store_key(tok_hash: str, fp: str) -> str:
+    return "tokens-" + hashlib.sha256(f"{FORMAT}\n{tok_hash}\n{fp}".encode()).hexdigest()[:16]
+
+
+def load_rows(resolved: str, subset: Optional[str] = None, revision: Optional[str] = None):
+    """The source as a datasets.Dataset (Arrow, memory-mapped: rows are read when asked for)."""
+    import datasets
+
+    p = Path(resolved)
+    if p.exists():
+        kind = "parquet" if p.suffix == ".parquet" else "json"
+        return datasets.load_dataset(kind, data_files=str(p), split="train")
+    return datasets.load_dataset(resolved, subset, split="train", revision=revision)
+
+
+def shard_ranges(n_rows: int, n_shards: int) -> List[range]:
+    bounds = [n_rows * s // n_shards for s in range(n_shards + 1)]
+    return [range(bounds[s], bounds[s + 1]) for s in range(n_shards)]
+
+
+def write_shard(store: Path, shard: int, rows, tokenizer, dtype, batch: int, should_stop) -> Dict:
+    """Tokenize `rows` (a Dataset slice) into shard-NNNNN.bin/.idx.npy/.done. Written to .tmp files
+    and renamed when complete, so an interrupted shard is redone from its start (the same bytes)."""
+    import numpy as np
+
+    base = store / f"shard-{shard:05d}"
+    tmp = Path(f"{base}.bin.{os.getpid()}.tmp")
+    eos = tokenizer.eos_token_id
+    ends: List[int] = []
+    n = 0
+    with open(tmp, "wb") as f:
+        for i in range(0, len(rows), batch):
+            if should_stop():
+                f.close()
+                tmp.unlink(missing_ok=True)
+                from dfm_hpc.job.rank import Preempted
+
+                raise Preempted(f"stopped in shard {shard}")
+            texts = [t for t in rows[i:i + batch]["text"] if t and t.strip()]
+            ids = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+            for doc in ids:
+                doc.append(eos)
+                n += len(doc)
+                ends.append(n)
+            if ids:
+                np.fromiter((t for doc in ids for t in doc), dtype=dtype).tofile(f)
+        f.flush()
+        os.fsync(f.fileno())
+    idx_tmp = Path(f"{base}.idx.{os.getpid()}.tmp.npy")
+    np.save(idx_tmp, np.asarray(ends, dtype=np.int64))
+    idx_tmp.replace(f"{base}.idx.npy")
+    tmp.replace(f"{base}.bin")
+    info = {"documents": len(ends), "tokens": n, "sha256": file_sha256(Path(f"{base}.bin"))}
+    Path(f"{base}.done").write_text(json.dumps(info) + "\n")
+    return info
+
+
+def finish(store: Path, meta: Dict, n_shards: int) -> Optional[Dict]:
+    """The manifest, once every shard is done (whoever sees that writes it; the content is the same)."""
+    dones = [store / f"shard-{s:05d}.done" for s in range(n_shards)]
+    if not all(d.exists() for d in dones):
+        return None
+    shards = [json.loads(d.read_text()) for d in dones]
+    checksum = hashlib.sha256("".join(s["sha256"] for s in shards).encode()).hexdigest()
+    manifest = {**meta, "format": FORMAT, "shards": shards, "documents": sum(s["documents"] for s in shards),
+                "tokens": sum(s["tokens"] for s in shards), "checksum": checksum}
+    tmp = store / f"manifest.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    tmp.replace(store / "manifest.json")
+    return manifest
+
+
+def verify(store: Path) -> bool:
+    """Every shard's .bin matches its recorded sha256 (slow: reads everything)."""
+    m = json.loads((Path(store) / "manifest.json").read_text())
+    return all(file_sha256(Path(store) / f"shard-{i:05d}.bin") == s["sha256"] for i, s in enumerate(m["shards"]))
+
+
+class Store:
+    """A finished store, read by memory map: opening it reads only the manifest and document index."""
+
+    def __init__(self, path):
+        import numpy as np
+
+        self.path = Path(path)
+        self.manifest = json.loads((self.path / "manifest.json").read_text())
+        dtype = np.dtype(self.manifest["dtype"])
+        self.shards = []
+        ends, offset = [], 0
+        for i, s in enumerate(self.manifest["shards"]):
+            if s["tokens"]:
+                self.shards.append((offset, np.memmap(self.path / f"shard-{i:05d}.bin", dtype=dtype, mode="r")))
+            ends.append(np.load(self.path / f"shard-{i:05d}.idx.npy", mmap_mode="r") + offset)
+            offset += s["tokens"]
+        self.starts = np.asarray([o for o, _ in self.shards], dtype=np.int64)
+        self.doc_ends = np.concatenate(ends) if ends else np.zeros(0, dtype=np.int64)
+        self.n_tokens = offset
+
+    @property
+    def n_docs(self) -> int:
+        return len(self.doc_ends)
+
+    def tokens(self, start: int, stop: int):
+        """Tokens [start, stop) of the stream as int64 (a block may span two shard files)."""
+        import numpy as np
+
+        out, pos = [], start
+        k = int(np.searchsorted(self.starts, start, side="right")) - 1
+        while pos < stop:
+            offset, mm = self.shards[k]
+            end = min(stop, offset + len(mm))
+            out.append(np.asarray(mm[pos - offset:end - offset], dtype=np.int64))
+            pos, k = end, k + 1
+        return out[0] if len(out) == 1 else np.concatenate(out)
+
+    def split(self, eval_fraction: float):
+        """(train tokens, eval token range): the last `eval_fraction` of documents (at least one) held out."""
+        n_eval = max(1, int(self.n_docs * eval_fraction))
+        cut = int(self.doc_ends[self.n_docs - n_eval - 1]) if self.n_docs > n_eval else 0
+        return (0, cut), (cut, self.n_tokens), n_eval
+
+
+class Blocks:
+    """Fixed blocks of `seq_len` tokens cut from token ranges of stores, as a map-style dataset.
+
+    `parts` is a list of (store, start, stop); part p contributes (stop - start) // seq_len blocks
+    (its tail is dropped, as packing always did). `order`, when given, maps item i to a block
+    (a mixture's sampled sequence). A block is read from the memory map when it is asked for, so a
+    rank reads only the blocks the sampler gives it. `seen` records which items this rank served."""
+
+    def __init__(self, parts, seq_len: int, order=None, seen: Optional[List[int]] = None):
+        import numpy as np
+
+        self.parts, self.seq_len, self.order, self.seen = parts, seq_len, order, seen
+        counts = [(b - a) // seq_len for _, a, b in parts]
+        self.first = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        self.n_blocks = int(self.first[-1])
+
+    def __len__(self):
+        return self.n_blocks if self.order is None else len(self.order)
+
+    def block(self, j: int):
+        import numpy as np
+        import torch
+
+        p = int(np.searchsorted(self.first, j, side="right")) - 1
+        store, a, _ = self.parts[p]
+        start = a + (j - int(self.first[p])) * self.seq_len
+        return torch.from_numpy(store.tokens(start, start + self.seq_len))
+
+    def __getitem__(self, i):
+        if self.seen is not None:
+            self.seen.append(int(i))
+        ids = self.block(int(i) if self.order is None else int(self.order[i]))
+        return {"input_ids": ids, "labels": ids}
+
+
+def root(cfg, ctx) -> Path:
+    """tokenize.store_root, else runs_root itself: stores are shared by every run under that root
+    (files one level down, tokens-<key>/*, so nothing there looks like a run dir)."""
+    if cfg.tokenize.store_root:
+        return Path(cfg.tokenize.store_root).expanduser()
+    top = ctx.run_dir.parent
+    if (top / "sweep.yaml").exists():  # a sweep point: runs_root/<name>/<sweep>/<i>
+        top = top.parent
+    return top.parent
+
+
+def sources(cfg, ctx) -> List[Dict]:
+    """What the run trains on: data.mixture's sources, else data.corpus (this run's PII-filtered
+    corpus when its pii stage made one) as a single source of weight 1."""
+    from omegaconf import OmegaConf
+
+    from dfm_hpc.job import data
+
+    if cfg.data.mixture:
+        out = [OmegaConf.to_container(m, resolve=True) for m in cfg.data.mixture]
+    else:
+        out = [{"source": data.corpus_source(cfg, ctx), "weight": 1.0, "tokens": None, "epochs": 1.0,
+                "subset": None, "revision": None, "name": None}]
+    for m in out:
+        m["name"] = m.get("name") or str(m["source"])
+    return out
+
+
+def _cached_fingerprint(resolved: str, spec: Dict, where: Path) -> str:
+    """fingerprint(), remembered per (path, size, mtime): a big file is hashed once, not by every worker."""
+    p = Path(resolved)
+    if not p.is_file():
+        return fingerprint(resolved, spec.get("subset"), spec.get("revision"))
+    st = p.stat()
+    stamp = f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    memo = where / "tokens-fingerprints" / hashlib.sha256(stamp.encode()).hexdigest()
+    if memo.exists():
+        return memo.read_text().strip()
+    fp = fingerprint(resolved)
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    tmp = memo.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(fp + "\n")
+    tmp.replace(memo)
+    return fp
+
+
+def locate(cfg, ctx, tokenizer) -> List[Dict]:
+    """Each source with its store's path (content-addressed: tokenizer hash + source fingerprint)."""
+    where, cache = root(cfg, ctx), ctx.run_dir / "cache"
+    th = tokenizer_hash(tokenizer)
+    out = []
+    for spec in sources(cfg, ctx):
+        resolved = resolve(str(spec["source"]), cache)
+        fp = _cached_fingerprint(resolved, spec, where)
+        out.append({**spec, "resolved": resolved, "fingerprint": fp, "tokenizer_hash": th,
+                    "store": str(where / store_key(th, fp))})
+    return out
+
+
+def build(cfg, ctx, tokenizer, worker: int, num_workers: int) -> List[Dict]:
+    """Tokenize the stores this run needs that are not finished: (source, shard) work items dealt
+    to the workers (item i to worker i mod W). Done shards are skipped, so a restart resumes."""
+    plans = locate(cfg, ctx, tokenizer)
+    todo = [p for p in plans if not (Path(p["store"]) / "manifest.json").exists()]
+    items = []
+    for p in todo:
+        d = Path(p["store"])
+        d.mkdir(parents=True, exist_ok=True)
+        layout = d / "layout.json"  # the first attempt fixes the shard count (a resume keeps it)
+        if not layout.exists():
+            tmp = d / f"layout.{os.getpid()}.tmp"
+            tmp.write_text(json.dumps({"shards": cfg.tokenize.shards or num_workers}) + "\n")
+            tmp.replace(layout)
+        p["shards"] = json.loads(layout.read_text())["shards"]
+        items += [(p, s) for s in range(p["shards"])]
+    mine = items[worker::num_workers]
+    dtype = dtype_for(len(tokenizer))
+    rows_of: Dict[str, object] = {}
+    t0, n_tok = time.time(), 0
+    for p, s in mine:
+        d = Path(p["store"])
+        if not (d / f"shard-{s:05d}.done").exists():
+            if p["store"] not in rows_of:
+                ctx.log(f"tokenizing {p['resolved']} into {d}")
+                rows_of[p["store"]] = load_rows(p["resolved"], p.get("subset"), p.get("revision"))
+            rows = rows_of[p["store"]]
+            rng = shard_ranges(len(rows), p["shards"])[s]
+            info = write_shard(d, s, rows.select(rng), tokenizer, dtype, cfg.tokenize.batch_docs, ctx.should_stop)
+            n_tok += info["tokens"]
+        meta = {"tokenizer": cfg.model.name_or_path, "tokenizer_hash": p["tokenizer_hash"],
+                "vocab_size": len(tokenizer), "eos_token_id": tokenizer.eos_token_id, "dtype": dtype.str,
+                "source": str(p["source"]), "resolved": p["resolved"], "subset": p.get("subset"),
+                "revision": p.get("revision"), "fingerprint": p["fingerprint"]}
+        finish(d, meta, p["shards"])
+    if mine:
+        el = max(time.time() - t0, 1e-9)
+        ctx.log(f"tokenized {len(mine)} of {len(items)} shards: {n_tok:,} tokens, {n_tok / el:,.0f} tokens/s")
+    return plans
