@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import re
+import enum
 import typing
 
 from dfm_hpc import schema
@@ -41,17 +42,31 @@ def _comments(cls) -> dict:
 
 
 def _type(tp) -> str:
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):  # a schema.Choice: its allowed values
+        return " \\| ".join(f"`{m.value}`" for m in tp)
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) is list and args and isinstance(args[0], type) and issubclass(args[0], enum.Enum):
+        return "list of " + _type(args[0])
     if isinstance(tp, type):
         return tp.__name__
     return re.sub(r"typing\.|<class '(\w+)'>", lambda m: m.group(1) or "", str(tp)).replace("NoneType", "None")
 
 
+def _plain(value):
+    """Enum members as their values, so a default reads as what one would type."""
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
 def _default(f) -> str:
     if f.default is not dataclasses.MISSING:
-        return repr(f.default)
+        return repr(_plain(f.default))
     if f.default_factory is not dataclasses.MISSING:
         value = f.default_factory()
-        return "(see below)" if dataclasses.is_dataclass(value) else repr(value)
+        return "(see below)" if dataclasses.is_dataclass(value) else repr(_plain(value))
     return "required"
 
 
