@@ -7,7 +7,7 @@ import os
 import sys
 from typing import List, Optional
 
-SUBCOMMANDS = ("status", "logs", "cancel", "rerun", "list", "compare", "prefetch")
+SUBCOMMANDS = ("status", "logs", "cancel", "rerun", "list", "compare", "prefetch", "calibrate")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("prefetch", help="hub models/datasets an experiment needs: cached for the jobs? (--download fetches)")
     s.add_argument("overrides", nargs="*", help="+experiment=NAME key=value ... as for a launch")
     s.add_argument("--download", action="store_true", help="fetch what is missing into the jobs' HF_HOME")
+    s = sub.add_parser("calibrate", help="throughput entries a finished run measured (for conf/throughput/)")
+    s.add_argument("run")
+    s.add_argument("--runs-root", default="runs")
     return p
 
 
@@ -58,6 +61,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             from dfm_hpc.login import compare
 
             return compare.compare(args.runs, args.runs_root, args.out)
+        if args.cmd == "calibrate":
+            from dfm_hpc.login import calibrate
+
+            return calibrate.calibrate(args.run, args.runs_root)
         from dfm_hpc.login import launch
         from dfm_hpc.login import status
 

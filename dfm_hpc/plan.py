@@ -104,3 +104,21 @@ def billing(job: StageJob, cluster, hours: Optional[float] = None) -> Optional[f
     copies = job.array if hours is None else 1
     return copies * lumi.billing_units(job.partition or "standard-g", job.nodes, job.hours if hours is None else hours,
                                        job.gpus_per_node, job.tasks_per_node * job.cpus_per_task, mem_gb)
+
+
+def job_from_record(record: dict) -> StageJob:
+    """A StageJob from plan.json (fields a later version added are ignored)."""
+    from dataclasses import fields
+
+    return StageJob(**{f.name: record[f.name] for f in fields(StageJob) if f.name in record})
+
+
+def run_jobs(cfg, run_dir) -> List[tuple]:
+    """(job, prediction or None) per stage of a run, as planned when it was launched (plan.json);
+    run dirs made before plan.json existed are planned again with today's code."""
+    from dfm_hpc import rundir
+
+    records = rundir.read_plan(run_dir)
+    if records is None:
+        return [(j, None) for j in plan(cfg)]
+    return [(job_from_record(r), r.get("prediction")) for r in records]

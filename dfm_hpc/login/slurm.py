@@ -2,6 +2,9 @@
 
 submitit renders the sbatch script and pickles the call `rank.run_stage(run_dir, stage)` that every
 task runs. A dry run renders the same script through the same submitit function, without sbatch.
+
+The batch script runs on the host, the ranks in the container, where LUMI's images have no Slurm
+tools: everything that needs Slurm (MASTER_ADDR, requeue, accounting) is in the script (`host_side`).
 """
 
 from __future__ import annotations
@@ -10,8 +13,12 @@ import shlex
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from dfm_hpc import accounting
 from dfm_hpc.dist import PORT_BASE, PORT_SPAN
 from dfm_hpc.plan import StageJob
+
+# the test cluster's container stand-in (a checkout's slurm/, like the cluster it belongs to)
+SANDBOX = Path(__file__).resolve().parents[2] / "slurm" / "sandbox.sh"
 
 
 def python_command(cluster) -> str:
@@ -19,17 +26,24 @@ def python_command(cluster) -> str:
     import sys
 
     c = cluster.container
+    if c.runtime == "bwrap":  # cluster=slurm: the host's python, without Slurm's commands
+        return " ".join(shlex.quote(x) for x in [str(SANDBOX), sys.executable])
     if not c.image:
         return shlex.quote(sys.executable)
-    binds = list(c.binds)
+    # with the bindings module, the system paths are its business; older images need them bound
+    binds = list(c.binds) + ([] if c.bindings_module else list(c.host_binds))
     if c.overlay:
         binds.append(f"{c.overlay}:/user-software:image-src=/")
     bind = ["-B", ",".join(binds)] if binds else []
-    return " ".join(shlex.quote(x) for x in [c.runtime, "exec", *bind, c.image, c.python])
+    return " ".join(shlex.quote(x) for x in [c.runtime, c.verb, *bind, c.image, c.python])
 
 
 def setup_lines(cluster, job: StageJob) -> List[str]:
     lines = [f"# dfm_hpc: environment of cluster={cluster.name}"]
+    c = cluster.container
+    if c.image and c.bindings_module:  # LAIF: the module binds what the container needs from the host
+        lines += ["module purge  # its warnings are harmless", *([f"module use {c.module_path}"] if c.module_path else []),
+                  f"module load {c.bindings_module}"]
     for k, v in cluster.env.items():
         # double quotes so that $USER, $SLURM_JOB_ID expand when the job starts
         lines.append(f'export {k}="{str(v).replace(chr(34), chr(92) + chr(34))}"')
@@ -42,7 +56,27 @@ def setup_lines(cluster, job: StageJob) -> List[str]:
         f"export DFM_HPC_LAUNCHER={cluster.launcher}",
         f"export DFM_HPC_NPROC_PER_NODE={job.tasks_per_node}",
     ]
+    if cluster.launcher == "torchrun" and cluster.torchrun_args:
+        lines.append(f'export DFM_HPC_TORCHRUN_ARGS="{" ".join(cluster.torchrun_args)}"')
     return lines + list(cluster.setup)
+
+
+def host_side(params: Dict[str, Any], folder: Path) -> Dict[str, Any]:
+    """The job's host-side lines around its step. A rank stopped by the pre-timeout signal leaves a
+    marker; after the step the script records the job's accounting (the card reads it), requeues
+    the job if the marker is there, and exits with the step's status."""
+    marker = shlex.quote(str(Path(folder) / "requeue")) + '."$SLURM_JOB_ID"'
+    setup = list(params.get("setup") or []) + [
+        f"export DFM_HPC_REQUEUE_MARKER={marker}",
+        "trap '' USR2  # the pre-timeout signal is for the ranks; this script lives on to requeue"]
+    teardown = [
+        "dfm_hpc_rc=$?  # the step's exit status, the job's too",
+        "# host side: the container has no Slurm tools",
+        accounting.record_line(folder),
+        'if [ -e "$DFM_HPC_REQUEUE_MARKER" ]; then rm -f "$DFM_HPC_REQUEUE_MARKER"; scontrol requeue "$SLURM_JOB_ID"; fi',
+        "exit $dfm_hpc_rc",
+    ]
+    return {**params, "setup": setup, "teardown": teardown}
 
 
 def executor_params(job: StageJob, cluster, job_name: str, dependency: Optional[str] = None) -> Dict[str, Any]:
@@ -62,7 +96,7 @@ def executor_params(job: StageJob, cluster, job_name: str, dependency: Optional[
         "signal_delay_s": cluster.signal_delay_s,
         "setup": setup_lines(cluster, job),
         "srun_args": srun_args,
-        # requeue: a stage stopped by the pre-timeout signal puts its job back (scontrol requeue)
+        # requeue: a stage stopped by the pre-timeout signal has its job put back (host_side)
         "additional_parameters": {"kill-on-invalid-dep": "yes", "requeue": True, **dict(cluster.sbatch_extra)},
     }
     optional = {"partition": job.partition, "account": cluster.account, "qos": cluster.qos,
@@ -79,7 +113,7 @@ def render(params: Dict[str, Any], folder: Path, python: str, array_size: Option
 
     command = " ".join([python, "-u -m submitit.core._submit", shlex.quote(str(folder))])
     extra = {"map_count": array_size} if array_size and array_size > 1 else {}
-    return _make_sbatch_string(command=command, folder=folder, **params, **extra)
+    return _make_sbatch_string(command=command, folder=folder, **host_side(params, folder), **extra)
 
 
 def srun_line(script: str) -> str:
@@ -94,7 +128,7 @@ def submit(params: Dict[str, Any], folder: Path, python: str, calls: Sequence[tu
     from dfm_hpc.job import rank
 
     ex = submitit.SlurmExecutor(folder=folder, python=python, max_num_timeout=3)
-    ex.update_parameters(**params)
+    ex.update_parameters(**host_side(params, folder))
     if len(calls) == 1:
         return [ex.submit(rank.run_stage, *calls[0])]
     with ex.batch():

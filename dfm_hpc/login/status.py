@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from dfm_hpc import rundir, schema
-from dfm_hpc.plan import billing, gpu_hours, plan, stage_cluster
+from dfm_hpc.plan import billing, gpu_hours, run_jobs, stage_cluster
 
 FINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
          "DEADLINE"}
@@ -110,6 +110,19 @@ def _last_line(sdir: Path) -> str:
     return lines[-1][-90:] if lines else ""
 
 
+def _predicted(pred: Optional[dict], secs: int, state: str) -> str:
+    """The launch's prediction (plan.json), and while the job runs how much of it has elapsed."""
+    if not pred or pred.get("hours") is None:
+        return "-"
+    h = pred["hours"]
+    secs_pred = round(h * 3600)  # as elapsed is shown: [D-]HH:MM:SS
+    text = (f"{secs_pred // 86400}-" if secs_pred >= 86400 else "") + time.strftime("%H:%M:%S", time.gmtime(secs_pred))
+    text += "~" if pred.get("basis") == "fixed" else ""  # a fixed guess, not counted from the work
+    if state.split()[0] == "RUNNING" and h > 0:
+        text += f" ({secs / 3600 / h:.0%})"
+    return text
+
+
 def stage_rows(run: Path, rows: Dict[str, Tuple[str, int, int]]) -> List[dict]:
     from omegaconf.errors import OmegaConfBaseException
 
@@ -119,7 +132,7 @@ def stage_rows(run: Path, rows: Dict[str, Tuple[str, int, int]]) -> List[dict]:
     except OmegaConfBaseException:  # made by another dfm_hpc version: show what today's schema knows
         cfg = schema.typed(schema.known_keys(raw))
     out = []
-    for job in plan(cfg):
+    for job, pred in run_jobs(cfg, run):  # as planned at launch (plan.json); older runs: planned again
         sdir = rundir.stage_dir(run, job.stage)
         jid = (sdir / "job_id").read_text().strip() if (sdir / "job_id").exists() else ""
         state, nodes, secs = "-", job.nodes, 0
@@ -151,9 +164,10 @@ def stage_rows(run: Path, rows: Dict[str, Tuple[str, int, int]]) -> List[dict]:
                 last = f"not run: {before['stage']} did not finish"  # (its state is in its own row)
             elif state.split()[0] in ("PENDING", "-"):
                 last = f"waits for {before['stage']}"
+        predicted = _predicted(pred, secs, state)
         out.append({"stage": job.stage, "job": jid or ("local" if cfg.cluster.scheduler == "local" else "-"),
                     "state": state, "nodes": nodes, "elapsed": time.strftime("%H:%M:%S", time.gmtime(secs)),
-                    "gpu_h": gpu_hours(job, hours), "billing": b, "last": last})
+                    "predicted": predicted, "gpu_h": gpu_hours(job, hours), "billing": b, "last": last})
     return out
 
 
@@ -182,8 +196,8 @@ def status(ref: Optional[str], runs_root: str = "runs") -> int:
     points = rundir.point_dirs(top)
     rows = slurm_states(_job_ids(points))
     sweep = rundir.is_sweep_dir(top)
-    cols = (["point"] if sweep else []) + ["stage", "job", "state", "nodes", "elapsed", "GCD-h", "billing",
-                                           "last log line"]
+    cols = (["point"] if sweep else []) + ["stage", "job", "state", "nodes", "elapsed", "predicted", "GCD-h",
+                                           "billing", "last log line"]
     overrides = [rundir.read_yaml(p / "overrides.yaml") or [] for p in points]
     common = set.intersection(*map(set, overrides)) if sweep else set()
     table_rows = []
@@ -191,7 +205,7 @@ def status(ref: Optional[str], runs_root: str = "runs") -> int:
         label = " ".join(o for o in ovs if o not in common) or point.name  # what this sweep point varies
         for r in stage_rows(point, rows):
             table_rows.append(([label] if sweep else []) + [
-                r["stage"], r["job"], r["state"], str(r["nodes"]), r["elapsed"], f"{r['gpu_h']:.2f}",
+                r["stage"], r["job"], r["state"], str(r["nodes"]), r["elapsed"], r["predicted"], f"{r['gpu_h']:.2f}",
                 "-" if r["billing"] is None else f"{r['billing']:.2f}", r["last"]])
     # One line per stage on any terminal: every column keeps its full width, the log line gets
     # what is left (cut with …).
@@ -201,12 +215,13 @@ def status(ref: Optional[str], runs_root: str = "runs") -> int:
     t = Table(title=str(top), title_justify="left")
     for i, col in enumerate(cols):
         last = col == "last log line"
-        t.add_column(col, justify="right" if col in ("nodes", "GCD-h", "billing") else "left", no_wrap=True,
+        right = col in ("nodes", "predicted", "GCD-h", "billing")
+        t.add_column(col, justify="right" if right else "left", no_wrap=True,
                      overflow="ellipsis", min_width=None if last else widths[i], max_width=left if last else None)
     for row in table_rows:
-        state = row[len(cols) - 6]
-        color = _COLORS.get(state.split()[0], "white")
-        row[len(cols) - 6] = f"[{color}]{state}[/]"
+        i = cols.index("state")
+        color = _COLORS.get(row[i].split()[0], "white")
+        row[i] = f"[{color}]{row[i]}[/]"
         t.add_row(*row)
     console.print(t)
     return 0

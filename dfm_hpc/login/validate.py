@@ -96,9 +96,9 @@ def check_overrides(overrides: List[str]) -> List[str]:
             continue
         if key in SCHEMA_KEYS:
             continue
-        parent = key.rpartition(".")[0]
-        if parent in SCHEMA_KEYS and typing.get_origin(SCHEMA_KEYS[parent]) in (dict, Dict):
-            continue  # free-form maps such as cluster.env.*
+        parents = [key.rsplit(".", i)[0] for i in range(1, key.count(".") + 1)]
+        if any(p in SCHEMA_KEYS and typing.get_origin(SCHEMA_KEYS[p]) in (dict, Dict) for p in parents):
+            continue  # maps: cluster.env.*, throughput.devices.NAME.* (OmegaConf checks typed values)
         problems.append(f"unknown config key {key!r}.{_suggest_key(key)} "
                         "(every key is listed in docs/config.md)")
     return problems

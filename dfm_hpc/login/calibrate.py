@@ -1,0 +1,114 @@
+"""`python -m dfm_hpc calibrate RUN`: the throughput entries a finished run measured, as YAML for a
+conf/throughput/<name>.yaml (docs/performance.md#predictions), with each stage's prediction beside
+what it took. Reads the run dir only (metrics.jsonl, the translate plan, elapsed times): no torch."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import yaml
+
+from dfm_hpc import predict, rundir, schema
+from dfm_hpc.plan import run_jobs
+from dfm_hpc.schema import TRAINED_STAGES
+
+
+def _elapsed_s(sdir: Path) -> Optional[float]:
+    """Wall seconds of a finished stage: local.py's elapsed.json, else sacct (longest array task)."""
+    local = sdir / "elapsed.json"
+    if local.exists():
+        return float(json.loads(local.read_text())["elapsed_s"])
+    if (sdir / "job_id").exists():
+        from dfm_hpc.login.status import _lookup, slurm_states
+
+        jid = (sdir / "job_id").read_text().strip()
+        row = _lookup(slurm_states([jid]), jid)
+        return float(row[2]) if row else None
+    return None
+
+
+def _train_tps(sdir: Path) -> Optional[float]:
+    """Median tokens/s per device over the logged steps (the first log, with warm-up, left out)."""
+    f = sdir / "metrics.jsonl"
+    if not f.exists():
+        return None
+    rows = [json.loads(ln) for ln in f.read_text().splitlines() if ln.strip()]
+    tps = [r["tokens_per_s_per_device"] for r in rows if r.get("tokens_per_s_per_device")]
+    tps = tps[1:] if len(tps) > 2 else tps
+    return statistics.median(tps) if tps else None
+
+
+def measure(run: Path) -> tuple:
+    """({device: {entry: value}}, [comment lines]) for the stages of `run` that finished."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        cfg = schema.load_config(run)
+    except OmegaConfBaseException:  # another version's run: lenient drops its throughput entries too
+        cfg = schema.load_config(run, lenient=True)
+    found: Dict[str, dict] = {}
+    notes: List[str] = []
+    starts: Dict[str, List[float]] = {}
+    for job, pred in run_jobs(cfg, run):
+        sdir = rundir.stage_dir(run, job.stage)
+        if not (sdir / "DONE").exists():
+            notes.append(f"{job.stage}: not finished, nothing measured")
+            continue
+        device = (pred or {}).get("device") or predict.device_for(cfg, job)
+        dev = cfg.throughput.devices.get(device)
+        entry = found.setdefault(device, {})
+        secs = _elapsed_s(sdir)
+        startup = dev.startup_s if dev else 0.0
+        n = predict._devices(job)
+        said = ""
+        if job.stage in TRAINED_STAGES and _train_tps(sdir) and dev and dev.peak_tflops:
+            tps = _train_tps(sdir)
+            mfu = tps * predict.train_flops_per_token(cfg, job.stage) / (dev.peak_tflops * 1e12)
+            key = predict.mfu_key(cfg, job.stage)  # several stages of a kind: the slowest (DPO < SFT)
+            entry[key] = min(entry.get(key, 1.0), float(f"{mfu:.3g}"))
+            said = f"{tps:,.0f} tok/s/device median -> {key} {mfu:.3g}"
+            if secs:  # what the steps did not take was start-up: imports, model load, data, saving
+                tokens = predict._train_tokens(cfg[job.stage], job.stage)
+                starts.setdefault(device, []).append(max(0.0, secs - tokens / (tps * n)))
+                said += f", start-up ~{starts[device][-1]:.0f} s"
+        elif job.stage == "translate" and secs and (sdir / "plan.json").exists():
+            tokens = json.loads((sdir / "plan.json").read_text()).get("source_tokens")
+            busy = max(secs - startup, secs * 0.1)
+            if tokens:
+                tr = cfg.translator
+                key = str(tr.name) if str(tr.backend) == "hf" else f"{tr.name}/{tr.backend}"
+                rate = tokens / busy / n
+                entry.setdefault("translate_tokens_per_s", {})[key] = float(f"{rate:.3g}")
+                said = (f"{tokens:,} source tokens in {secs:.0f} s ({startup:g} s start-up) over {n} -> "
+                        f"{rate:,.0f} tok/s")
+        elif secs is not None and job.stage not in TRAINED_STAGES and job.stage not in ("translate", "demo"):
+            entry.setdefault("stage_minutes", {})[job.stage] = round(max(secs, 1) / 60, 2)
+            said = f"{secs:.0f} s"
+        took = "?" if secs is None else f"{secs / 3600:.4f} h"
+        was = "-" if not pred or pred.get("hours") is None else f"{pred['hours']:.4f} h"
+        notes.append(f"{job.stage} on {device}: took {took}, predicted {was}" + (f"; {said}" if said else ""))
+    for device, secs_ in starts.items():
+        found[device]["startup_s"] = round(statistics.mean(secs_))
+    return {d: e for d, e in found.items() if e}, notes
+
+
+def calibrate(ref: str, runs_root: str = "runs") -> int:
+    try:
+        run = rundir.point_dirs(rundir.resolve(ref, runs_root))[0]
+    except LookupError as e:
+        print(f"dfm_hpc: {e}", file=sys.stderr)
+        return 2
+    devices, notes = measure(run)
+    print(f"# measured by python -m dfm_hpc calibrate {run}")
+    for line in notes:
+        print(f"#   {line}")
+    if not devices:
+        print("# nothing to calibrate: no stage of this run finished with a measurement")
+        return 1
+    print("# merge into conf/throughput/<name>.yaml (keys as in conf/throughput/default.yaml):")
+    print(yaml.safe_dump({"devices": devices}, sort_keys=True).rstrip())
+    return 0

@@ -1,0 +1,240 @@
+"""What each stage runs, and how long it should take: its work (tokens, segments, seconds) divided by
+the throughput table (config group `throughput`, conf/throughput/default.yaml). Pure: login node.
+
+A prediction is a dict (it goes into plan.json as it is):
+  summary   one line: model, translator/backend, method, ZeRO, precision, seq len, batch, steps, data
+  basis     "work" (counted from the config) | "fixed" (the device's stage_minutes) | None (no estimate)
+  work      e.g. "41.9 B tokens"; rate: e.g. "1,151 tok/s x 64 devices, 30 % MFU of 191.5 TF"
+  device    the throughput entry used; hours: predicted wall hours, every start included
+  starts, requeues   job starts needed within the walltime (requeues = starts - 1)
+  gpu_hours, billing   predicted cost (billing: LUMI units, None elsewhere)
+  resumable   whether a restart continues from the stage's files
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict
+from typing import Dict, List, Optional
+
+from dfm_hpc import metrics
+from dfm_hpc.plan import StageJob, billing, gpu_hours, stage_cluster
+from dfm_hpc.schema import STAGES, TRAINED_STAGES
+
+LORA_FLOPS = 2 / 3  # LoRA skips the weight gradients: ~2/3 of full training (TRL "LoRA without regret")
+
+
+def _num(x: float) -> str:
+    """41_943_040_000 -> '41.9 B'."""
+    for div, unit in ((1e9, " B"), (1e6, " M"), (1e3, " k")):
+        if abs(x) >= div:
+            return f"{x / div:.1f}{unit}"
+    return f"{x:.0f}"
+
+
+def pretty_translator(tr) -> str:
+    """madlad400_3b / google/madlad400-3b-mt -> 'MADLAD-400 3B'; else the config's name."""
+    m = re.search(r"madlad[-_]?400[-_](\d+b)", f"{tr.name} {tr.name_or_path}", re.I)
+    return f"MADLAD-400 {m.group(1).upper()}" if m else str(tr.name)
+
+
+def device_for(cfg, job: StageJob) -> str:
+    want = str(cfg.throughput.device)
+    if want != "auto":
+        return want
+    if job.gpus_per_node == 0:
+        return "cpu"
+    return "mi250x_gcd" if cfg.cluster.system == "lumi" else "h100"
+
+
+def _devices(job: StageJob) -> int:
+    """Devices a stage's work is split over: GPUs (GCDs), or ranks without GPUs."""
+    per_node = job.gpus_per_node if job.gpus_per_node else job.tasks_per_node
+    return job.array * job.nodes * per_node
+
+
+def _method(cfg, stage: str) -> str:
+    if stage == "cpt" or cfg.peft.method == "none":
+        return "full"
+    return f"{'QLoRA' if cfg.peft.method == 'qlora' else 'LoRA'} r={cfg.peft.r}"
+
+
+def _workers(n: int) -> str:
+    return f"{n} worker{'s' * (n != 1)}"
+
+
+def _pct(x: float) -> str:
+    return f"{x * 100:.3g} %"
+
+
+def _zero(cfg) -> str:
+    ds = cfg.deepspeed
+    off = [w for w, on in (("optimizer", ds.offload_optimizer), ("params", ds.offload_params)) if on]
+    return f"ZeRO-{ds.stage}" + (f" (offload {'+'.join(off)})" if off else "")
+
+
+def _train_tokens(st, stage: str) -> float:
+    return st.max_steps * st.global_batch_size * st.seq_len * (2 if stage == "dpo" else 1)  # DPO: chosen+rejected
+
+
+def _train_data(cfg, stage: str) -> str:
+    st = cfg[stage]
+    if stage == "cpt":
+        mix = cfg.data.mixture if "mixture" in cfg.data else []
+        return f"{len(mix)}-source mixture" if mix else str(cfg.data.corpus or "no corpus")
+    return str(st.dataset or ("this run's pii/merge output" if "merge" in cfg.stages else f"{stage}.dataset unset"))
+
+
+def summary(cfg, stage: str, job: StageJob) -> str:
+    st = cfg[stage]
+    if stage in TRAINED_STAGES:
+        method = _method(cfg, stage)
+        n = metrics.param_count(cfg.model)
+        prec = st.precision if job.gpus_per_node else "fp32 (CPU)"
+        per_rank = st.micro_batch_size * job.world_size
+        accum = st.global_batch_size // per_rank if per_rank and st.global_batch_size % per_rank == 0 else "?"
+        extra = f", beta {st.beta}" if stage == "dpo" else (", packed" if stage == "sft" and st.packing else "")
+        return (f"{stage.upper()}, {'full training' if method == 'full' else method}, of {cfg.model.name} "
+                f"({_num(n)} params), {_zero(cfg)}, {prec}, "
+                f"{st.attn_implementation}{', checkpointing' if st.gradient_checkpointing else ''}, seq {st.seq_len}, "
+                f"global batch {st.global_batch_size} (micro {st.micro_batch_size} x {job.world_size} ranks x "
+                f"accum {accum}), {st.max_steps:,} steps = {_num(_train_tokens(st, stage))} tokens{extra}; "
+                f"data: {_train_data(cfg, stage)}")
+    if stage == "translate":
+        tr = cfg.translator
+        size = cfg.throughput.datasets.get(cfg.data.oasst2)
+        data = f"{cfg.data.oasst2}" + (f" (~{_num(size.messages)} messages, ~{_num(size.source_tokens)} source tokens)"
+                                        if size else " (size unknown)")
+        cap = f", first {st.max_messages} messages" if st.max_messages else ""
+        return (f"translate {'+'.join(st.source_langs)}->{tr.target_lang} with {pretty_translator(tr)} "
+                f"({tr.name_or_path}, backend {tr.backend}, {tr.dtype}, "
+                f"{'greedy' if tr.num_beams == 1 else f'{tr.num_beams} beams'}), {st.shards} shards over "
+                f"{_workers(_devices(job))}, {tr.max_batch_tokens:,}-token sorted batches{cap}; data: {data}")
+    if stage == "merge":
+        return f"merge translations into SFT chats ({st.sft_path} path) and DPO pairs; drop: {', '.join(st.drop)}"
+    if stage == "pii":
+        return (f"PII filter ({', '.join(st.types)} -> {st.replacement}) of "
+                f"{st.input or 'the merge outputs'}, {st.shards} shards over {_workers(_devices(job))}")
+    if stage == "evaluate":
+        models = ", ".join(st.models) or "base + " + ", ".join(s for s in cfg.stages if s in TRAINED_STAGES)
+        return (f"evaluate {models}: perplexity on {st.max_eval_texts} texts"
+                f"{', EuroEval' if st.euroeval else ''}, {st.generation_prompts} generations")
+    if stage == "card":
+        return f"model card ({st.license}{', ' + st.repo_id if st.repo_id else ''}) and datasheets"
+    if stage == "demo":
+        return f"demo: all_reduce over {job.world_size} ranks, sleep {st.sleep_s:g} s"
+    return stage
+
+
+def mfu_key(cfg, stage: str) -> str:
+    """The throughput entry a training stage's speed comes from."""
+    return "train_mfu" if _method(cfg, stage) == "full" else "lora_mfu"
+
+
+def train_flops_per_token(cfg, stage: str) -> float:
+    """Model FLOPs per trained token: 6N + 12LHS (metrics.flops_per_token), x 2/3 for LoRA, + 2N for
+    DPO's reference forward (tokens of chosen and rejected both count)."""
+    m, st = cfg.model, cfg[stage]
+    n = metrics.param_count(m)
+    fpt = metrics.flops_per_token(n, m.num_layers, m.hidden_size, st.seq_len)
+    if _method(cfg, stage) != "full":
+        fpt *= LORA_FLOPS
+    return fpt + (2 * n if stage == "dpo" else 0)
+
+
+def _work(cfg, stage: str, job: StageJob, dev) -> Optional[tuple]:
+    """(seconds on the stage's devices, work text, rate text) from counted work, or None."""
+    st, n = cfg[stage], _devices(job)
+    if stage in TRAINED_STAGES:
+        mfu = dev[mfu_key(cfg, stage)]
+        if not (mfu and dev.peak_tflops):
+            return None
+        tps = mfu * dev.peak_tflops * 1e12 / train_flops_per_token(cfg, stage)
+        tokens = _train_tokens(st, stage)
+        return (tokens / (tps * n), f"{_num(tokens)} tokens",
+                f"{tps:,.0f} tok/s x {n} devices, {_pct(mfu)} MFU of {dev.peak_tflops:g} TF")
+    if stage == "translate":
+        tr = cfg.translator
+        rates = dev.translate_tokens_per_s
+        rate = rates.get(f"{tr.name}/{tr.backend}") or rates.get(str(tr.name))
+        size = cfg.throughput.datasets.get(cfg.data.oasst2)
+        if not (rate and size and size.source_tokens):
+            return None
+        share = min(1.0, st.max_messages / size.messages) if st.max_messages and size.messages else 1.0
+        tokens = size.source_tokens * share
+        return (tokens / (rate * n), f"{_num(tokens)} source tokens", f"{rate:,.0f} tok/s x {_workers(n)}")
+    if stage == "demo":
+        return (st.sleep_s, f"{st.sleep_s:g} s of sleep", "as configured")
+    return None
+
+
+def predict(cfg, job: StageJob) -> Dict:
+    stage = job.stage
+    spec = STAGES.get(stage)
+    out = {"summary": summary(cfg, stage, job), "basis": None, "device": device_for(cfg, job), "work": None,
+           "rate": None, "hours": None, "starts": None, "requeues": None, "gpu_hours": None, "billing": None,
+           "resumable": bool(spec and spec.resumable)}
+    dev = cfg.throughput.devices.get(out["device"])
+    if dev is None:
+        return out
+    work = _work(cfg, stage, job, dev)
+    if work is not None:
+        seconds, out["work"], out["rate"] = work
+        out["basis"] = "work"
+    elif stage in dev.stage_minutes:
+        seconds, out["basis"] = dev.stage_minutes[stage] * 60, "fixed"
+        out["work"], out["rate"] = "fixed estimate", f"throughput.devices.{out['device']}.stage_minutes.{stage}"
+    else:
+        return out
+    wall = job.minutes * 60
+    starts = 1
+    if wall > dev.startup_s:  # each start pays the start-up again
+        starts = max(1, math.ceil(seconds / (wall - dev.startup_s)))
+    # a stage that cannot resume runs once (and is refused if that cannot fit: problems())
+    hours = (seconds + (starts if out["resumable"] else 1) * dev.startup_s) / 3600
+    b = billing(job, stage_cluster(cfg, stage), hours=hours)
+    out.update(hours=round(hours, 4), starts=starts, requeues=starts - 1,
+               gpu_hours=round(gpu_hours(job, hours) * job.array, 4),
+               billing=None if b is None else round(b * job.array, 4))
+    return out
+
+
+def records(cfg, jobs: List[StageJob]) -> List[Dict]:
+    """plan.json's stages: each job's fields with its prediction."""
+    return [{**asdict(j), "prediction": predict(cfg, j)} for j in jobs]
+
+
+def fmt_hours(hours: Optional[float]) -> str:
+    """0.25 -> '0:15', 158.1 -> '158:06'; None -> '?'."""
+    if hours is None:
+        return "?"
+    minutes = round(hours * 60)
+    return f"{minutes // 60}:{minutes % 60:02d}"
+
+
+def warnings(records_: List[Dict]) -> List[str]:
+    """A line per stage predicted to outlast its walltime (it will need requeues)."""
+    out = []
+    for r in records_:
+        p = r["prediction"]
+        if p["requeues"] and p["resumable"]:
+            wall = f"{r['minutes'] // 60}:{r['minutes'] % 60:02d}"
+            out.append(f"{r['stage']}: predicted {p['hours']:,.1f} h > its {wall} "
+                       f"walltime: {p['requeues']} requeue{'s' * (p['requeues'] != 1)} ({p['starts']} starts); it "
+                       f"resumes from its {'checkpoints' if r['stage'] in TRAINED_STAGES else 'finished chunks'}")
+    return out
+
+
+def problems(records_: List[Dict]) -> List[str]:
+    """Stages that cannot finish: predicted past the walltime, and a restart would start over."""
+    out = []
+    for r in records_:
+        p = r["prediction"]
+        if p["requeues"] and not p["resumable"]:
+            need = math.ceil(p["hours"] * 60 * 1.2)
+            out.append(f"{r['stage']}: predicted {p['hours']:,.2f} h ({p['work']} at {p['rate']}) > its walltime "
+                       f"{r['minutes'] // 60}:{r['minutes'] % 60:02d}, and {r['stage']} cannot resume after a requeue "
+                       f"(it starts over); set {r['stage']}.time={need // 60:02d}:{need % 60:02d}:00 or give it less "
+                       f"work (predicted with throughput.devices.{p['device']}; calibrate corrects it)")
+    return out
