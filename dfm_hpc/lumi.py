@@ -15,6 +15,8 @@ USABLE_CORES_PER_NODE = 56  # low-noise mode reserves one core per 8-core L3 reg
 GCDS_PER_NODE = 8
 GCD_MEMORY_GB = 64
 NODE_MEMORY_GB = 480  # what a job may ask for with --mem on standard-g
+# per GCD on small-g/dev-g: 8 x 64 GB slices would exceed the 480 GB a node has for jobs
+MEM_PER_GCD_GB = NODE_MEMORY_GB // GCDS_PER_NODE
 
 
 @dataclass(frozen=True)
@@ -23,12 +25,14 @@ class Partition:
     max_nodes: int
     max_hours: float
     whole_nodes: bool  # allocated (and billed) by the node
+    max_jobs: int  # jobs one user may have submitted (queued + running) at a time
+    max_running: int
 
 
 PARTITIONS = {
-    "standard-g": Partition("standard-g", max_nodes=1024, max_hours=48, whole_nodes=True),
-    "small-g": Partition("small-g", max_nodes=4, max_hours=72, whole_nodes=False),
-    "dev-g": Partition("dev-g", max_nodes=32, max_hours=3, whole_nodes=False),
+    "standard-g": Partition("standard-g", max_nodes=1024, max_hours=48, whole_nodes=True, max_jobs=210, max_running=200),
+    "small-g": Partition("small-g", max_nodes=4, max_hours=72, whole_nodes=False, max_jobs=210, max_running=200),
+    "dev-g": Partition("dev-g", max_nodes=32, max_hours=3, whole_nodes=False, max_jobs=2, max_running=1),
 }
 
 
@@ -49,10 +53,12 @@ def billing_units(partition: str, nodes: int, hours: float, gcds_per_node: int, 
 
     standard-g bills whole nodes: 4 units per node-hour. small-g and dev-g bill the largest of the
     GCD, core (8 per GCD) and memory (64 GB per GCD) slices, at half a unit per slice-hour.
+    `mem_gb_per_node` 0 (--mem=0) is all of the node's memory: all 8 slices.
     """
     if PARTITIONS.get(partition, PARTITIONS["standard-g"]).whole_nodes:
         return 4.0 * nodes * hours
-    mem_slices = math.ceil((mem_gb_per_node or 0) / GCD_MEMORY_GB)
+    whole = mem_gb_per_node is not None and mem_gb_per_node == 0
+    mem_slices = GCDS_PER_NODE if whole else math.ceil((mem_gb_per_node or 0) / GCD_MEMORY_GB)
     slices = max(math.ceil(cpus_per_node / 8), mem_slices, gcds_per_node)
     return 0.5 * slices * nodes * hours
 

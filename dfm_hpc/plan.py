@@ -99,7 +99,7 @@ def billing(job: StageJob, cluster, hours: Optional[float] = None) -> Optional[f
     if cluster.system != "lumi":
         return None
     mem_gb = lumi.parse_mem_gb(cluster.mem)
-    if cluster.mem_per_gpu:
+    if cluster.mem_per_gpu and mem_gb is None:  # --mem=0 (all of the node) wins over a per-GCD amount
         mem_gb = (lumi.parse_mem_gb(cluster.mem_per_gpu) or 0) * job.gpus_per_node
     copies = job.array if hours is None else 1
     return copies * lumi.billing_units(job.partition or "standard-g", job.nodes, job.hours if hours is None else hours,

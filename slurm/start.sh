@@ -9,6 +9,13 @@
 # via slurmdbd so that `sacct` works. Config goes to /etc/slurm/, state, spool
 # and logs to $SLURM_SCRATCH (default /tmp/dfm_hpc-slurm).
 #
+# Like LUMI (slurm/README.md): each node has $SLURM_FAKE_GPUS (default 2) GPUs as
+# a GRES (gres.conf, device files made for it under /dev/dfm_hpc-gpu), so
+# --gpus-per-node gives every task of a node all of its GPUs in the environment
+# Slurm sets (CUDA/ROCR_VISIBLE_DEVICES); and cluster=slurm runs each rank in
+# slurm/sandbox.sh (bubblewrap), where Slurm's client commands do not exist, as
+# in LUMI's containers. This script makes the sandbox's /usr/bin copy.
+#
 # Idempotent: old slurmctld/slurmd/slurmdbd (and any jobs) are killed and
 # started fresh. Slurm state is wiped, job ids continue after the highest id in
 # the accounting DB; munged and mariadbd are reused if healthy.
@@ -51,14 +58,14 @@ detach() { setsid "$@" </dev/null >/dev/null 2>&1 & }
 # --- packages -----------------------------------------------------------------
 missing=()
 for pair in slurmctld:slurm-wlm slurmd:slurm-wlm sacct:slurm-wlm slurmdbd:slurmdbd \
-            munged:munge mariadbd:mariadb-server pgrep:procps; do
+            munged:munge mariadbd:mariadb-server pgrep:procps bwrap:bubblewrap; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
 if ((${#missing[@]})); then
     echo "Installing: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q
-    apt-get install -y -q --no-install-recommends slurm-wlm slurmdbd munge mariadb-server procps
+    apt-get install -y -q --no-install-recommends slurm-wlm slurmdbd munge mariadb-server procps bubblewrap
 fi
 
 # --- stop old Slurm daemons (fresh start), prepare directories ----------------
@@ -66,6 +73,30 @@ bash "$HERE/stop.sh"
 rm -rf "$SCRATCH/state" "$SCRATCH/slurmd"
 mkdir -p "$SCRATCH/state" "$SCRATCH/slurmd/node1" "$SCRATCH/slurmd/node2" "$LOG" /etc/slurm
 grep -qE '^[^#]*\snode1(\s|$)' /etc/hosts || echo "127.0.0.1 node1 node2" >>/etc/hosts
+
+# --- fake GPUs and the rank sandbox -------------------------------------------
+# GPUs: character devices made for the purpose (1:3, /dev/null's numbers: harmless to open),
+# GPUS per node; gres.conf names each node's own files, so the nodes' GPUs are distinct
+GPUS=${SLURM_FAKE_GPUS:-2}
+GPU_DIR=/dev/dfm_hpc-gpu
+rm -rf "$GPU_DIR" && mkdir -p "$GPU_DIR"
+: >/etc/slurm/gres.conf.new
+for n in node1 node2; do
+    for ((g = 0; g < GPUS; g++)); do mknod "$GPU_DIR/$n-gpu$g" c 1 3; done
+    echo "NodeName=$n Name=gpu File=$GPU_DIR/$n-gpu[0-$((GPUS - 1))]" >>/etc/slurm/gres.conf.new
+done
+mv /etc/slurm/gres.conf.new /etc/slurm/gres.conf
+# The sandbox's /usr/bin: hard links to the host's (same file system, instant), minus every
+# Slurm client command (the slurm-client package's); /bin is a link to usr/bin on Debian 12
+SANDBOX_BIN=/usr/lib/dfm_hpc-sandbox/bin
+rm -rf "$SANDBOX_BIN.new" && mkdir -p "$(dirname "$SANDBOX_BIN")"
+cp -al /usr/bin "$SANDBOX_BIN.new" 2>/dev/null || { rm -rf "$SANDBOX_BIN.new"; cp -a /usr/bin "$SANDBOX_BIN.new"; }
+for f in $(dpkg -L slurm-client 2>/dev/null | grep '^/usr/bin/') scontrol sacct squeue sbatch scancel srun salloc sinfo; do
+    rm -f "$SANDBOX_BIN.new/$(basename "$f")"
+done
+rm -rf "$SANDBOX_BIN" && mv "$SANDBOX_BIN.new" "$SANDBOX_BIN"
+bwrap --dev-bind / / --ro-bind "$SANDBOX_BIN" /usr/bin -- bash -c '! command -v scontrol' \
+    || die "the bubblewrap sandbox does not work here (user/mount namespaces?)"
 
 # --- munge --------------------------------------------------------------------
 munge_ok() { munge -n | unmunge; }
@@ -123,6 +154,8 @@ TaskPlugin=task/none
 MpiDefault=none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
+GresTypes=gpu
+AccountingStorageTRES=gres/gpu
 SlurmdParameters=config_overrides
 ReturnToService=2
 MinJobAge=60
@@ -133,7 +166,7 @@ AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
 JobAcctGatherType=jobacct_gather/linux
 JobAcctGatherFrequency=30
-NodeName=node[1-2] NodeHostname=$HOST NodeAddr=127.0.0.1 Port=17001-17002 CPUs=2 RealMemory=$node_mem State=UNKNOWN
+NodeName=node[1-2] NodeHostname=$HOST NodeAddr=127.0.0.1 Port=17001-17002 CPUs=2 RealMemory=$node_mem Gres=gpu:$GPUS State=UNKNOWN
 PartitionName=debug Nodes=node[1-2] Default=YES MaxTime=INFINITE State=UP
 EOF
 chmod 644 "$CONF"
@@ -169,5 +202,8 @@ wait_for 60 nodes_idle || { sinfo -N -o '%N %T %E' >&2
     die "nodes not idle after 60 s (see also $LOG/slurmd-node*.log)" "$LOG/slurmctld.log"; }
 wait_for 30 sacctmgr -n show cluster "$CLUSTER" || die "sacctmgr does not work" "$LOG/slurmdbd.log" "$WAIT_OUT"
 
+gpu_env() { local out; out=$(srun -N2 --ntasks-per-node=1 --gpus-per-node="$GPUS" -t 1 printenv CUDA_VISIBLE_DEVICES) \
+    && [[ $out == *0* ]]; }
+wait_for 30 gpu_env || die "a job step cannot get the fake GPUs" "$LOG/slurmctld.log" "$WAIT_OUT"
 echo "Slurm cluster '$CLUSTER' is up ($((SECONDS - T0)) s). Config $CONF, logs in $LOG."
 sinfo -N

@@ -40,8 +40,15 @@ def test_standard_g_script_passes_the_checklist(tmp_path):
     assert re.search(r"#SBATCH --signal=USR\d@300", s)
     assert "--cpus-per-task=7" in srun  # srun does not inherit it since Slurm 22.05
     assert f"--cpu-bind=mask_cpu:{MASKS}" in srun
-    assert "singularity exec -B /var/spool/slurmd,/opt/cray,/usr/lib64/libcxi.so.1," in srun
-    assert "/scratch/project_465000670" in srun and "/project/project_465000670" in srun
+    # LAIF images (§19): module purge + the bindings module on the host, `singularity run` (its
+    # runscript sets the GPU environment), no host-library binds (the image has its own libfabric)
+    lines = s.splitlines()
+    mods = ["module purge  # its warnings are harmless", "module use /appl/local/laifs/modules",
+            "module load lumi-aif-singularity-bindings"]
+    assert lines[lines.index(mods[0]):lines.index(mods[0]) + 3] == mods
+    assert lines.index(mods[2]) < lines.index('export NCCL_SOCKET_IFNAME="hsn0,hsn1,hsn2,hsn3"')
+    assert " singularity run -B /project/project_465000670/dfm_hpc/dfm_hpc-venv.sqsh:/user-software:image-src=/ " in srun
+    assert "/opt/cray" not in srun and "libcxi" not in srun and " exec " not in srun
     assert ".sif python -u -m submitit.core._submit" in srun
     # never 64 cores; 8 x 7 = 56
     assert "#SBATCH --cpus-per-task=8" not in s
@@ -119,3 +126,89 @@ def test_golden_script(tmp_path):
         golden.parent.mkdir(exist_ok=True)
         golden.write_text(text)
     assert text == golden.read_text()
+
+
+def test_older_images_get_the_host_binds_instead_of_the_module(tmp_path):
+    """The documented switch for the LUST/AMD images of 2024-25 (§9): binds, exec, no module."""
+    _, run = _dry(tmp_path, "cluster=lumi", "cluster.container.bindings_module=null", "cluster.container.verb=exec",
+                  "cluster.container.image=/appl/local/containers/sif-images/lumi-pytorch-rocm-6.2.4.sif")
+    s = (run / "stages" / "sft" / "sbatch.sh").read_text()
+    srun = next(line for line in s.splitlines() if line.startswith("srun "))
+    assert "module " not in s
+    assert " singularity exec -B /var/spool/slurmd,/opt/cray,/usr/lib64/libcxi.so.1,/usr/lib64/libjansson.so.4,/pfs," in srun
+    assert "/scratch/project_465000670,/project/project_465000670,/flash/project_465000670,/appl," in srun
+
+
+def test_requeue_and_accounting_are_host_side(tmp_path):
+    """The ranks' container has no Slurm tools (§19): the script requeues after the step when a rank
+    left the marker, records sacct for the card, and keeps the step's exit status."""
+    _, run = _dry(tmp_path, "cluster=lumi")
+    s = (run / "stages" / "sft" / "sbatch.sh").read_text()
+    lines = s.splitlines()
+    folder = run / "stages" / "sft" / "submitit"
+    srun = next(i for i, line in enumerate(lines) if line.startswith("srun "))
+    after = [line for line in lines[srun + 1:] if line and not line.startswith("#")]
+    assert f'export DFM_HPC_REQUEUE_MARKER={folder}/requeue."$SLURM_JOB_ID"' in lines[:srun]
+    assert "trap '' USR2  # the pre-timeout signal is for the ranks; this script lives on to requeue" in lines[:srun]
+    assert after[0].startswith("dfm_hpc_rc=$?")
+    assert after[1] == (f"mkdir -p {folder}/accounting && sacct -X -D -P -n -j \"$SLURM_JOB_ID\" "
+                        f"--format=JobID,State,NNodes,ElapsedRaw >{folder}/accounting/\"$SLURM_JOB_ID\".psv "
+                        "2>/dev/null || true")
+    assert after[2] == ('if [ -e "$DFM_HPC_REQUEUE_MARKER" ]; then rm -f "$DFM_HPC_REQUEUE_MARKER"; '
+                        'scontrol requeue "$SLURM_JOB_ID"; fi')
+    assert after[3] == "exit $dfm_hpc_rc"
+    # MASTER_ADDR too is computed by the script, before the step
+    assert lines.index('export MASTER_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"') < srun
+
+
+def test_master_port_is_outside_the_ephemeral_range():
+    from dfm_hpc.dist import PORT_BASE, PORT_SPAN
+
+    assert 1024 < PORT_BASE and PORT_BASE + PORT_SPAN - 1 < 32768  # Linux: 32768-60999
+
+
+def test_torchrun_mode_binds_each_rank_to_its_numa_node(tmp_path, monkeypatch):
+    _, run = _dry(tmp_path, "cluster=lumi", "cluster.launcher=torchrun")
+    s = (run / "stages" / "sft" / "sbatch.sh").read_text()
+    assert 'export DFM_HPC_TORCHRUN_ARGS="--numa-binding=exclusive"' in s
+    from dfm_hpc.job import rank
+
+    seen = []
+    monkeypatch.setattr(rank.subprocess, "call", lambda cmd: seen.append(cmd) or 0)
+    for k, v in {"DFM_HPC_TORCHRUN_ARGS": "--numa-binding=exclusive", "MASTER_ADDR": "nid1", "MASTER_PORT": "12345",
+                 "DFM_HPC_NPROC_PER_NODE": "8"}.items():
+        monkeypatch.setenv(k, v)
+    rank._spawn_torchrun(run, "sft", 0)
+    assert "--numa-binding=exclusive" in seen[0] and seen[0].index("--numa-binding=exclusive") < seen[0].index("-m", 3)
+
+
+def test_small_g_memory_bound_and_mem0_billing(tmp_path):
+    p = dfm("+experiment=munin_sft", "cluster=lumi_small", "cluster.account=project_465000670", "dry_run=true",
+            "cluster.mem_per_gpu=64G", cwd=tmp_path)
+    assert p.returncode == 2 and "at most 60G per GCD on small-g" in p.stderr, p.stderr
+    assert run_dirs(tmp_path) == []
+    # --mem=0 on a per-GCD partition is all of the node's memory: billed as all 8 slices
+    assert lumi.billing_units("small-g", 1, 10, 1, 7, 0) == 40.0
+    assert lumi.billing_units("small-g", 1, 10, 1, 7, None) == 5.0
+    p, run = _dry(tmp_path, "cluster=lumi_small", "cluster.mem=0", "cluster.mem_per_gpu=null", "stages=[sft]")
+    assert "#SBATCH --mem=0" in (run / "stages" / "sft" / "sbatch.sh").read_text()
+    assert "48.0 LUMI billing units" in p.stdout  # sft 12 h x 8 slices x 0.5
+    (tmp_path / "x").mkdir()
+    p = dfm("+experiment=munin_sft", "cluster=lumi_small", "cluster.account=project_465000670", "dry_run=true",
+            "cluster.mem=0", cwd=tmp_path / "x")
+    assert p.returncode == 2 and "sbatch takes one of them" in p.stderr
+
+
+def test_a_chain_dev_g_would_refuse_halfway_exits_2_and_writes_nothing(tmp_path):
+    """dev-g: 2 jobs submitted, 1 running per user; a 7-stage chain cannot be queued there."""
+    short = [f"{st}.time=02:00:00" for st in ("translate", "sft", "dpo")]
+    p = dfm("+experiment=munin_pipeline", "cluster=lumi_dev", "cluster.account=project_465000670", *short, cwd=tmp_path)
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert "dev-g accepts at most 2 submitted jobs per user (1 running)" in p.stderr
+    assert "this run is 7 stage jobs there" in p.stderr and "stages=[translate,merge]" in p.stderr
+    assert "cluster=lumi" in p.stderr
+    assert not (tmp_path / "runs").exists()
+    # two stages fit
+    p = dfm("+experiment=munin_pipeline", "cluster=lumi_dev", "cluster.account=project_465000670", *short,
+            "stages=[translate,merge]", "dry_run=true", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr

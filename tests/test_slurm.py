@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 
 import pytest
 import yaml
@@ -263,3 +264,38 @@ def test_sft_and_dpo_with_lora_under_zero3_on_two_nodes(slurm_cluster, tmp_path)
     wait_for(lambda: _all_completed(run, tmp_path, 2), timeout=500, what="SFT then DPO on 2 nodes")
     check_finetune(run)
     assert "on node2" in (run / "stages" / "sft" / "logs" / "rank-1.log").read_text()
+
+
+def test_the_cluster_is_lumi_like_fake_gpus_and_no_slurm_tools_for_the_ranks(slurm_cluster, tmp_path):
+    """As on LUMI: every task of a node sees all of the node's GPUs (Slurm's GRES env), and a rank
+    runs where scontrol, sacct, squeue, sbatch and scancel do not exist (slurm/sandbox.sh)."""
+    from dfm_hpc.login.slurm import SANDBOX
+
+    probe = ("import os, shutil; print(os.environ['SLURMD_NODENAME'], os.environ['SLURM_LOCALID'], "
+             "os.environ.get('ROCR_VISIBLE_DEVICES'), [t for t in ('scontrol', 'sacct', 'squeue', 'sbatch', "
+             "'scancel', 'srun') if shutil.which(t) or os.path.exists('/usr/bin/' + t)])")
+    out = subprocess.run(["srun", "-N2", "--ntasks-per-node=2", "--gpus-per-node=2", "-t", "2", str(SANDBOX),
+                          sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    seen = sorted(out.stdout.splitlines())
+    assert seen == ["node1 0 0,1 []", "node1 1 0,1 []", "node2 0 0,1 []", "node2 1 0,1 []"], out.stdout
+    # and cluster=slurm renders its ranks into that sandbox, asking for the node's GPUs
+    p = dfm("+experiment=demo", *SLURM, "dry_run=true", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    (run,) = run_dirs(tmp_path)
+    s = (run / "stages" / "demo" / "sbatch.sh").read_text()
+    srun = next(line for line in s.splitlines() if line.startswith("srun "))
+    assert f" {SANDBOX} {sys.executable} -u -m submitit.core._submit " in srun
+    assert "#SBATCH --gpus-per-node=2" in s
+
+
+def test_each_translation_rank_takes_the_gpu_of_its_local_rank(slurm_cluster, tmp_path):
+    """2 nodes x 2 ranks, each task seeing its node's 2 fake GPUs: local rank r chooses GPU r (every
+    stage logs the choice dist.gpu_index makes; the translators, evaluate and QLoRA place their
+    models with it, tests/test_devices.py)."""
+    run = _translate(tmp_path, "translate.tasks_per_node=2", "translate.shards=4", "translate.max_messages=8")
+    t = run / "stages" / "translate"
+    wait_for(lambda: _all_completed(run, tmp_path, 1), timeout=400, what="the translation")
+    for rank, (node, local) in enumerate([("node1", 0), ("node1", 1), ("node2", 0), ("node2", 1)]):
+        log = (t / "logs" / f"rank-{rank}.log").read_text()
+        assert f"on {node} (local rank {local}, GPU {local} of 2 (ROCR_VISIBLE_DEVICES=0,1)" in log, log[:500]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -85,28 +86,35 @@ def _spawn_torchrun(run_dir: Path, stage: str, array_index: int) -> int:
            f"--nnodes={e.get('SLURM_JOB_NUM_NODES', '1')}", f"--node-rank={e.get('SLURM_NODEID', '0')}",
            f"--nproc-per-node={e.get('DFM_HPC_NPROC_PER_NODE', '1')}",
            f"--master-addr={e['MASTER_ADDR']}", f"--master-port={e['MASTER_PORT']}",
+           *shlex.split(e.get("DFM_HPC_TORCHRUN_ARGS", "")),  # LUMI: --numa-binding=exclusive
            "-m", "dfm_hpc.job.rank", str(run_dir), stage, str(array_index)]
     print("dfm_hpc: " + " ".join(cmd), flush=True)
     return subprocess.call(cmd)
 
 
 def _requeue(ctx: StageContext) -> None:
-    """Put the job back in the queue (rank 0 only); the next start resumes from the stage's files."""
+    """Ask for the job to go back in the queue (rank 0 only); the next start resumes from the stage's
+    files. The rank runs in the container, which has no scontrol on LUMI: it leaves a marker, and the
+    batch script requeues the job host side when the step has ended (login/slurm.host_side)."""
     job = os.environ.get("SLURM_JOB_ID")  # each array copy is a job of its own
+    marker = os.environ.get("DFM_HPC_REQUEUE_MARKER")
     if ctx.env.rank != 0 or not job:
         return
-    out = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
-    # scontrol can exit non-zero although the requeue took (seen on slurm 22.05 with array tasks):
-    # report what it said; sacct's REQUEUED state is the record
-    said = (out.stdout + out.stderr).strip()
-    ctx.log(f"requeue of job {job} requested" + (f" (scontrol exited {out.returncode}{': ' + said if said else ''})"
-                                                  if out.returncode else ""))
+    if not marker:
+        ctx.log(f"job {job} is not requeued: its batch script set no DFM_HPC_REQUEUE_MARKER; rerun the run")
+        return
+    Path(marker).write_text(f"{job}\n")
+    ctx.log(f"requeue of job {job} requested: the batch script requeues it when this step ends")
 
 
 def run_stage(run_dir: str, stage: str, array_index: int = 0) -> None:
     run_dir = Path(run_dir).resolve()
     sdir = rundir.stage_dir(run_dir, stage)
     if os.environ.get("DFM_HPC_LAUNCHER") == "torchrun" and "TORCHELASTIC_RUN_ID" not in os.environ:
+        # the pre-timeout USR2 reaches every process of the step: the ranks stop themselves; this
+        # process and torchrun (an ignored signal stays ignored across exec) must not die of it, nor
+        # run submitit's handler (scontrol, which the container lacks)
+        signal.signal(signal.SIGUSR2, signal.SIG_IGN)
         code = _spawn_torchrun(run_dir, stage, array_index)
         if code:
             raise RuntimeError(f"torchrun exited with {code}; see {sdir / 'logs'}")

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from dfm_hpc import rundir, schema
+from dfm_hpc import accounting, rundir, schema
 from dfm_hpc.plan import billing, gpu_hours, run_jobs, stage_cluster
 
 FINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
@@ -35,12 +35,8 @@ def slurm_states(job_ids: List[str]) -> Dict[str, Tuple[str, int, int]]:
     """job id -> (state, nodes, elapsed seconds), from sacct, else squeue."""
     if not job_ids:
         return {}
-    rows: Dict[str, Tuple[str, int, int]] = {}
-    out = _run(["sacct", "-X", "-P", "-n", "-j", ",".join(job_ids), "--format=JobID,State,NNodes,ElapsedRaw"])
-    for line in (out or "").splitlines():
-        parts = line.split("|")
-        if len(parts) >= 4:
-            rows[parts[0]] = (parts[1].split()[0], int(parts[2] or 0), int(parts[3] or 0))
+    found = accounting.latest(accounting.parse(_run(accounting.command(job_ids))))
+    rows: Dict[str, Tuple[str, int, int]] = {j: (r.state, r.nodes, r.elapsed_s) for j, r in found.items()}
     missing = [j for j in job_ids if _lookup(rows, j) is None]
     if missing:
         out = _run(["squeue", "-h", "-j", ",".join(missing), "-o", "%i|%T|%D|%M"])

@@ -170,6 +170,7 @@ def check_jobs(cfg, jobs) -> List[str]:
     out: List[str] = []
     for job in jobs:
         out += _check_resources(job, stage_cluster(cfg, job.stage))
+    out += _check_job_limits(cfg, jobs)
     for job in jobs:
         if job.stage in TRAIN_STAGES:
             out += _check_batch(job, cfg[job.stage])
@@ -324,9 +325,32 @@ def _check_resources(job: StageJob, cl) -> List[str]:
     if mem is not None and mem > lumi.NODE_MEMORY_GB:
         p.append(f"cluster.mem={cl.mem}: at most {lumi.NODE_MEMORY_GB}G per LUMI-G node (or 0 for all of it)")
     mpg = _mem_or_none(cl.mem_per_gpu)
-    if mpg is not None and mpg > lumi.GCD_MEMORY_GB:
-        p.append(f"cluster.mem_per_gpu={cl.mem_per_gpu}: at most {lumi.GCD_MEMORY_GB}G per GCD")
+    bound = lumi.GCD_MEMORY_GB if part.whole_nodes else lumi.MEM_PER_GCD_GB
+    if mpg is not None and job.gpus_per_node and mpg > bound:
+        p.append(f"{s}: cluster.mem_per_gpu={cl.mem_per_gpu}: at most {bound}G per GCD on {part.name} "
+                 f"({lumi.GCDS_PER_NODE} x {bound}G = the {lumi.NODE_MEMORY_GB}G a node has for jobs)")
+    if mem is not None and cl.mem_per_gpu and job.gpus_per_node:
+        p.append(f"{s}: cluster.mem={cl.mem} and cluster.mem_per_gpu={cl.mem_per_gpu}: sbatch takes one of them; "
+                 "set the other to null")
     return p
+
+
+def _check_job_limits(cfg, jobs) -> List[str]:
+    """A chain must fit the partition's per-user job limit whole: sbatch would refuse the rest of it
+    halfway (dev-g: 2 submitted, 1 running)."""
+    if cfg.cluster.system != "lumi":
+        return []
+    out = []
+    for name, part in lumi.PARTITIONS.items():
+        mine = [j for j in jobs if j.partition == name]
+        count = sum(j.array for j in mine)
+        if count > part.max_jobs:
+            out.append(f"{name} accepts at most {part.max_jobs} submitted jobs per user ({part.max_running} running); "
+                       f"this run is {count} stage jobs there ({', '.join(j.stage for j in mine)}), so sbatch would "
+                       f"refuse the chain halfway. Run at most {part.max_jobs} stages per launch (e.g. stages=["
+                       f"{','.join(j.stage for j in mine[:part.max_jobs])}]), or use cluster=lumi (standard-g, "
+                       "with small-g for the single-process stages)")
+    return out
 
 
 def _mem_or_none(text):
