@@ -1,4 +1,8 @@
-"""`python -m dfm_hpc`: a subcommand (status, logs, cancel, rerun, list, compare, prefetch), else the Hydra app."""
+"""`python -m dfm_hpc`: a subcommand (status, logs, cancel, rerun, list, compare, prefetch), else the Hydra app.
+
+Bad input of any kind ends in exit 2 with one paragraph on stderr, never a traceback
+(DFM_HPC_DEBUG=1 shows the traceback).
+"""
 
 from __future__ import annotations
 
@@ -18,14 +22,17 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--runs-root", default="runs")
     s = sub.add_parser("logs", help="show or follow a rank's log")
     s.add_argument("run")
+    s.add_argument("--runs-root", default="runs")
     s.add_argument("--stage")
     s.add_argument("--rank", type=int, default=0)
     s.add_argument("--follow", "-f", action="store_true")
     s.add_argument("--lines", "-n", type=int, default=40)
     s = sub.add_parser("cancel", help="cancel every job of a run (or sweep)")
     s.add_argument("run")
+    s.add_argument("--runs-root", default="runs")
     s = sub.add_parser("rerun", help="run a snapshotted config again in a new run dir")
     s.add_argument("run")
+    s.add_argument("--runs-root", default="runs")
     s.add_argument("overrides", nargs="*", help="key=value changes")
     s.add_argument("--fresh", action="store_true", help="also redo the stages that finished")
     s = sub.add_parser("list", help="experiments and recent runs")
@@ -43,18 +50,62 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+class BadInput(Exception):
+    """Exit 2 with this message."""
+
+
 def _default_cluster(argv: List[str]) -> List[str]:
     """No cluster=...: take $DFM_CLUSTER, or lumi on LUMI, else the config's default (local)."""
     if any(a.split("=")[0].lstrip("+") == "cluster" for a in argv):
         return argv
-    from dfm_hpc import lumi
+    from dfm_hpc import lumi, schema
 
     chosen = os.environ.get("DFM_CLUSTER") or ("lumi" if lumi.on_lumi() else None)
+    if chosen and not (schema.CONF_DIR / "cluster" / f"{chosen}.yaml").is_file():
+        known = sorted(p.stem for p in (schema.CONF_DIR / "cluster").glob("*.yaml"))
+        raise BadInput(f"the environment variable DFM_CLUSTER={chosen!r} names no cluster profile (known: "
+                       f"{', '.join(known)}); fix or unset it (e.g. in ~/.bashrc), or pass cluster=NAME")
     return [*argv, f"cluster={chosen}"] if chosen else argv
+
+
+def _not_a_subcommand(word: str) -> Optional[str]:
+    """A bare word that is neither a subcommand nor an override: most likely a mistyped subcommand."""
+    import difflib
+
+    if "=" in word or word.startswith(("-", "+", "~")):
+        return None
+    close = difflib.get_close_matches(word, SUBCOMMANDS, n=1, cutoff=0.5)
+    hint = f" Did you mean {close[0]}?" if close else ""
+    return (f"{word!r} is not a subcommand ({', '.join(SUBCOMMANDS)}) nor a key=value override.{hint} "
+            "python -m dfm_hpc --help lists both")
+
+
+def _bad_input_errors():
+    import yaml
+    from omegaconf.errors import OmegaConfBaseException
+
+    return (BadInput, OSError, ValueError, LookupError, TypeError, yaml.YAMLError, OmegaConfBaseException)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        return _main(argv)
+    except _bad_input_errors() as e:
+        if os.environ.get("DFM_HPC_DEBUG"):
+            raise
+        from dfm_hpc.rundir import redact_text
+
+        text = " ".join(str(e).split()) or type(e).__name__
+        what = "" if isinstance(e, BadInput) else f" ({type(e).__name__})"
+        print(f"dfm_hpc: {redact_text(text)}{what}. Nothing was changed. (DFM_HPC_DEBUG=1 shows the traceback)",
+              file=sys.stderr)
+        return 2
+
+
+def _main(argv: List[str]) -> int:
+    if argv and _not_a_subcommand(argv[0]) and argv[0] not in SUBCOMMANDS:
+        raise BadInput(_not_a_subcommand(argv[0]))
     if argv and argv[0] in SUBCOMMANDS:
         args = _parser().parse_args(argv)
         if args.cmd == "compare":
@@ -65,17 +116,16 @@ def main(argv: Optional[List[str]] = None) -> int:
             from dfm_hpc.login import calibrate
 
             return calibrate.calibrate(args.run, args.runs_root)
-        from dfm_hpc.login import launch
-        from dfm_hpc.login import status
+        from dfm_hpc.login import launch, status
 
         if args.cmd == "status":
             return status.status(args.run, args.runs_root)
         if args.cmd == "logs":
-            return status.logs(args.run, args.stage, args.rank, args.follow, args.lines)
+            return status.logs(args.run, args.stage, args.rank, args.follow, args.lines, args.runs_root)
         if args.cmd == "cancel":
-            return status.cancel(args.run)
+            return status.cancel(args.run, args.runs_root)
         if args.cmd == "rerun":
-            return launch.rerun(args.run, args.overrides, args.fresh)
+            return launch.rerun(args.run, args.overrides, args.fresh, args.runs_root)
         if args.cmd == "prefetch":
             return launch.prefetch(_default_cluster(args.overrides), args.download)
         return status.list_all(args.runs_root)

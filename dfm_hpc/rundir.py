@@ -20,12 +20,15 @@ import sys
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import yaml
 
 REDACTED = "***REDACTED***"
-SECRET_ENV = {"HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "WANDB_API_KEY"}
+SECRET_ENV = {"HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "WANDB_API_KEY", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"}
+INCOMPLETE = "INCOMPLETE"  # a run dir whose creation did not finish (status and list say so)
+# a run's name is one path component: runs stay inside runs_root
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 # A key is secret when its last word names one: hf_token, api_key, db_password (not max_tokens).
 _SECRET_WORD = re.compile(r"(^|[_\-.])(token|key|apikey|secret|password|passwd|pwd|credentials?)$", re.I)
 SOURCE_DIR = Path(__file__).resolve().parent.parent
@@ -48,19 +51,137 @@ def redact_override(text: str) -> str:
     return f"{key}={REDACTED}" if eq and is_secret_key(key.lstrip("+~").rsplit(".", 1)[-1]) else text
 
 
+# NAME=value / NAME: value / "name": "value" where NAME is secret; token shapes of HF, AWS, W&B, GitHub
+_ASSIGN = re.compile(r"""(?P<key>[A-Za-z_][A-Za-z0-9_.\-]*)(?P<sep>["']?\s*[:=]\s*["']?)(?P<val>[^\s"',;}]+)""")
+_SHAPES = re.compile(r"\b(hf_[A-Za-z0-9]{20,}|AKIA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{20,}|[a-f0-9]{40})\b")
+
+
+def secret_values(config: Optional[dict] = None, environ=None) -> List[str]:
+    """Values to keep out of every file and message: secret entries of the environment and of the
+    config's maps (cluster.env ...), at least 6 characters long (shorter ones would hit ordinary text)."""
+    env = os.environ if environ is None else environ
+    found = {str(v) for k, v in env.items() if is_secret_key(k)}
+
+    def walk(obj):
+        if isinstance(obj, dict):
+            for k, v in obj.items():
+                if is_secret_key(str(k)) and isinstance(v, (str, int)):
+                    found.add(str(v))
+                else:
+                    walk(v)
+        elif isinstance(obj, list):
+            for v in obj:
+                walk(v)
+    walk(config or {})
+    return sorted((v for v in found if len(v) >= 6 and v != REDACTED), key=len, reverse=True)
+
+
+def redact_text(text: str, values: Optional[List[str]] = None) -> str:
+    """Free text (a command line, a setup line, git.diff, an error message) without secrets: the known
+    secret values, values assigned to secret-named keys, and well-known token shapes."""
+    for v in values if values is not None else secret_values():
+        text = text.replace(v, REDACTED)
+
+    def assign(m):
+        key = m.group("key").rsplit(".", 1)[-1]
+        val = m.group("val")
+        placeholder = val in ("value", "VALUE", "...") or val.startswith(("<", "$", REDACTED))
+        return f"{m.group('key')}{m.group('sep')}{REDACTED}" if is_secret_key(key) and not placeholder else m.group(0)
+    return _SHAPES.sub(REDACTED, _ASSIGN.sub(assign, text)) if text else text
+
+
+def redact_all(obj: Any, values: List[str]) -> Any:
+    """`redact` by key, then every string scrubbed by redact_text (setup lines, srun_args ...)."""
+    obj = redact(obj)
+    if isinstance(obj, dict):
+        return {k: redact_all(v, values) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [redact_all(v, values) for v in obj]
+    return redact_text(obj, values) if isinstance(obj, str) else obj
+
+
 # ---------------------------------------------------------------- creating run dirs
 
 def new_run_dir(parent: Path) -> Path:
-    """A fresh <time>_<6 hex> dir under parent; two launches in the same second never collide."""
+    """A fresh <time>_<6 hex> dir under parent; two launches in the same second never collide. It
+    carries an INCOMPLETE marker until `complete()`: an interrupted launch leaves no unmarked dir."""
     parent.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
     while True:
         path = parent / f"{stamp}_{secrets.token_hex(3)}"
         try:
             path.mkdir()  # atomic: fails if another launch took the name
-            return path
         except FileExistsError:
             continue
+        (path / INCOMPLETE).write_text(f"created by pid {os.getpid()} at {stamp}; the launch did not finish\n")
+        return path
+
+
+def complete(path: Path) -> None:
+    (Path(path) / INCOMPLETE).unlink(missing_ok=True)
+
+
+def is_incomplete(path: Path) -> bool:
+    return (Path(path) / INCOMPLETE).exists()
+
+
+def inside(path: Path, root: Path) -> bool:
+    """Whether `path` resolves to a place under `root` (no .. or absolute name escapes it)."""
+    try:
+        Path(path).resolve().relative_to(Path(root).resolve())
+        return True
+    except ValueError:
+        return False
+
+
+# ---------------------------------------------------------------- local processes
+
+def proc_start(pid: int) -> Optional[str]:
+    """The start time of a process (clock ticks since boot, /proc/<pid>/stat), None if it is gone."""
+    try:
+        stat = Path(f"/proc/{int(pid)}/stat").read_text()
+    except (OSError, ValueError):
+        return None
+    return stat.rsplit(")", 1)[-1].split()[19]
+
+
+def write_pids(sdir: Path, pids: List[int]) -> None:
+    """The processes a local stage started: pid and start time, so that a later cancel signals only
+    these very processes (a pid may have been reused since)."""
+    (Path(sdir) / "pids").write_text("".join(f"{p} {proc_start(p) or '-'}\n" for p in pids))
+
+
+def own_processes(sdir: Path, run_dir: Path) -> Tuple[List[int], List[str]]:
+    """(pids still the processes this run started, notes on the records that are not: stale or
+    tampered). A pid counts only if > 1, its start time matches the record and its environment
+    carries the run's marker (DFM_HPC_RUN_DIR) where it can be read."""
+    f = Path(sdir) / "pids"
+    if not f.exists():
+        return [], []
+    ok, notes = [], []
+    for line in f.read_text().splitlines():
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 2 or not parts[0].isdigit() or int(parts[0]) <= 1:
+            notes.append(f"{f}: ignored the record {line.strip()[:40]!r} (not a pid and start time)")
+            continue
+        pid, start = int(parts[0]), parts[1]
+        now = proc_start(pid)
+        if now is None:
+            continue  # finished
+        if now != start:
+            notes.append(f"{f}: pid {pid} is another process now (started later); left alone")
+            continue
+        try:
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            if f"DFM_HPC_RUN_DIR={Path(run_dir).resolve()}".encode() not in env:
+                notes.append(f"{f}: pid {pid} is not a rank of this run; left alone")
+                continue
+        except OSError:
+            pass  # another user's process: os.kill would be refused anyway
+        ok.append(pid)
+    return ok, notes
 
 
 def stage_dir(run_dir: Path, stage: str) -> Path:
@@ -170,10 +291,11 @@ def snapshot(run_dir: Path, config: Dict[str, Any], overrides: List[str], argv: 
     passed in so that a sweep computes them once; `plan` (plan.stage_records) becomes plan.json."""
     git = git if git is not None else git_state()
     run_dir = Path(run_dir)
-    write_yaml(run_dir / "config.yaml", redact(config))
-    write_yaml(run_dir / "overrides.yaml", [redact_override(o) for o in overrides])
-    (run_dir / "command.txt").write_text(" ".join(redact_override(a) for a in argv) + "\n")
-    (run_dir / "git.diff").write_text(git["diff"])
+    values = secret_values(config)
+    write_yaml(run_dir / "config.yaml", redact_all(config, values))
+    write_yaml(run_dir / "overrides.yaml", [redact_text(redact_override(o), values) for o in overrides])
+    (run_dir / "command.txt").write_text(redact_text(" ".join(redact_override(a) for a in argv), values) + "\n")
+    (run_dir / "git.diff").write_text(redact_text(git["diff"], values))
     (run_dir / "requirements.txt").write_text("\n".join(packages or installed_packages()) + "\n")
     image = (config.get("cluster") or {}).get("container", {}).get("image")
     prov = {
@@ -203,7 +325,7 @@ def provenance(run_dir: Path) -> Dict[str, Any]:
 # ---------------------------------------------------------------- finding runs
 
 def is_run_dir(path: Path) -> bool:
-    return (Path(path) / "config.yaml").is_file()
+    return (Path(path) / "config.yaml").is_file() or is_incomplete(path)
 
 
 def is_sweep_dir(path: Path) -> bool:

@@ -208,5 +208,9 @@ def test_logs_show_and_follow_a_finished_stage(tmp_path):
     assert p.returncode == 0 and "rank 1/2" in p.stdout and "all_reduce sum = 3.0" in p.stdout
     f = dfm("logs", str(run), "--follow", cwd=tmp_path, timeout=30)  # ends once the stage is DONE
     assert f.returncode == 0 and "stage demo_check finished" in f.stdout
+    # a rank the stage does not have is bad input (issue #11), a rank without a log yet is not
     missing = dfm("logs", str(run), "--stage", "demo", "--rank", "7", cwd=tmp_path)
+    assert missing.returncode == 2 and "has ranks 0..1" in missing.stderr
+    (run / "stages" / "demo" / "logs" / "rank-1.log").unlink()
+    missing = dfm("logs", str(run), "--stage", "demo", "--rank", "1", cwd=tmp_path)
     assert missing.returncode == 1 and "no log yet" in missing.stderr

@@ -1,12 +1,15 @@
 """cluster=local: run each stage's ranks as processes on this machine, in order, and wait.
 
 Same entry point as on Slurm (`dfm_hpc.job.rank`); only the variables that srun would provide are
-set here. Rank 0's log is echoed to the terminal so the user sees progress.
+set here. Rank 0's log is echoed to the terminal so the user sees progress. The ranks run in their
+own session: SIGINT or SIGTERM to the launcher stops them here and marks the stage CANCELLED (no
+orphans that status would show as RUNNING).
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -15,7 +18,20 @@ from pathlib import Path
 from typing import List
 
 from dfm_hpc import rundir
+from dfm_hpc.login import shell
 from dfm_hpc.plan import StageJob
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM reached the launcher while a stage ran."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise(signum, frame):
+    raise Interrupted(signum)
 
 
 def _free_port() -> int:
@@ -40,16 +56,29 @@ def run_stage(run_dir: Path, job: StageJob, cluster, out=sys.stdout) -> int:
     """Run one stage's ranks; returns 0 when all succeed (the others are stopped on a failure)."""
     sdir = rundir.stage_dir(run_dir, job.stage)
     (sdir / "logs").mkdir(parents=True, exist_ok=True)
-    base = {**os.environ, **{k: os.path.expandvars(str(v)) for k, v in cluster.env.items()},
+    base = {**os.environ, **{k: shell.job_value(v) for k, v in cluster.env.items()},
+            "DFM_HPC_RUN_DIR": str(Path(run_dir).resolve()),  # cancel checks it before signalling a pid
             "WORLD_SIZE": str(job.world_size), "LOCAL_WORLD_SIZE": str(job.tasks_per_node),
             "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "OMP_NUM_THREADS": "1"}
     for k in [k for k in base if k.startswith("SLURM_")]:
         del base[k]  # a local run inside an allocation must not look like an srun task
     t0 = time.time()
-    for i in range(job.array):  # copies of an array stage run one after the other here
-        code = _run_copy(run_dir, job, base, i, sdir, out)
-        if code:
-            break
+    procs: List[subprocess.Popen] = []
+    old = {s: signal.signal(s, _raise) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for i in range(job.array):  # copies of an array stage run one after the other here
+            code = _run_copy(run_dir, job, base, i, sdir, out, procs)
+            if code:
+                break
+    except Interrupted as e:
+        _stop(procs)
+        (sdir / "CANCELLED").write_text(f"{e}: the launcher was interrupted; its ranks were stopped\n")
+        (sdir / "pids").unlink(missing_ok=True)
+        _add_elapsed(sdir, time.time() - t0, job)
+        raise
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
     _add_elapsed(sdir, time.time() - t0, job)
     (sdir / "pids").unlink(missing_ok=True)
     if code and not (sdir / "FAILED").exists():
@@ -67,13 +96,28 @@ def _add_elapsed(sdir: Path, seconds: float, job: StageJob) -> None:
                                 "gpus": job.nodes * job.gpus_per_node}) + "\n")
 
 
-def _run_copy(run_dir: Path, job: StageJob, base: dict, index: int, sdir: Path, out) -> int:
-    procs: List[subprocess.Popen] = []
+def _stop(procs: List[subprocess.Popen], grace: float = 10.0) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    end = time.time() + grace
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.1, end - time.time()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def _run_copy(run_dir: Path, job: StageJob, base: dict, index: int, sdir: Path, out,
+              procs: List[subprocess.Popen]) -> int:
+    procs.clear()
     for r in range(job.world_size):
         env = {**base, "RANK": str(r), "LOCAL_RANK": str(r)}
         procs.append(subprocess.Popen([sys.executable, "-m", "dfm_hpc.job.rank", str(run_dir), job.stage, str(index)],
-                                      env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-    (sdir / "pids").write_text(" ".join(str(p.pid) for p in procs) + "\n")
+                                      env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                      start_new_session=True))
+    rundir.write_pids(sdir, [p.pid for p in procs])
     log = sdir / "logs" / ("rank-0.log" if job.array == 1 else f"array-{index}-rank-0.log")
     pos, code = 0, 0
     while True:

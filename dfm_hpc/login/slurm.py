@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from dfm_hpc import accounting
 from dfm_hpc.dist import PORT_BASE, PORT_SPAN
+from dfm_hpc.login import shell
 from dfm_hpc.plan import StageJob
 
 # the test cluster's container stand-in (a checkout's slurm/, like the cluster it belongs to)
@@ -44,9 +45,8 @@ def setup_lines(cluster, job: StageJob) -> List[str]:
     if c.image and c.bindings_module:  # LAIF: the module binds what the container needs from the host
         lines += ["module purge  # its warnings are harmless", *([f"module use {c.module_path}"] if c.module_path else []),
                   f"module load {c.bindings_module}"]
-    for k, v in cluster.env.items():
-        # double quotes so that $USER, $SLURM_JOB_ID expand when the job starts
-        lines.append(f'export {k}="{str(v).replace(chr(34), chr(92) + chr(34))}"')
+    # literal values ($NAME expands only in the explicit `expand:` form); secrets by name (shell.py)
+    lines += shell.env_lines(cluster.env)
     if cluster.container.image and cluster.container.overlay:
         lines.append('export SINGULARITYENV_PREPEND_PATH="/user-software/bin"')
     lines += [
@@ -113,6 +113,7 @@ def render(params: Dict[str, Any], folder: Path, python: str, array_size: Option
 
     command = " ".join([python, "-u -m submitit.core._submit", shlex.quote(str(folder))])
     extra = {"map_count": array_size} if array_size and array_size > 1 else {}
+    shell.check_params([params, str(folder), python])
     return _make_sbatch_string(command=command, folder=folder, **host_side(params, folder), **extra)
 
 
@@ -127,6 +128,7 @@ def submit(params: Dict[str, Any], folder: Path, python: str, calls: Sequence[tu
 
     from dfm_hpc.job import rank
 
+    shell.check_params([params, str(folder), python])
     ex = submitit.SlurmExecutor(folder=folder, python=python, max_num_timeout=3)
     ex.update_parameters(**host_side(params, folder))
     if len(calls) == 1:

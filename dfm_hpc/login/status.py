@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
+
+from rich.markup import escape
 
 from dfm_hpc import accounting, rundir, schema
 from dfm_hpc.plan import billing, gpu_hours, run_jobs, stage_cluster
@@ -75,16 +78,8 @@ def _lookup(rows, job_id: str):
 
 
 def _pids_alive(sdir: Path) -> bool:
-    pids = sdir / "pids"
-    if not pids.exists():
-        return False
-    for pid in pids.read_text().split():
-        try:
-            os.kill(int(pid), 0)
-            return True
-        except (OSError, ValueError):
-            pass
-    return False
+    """A local stage whose recorded processes are still the ones it started (rundir.own_processes)."""
+    return bool(rundir.own_processes(sdir, sdir.parent.parent)[0])
 
 
 def _rank_logs(sdir: Path) -> List[Path]:
@@ -171,12 +166,46 @@ _COLORS = {"COMPLETED": "green", "RUNNING": "cyan", "PENDING": "yellow", "FAILED
            "TIMEOUT": "red"}
 
 
+JOB_ID = re.compile(r"^\d+(_\d+)?$")  # a Slurm job id, or ID_N of an array task
+# what reading a damaged run dir can raise; such a run is shown as "unreadable: why"
+UNREADABLE = (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError)
+
+
 def _job_ids(runs: List[Path]) -> List[str]:
+    """The job ids the run dirs record; anything that is not a Slurm job id is never passed on."""
     ids = []
     for run in runs:
         for f in (run / "stages").glob("*/job_id"):
-            ids.append(f.read_text().strip())
+            try:
+                jid = f.read_text().strip()
+            except UNREADABLE:
+                continue
+            if JOB_ID.match(jid):
+                ids.append(jid)
     return ids
+
+
+def _why(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:160]}" if text else type(e).__name__
+
+
+def _errors():
+    import yaml
+    from omegaconf.errors import OmegaConfBaseException
+
+    return UNREADABLE + (yaml.YAMLError, OmegaConfBaseException)
+
+
+def _point_rows(point: Path, rows) -> List[dict]:
+    """stage_rows, or one row saying why the run dir cannot be shown (it never hides the others)."""
+    blank = {"job": "-", "nodes": 0, "elapsed": "-", "predicted": "-", "gpu_h": 0.0, "billing": None, "last": ""}
+    if rundir.is_incomplete(point):
+        return [{**blank, "stage": "-", "state": "INCOMPLETE", "last": "its launch did not finish (safe to delete)"}]
+    try:
+        return stage_rows(point, rows)
+    except _errors() as e:
+        return [{**blank, "stage": "-", "state": "UNREADABLE", "last": f"unreadable: {_why(e)}"}]
 
 
 def status(ref: Optional[str], runs_root: str = "runs") -> int:
@@ -186,20 +215,26 @@ def status(ref: Optional[str], runs_root: str = "runs") -> int:
         return list_runs(runs_root)
     try:
         top = rundir.resolve(ref, runs_root)
+        points = rundir.point_dirs(top)
     except LookupError as e:
-        print(f"dfm_hpc: {e}", file=sys.stderr)
-        return 2
-    points = rundir.point_dirs(top)
+        return _fail(str(e))
+    except _errors() as e:
+        return _fail(f"{ref}: unreadable: {_why(e)} (a damaged sweep.yaml?)")
+    if len(points) == 1 and not rundir.is_incomplete(points[0]):
+        try:
+            stage_rows(points[0], {})
+        except _errors() as e:
+            return _fail(f"{points[0]}: unreadable: {_why(e)}; its config.yaml is damaged (launch it anew)")
     rows = slurm_states(_job_ids(points))
     sweep = rundir.is_sweep_dir(top)
     cols = (["point"] if sweep else []) + ["stage", "job", "state", "nodes", "elapsed", "predicted", "GCD-h",
                                            "billing", "last log line"]
-    overrides = [rundir.read_yaml(p / "overrides.yaml") or [] for p in points]
+    overrides = [_overrides(p) for p in points]
     common = set.intersection(*map(set, overrides)) if sweep else set()
     table_rows = []
     for point, ovs in zip(points, overrides):
         label = " ".join(o for o in ovs if o not in common) or point.name  # what this sweep point varies
-        for r in stage_rows(point, rows):
+        for r in _point_rows(point, rows):
             table_rows.append(([label] if sweep else []) + [
                 r["stage"], r["job"], r["state"], str(r["nodes"]), r["elapsed"], r["predicted"], f"{r['gpu_h']:.2f}",
                 "-" if r["billing"] is None else f"{r['billing']:.2f}", r["last"]])
@@ -208,7 +243,7 @@ def status(ref: Optional[str], runs_root: str = "runs") -> int:
     console = _console()
     widths = [max([len(c)] + [len(row[i]) for row in table_rows]) for i, c in enumerate(cols)]
     left = max(12, console.width - sum(widths[:-1]) - 3 * len(cols) - 1)
-    t = Table(title=str(top), title_justify="left")
+    t = Table(title=escape(str(top)), title_justify="left")
     for i, col in enumerate(cols):
         last = col == "last log line"
         right = col in ("nodes", "predicted", "GCD-h", "billing")
@@ -217,6 +252,7 @@ def status(ref: Optional[str], runs_root: str = "runs") -> int:
     for row in table_rows:
         i = cols.index("state")
         color = _COLORS.get(row[i].split()[0], "white")
+        row = [escape(c) for c in row]  # log lines and paths are untrusted text, never markup
         row[i] = f"[{color}]{row[i]}[/]"
         t.add_row(*row)
     console.print(t)
@@ -230,21 +266,33 @@ def list_runs(runs_root: str = "runs") -> int:
     if not runs:
         print(f"no runs under {runs_root}/")
         return 0
-    rows = slurm_states(_job_ids([p for r in runs for p in rundir.point_dirs(r)]))
-    t = Table(title=f"recent runs in {runs_root}/", title_justify="left")
+    listed: Dict[Path, object] = {}
+    for r in runs:
+        try:
+            listed[r] = rundir.point_dirs(r)
+        except _errors() as e:
+            listed[r] = f"unreadable: {_why(e)}"
+    rows = slurm_states(_job_ids([p for pts in listed.values() if isinstance(pts, list) for p in pts]))
+    t = Table(title=escape(f"recent runs in {runs_root}/"), title_justify="left")
     for col in ("run", "stages"):
         t.add_column(col)
-    for run in runs:
-        points = rundir.point_dirs(run)
+    for run, points in listed.items():
+        if isinstance(points, str):
+            t.add_row(escape(str(run)), escape(points))
+            continue
         counts: Dict[str, Dict[str, int]] = {}
+        notes = []
         for p in points:
-            for r in stage_rows(p, rows):
+            for r in _point_rows(p, rows):
+                if r["state"] in ("UNREADABLE", "INCOMPLETE"):
+                    notes.append(r["last"] if r["state"] == "UNREADABLE" else "incomplete: " + r["last"])
+                    continue
                 per = counts.setdefault(r["stage"], {})
                 per[r["state"].split()[0]] = per.get(r["state"].split()[0], 0) + 1
         states = [f"{stage}: " + ", ".join(f"{st}" + (f" x{n}" if n > 1 else "") for st, n in per.items())
-                  for stage, per in counts.items()]
+                  for stage, per in counts.items()] + sorted(set(notes))
         label = str(run) + (f"  (sweep, {len(points)} points)" if len(points) > 1 else "")
-        t.add_row(label, "; ".join(states))
+        t.add_row(escape(label), escape("; ".join(states)))
     _console().print(t)
     return 0
 
@@ -262,21 +310,75 @@ def list_all(runs_root: str = "runs") -> int:
 
 # ---------------------------------------------------------------- logs and cancel
 
-def _pick_stage(run: Path, stage: Optional[str]) -> Optional[str]:
-    if stage:
-        return stage
-    cfg = rundir.read_yaml(run / "config.yaml")
-    started = [s for s in cfg["stages"] if (rundir.stage_dir(run, s) / "logs").is_dir()]
-    return started[-1] if started else (cfg["stages"][0] if cfg["stages"] else None)
+def _fail(message: str) -> int:
+    """Bad input: one paragraph on stderr, exit 2."""
+    print(f"dfm_hpc: {rundir.redact_text(message)}", file=sys.stderr)
+    return 2
 
 
-def logs(ref: str, stage: Optional[str], rank: int, follow: bool, lines: int = 40) -> int:
+def _overrides(point: Path) -> List[str]:
     try:
-        run = rundir.point_dirs(rundir.resolve(ref))[0]
+        ovs = rundir.read_yaml(point / "overrides.yaml") if (point / "overrides.yaml").is_file() else []
+    except _errors():
+        return []
+    return [str(o) for o in ovs] if isinstance(ovs, list) else []
+
+
+def _stages_of(run: Path) -> List[str]:
+    """The run's stages from its config.yaml; ValueError if it cannot be read."""
+    try:
+        cfg = rundir.read_yaml(run / "config.yaml")
+    except _errors() as e:
+        raise ValueError(f"{run / 'config.yaml'} is unreadable ({_why(e)})") from None
+    stages = cfg.get("stages") if isinstance(cfg, dict) else None
+    if not isinstance(stages, list) or not all(isinstance(x, str) for x in stages):
+        raise ValueError(f"{run / 'config.yaml'} is damaged: it names no list of stages")
+    return stages
+
+
+def _pick_stage(run: Path, stage: Optional[str]) -> Optional[str]:
+    stages = _stages_of(run)
+    if stage:
+        if stage not in stages:
+            raise ValueError(f"{run.name} has no stage {stage!r}; its stages: {', '.join(stages) or 'none'}")
+        return stage
+    started = [s for s in stages if (rundir.stage_dir(run, s) / "logs").is_dir()]
+    return started[-1] if started else (stages[0] if stages else None)
+
+
+def _ranks(run: Path, stage: str) -> Optional[int]:
+    """How many workers (ranks x array copies) the stage has, from plan.json or the config; None if unknown."""
+    try:
+        recs = rundir.read_plan(run) or []
+        rec = next((r for r in recs if r.get("stage") == stage), None)
+        job = (rec or {}).get("job") or rec
+        if job and all(k in job for k in ("nodes", "tasks_per_node")):
+            return int(job["nodes"]) * int(job["tasks_per_node"]) * int(job.get("array", 1))
+        cfg = schema.load_config(run, lenient=True)
+        from dfm_hpc.plan import plan
+
+        j = next(j for j in plan(cfg) if j.stage == stage)
+        return j.world_size * j.array
+    except Exception:  # an old or damaged run: the log files decide
+        return None
+
+
+def logs(ref: str, stage: Optional[str], rank: int, follow: bool, lines: int = 40, runs_root: str = "runs") -> int:
+    try:
+        run = rundir.point_dirs(rundir.resolve(ref, runs_root))[0]
+        stage = _pick_stage(run, stage)
     except LookupError as e:
-        print(f"dfm_hpc: {e}", file=sys.stderr)
-        return 2
-    stage = _pick_stage(run, stage)
+        return _fail(str(e))
+    except _errors() as e:
+        return _fail(str(e) if isinstance(e, ValueError) else f"{ref}: unreadable: {_why(e)}")
+    if stage is None:
+        return _fail(f"{run} runs no stage; there is no log to show")
+    if lines < 0:
+        return _fail(f"--lines {lines}: give a number of lines, 0 or more")
+    n = _ranks(run, stage)
+    if rank < 0 or (n is not None and rank >= n):
+        have = f"0..{n - 1}" if n else "none"
+        return _fail(f"--rank {rank}: stage {stage} of {run.name} has ranks {have}")
     sdir = rundir.stage_dir(run, stage)
     log = sdir / "logs" / f"rank-{rank}.log"
     workers = _rank_logs(sdir)
@@ -284,8 +386,10 @@ def logs(ref: str, stage: Optional[str], rank: int, follow: bool, lines: int = 4
         log = workers[rank]
     if not log.exists():
         sub = sorted((sdir / "submitit").glob(f"*_{rank}_log.*")) if (sdir / "submitit").is_dir() else []
-        if not sub and not follow:
-            print(f"dfm_hpc: no log yet for stage {stage} rank {rank} ({log})", file=sys.stderr)
+        if not sub and (not follow or _finished(sdir) or _dry(run)):
+            why = "it was a dry run" if _dry(run) else "the stage has not started" if not _finished(sdir) \
+                else "the stage ended without one"
+            print(f"dfm_hpc: no log yet for stage {stage} rank {rank} ({why}; {log})", file=sys.stderr)
             return 1
         for f in sub:  # the job died before dfm_hpc took over its output
             print(f"==> {f} <==\n{f.read_text(errors='replace')}")
@@ -294,7 +398,7 @@ def logs(ref: str, stage: Optional[str], rank: int, follow: bool, lines: int = 4
     pos = 0
     if log.exists():
         text = log.read_text(errors="replace").splitlines()
-        print("\n".join(text[-lines:]))
+        print("\n".join(text[-lines:] if lines else []))
         pos = log.stat().st_size
     quiet_since = time.time()
     try:
@@ -307,7 +411,7 @@ def logs(ref: str, stage: Optional[str], rank: int, follow: bool, lines: int = 4
                 sys.stdout.write(data.decode(errors="replace"))
                 sys.stdout.flush()
                 quiet_since = time.time()
-            elif any((sdir / m).exists() for m in ("DONE", "FAILED", "CANCELLED")) and time.time() - quiet_since > 2:
+            elif _finished(sdir) and time.time() - quiet_since > 2:
                 break
             time.sleep(0.5)
     except KeyboardInterrupt:
@@ -315,28 +419,99 @@ def logs(ref: str, stage: Optional[str], rank: int, follow: bool, lines: int = 4
     return 0
 
 
-def cancel(ref: str) -> int:
+def _finished(sdir: Path) -> bool:
+    return any((sdir / m).exists() for m in ("DONE", "FAILED", "CANCELLED"))
+
+
+def _dry(run: Path) -> bool:
     try:
-        top = rundir.resolve(ref)
+        cfg = rundir.read_yaml(run / "config.yaml")
+    except _errors():
+        return False
+    return isinstance(cfg, dict) and cfg.get("dry_run") is True
+
+
+def _own_jobs(ids: List[str], names: Dict[str, str]) -> Tuple[List[str], List[str]]:
+    """(ids to cancel, notes): only the recorded ids whose queued job still has the name this run
+    gave it (dfm-<name>-<stage>); an id Slurm no longer queues needs nothing, one that is now
+    someone else's job (or renamed) is reported and left alone."""
+    try:
+        p = subprocess.run(["squeue", "-h", "-j", ",".join(sorted({i.split("_")[0] for i in ids})), "-o", "%F|%i|%j"],
+                           capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return [], [f"squeue could not say which jobs are still queued ({e}); nothing was cancelled"]
+    if p.returncode:  # one id Slurm has forgotten: "Invalid job id"; anything else is a real failure
+        return [], [] if "Invalid job id" in p.stderr else [
+            f"squeue failed ({p.stderr.strip()[:200]}); nothing was cancelled"]
+    out = p.stdout
+    queued: Dict[str, str] = {}
+    for line in out.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) == 3:
+            queued[parts[0]] = parts[2]
+            queued[parts[1]] = parts[2]
+    todo, notes = [], []
+    for jid in ids:
+        base = jid.split("_")[0]
+        name = queued.get(jid, queued.get(base))
+        if name is None:
+            continue  # finished: nothing to cancel
+        if name != names[jid]:
+            notes.append(f"job {jid} is named {name!r}, not {names[jid]!r}: not this run's job, left alone")
+        else:
+            todo.append(jid)
+    return todo, notes
+
+
+def cancel(ref: str, runs_root: str = "runs") -> int:
+    """scancel this run's own queued jobs, SIGTERM its own local ranks; tampered or stale records
+    are reported, never acted on."""
+    try:
+        top = rundir.resolve(ref, runs_root)
+        points = rundir.point_dirs(top)
+        names = {p: (rundir.read_yaml(p / "config.yaml") or {}).get("name") for p in points}
     except LookupError as e:
-        print(f"dfm_hpc: {e}", file=sys.stderr)
-        return 2
-    points = rundir.point_dirs(top)
-    ids = _job_ids(points)
-    if ids:
-        out = subprocess.run(["scancel", *ids], capture_output=True, text=True)
+        return _fail(str(e))
+    except _errors() as e:
+        return _fail(f"{ref}: unreadable: {_why(e)}; cancel nothing (check squeue -u $USER by hand)")
+    if all(_dry(p) for p in points):
+        return _fail(f"{top} is a dry run: nothing was submitted, so there is nothing to cancel")
+    ids, expected, notes = [], {}, []
+    for point in points:
+        for f in sorted((point / "stages").glob("*/job_id")):
+            if f.parent.is_symlink():
+                continue  # a stage of an earlier run, linked: that run's to cancel
+            jid = f.read_text(errors="replace").strip()
+            if not JOB_ID.match(jid):
+                notes.append(f"{f}: {jid[:40]!r} is not a Slurm job id; ignored")
+                continue
+            ids.append(jid)
+            expected[jid] = f"dfm-{names[point]}-{f.parent.name}"
+    todo, more = _own_jobs(ids, expected) if ids else ([], [])
+    notes += more
+    if todo:
+        out = subprocess.run(["scancel", "--", *todo], capture_output=True, text=True)
         if out.returncode:
-            print(f"dfm_hpc: scancel failed: {out.stderr.strip()}", file=sys.stderr)
+            print(f"dfm_hpc: scancel failed: {rundir.redact_text(out.stderr.strip())}", file=sys.stderr)
             return 1
+    stopped = []
     for point in points:
         for sdir in (point / "stages").glob("*"):
-            if sdir.is_symlink() or (sdir / "DONE").exists():
+            if sdir.is_symlink() or (sdir / "DONE").exists() or not sdir.is_dir():
                 continue
-            for pid in ((sdir / "pids").read_text().split() if (sdir / "pids").exists() else []):
+            pids, why = rundir.own_processes(sdir, point)
+            notes += why
+            for pid in pids:
                 try:
-                    os.kill(int(pid), signal.SIGTERM)
-                except OSError:
-                    pass
-            (sdir / "CANCELLED").write_text(time.strftime("%Y-%m-%dT%H:%M:%S\n"))
-    print(f"cancelled {top}" + (f" (jobs {', '.join(ids)})" if ids else ""))
+                    os.kill(pid, signal.SIGTERM)
+                    stopped.append(pid)
+                except OSError as e:
+                    notes.append(f"pid {pid}: {e.strerror}")
+            if (sdir / "job_id").exists() or (sdir / "pids").exists() or (sdir / "logs").exists():
+                (sdir / "CANCELLED").write_text(time.strftime("%Y-%m-%dT%H:%M:%S\n"))
+    for n in notes:
+        print(f"dfm_hpc: {n}", file=sys.stderr)
+    what = [f"jobs {', '.join(todo)}"] if todo else []
+    what += [f"local processes {', '.join(map(str, stopped))}"] if stopped else []
+    print(f"cancelled {top}" + (f" ({'; '.join(what)})" if what else " (nothing was still running)"))
     return 0

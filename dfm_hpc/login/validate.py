@@ -265,6 +265,9 @@ def check_inputs(cfg, jobs) -> List[str]:
 
 # The checkers of a composed config, in the order their problems are printed.
 CHECKS = [check_cluster, check_jobs, check_translate, check_pii, check_evaluate, check_finetune, check_inputs]
+from dfm_hpc.login import guards  # noqa: E402  names, script text, secrets, ranges, times, data files (#11)
+
+CHECKS += guards.CHECKS
 
 
 PII_TYPES = ("cpr", "email", "phone", "ip", "iban")
