@@ -47,4 +47,4 @@ def test_record_line_writes_what_parse_reads(tmp_path):
     assert (tmp_path / "args").read_text() == "-X -D -P -n -j 77 --format=JobID,State,NNodes,ElapsedRaw\n"
     assert accounting.recorded([folder], "77") == [accounting.Row("77", "RUNNING", 1, 42)]
     # without sacct the job goes on (|| true)
-    assert subprocess.run(["bash", "-c", line], env={"PATH": "/nonexistent", "SLURM_JOB_ID": "78"}).returncode == 0
+    assert subprocess.run(["/bin/bash", "-c", line], env={"PATH": "/nonexistent", "SLURM_JOB_ID": "78"}).returncode == 0
