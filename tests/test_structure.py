@@ -110,3 +110,20 @@ def test_every_schema_leaf_is_read_by_some_code():
 def test_every_stage_declares_run_cfg_ctx(stage):
     text = (REPO / "dfm_hpc" / "stages" / f"{stage}.py").read_text()
     assert re.search(r"^def run\(cfg: Config, ctx: StageContext\) -> None:", text, re.M), stage
+
+
+def test_run_dirs_of_the_previous_version_still_show(tmp_path):
+    """tests/data/runs_v0: a finished local demo and a LUMI dry run made by the flat-layout version
+    (commit 2aac914; their config.yaml has keys the schema has since dropped, e.g. model.family)."""
+    from conftest import dfm
+
+    shutil.copytree(REPO / "tests" / "data" / "runs_v0", tmp_path / "runs")
+    demo, sft = sorted((tmp_path / "runs" / "demo").iterdir())[0], sorted((tmp_path / "runs" / "munin_sft").iterdir())[0]
+    assert "family:" in (sft / "config.yaml").read_text()
+    p = dfm("status", str(demo), cwd=tmp_path)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert re.search(r"demo .*COMPLETED", p.stdout) and re.search(r"demo_check .*COMPLETED", p.stdout)
+    p = dfm("status", str(sft), cwd=tmp_path)
+    assert p.returncode == 0 and "evaluate" in p.stdout, p.stdout + p.stderr
+    p = dfm("list", cwd=tmp_path)
+    assert p.returncode == 0 and "demo: COMPLETED" in p.stdout and "munin_sft" in p.stdout, p.stdout
