@@ -85,7 +85,8 @@ def redact_text(text: str, values: Optional[List[str]] = None) -> str:
     def assign(m):
         key = m.group("key").rsplit(".", 1)[-1]
         val = m.group("val")
-        placeholder = val in ("value", "VALUE", "...") or val.startswith(("<", "$", REDACTED))
+        # `key=value` in a usage hint is documentation, not a secret
+        placeholder = key.lower() == "key" or val in ("value", "VALUE", "...") or val.startswith(("<", "$", REDACTED))
         return f"{m.group('key')}{m.group('sep')}{REDACTED}" if is_secret_key(key) and not placeholder else m.group(0)
     return _SHAPES.sub(REDACTED, _ASSIGN.sub(assign, text)) if text else text
 

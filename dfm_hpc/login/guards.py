@@ -159,8 +159,8 @@ def check_ranges(cfg, jobs) -> List[str]:
     cl = cfg.cluster
     n("cluster.signal_delay_s", cl.signal_delay_s, cl.signal_delay_s >= 0, "0 or more seconds before the time limit")
     for j in jobs:
-        if cl.scheduler == "slurm" and cl.signal_delay_s >= j.minutes * 60 > 0:
-            out.append(f"cluster.signal_delay_s={cl.signal_delay_s}: not shorter than {j.stage}'s walltime "
+        if cl.scheduler == "slurm" and cl.signal_delay_s > j.minutes * 60 > 0:
+            out.append(f"cluster.signal_delay_s={cl.signal_delay_s}: longer than {j.stage}'s walltime "
                        f"({j.minutes} min); the stop signal would come at the start")
             break
     if cl.system == "lumi":
