@@ -54,14 +54,13 @@ Replacement = _choice("Replacement", "tags fake")
 @dataclass
 class ContainerConfig:
     image: Optional[str] = None  # .sif to run ranks in; None: the host's python
-    # singularity, or bwrap: the test cluster's sandbox without Slurm tools (slurm/sandbox.sh, no image)
-    runtime: str = "singularity"
+    runtime: str = "singularity"  # or bwrap: the test cluster's sandbox without Slurm tools (slurm/sandbox.sh)
     verb: str = "exec"  # singularity exec, or run (LAIF images: the runscript sets the GPU environment)
     # LAIF images: `module purge` and this module (found in module_path) bind slurmd, Lustre and /appl;
     # null: host_binds instead (the host libraries older LUST/AMD images need)
-    bindings_module: Optional[str] = None
-    module_path: Optional[str] = None
-    host_binds: List[str] = field(default_factory=list)
+    bindings_module: Optional[str] = None  # LAIF: lumi-aif-singularity-bindings (module purge first); null: host_binds
+    module_path: Optional[str] = None  # `module use` this first
+    host_binds: List[str] = field(default_factory=list)  # bound only without bindings_module (older images)
     binds: List[str] = field(default_factory=list)  # always bound (e.g. the project's own paths)
     # squashfs image of a venv with dfm_hpc and extras, mounted at /user-software (LUMI AI guide)
     overlay: Optional[str] = None
@@ -101,6 +100,9 @@ class ClusterConfig:
 class ModelConfig:
     name: str = "tiny_llama"
     name_or_path: str = "tiny:llama"  # hub id, local path, or tiny:<family> (random weights, built locally)
+    # sft/dpo: auto = the tokenizer's template if it marks assistant turns ({% generation %}), else
+    # dfm_hpc's managed one (docs/training.md); managed; keep (the tokenizer's, as is); or a .jinja path
+    chat_template: str = "auto"  # sft/dpo: auto | managed | keep | a .jinja file (docs/training.md#chat-template)
     hidden_size: int = 64
     num_layers: int = 2
     num_heads: int = 4

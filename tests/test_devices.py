@@ -114,8 +114,9 @@ def test_qlora_base_loads_onto_the_gpu_of_its_rank(monkeypatch, tmp_path):
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained",
                         lambda p, **kw: seen.update(kw) or "model")
     monkeypatch.setenv("LOCAL_RANK", "3")
-    cfg = OmegaConf.create({"model": {"name_or_path": path}, "peft": {"method": "qlora"}, "stages": ["sft"]})
-    ctx = type("Ctx", (), {"run_dir": tmp_path})()
+    cfg = OmegaConf.create({"model": {"name_or_path": path, "chat_template": "keep"}, "peft": {"method": "qlora"},
+                            "stages": ["sft"]})
+    ctx = type("Ctx", (), {"run_dir": tmp_path, "is_main": True, "log": print})()
     st = OmegaConf.create({"init_from": None})
     model, _, _ = train.load_base(cfg, ctx, st, "sft")
     assert model == "model" and seen["device_map"] == {"": "cuda:3"}

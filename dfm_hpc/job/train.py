@@ -345,6 +345,10 @@ def load_base(cfg, ctx, st, stage: str):
                 path = str(cand)
                 break
     tokenizer = AutoTokenizer.from_pretrained(path)
+    if stage in ("sft", "dpo"):  # a base tokenizer may have no template, or none that marks turns
+        from dfm_hpc.job import chat_template
+
+        chat_template.ensure(tokenizer, cfg.model.chat_template, log=ctx.log if ctx.is_main else lambda _: None)
     if cfg.peft.method == "qlora":
         import torch
         from transformers import AutoModelForCausalLM, BitsAndBytesConfig
