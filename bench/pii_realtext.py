@@ -35,7 +35,17 @@ from dfm_hpc.text import pii  # noqa: E402
 DATA = Path(__file__).resolve().parent / "data" / "pii" / "ddt_sentences.txt"
 _FIRST = ["mette", "søren", "lars", "anne", "jens", "kirsten", "mads", "ida", "bjørn", "åse", "peter", "line", "niels"]
 _LAST = ["hansen", "nielsen", "jensen", "pedersen", "andersen", "christensen", "larsen", "sørensen", "møller"]
-_DOMAINS = ["gmail.com", "mail.dk", "hotmail.com", "roklub.dk", "kk.dk", "skolen.dk", "firma-as.dk", "dbu.dk", "jubii.dk"]
+_DOMAINS = [
+    "gmail.com",
+    "mail.dk",
+    "hotmail.com",
+    "roklub.dk",
+    "kk.dk",
+    "skolen.dk",
+    "firma-as.dk",
+    "dbu.dk",
+    "jubii.dk",
+]
 
 
 def load_sentences(path: Path = DATA):
@@ -52,8 +62,16 @@ def _phone8(rng):
 
 def _local(rng):
     f, last = rng.choice(_FIRST), rng.choice(_LAST)
-    return rng.choice([f"{f}.{last}", f"{f[0]}{last[0]}{rng.randint(1, 99)}", f"{f}{rng.randint(1950, 2005)}", f,
-                       f"{f}_{last}", f"{f}.{last[0]}"])
+    return rng.choice(
+        [
+            f"{f}.{last}",
+            f"{f[0]}{last[0]}{rng.randint(1, 99)}",
+            f"{f}{rng.randint(1950, 2005)}",
+            f,
+            f"{f}_{last}",
+            f"{f}.{last[0]}",
+        ]
+    )
 
 
 # --- positives: (template, value) -> the value's span is where {x} goes ----------------------------
@@ -63,31 +81,61 @@ def email(rng):
     value = f"{loc}{form}{dom}"
     if form.strip() in ("[at]", "(at)") and rng.random() < 0.4:
         value = f"{loc}{form}" + dom.replace(".", " [dot] ")
-    tpl = rng.choice(["Skriv til {x} hvis du har spørgsmål.", "Kontakt: {x}", "Tilmelding sker til {x} senest fredag.",
-                      "Kassereren ({x}) sender en kvittering.", "E-mail: {x}", "Spørgsmål kan rettes til {x}.",
-                      "Send en mail til {x}", "Write to {x} for details."])
+    tpl = rng.choice(
+        [
+            "Skriv til {x} hvis du har spørgsmål.",
+            "Kontakt: {x}",
+            "Tilmelding sker til {x} senest fredag.",
+            "Kassereren ({x}) sender en kvittering.",
+            "E-mail: {x}",
+            "Spørgsmål kan rettes til {x}.",
+            "Send en mail til {x}",
+            "Write to {x} for details.",
+        ]
+    )
     return tpl, value
 
 
 def phone(rng):
     d = _phone8(rng)
-    plain = [d, " ".join(d[i:i + 2] for i in range(0, 8, 2)), f"{d[:4]} {d[4:]}", "-".join(d[i:i + 2] for i in range(0, 8, 2))]
+    plain = [
+        d,
+        " ".join(d[i : i + 2] for i in range(0, 8, 2)),
+        f"{d[:4]} {d[4:]}",
+        "-".join(d[i : i + 2] for i in range(0, 8, 2)),
+    ]
     cued = plain + [f"{d[:2]} {d[2:5]} {d[5:]}", f"{d[:4]} {d[4:6]} {d[6:]}"]
     pre = rng.choice(["", "", "", "+45 ", "+45", "0045 ", "(+45) "])
     if rng.random() < 0.6:  # a phone cue before the number
-        tpl = rng.choice(["Tlf. {x}", "Ring på {x} mellem kl. 9 og 15.", "Mobil: {x}", "Telefon {x} (hverdage)",
-                          "Du kan kontakte formanden på tlf. {x}.", "Hotline: {x}", "Kontakttelefon: {x}",
-                          "Phone: {x}", "sms til {x}"])
+        tpl = rng.choice(
+            [
+                "Tlf. {x}",
+                "Ring på {x} mellem kl. 9 og 15.",
+                "Mobil: {x}",
+                "Telefon {x} (hverdage)",
+                "Du kan kontakte formanden på tlf. {x}.",
+                "Hotline: {x}",
+                "Kontakttelefon: {x}",
+                "Phone: {x}",
+                "sms til {x}",
+            ]
+        )
         return tpl, pre + rng.choice(cued)
-    tpl = rng.choice(["Hilsen Mette, {x}", "Vagten ({x}) er åben hele døgnet.", "Formand: Jens Hansen, {x}",
-                      "Vi træffes på {x} eller på kontoret."])
+    tpl = rng.choice(
+        [
+            "Hilsen Mette, {x}",
+            "Vagten ({x}) er åben hele døgnet.",
+            "Formand: Jens Hansen, {x}",
+            "Vi træffes på {x} eller på kontoret.",
+        ]
+    )
     return tpl, pre + rng.choice(plain)
 
 
 def phone_pair(rng):
     a, b = _phone8(rng), _phone8(rng)
-    fa = rng.choice([a, f"{a[:4]} {a[4:]}", " ".join(a[i:i + 2] for i in range(0, 8, 2))])
-    fb = rng.choice([b, f"{b[:4]} {b[4:]}", " ".join(b[i:i + 2] for i in range(0, 8, 2))])
+    fa = rng.choice([a, f"{a[:4]} {a[4:]}", " ".join(a[i : i + 2] for i in range(0, 8, 2))])
+    fb = rng.choice([b, f"{b[:4]} {b[4:]}", " ".join(b[i : i + 2] for i in range(0, 8, 2))])
     sep = rng.choice(["/", " / "])
     tpl = rng.choice(["Tlf. {a}{sep}{b}", "Ring {a}{sep}{b} efter kl. 16.", "Kontakt: {a}{sep}{b}"])
     return tpl, fa, sep, fb
@@ -102,8 +150,15 @@ def cpr(rng):
     sep = rng.choice(["-", "", " "] + ([" - ", "–"] if cued else []))
     value = f"{base}{sep}{_d(rng, 4)}"
     if cued:
-        tpl = rng.choice(["CPR-nr.: {x}", "Mit cpr-nummer er {x}.", "Personnummer {x}", "cpr {x}, bopæl Aarhus.",
-                          "Oplys CPR ({x}) ved henvendelse."])
+        tpl = rng.choice(
+            [
+                "CPR-nr.: {x}",
+                "Mit cpr-nummer er {x}.",
+                "Personnummer {x}",
+                "cpr {x}, bopæl Aarhus.",
+                "Oplys CPR ({x}) ved henvendelse.",
+            ]
+        )
     else:
         tpl = rng.choice(["Patienten ({x}) blev udskrevet.", "Ansøger: {x}", "Sagen gælder {x} i Odense."])
     return tpl, value
@@ -115,13 +170,34 @@ def ip(rng):
         first = rng.choice([31, 46, 62, 77, 80, 85, 87, 91, 93, 130, 152, 176, 185, 188, 193, 194, 212, 217])
         v = f"{first}.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}"
     elif r < 0.7:
-        v = rng.choice([f"192.168.{rng.randint(0, 255)}.{rng.randint(1, 254)}", f"10.{rng.randint(0, 255)}.0.{rng.randint(1, 254)}",
-                        "127.0.0.1", "8.8.8.8", "1.1.1.1"])
+        v = rng.choice(
+            [
+                f"192.168.{rng.randint(0, 255)}.{rng.randint(1, 254)}",
+                f"10.{rng.randint(0, 255)}.0.{rng.randint(1, 254)}",
+                "127.0.0.1",
+                "8.8.8.8",
+                "1.1.1.1",
+            ]
+        )
     else:
-        v = rng.choice([f"2a00:{rng.getrandbits(16):x}:{rng.getrandbits(16):x}::{rng.getrandbits(16):x}",
-                        f"2001:67c:{rng.getrandbits(16):x}:{rng.getrandbits(16):x}::1", "::1", f"fe80::{rng.getrandbits(16):x}"])
-    tpl = rng.choice(["Serveren svarer på {x}.", "Login fra IP-adressen {x} blev blokeret.", "Forbindelsen gik til {x} på port 443.",
-                      "(IP {x}) forsøgte 14 gange.", "Routeren har adressen {x}.", "Your IP address is {x}."])
+        v = rng.choice(
+            [
+                f"2a00:{rng.getrandbits(16):x}:{rng.getrandbits(16):x}::{rng.getrandbits(16):x}",
+                f"2001:67c:{rng.getrandbits(16):x}:{rng.getrandbits(16):x}::1",
+                "::1",
+                f"fe80::{rng.getrandbits(16):x}",
+            ]
+        )
+    tpl = rng.choice(
+        [
+            "Serveren svarer på {x}.",
+            "Login fra IP-adressen {x} blev blokeret.",
+            "Forbindelsen gik til {x} på port 443.",
+            "(IP {x}) forsøgte 14 gange.",
+            "Routeren har adressen {x}.",
+            "Your IP address is {x}.",
+        ]
+    )
     return tpl, v
 
 
@@ -129,27 +205,52 @@ def _iban(rng, country="DK"):
     bban = _d(rng, {"DK": 14, "NO": 11, "DE": 18, "SE": 20, "FI": 14}[country])
     check = 98 - int("".join(str(int(c, 36)) for c in bban + country + "00")) % 97
     ib = f"{country}{check:02d}{bban}"
-    return ib if rng.random() < 0.4 else " ".join(ib[i:i + 4] for i in range(0, len(ib), 4))
+    return ib if rng.random() < 0.4 else " ".join(ib[i : i + 4] for i in range(0, len(ib), 4))
 
 
 def bank(rng):
     """(template, lead, value): lead is text before the gold span that belongs to the value's wording."""
     if rng.random() < 0.3:
-        return rng.choice(["IBAN: {x}", "Beløbet overføres til {x}.", "Bank transfer to {x}"]), "", \
-            _iban(rng, rng.choice(["DK", "DK", "NO", "DE", "SE", "FI"]))
+        return (
+            rng.choice(["IBAN: {x}", "Beløbet overføres til {x}.", "Bank transfer to {x}"]),
+            "",
+            _iban(rng, rng.choice(["DK", "DK", "NO", "DE", "SE", "FI"])),
+        )
     reg, acc = str(rng.randint(1, 9)) + _d(rng, 3), _d(rng, rng.randint(6, 10))
-    forms = [("reg.nr/Kontonummer: ", f"{reg} / {acc}"), ("", f"{reg} – {acc}"), ("kontonummer er ", f"{reg}-{acc}"),
-             ("konto nr.", f"{reg} {acc}"), ("reg. / konto nr. ", f"{reg} / {acc}"), ("reg. nr. ", f"{reg} kontonr. {acc}"),
-             ("Reg.nr.: ", f"{reg}, konto {acc}"), ("registreringsnummer ", f"{reg} og kontonummer {acc}"),
-             ("", f"{reg}-{acc}"), ("Reg. no. ", f"{reg}, account no. {acc}"), ("Account number: ", f"{reg} {acc}"),
-             ("bank account ", f"{reg}-{acc}"), ("Bankkonto: ", f"{reg} {acc}"), ("Reg. og kontonr.: ", f"{reg} {acc}")]
+    forms = [
+        ("reg.nr/Kontonummer: ", f"{reg} / {acc}"),
+        ("", f"{reg} – {acc}"),
+        ("kontonummer er ", f"{reg}-{acc}"),
+        ("konto nr.", f"{reg} {acc}"),
+        ("reg. / konto nr. ", f"{reg} / {acc}"),
+        ("reg. nr. ", f"{reg} kontonr. {acc}"),
+        ("Reg.nr.: ", f"{reg}, konto {acc}"),
+        ("registreringsnummer ", f"{reg} og kontonummer {acc}"),
+        ("", f"{reg}-{acc}"),
+        ("Reg. no. ", f"{reg}, account no. {acc}"),
+        ("Account number: ", f"{reg} {acc}"),
+        ("bank account ", f"{reg}-{acc}"),
+        ("Bankkonto: ", f"{reg} {acc}"),
+        ("Reg. og kontonr.: ", f"{reg} {acc}"),
+    ]
     lead, value = rng.choice(forms)
     if not lead:
-        tpl = rng.choice(["Indbetaling til {x} (Danske Bank).", "Kontingent betales på {x} inden 1. marts.",
-                          "Indbetal på konto {x}."])
+        tpl = rng.choice(
+            [
+                "Indbetaling til {x} (Danske Bank).",
+                "Kontingent betales på {x} inden 1. marts.",
+                "Indbetal på konto {x}.",
+            ]
+        )
     else:
-        tpl = rng.choice(["Kontingentet indbetales på " + lead + "{x}.", lead + "{x}", "Gaver modtages gerne: " + lead + "{x}",
-                          "Betaling: " + lead + "{x} (mærk den med navn)."])
+        tpl = rng.choice(
+            [
+                "Kontingentet indbetales på " + lead + "{x}.",
+                lead + "{x}",
+                "Gaver modtages gerne: " + lead + "{x}",
+                "Betaling: " + lead + "{x} (mærk den med navn).",
+            ]
+        )
     return tpl, "", value
 
 
@@ -157,21 +258,41 @@ def bank(rng):
 def lookalike(rng):
     c8, c10 = str(rng.randint(2, 9)) + _d(rng, 7), "10" + _d(rng, 8)
     n = rng.randint(1, 9)
-    return rng.choice([
-        f"Se https://datacvr.virk.dk/enhed/virksomhed/{c8}?fritekst=x&id={c8}&soeg=1 for detaljer.",
-        f"Foreningens CVR-nummer er [{c8}](https://datacvr.virk.dk/enhed/virksomhed/{c8}).",
-        f"CVR-nr. {c8}", f"CVR: {c8} · SE-nr. {c8}", f"P-nummer: {c10}", f"Signeret med NemID. RID: {c8}",
-        f"Kreditornr. {c8}", f"FI-kreditor: +71<{_d(rng, 15)}+{c8}<", f"Sagsnr. 20{rng.randint(10, 25)}-{_d(rng, 6)}",
-        f"J.nr. {rng.randint(2010, 2025)}-{_d(rng, 7)}", f"Journalnummer {c8} er afsluttet.", f"ISBN 87-{_d(rng, 4)}-{_d(rng, 3)}-{n}",
-        f"ISBN 978-87-{_d(rng, 2)}-{_d(rng, 5)}-{n}", "Nummeret skal være mellem 10000000 og 99999999.",
-        f"I {rng.randint(2005, 2025)} {rng.randint(1000, 9999)} deltagere kom til stævnet.",
-        "Netmasken er 255.255.255.0.", "subnet mask 255.255.0.0", f"Se afsnit {n}.{rng.randint(1, 9)}.{rng.randint(1, 9)}.{n} om tilskud.",
-        f"Opdater til version {n}.{rng.randint(0, 20)}.{rng.randint(0, 9)}.{rng.randint(0, 99)} i dag.",
-        "Angiv e-mail (fx navn@abc.dk).", "Brug formatet fornavn.efternavn@kommune.dk", "Det er vigtigt at dr.dk viser det.",
-        f"Ordrenummer {c8} er afsendt.", f"Prisen er {rng.randint(2, 99)} {_d(rng, 3)} {_d(rng, 3)} kr.", f"i årene 20{rng.randint(10, 19)} 20{rng.randint(20, 25)}",
-        f"Mødet er den {rng.randint(1, 28)}.{rng.randint(1, 12)}.{rng.randint(2000, 2025)} kl. 19.30.",
-        f"Postboks {rng.randint(1000, 9999)}, {rng.randint(1000, 9999)} Aarhus C", f"Kundenummer: {c8}",
-        f"Medlemsnummer {c8}", f"Se https://apps.example.com/dk/app/navn/id{_d(rng, 10)}", f"Faktura nr. {c8} er betalt."])
+    return rng.choice(
+        [
+            f"Se https://datacvr.virk.dk/enhed/virksomhed/{c8}?fritekst=x&id={c8}&soeg=1 for detaljer.",
+            f"Foreningens CVR-nummer er [{c8}](https://datacvr.virk.dk/enhed/virksomhed/{c8}).",
+            f"CVR-nr. {c8}",
+            f"CVR: {c8} · SE-nr. {c8}",
+            f"P-nummer: {c10}",
+            f"Signeret med NemID. RID: {c8}",
+            f"Kreditornr. {c8}",
+            f"FI-kreditor: +71<{_d(rng, 15)}+{c8}<",
+            f"Sagsnr. 20{rng.randint(10, 25)}-{_d(rng, 6)}",
+            f"J.nr. {rng.randint(2010, 2025)}-{_d(rng, 7)}",
+            f"Journalnummer {c8} er afsluttet.",
+            f"ISBN 87-{_d(rng, 4)}-{_d(rng, 3)}-{n}",
+            f"ISBN 978-87-{_d(rng, 2)}-{_d(rng, 5)}-{n}",
+            "Nummeret skal være mellem 10000000 og 99999999.",
+            f"I {rng.randint(2005, 2025)} {rng.randint(1000, 9999)} deltagere kom til stævnet.",
+            "Netmasken er 255.255.255.0.",
+            "subnet mask 255.255.0.0",
+            f"Se afsnit {n}.{rng.randint(1, 9)}.{rng.randint(1, 9)}.{n} om tilskud.",
+            f"Opdater til version {n}.{rng.randint(0, 20)}.{rng.randint(0, 9)}.{rng.randint(0, 99)} i dag.",
+            "Angiv e-mail (fx navn@abc.dk).",
+            "Brug formatet fornavn.efternavn@kommune.dk",
+            "Det er vigtigt at dr.dk viser det.",
+            f"Ordrenummer {c8} er afsendt.",
+            f"Prisen er {rng.randint(2, 99)} {_d(rng, 3)} {_d(rng, 3)} kr.",
+            f"i årene 20{rng.randint(10, 19)} 20{rng.randint(20, 25)}",
+            f"Mødet er den {rng.randint(1, 28)}.{rng.randint(1, 12)}.{rng.randint(2000, 2025)} kl. 19.30.",
+            f"Postboks {rng.randint(1000, 9999)}, {rng.randint(1000, 9999)} Aarhus C",
+            f"Kundenummer: {c8}",
+            f"Medlemsnummer {c8}",
+            f"Se https://apps.example.com/dk/app/navn/id{_d(rng, 10)}",
+            f"Faktura nr. {c8} er betalt.",
+        ]
+    )
 
 
 def section_heading(rng):
@@ -236,7 +357,7 @@ def build(copies: int = 10, seed: int = 0, sentences=None):
     docs = []
     for _ in range(copies):
         for i in range(0, len(sents), 5):
-            parts = list(sents[i:i + 5])
+            parts = list(sents[i : i + 5])
             inserts = []
             for _k in range(rng.choice([0, 1, 1, 2, 3])):
                 inserts.append(_positive(rng))
@@ -279,8 +400,14 @@ def policy_gold(docs, ip_policy: str):
     """Gold spans under an IP policy: with `public`, non-global and resolver addresses are negatives."""
     out = []
     for text, gold, layout in docs:
-        keep = [g for g in gold if g[2] != "ip" or ip_policy == "all" or
-                ip_policy == "public" and pii._ip_wanted(text[g[0]:g[1]], "public")]
+        keep = [
+            g
+            for g in gold
+            if g[2] != "ip"
+            or ip_policy == "all"
+            or ip_policy == "public"
+            and pii._ip_wanted(text[g[0] : g[1]], "public")
+        ]
         out.append((text, keep, layout))
     return out
 
@@ -294,8 +421,8 @@ def score(docs, ip_policy="all"):
         gold.update(t for *_, t in g)
         pred.update(t for *_, t in p)
         hit.update(t for *_, t in g & p)
-        errors += [("missed", t, text[max(0, s - 40):e + 10]) for s, e, t in g - p]
-        errors += [("false", t, text[max(0, s - 40):e + 10]) for s, e, t in p - g]
+        errors += [("missed", t, text[max(0, s - 40) : e + 10]) for s, e, t in g - p]
+        errors += [("false", t, text[max(0, s - 40) : e + 10]) for s, e, t in p - g]
     res = {t: (hit[t] / max(pred[t], 1), hit[t] / max(gold[t], 1), gold[t], pred[t]) for t in pii.TYPES}
     return res, errors
 
@@ -320,20 +447,25 @@ def main() -> None:
     docs = build(a.copies, a.seed)
     size = sum(len(t.encode()) for t, *_ in docs)
     raw = load_sentences()
-    raw_docs = [" ".join(raw[i:i + 5]) for i in range(0, len(raw), 5)] * 20
+    raw_docs = [" ".join(raw[i : i + 5]) for i in range(0, len(raw), 5)] * 20
     raw_size = sum(len(t.encode()) for t in raw_docs)
-    print(f"{len(docs)} documents ({sum(lay == 'pdf' for *_, lay in docs)} PDF-style), {size / 1e6:.2f} MB, "
-          f"{sum(len(g) for _, g, _ in docs)} planted items; IP policy {a.ip}; Python {platform.python_version()}, "
-          f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; one process\n")
+    print(
+        f"{len(docs)} documents ({sum(lay == 'pdf' for *_, lay in docs)} PDF-style), {size / 1e6:.2f} MB, "
+        f"{sum(len(g) for _, g, _ in docs)} planted items; IP policy {a.ip}; Python {platform.python_version()}, "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; one process\n"
+    )
     print(f"| text | MB | find: seconds (best of {a.repeat}) | MB/s per core |\n|---|---|---|---|")
-    for name, texts, mb in (("the DDT sentences alone (x20)", raw_docs, raw_size), ("the benchmark documents", [t for t, *_ in docs], size)):
+    for name, texts, mb in (
+        ("the DDT sentences alone (x20)", raw_docs, raw_size),
+        ("the benchmark documents", [t for t, *_ in docs], size),
+    ):
         s = best_of(lambda: [pii.find(t, ip=a.ip) for t in texts], a.repeat)
         print(f"| {name} | {mb / 1e6:.2f} | {s:.2f} | {mb / 1e6 / s:.2f} |")
     res, errors = score(docs, a.ip)
     print("\n| type | planted | found | precision | recall |\n|---|---|---|---|---|")
     for t, (prec, rec, g, f) in res.items():
         print(f"| {t} | {g} | {f} | {prec:.4f} | {rec:.4f} |")
-    for kind, t, ctx in errors[:a.errors]:
+    for kind, t, ctx in errors[: a.errors]:
         print(f"{kind:6} {t:5} {ctx!r}")
 
 

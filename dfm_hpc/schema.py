@@ -49,6 +49,7 @@ Attention = _choice("Attention", "sdpa flash_attention_2 eager flex_attention") 
 ReportTo = _choice("ReportTo", "tensorboard wandb")
 WandbMode = _choice("WandbMode", "offline online disabled")
 Replacement = _choice("Replacement", "tags fake")
+IpPolicy = _choice("IpPolicy", "all public off")  # which IP addresses the PII filter replaces
 
 
 @dataclass
@@ -252,6 +253,13 @@ class TokenizeStage(StageConfig):
 @dataclass
 class TrainStage(StageConfig):
     lr: float = 2e-5  # peak learning rate
+    # netmasks and section numbers are never addresses, under any policy
+    ip_policy: IpPolicy = IpPolicy.all  # all | public (global only, no public DNS resolvers: DFM's filter) | off
+    # loaded offline from the jobs' cache like every model; prefetch lists it; docs/pii.md says why it is off
+    ner: Optional[str] = None  # Danish NER model (hub id or path) for names and street addresses; unset: off
+    ner_revision: Optional[str] = None  # the NER model's revision; a commit hash pins it
+    ner_batch_size: int = 32  # texts per NER forward pass
+    audit_samples: int = 10  # masked replaced spans per type kept in report.json and the datasheet
     warmup_steps: int = 0
     max_steps: int = 1000
     global_batch_size: int = 64  # sequences per optimizer step; divisible by world size x micro_batch_size

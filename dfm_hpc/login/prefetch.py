@@ -49,6 +49,8 @@ def needs(cfg) -> List[Need]:
         if s in stages:
             add("dataset", cfg[s].dataset, None, f"{s}.dataset")
     if "pii" in stages:
+        if cfg.pii.ner:  # the optional NER pass's token-classification model
+            add("model", cfg.pii.ner, cfg.pii.ner_revision, "pii.ner")
         add("dataset", cfg.pii.input, None, "pii.input")
     if "evaluate" in stages:
         add("dataset", cfg.data.eval_text, None, "data.eval_text")

@@ -252,19 +252,44 @@ def model_card(cfg, run_dir: Path, out_dir: Path) -> str:
     return str(card)
 
 
+def pii_section(pii: dict) -> str:
+    """The datasheet's "Personal information" section from the PII stage's report.json: counts per
+    type, view, file and source, and the masked samples (digits and e-mail local parts masked)."""
+    types = pii["types"]
+
+    def table(title: str, rows: dict) -> str:
+        head = f"| {title} | " + " | ".join(types) + " |\n|---|" + "---|" * len(types) + "\n"
+        return head + "".join(f"| {k} | " + " | ".join(str(c.get(t, 0)) for t in types) + " |\n"
+                              for k, c in rows.items())
+
+    counts = "\n".join(f"| {t} | {pii['counts'].get(t, 0)} |" for t in types)
+    per_view = "\n".join(f"| {v} | {d['rows']} | {d['changed_rows']} |" for v, d in pii["views"].items())
+    how = f"replacement: `{pii['replacement']}`, IP addresses: `{pii.get('ip_policy', 'all')}`"
+    if pii.get("ner"):
+        how += f", names and addresses: `{pii['ner']}`"
+    md = (f"\n## Personal information\n\nFiltered by dfm_hpc's PII stage before training "
+          f"({how}; see docs/pii.md for the patterns).\n\n"
+          f"| type | found and replaced |\n|---|---|\n{counts}\n\n| view | rows | rows changed |\n|---|---|---|\n"
+          f"{per_view}\n")
+    if pii.get("files"):
+        md += "\nPer source file:\n\n" + table("file", pii["files"])
+    if pii.get("by_source"):
+        md += "\nPer `source` of the rows:\n\n" + table("source", pii["by_source"])
+    if pii.get("samples"):
+        lines = "".join(f"| {smp['type']} | {smp['view']} | {smp['row']} | {smp['context'].replace('|', '&#124;')} |\n"
+                        for smp in pii["samples"])
+        md += (f"\n<details><summary>{len(pii['samples'])} replaced spans with their context (digits and e-mail "
+               f"local parts masked, for checking the filter)</summary>\n\n| type | view | row | context |\n"
+               f"|---|---|---|---|\n{lines}\n</details>\n")
+    return md
+
+
 def datasheets(cfg, run_dir: Path, out_dir: Path) -> List[str]:
     """The translated OASST2 datasheet (merge's dataset card) with the PII counts added; one for a
     PII-filtered corpus."""
     made = []
     pii = _json(stage_dir(run_dir, "pii") / "report.json")
-    pii_md = ""
-    if pii:
-        rows = "\n".join(f"| {t} | {pii['counts'].get(t, 0)} |" for t in pii["types"])
-        per_view = "\n".join(f"| {v} | {d['rows']} | {d['changed_rows']} |" for v, d in pii["views"].items())
-        pii_md = (f"\n## Personal information\n\nFiltered by dfm_hpc's PII stage before training "
-                  f"(replacement: `{pii['replacement']}`; see docs/pii.md for the patterns).\n\n"
-                  f"| type | found and replaced |\n|---|---|\n{rows}\n\n| view | rows | rows changed |\n|---|---|---|\n"
-                  f"{per_view}\n")
+    pii_md = pii_section(pii) if pii else ""
     merge_card = stage_dir(run_dir, "merge") / "README.md"
     if merge_card.exists():
         text = merge_card.read_text()
@@ -281,8 +306,10 @@ def datasheets(cfg, run_dir: Path, out_dir: Path) -> List[str]:
                                source_datasets=[cfg.pii.input] if is_hub_id(cfg.pii.input) else None)
         d = out_dir / "datasheets" / "corpus-pii-filtered"
         d.mkdir(parents=True, exist_ok=True)
+        limits = ("Names and street addresses were looked for by the NER model named above; it misses some."
+                  if pii.get("ner") else "Pattern-based: names and street addresses are not detected.")
         body = (f"\n# PII-filtered corpus\n\nSource: `{cfg.pii.input}` ({pii['views']['corpus']['rows']} documents).\n"
-                f"{pii_md}\n## Limitations\n\nPattern-based: names and street addresses are not detected.\n")
+                f"{pii_md}\n## Limitations\n\n{limits}\n")
         (d / "README.md").write_text(str(DatasetCard(f"---\n{meta.to_yaml()}\n---\n{body}")))
         made.append("corpus-pii-filtered")
     if _mixture_sheet(cfg, run_dir, out_dir):

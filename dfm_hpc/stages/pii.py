@@ -22,30 +22,39 @@ import socket
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from dfm_hpc.job.rank import Preempted, StageContext
 from dfm_hpc.job.shards import append_durable, resume_point
 from dfm_hpc.rundir import stage_dir
 from dfm_hpc.schema import Config
-from dfm_hpc.text import pii
+from dfm_hpc.text import pii, pii_audit
 
 MERGE_VIEWS = ("sft", "dpo")
 DPO_FIELDS = ("prompt", "chosen", "rejected")
 
 
 # --- what a view filters --------------------------------------------------------------------------
-def filter_row(view: str, row: dict, types, replacement) -> Tuple[dict, Counter, int]:
-    """The row with its text fields scrubbed, counts of what was replaced, UTF-8 bytes scanned."""
+def filter_row(view: str, row: dict, types, replacement, ip: str = "all", ner_spans=None,
+               budget: Optional[Counter] = None) -> Tuple[dict, Counter, int, List[dict]]:
+    """The row with its text fields scrubbed, counts of what was replaced, UTF-8 bytes scanned, and
+    masked samples of the replaced spans (while `budget` has room for their type).
+    `ner_spans(text)` gives the NER pass's name/address spans of a text (None: no NER pass)."""
     counts: Counter = Counter()
     scanned = 0
+    samples: List[dict] = []
 
     def clean(text):
         nonlocal scanned
         if not isinstance(text, str):
             return text
         scanned += len(text.encode("utf-8"))
-        new, c = pii.scrub(text, types, replacement)
+        spans = pii.find(text, types, ip, ner_spans(text) if ner_spans else ())
+        for j, (_, _, t) in enumerate(spans):
+            if budget is not None and budget[t] > 0:
+                budget[t] -= 1
+                samples.append({"type": t, "context": pii_audit.context(text, spans, j, pii.TAGS)})
+        new, c = pii.replace(text, spans, replacement)
         counts.update(c)
         return new
 
@@ -61,7 +70,19 @@ def filter_row(view: str, row: dict, types, replacement) -> Tuple[dict, Counter,
         row = {**row, **{k: clean_chat(row.get(k)) for k in DPO_FIELDS if k in row}}
     else:
         row = {**row, "text": clean(row.get("text"))}
-    return row, counts, scanned
+    return row, counts, scanned, samples
+
+
+def texts_of(view: str, row: dict) -> List[str]:
+    """The text fields filter_row scrubs, in its order (the NER pass batches them per chunk)."""
+    if view == "sft":
+        chats = [row.get("messages")]
+    elif view == "dpo":
+        chats = [row.get(k) for k in DPO_FIELDS]
+    else:
+        return [row["text"]] if isinstance(row.get("text"), str) else []
+    return [m["content"] for c in chats if isinstance(c, list) for m in c
+            if isinstance(m, dict) and isinstance(m.get("content"), str)]
 
 
 # --- sources and the shard plan -------------------------------------------------------------------
@@ -120,7 +141,9 @@ def plan(cfg, ctx) -> Dict:
             ranges = [(k * rows // n, (k + 1) * rows // n) for k in range(n)]
         shards += [{**s, "lo": lo, "hi": hi} for lo, hi in ranges]
     return {"sources": srcs, "shards": shards, "replacement": cfg.pii.replacement,
-            "types": pii.check_types(list(cfg.pii.types)), "chunk_size": cfg.pii.chunk_size}
+            "types": pii.check_types(list(cfg.pii.types)), "chunk_size": cfg.pii.chunk_size,
+            "ip_policy": pii.check_ip(str(cfg.pii.ip_policy)), "ner": cfg.pii.ner, "ner_revision": cfg.pii.ner_revision,
+            "audit_samples": cfg.pii.audit_samples}
 
 
 def read_shard(sh: Dict) -> Tuple[List[dict], List[int]]:
@@ -143,8 +166,10 @@ def read_shard(sh: Dict) -> Tuple[List[dict], List[int]]:
 
     # only the `text` column travels through the shard files: assembly puts it back into the
     # original table, so every other column keeps its Arrow type
-    table = _read_rows(pq.ParquetFile(sh["path"]), sh["lo"], sh["hi"], ["text"])
-    return [{"text": t} for t in table.column("text").to_pylist()], [1] * table.num_rows
+    pf = pq.ParquetFile(sh["path"])
+    cols = ["text"] + (["source"] if "source" in pf.schema_arrow.names else [])  # report.json counts by source
+    table = _read_rows(pf, sh["lo"], sh["hi"], cols)
+    return table.to_pylist(), [1] * table.num_rows
 
 
 def _read_rows(pf, lo: int, hi: int, columns=None):
@@ -174,8 +199,14 @@ def run(cfg: Config, ctx: StageContext) -> None:
             f"{p['replacement']} for {p['types']}; this worker: shards {mine}")
     work = {s: _shard_work(p["shards"][s]) for s in mine}
     progress = {"work": 0, "total": sum(work.values()), "bytes": 0, "rows": 0, "t0": time.time()}
+    ner = None
+    if p["ner"] and not all((shard_dir / f"shard-{s:05d}.done").exists() for s in mine):
+        from dfm_hpc.text.pii_ner import NerPass
+
+        ner = NerPass(p["ner"], p["ner_revision"], cfg.pii.ner_batch_size)
+        ctx.log(f"pii: NER pass with {p['ner']} (labels {', '.join(ner.labels)})")
     for s in mine:
-        _filter_shard(s, p, shard_dir, ctx, progress)
+        _filter_shard(s, p, shard_dir, ctx, progress, ner)
     if all((shard_dir / f"shard-{s:05d}.done").exists() for s in range(len(p["shards"]))):
         assemble(p, ctx)
 
@@ -192,7 +223,8 @@ def _check_plan(path: Path, p: Dict) -> None:
         # absolute paths change while the files (and their byte ranges) do not
         if _layout(json.loads(path.read_text())) != _layout(p):
             raise RuntimeError(f"{path} holds another plan (the input, pii.shards, pii.chunk_size, pii.types or "
-                               "pii.replacement changed); resuming would mix them: rerun with --fresh")
+                               "pii.replacement, pii.ip_policy or pii.ner changed); resuming would mix them: "
+                               "rerun with --fresh")
         return
     tmp = path.with_suffix(f".{os.getpid()}.tmp")  # workers may write it at once: same content
     tmp.write_text(text)
@@ -204,7 +236,10 @@ def _layout(p: Dict) -> Dict:
     return {**p, "sources": [strip(s) for s in p["sources"]], "shards": [strip(s) for s in p["shards"]]}
 
 
-def _filter_shard(s: int, p: Dict, shard_dir: Path, ctx, progress) -> None:
+SAMPLES_PER_CHUNK = 2  # masked samples kept per type and chunk; assembly picks audit_samples of them
+
+
+def _filter_shard(s: int, p: Dict, shard_dir: Path, ctx, progress, ner=None) -> None:
     sh = p["shards"][s]
     path, marker = shard_dir / f"shard-{s:05d}.jsonl", shard_dir / f"shard-{s:05d}.done"
     if marker.exists():
@@ -220,10 +255,19 @@ def _filter_shard(s: int, p: Dict, shard_dir: Path, ctx, progress) -> None:
         if ctx.should_stop():
             raise Preempted(f"stopped before chunk {k} of shard {s}")
         lines = []
+        found = {}
+        if ner is not None:  # one batched model pass over the chunk's texts
+            texts = list(dict.fromkeys(t for i in groups[k] for t in texts_of(sh["view"], rows[i])))
+            found = dict(zip(texts, ner.spans(texts)))
+        budget = Counter({t: SAMPLES_PER_CHUNK for t in (*pii.TYPES, *pii.NER_TYPES)})
         for i in groups[k]:
-            row, counts, scanned = filter_row(sh["view"], rows[i], p["types"], p["replacement"])
+            row, counts, scanned, samples = filter_row(sh["view"], rows[i], p["types"], p["replacement"],
+                                                       p.get("ip_policy", "all"), found.get if ner else None, budget)
             # the wrapper keeps the row's own keys apart from ours (a row may have a "chunk" column)
-            lines.append(json.dumps({"chunk": k, "n": dict(counts), "b": scanned, "row": row}, ensure_ascii=False))
+            w = {"chunk": k, "n": dict(counts), "b": scanned, "row": row}
+            if samples:
+                w["a"] = samples
+            lines.append(json.dumps(w, ensure_ascii=False))
             progress["bytes"] += scanned
             progress["work"] += work[i]
         append_durable(path, lines)
@@ -278,9 +322,11 @@ def assemble(p: Dict, ctx) -> None:
     if (out / "report.json").exists() or not _take_lock(out / "assemble.lock"):
         return
     ctx.log("all shards done: assembling the outputs")
-    types = p["types"]
-    report = {"replacement": p["replacement"], "types": types, "views": {}, "counts": {t: 0 for t in types},
-              "bytes": 0, "seconds": 0.0}
+    types = p["types"] + (list(pii.NER_TYPES) if p.get("ner") else [])
+    report = {"replacement": p["replacement"], "types": types, "ip_policy": p.get("ip_policy", "all"),
+              "ner": p.get("ner"), "views": {}, "counts": {t: 0 for t in types}, "files": {}, "by_source": {},
+              "samples": [], "bytes": 0, "seconds": 0.0}
+    samples, by_source = [], {}
     for src in p["sources"]:
         view = src["view"]
         ids = [i for i, sh in enumerate(p["shards"]) if sh["view"] == view]
@@ -291,16 +337,23 @@ def assemble(p: Dict, ctx) -> None:
             with open(out / "shards" / f"shard-{s:05d}.jsonl", encoding="utf-8") as f:
                 for line in f:
                     w = json.loads(line)
+                    samples += [{**a, "view": view, "row": len(rows)} for a in w.get("a", ())]
                     rows.append(w["row"])
                     counts.update(w["n"])
                     changed += bool(w["n"])
                     report["bytes"] += w["b"]
+                    source = w["row"].get("source")
+                    if isinstance(source, str) and w["n"]:
+                        by_source.setdefault(source, Counter()).update(w["n"])
         _write_view(rows, src, out / view)
         report["views"][view] = {"rows": len(rows), "changed_rows": changed,
                                  "counts": {t: counts.get(t, 0) for t in types}}
+        report["files"][Path(src["path"]).name] = {t: counts.get(t, 0) for t in types}
         for t in types:
             report["counts"][t] += counts.get(t, 0)
     report["seconds"] = round(report["seconds"], 3)
+    report["by_source"] = {k: {t: c.get(t, 0) for t in types} for k, c in sorted(by_source.items())}
+    report["samples"] = pii_audit.pick(samples, p.get("audit_samples", 10))
     tmp = out / "report.json.tmp"
     tmp.write_text(json.dumps(report, indent=2) + "\n")
     tmp.replace(out / "report.json")  # last: its presence means the outputs are complete

@@ -15,11 +15,8 @@ from a hash of the matched text, so reruns are byte-identical and one value alwa
 from __future__ import annotations
 
 import bisect
-import hashlib
 import ipaddress
-import random
 import re
-import string
 from collections import Counter
 from typing import Callable, Dict, Iterable, Iterator, List, Sequence, Tuple
 
@@ -27,7 +24,8 @@ from dfm_hpc.text import pii_cues as cues
 
 TYPES = ("cpr", "email", "phone", "ip", "iban")
 PRIORITY = ("email", "iban", "cpr", "ip", "phone")  # earlier wins an overlap
-TAGS = {t: f"<{t.upper()}>" for t in TYPES}
+NER_TYPES = ("name", "address")  # the optional model pass (dfm_hpc/text/pii_ner.py)
+TAGS = {**{t: f"<{t.upper()}>" for t in TYPES}, "name": "<NAME>", "address": "<ADDRESS>"}
 REPLACEMENTS = ("tags", "fake")
 
 Span = Tuple[int, int, str]
@@ -121,7 +119,8 @@ _PHONE = re.compile(r"(?P<body>[2-9](?<![\w+@.,/=<#&?%-][2-9])(?<!\d[ -][2-9])"
                     r"(?:\d{7}|\d \d\d \d\d \d\d|\d-\d\d-\d\d-\d\d|\d{3} \d{4}|\d \d{3} \d{3}|\d{3} \d\d \d\d))"
                     r"(?![\w@<>-])(?![.,:]\d)")
 _SLASH = re.compile(r"[ \t]?/[ \t]?(?=[\d(+])")
-_PHONE_AFTER_SLASH = re.compile(rf"[ \t]?/[ \t]?(?:(?P<pre>{_PRE})|(?=[2-9]))(?P<body>{_GROUPS})(?![\w@<>-])(?![.,:]\d)")
+_PHONE_AFTER_SLASH = re.compile(
+    rf"[ \t]?/[ \t]?(?:(?P<pre>{_PRE})|(?=[2-9]))(?P<body>{_GROUPS})(?![\w@<>-])(?![.,:]\d)")
 _YEAR = re.compile(r"(?:19\d\d|20[0-3]\d)")
 
 
@@ -170,7 +169,8 @@ def _find_phone(text: str, low: str, ip: str = "all") -> Iterator[Span]:
 _IPV4 = re.compile(r"\d(?<![\w.:]\d)\d{0,2}(?:\.\d{1,3}){3}(?!\w)(?!\.\d)")  # ":8080" may follow
 # candidates only; ipaddress validates (group counts, one '::'); a digit is required so words
 # like "dead::beef" or C++'s "Abc::Def" are not addresses
-_IPV6 = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:(?:\d{1,3}\.){3}\d{1,3}|[0-9A-Fa-f]{1,4})?(?![\w:])(?!\.\w)")
+_IPV6 = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:(?:\d{1,3}\.){3}\d{1,3}|[0-9A-Fa-f]{1,4})?"
+                   r"(?![\w:])(?!\.\w)")
 IP_POLICIES = ("all", "public", "off")
 
 
@@ -324,7 +324,8 @@ def _wrapped(text: str, types: Sequence[str], ip: str) -> List[Span]:
     return out
 
 
-_SELF_EVIDENT = {"phone": re.compile(r"(?:\+|00|\(\+?)45|\d\d([ -])\d\d\1\d\d\1\d\d$"), "iban": re.compile(r"[A-Z]{2}\d\d")}
+_SELF_EVIDENT = {"phone": re.compile(r"(?:\+|00|\(\+?)45|\d\d([ -])\d\d\1\d\d\1\d\d$"),
+                 "iban": re.compile(r"[A-Z]{2}\d\d")}
 
 
 def _self_evident(value: str, typ: str) -> bool:
@@ -360,84 +361,28 @@ def find(text: str, types: Sequence[str] = TYPES, ip: str = "all", extra: Sequen
 
 
 # --- replacement ----------------------------------------------------------------------------------
-def _rng(typ: str, value: str) -> random.Random:
-    # seeded by the value itself: deterministic across runs and machines (str hash is salted)
-    return random.Random(int.from_bytes(hashlib.sha256(f"{typ}\0{value}".encode()).digest()[:8], "big"))
-
-
-def _reshape(s: str, rng: random.Random, letters: bool = True) -> str:
-    """Same character classes in the same places: digits -> digits, letters -> letters (if asked)."""
-    out = []
-    for c in s:
-        if c.isdigit():
-            out.append(rng.choice(string.digits))
-        elif letters and c.isalpha():
-            out.append(rng.choice(string.ascii_uppercase if c.isupper() else string.ascii_lowercase))
-        else:
-            out.append(c)
-    return "".join(out)
-
-
-def _fill_digits(template: str, digits: str) -> str:
-    """Put digits into the template's digit positions, keeping every other character."""
-    it = iter(digits)
-    return "".join(next(it) if c.isdigit() else c for c in template)
-
-
-def _fake_cpr(value: str, rng: random.Random) -> str:
-    mm = rng.randint(1, 12)
-    yy = rng.randint(0, 99)
-    dd = rng.randint(1, _DAYS[mm - 1] if mm != 2 else (29 if yy % 4 == 0 else 28))
-    return _fill_digits(value, f"{dd:02d}{mm:02d}{yy:02d}{rng.randint(0, 9999):04d}")
-
-
-_FAKE_NAMES = ("anna", "bo", "emil", "freja", "ida", "jens", "karen", "lars", "mads", "nora", "ole", "sofie")
-
-
-def _fake_email(value: str, rng: random.Random) -> str:
-    return (f"{rng.choice(_FAKE_NAMES)}.{rng.choice(_FAKE_NAMES)}{rng.randint(1, 99)}"
-            f"@{rng.choice(('example.com', 'example.org', 'example.net'))}")
-
-
-def _fake_phone(value: str, rng: random.Random) -> str:
-    m = re.match(r"(?:\+|00)45[ -]?|\(\+?45\) ?", value)
-    pre = m[0] if m else ""
-    body = _reshape(value[len(pre):], rng)
-    return pre + str(rng.randint(2, 9)) + body[1:]  # a first digit a real number could have
-
-
-def _fake_ip(value: str, rng: random.Random) -> str:
-    if ":" in value:  # 2001:db8::/32 is reserved for documentation (RFC 3849)
-        return str(ipaddress.IPv6Address((0x20010DB8 << 96) | rng.getrandbits(64)))
-    net = rng.choice(("192.0.2", "198.51.100", "203.0.113"))  # TEST-NET-1..3 (RFC 5737)
-    return f"{net}.{rng.randint(1, 254)}"
-
-
-def _fake_iban(value: str, rng: random.Random) -> str:
-    compact = value.replace(" ", "")
-    if not (compact[:2].isalpha() and compact[:2].isupper()):  # reg/konto: new digits, same words
-        fake = _reshape(value, rng, letters=False)
-        return str(rng.randint(1, 9)) + fake[1:]
-    bban = _reshape(compact[4:], rng)
-    check = 98 - _mod97(bban + compact[:2] + "00")
-    new = f"{compact[:2]}{check:02d}{bban}"
-    it = iter(new)  # the original grouping (spaces) back in place
-    return "".join(" " if c == " " else next(it) for c in value)
-
-
-_FAKERS = {"cpr": _fake_cpr, "email": _fake_email, "phone": _fake_phone, "ip": _fake_ip, "iban": _fake_iban}
-
-
 def fake(typ: str, value: str) -> str:
-    """A realistic stand-in of the same shape, deterministic in (typ, value)."""
-    return _FAKERS[typ](value, _rng(typ, value))
+    """A realistic stand-in of the same shape, deterministic in (typ, value): dfm_hpc/text/pii_fake.py."""
+    from dfm_hpc.text import pii_fake  # imported when first needed: tags need none of it
+
+    return pii_fake.fake(typ, value)
 
 
-def scrub(text: str, types: Sequence[str] = TYPES, replacement: str = "tags") -> Tuple[str, Counter]:
+def scrub(text: str, types: Sequence[str] = TYPES, replacement: str = "tags", ip: str = "all",
+          extra: Sequence[Span] = ()) -> Tuple[str, Counter]:
     """Replace every span find() reports; returns the new text and how many of each type."""
+    check_replacement(replacement)
+    return replace(text, find(text, types, ip, extra), replacement)
+
+
+def check_replacement(replacement: str) -> str:
     if replacement not in REPLACEMENTS:
         raise ValueError(f"unknown replacement {replacement!r}; known: {list(REPLACEMENTS)}")
-    spans = find(text, types)
+    return replacement
+
+
+def replace(text: str, spans: Sequence[Span], replacement: str = "tags") -> Tuple[str, Counter]:
+    """Replace the given (sorted, non-overlapping) spans by tags or fakes."""
     counts: Counter = Counter()
     if not spans:
         return text, counts

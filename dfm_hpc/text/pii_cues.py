@@ -32,7 +32,8 @@ PHONE_NEAR = re.compile(
     r"(?i)(?<!\w)(?:tlf|tel|telefon\w*|\w*telefon\w*|mobil\w*|mob|ring\w*|sms\w*|hotline|fax|kontakt\w*|direkte|"
     r"phone|call|mobile|opkald|vagt\w*)(?!\w)|\($")
 CPR_NEAR = re.compile(r"(?i)(?<!\w)(?:cpr|personn(?:ummer|r)|person-?nr|personnummer|cpr-nr|fødselsnummer)")
-ACCOUNT_NEAR = re.compile(r"(?i)(?<!\w)(?:reg(?:\.|nr\b|\b)|registr\w*|konto\w*|kto\b|bank(?:en|konto\w*|kort)?\b|account\w*|acct|"
+ACCOUNT_NEAR = re.compile(r"(?i)(?<!\w)(?:reg(?:\.|nr\b|\b)|registr\w*|konto\w*|kto\b|bank(?:en|konto\w*|kort)?\b|"
+                          r"account\w*|acct|"
                           r"\w*betal\w*|overf[øo]r\w*|inds[æa]t\w*)")
 IP_NEAR = re.compile(r"(?i)(?<!\w)(?:ip\w*|\w*adresse\w*|address\w*|server\w*|router\w*|gateway\w*|dns|host\w*|"
                      r"ping|lan|wan|dhcp|proxy|vpn|port|login|klient|client)(?!\w)")
