@@ -17,6 +17,9 @@ GCD_MEMORY_GB = 64
 NODE_MEMORY_GB = 480  # what a job may ask for with --mem on standard-g
 # per GCD on small-g/dev-g: 8 x 64 GB slices would exceed the 480 GB a node has for jobs
 MEM_PER_GCD_GB = NODE_MEMORY_GB // GCDS_PER_NODE
+# GCD -> its closest cores (the GCD/NUMA map; the profile's CPU masks bind local rank i to these)
+GCD_CORES = {0: range(49, 56), 1: range(57, 64), 2: range(17, 24), 3: range(25, 32),
+             4: range(1, 8), 5: range(9, 16), 6: range(33, 40), 7: range(41, 48)}
 
 
 @dataclass(frozen=True)

@@ -193,6 +193,16 @@ class DemoStage(StageConfig):
 
 
 @dataclass
+class LumiCheckStage(StageConfig):
+    """A first run on a cluster: all_reduce bandwidth, RCCL's network provider, GPU and core binding."""
+
+    nodes: int = 2
+    sizes_mb: List[float] = field(default_factory=lambda: [1.0, 16.0, 256.0])  # all_reduce message sizes
+    iterations: int = 5  # timed all_reduces per size (after one warm-up)
+    time: str = "00:15:00"
+
+
+@dataclass
 class DemoCheckStage(StageConfig):
     """Runs after `demo` (its own job, afterok): checks the demo's result from the run dir."""
 
@@ -243,6 +253,13 @@ class TokenizeStage(StageConfig):
 
     shards: int = 0  # per source: work and resume units (contiguous rows); 0: one per worker
     # where the stores live (tokens-<key>/, content-addressed by tokenizer + source); shared by runs
+    # netmasks and section numbers are never addresses, under any policy
+    ip_policy: IpPolicy = IpPolicy.all  # all | public (global only, no public DNS resolvers: DFM's filter) | off
+    # loaded offline from the jobs' cache like every model; prefetch lists it; docs/pii.md says why it is off
+    ner: Optional[str] = None  # Danish NER model (hub id or path) for names and street addresses; unset: off
+    ner_revision: Optional[str] = None  # the NER model's revision; a commit hash pins it
+    ner_batch_size: int = 32  # texts per NER forward pass
+    audit_samples: int = 10  # masked replaced spans per type kept in report.json and the datasheet
     store_root: Optional[str] = None  # unset: runs_root
     batch_docs: int = 1000  # documents per tokenizer call
     tasks_per_node: Optional[int] = 1
@@ -253,13 +270,6 @@ class TokenizeStage(StageConfig):
 @dataclass
 class TrainStage(StageConfig):
     lr: float = 2e-5  # peak learning rate
-    # netmasks and section numbers are never addresses, under any policy
-    ip_policy: IpPolicy = IpPolicy.all  # all | public (global only, no public DNS resolvers: DFM's filter) | off
-    # loaded offline from the jobs' cache like every model; prefetch lists it; docs/pii.md says why it is off
-    ner: Optional[str] = None  # Danish NER model (hub id or path) for names and street addresses; unset: off
-    ner_revision: Optional[str] = None  # the NER model's revision; a commit hash pins it
-    ner_batch_size: int = 32  # texts per NER forward pass
-    audit_samples: int = 10  # masked replaced spans per type kept in report.json and the datasheet
     warmup_steps: int = 0
     max_steps: int = 1000
     global_batch_size: int = 64  # sequences per optimizer step; divisible by world size x micro_batch_size
@@ -395,6 +405,7 @@ class StageSpec:
 STAGES: Dict[str, StageSpec] = {s.name: s for s in (
     StageSpec("demo", DemoStage),
     StageSpec("demo_check", DemoCheckStage),
+    StageSpec("lumi_check", LumiCheckStage),
     StageSpec("translate", TranslateStage, inputs=("data.oasst2",), resumable=True),
     StageSpec("merge", MergeStage),
     StageSpec("pii", PiiStage, inputs=("pii.input",), resumable=True),
@@ -424,6 +435,7 @@ class Config:
     peft: PeftConfig = field(default_factory=PeftConfig)
     demo: DemoStage = field(default_factory=DemoStage)
     demo_check: DemoCheckStage = field(default_factory=DemoCheckStage)
+    lumi_check: LumiCheckStage = field(default_factory=LumiCheckStage)
     translate: TranslateStage = field(default_factory=TranslateStage)
     merge: MergeStage = field(default_factory=MergeStage)
     pii: PiiStage = field(default_factory=PiiStage)

@@ -210,5 +210,5 @@ def test_a_chain_dev_g_would_refuse_halfway_exits_2_and_writes_nothing(tmp_path)
     assert not (tmp_path / "runs").exists()
     # two stages fit
     p = dfm("+experiment=munin_pipeline", "cluster=lumi_dev", "cluster.account=project_465000670", *short,
-            "stages=[translate,merge]", "dry_run=true", cwd=tmp_path)
+            "stages=[translate,sft]", "sft.dataset=tiny:chats", "dry_run=true", cwd=tmp_path)
     assert p.returncode == 0, p.stderr

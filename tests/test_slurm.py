@@ -299,3 +299,37 @@ def test_each_translation_rank_takes_the_gpu_of_its_local_rank(slurm_cluster, tm
     for rank, (node, local) in enumerate([("node1", 0), ("node1", 1), ("node2", 0), ("node2", 1)]):
         log = (t / "logs" / f"rank-{rank}.log").read_text()
         assert f"on {node} (local rank {local}, GPU {local} of 2 (ROCR_VISIBLE_DEVICES=0,1)" in log, log[:500]
+
+
+def test_cpt_checkpoint_from_four_ranks_continues_on_two_nodes(slurm_cluster, tmp_path):
+    """4 ranks (2 per node) write checkpoint-10; a job of 2 ranks (1 per node) continues it."""
+    from test_cpt import check_resharded
+
+    args = ["+experiment=cpt_tiny", *SLURM, "cpt.nodes=2", "cpt.max_steps=20", "cpt.save_every_steps=10"]
+    assert dfm(*args, "cpt.tasks_per_node=2", cwd=tmp_path).returncode == 0
+    (first,) = run_dirs(tmp_path)
+    wait_for(lambda: _all_completed(first, tmp_path, 1), timeout=500, what="CPT on 4 ranks")
+    ckpt = first / "stages" / "cpt" / "checkpoints" / "checkpoint-10"
+    p = dfm(*args, f"cpt.resume_from={ckpt}", cwd=tmp_path)
+    assert p.returncode == 0, p.stdout + p.stderr
+    (second,) = [r for r in run_dirs(tmp_path) if r != first]
+    wait_for(lambda: _all_completed(second, tmp_path, 1), timeout=500, what="CPT continued on 2 ranks")
+    check_resharded(first, second, 4, 2)
+
+
+def test_lumi_check_runs_on_two_nodes_and_gives_a_verdict(slurm_cluster, tmp_path):
+    p = dfm("+experiment=lumi_check", *SLURM, "lumi_check.tasks_per_node=2", "lumi_check.sizes_mb=[1,4]",
+            cwd=tmp_path)
+    assert p.returncode == 0, p.stdout + p.stderr
+    (run,) = run_dirs(tmp_path)
+    s = run / "stages" / "lumi_check"
+    assert 'export NCCL_DEBUG="INFO"' in (s / "sbatch.sh").read_text()
+    wait_for(lambda: _all_completed(run, tmp_path, 1), timeout=300, what="lumi_check")
+    result = json.loads((s / "result.json").read_text())
+    assert result["verdict"] == "OK" and result["backend"] == "gloo"
+    assert [r["size_mb"] for r in result["bandwidth"]] == [1, 4] and all(r["bus_gbps"] > 0 for r in result["bandwidth"])
+    checks = {c["check"]: c["passed"] for c in result["checks"]}
+    assert checks == {"own GPU": True, "bound to its GCD's cores": None, "RCCL on Slingshot (cxi)": None}
+    assert sorted((r["host"], r["local_rank"], r["gpu"]) for r in result["ranks"]) == [
+        ("node1", 0, 0), ("node1", 1, 1), ("node2", 0, 0), ("node2", 1, 1)]
+    assert "lumi_check: OK (4 ranks on 2 nodes, gloo)" in (s / "logs" / "rank-0.log").read_text()

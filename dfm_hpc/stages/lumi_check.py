@@ -1,0 +1,128 @@
+"""lumi_check stage: the first run a LUMI user makes (`+experiment=lumi_check`), with a short verdict.
+
+On 2 nodes: (1) all_reduce bus bandwidth at a few message sizes; (2) RCCL's log (NCCL_DEBUG=INFO)
+must say `NET/OFI Selected Provider is cxi`, else inter-node traffic is on TCP sockets; (3) each rank
+takes its own GCD (local rank r -> GPU r) and runs on that GCD's 7 cores. RCCL (nccl) where there
+are GPUs, gloo on CPUs: the local cluster checks the GPU choice and the bandwidth, and says what it
+cannot check there. Outputs: result.json and verdict.md in the stage dir; the verdict in rank 0's log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from typing import Dict, List, Optional, Tuple
+
+from dfm_hpc import dist as dist_env
+from dfm_hpc import lumi
+from dfm_hpc.job.rank import StageContext
+from dfm_hpc.schema import Config
+
+CXI = re.compile(r"NET/OFI Selected Provider is cxi", re.IGNORECASE)
+
+
+def bus_gbps(nbytes: int, seconds: float, world: int) -> float:
+    """nccl-tests' bus bandwidth of an all_reduce: data size / time x 2(n-1)/n, in GB/s."""
+    return nbytes / seconds * 2 * (world - 1) / max(world, 1) / 1e9
+
+
+def rank_info(ctx: StageContext) -> Dict:
+    return {"rank": ctx.rank, "host": os.environ.get("SLURMD_NODENAME") or os.uname().nodename,
+            "local_rank": ctx.env.local_rank, "gpu": dist_env.gpu_index(), "visible": dist_env.visible_gpus(),
+            "cores": sorted(os.sched_getaffinity(0))}
+
+
+def verdict(ranks: List[Dict], backend: str, log_text: str, lumi_node: bool) -> List[Tuple[str, Optional[bool], str]]:
+    """(check, passed or None when it cannot be checked here, detail) for each check."""
+    out: List[Tuple[str, Optional[bool], str]] = []
+    if all(r["gpu"] is None for r in ranks):
+        out.append(("own GPU", None, "no GPU visible to the ranks"))
+    else:
+        wrong = [r for r in ranks if r["gpu"] != r["local_rank"] % max(r["visible"], 1)]
+        by_node: Dict[str, List[int]] = {}
+        for r in ranks:
+            by_node.setdefault(r["host"], []).append(r["gpu"])
+        shared = {h: g for h, g in by_node.items() if len(set(g)) < len(g)}
+        ok = not wrong and not shared
+        out.append(("own GPU", ok, "local rank r uses GPU r on every node" if ok else
+                    f"ranks {[r['rank'] for r in wrong]} do not use the GPU of their local rank; shared: {shared}"))
+    if lumi_node:
+        off = [r["rank"] for r in ranks if r["gpu"] is not None and r["cores"] != list(lumi.GCD_CORES[r["gpu"]])]
+        out.append(("bound to its GCD's cores", not off, "each rank on the 7 cores closest to its GCD" if not off else
+                    f"ranks {off} run on other cores (launcher=torchrun needs --numa-binding; srun the CPU masks)"))
+    else:
+        out.append(("bound to its GCD's cores", None, "no LUMI-G core map here; cores per rank: "
+                    + ", ".join(f"{r['rank']}:{_span(r['cores'])}" for r in ranks)))
+    if backend == "nccl":
+        ok = bool(CXI.search(log_text))
+        out.append(("RCCL on Slingshot (cxi)", ok, "NET/OFI Selected Provider is cxi" if ok else
+                    "no 'Selected Provider is cxi' in RCCL's log: inter-node traffic is not on the cxi provider "
+                    "(container, bindings module, aws-ofi-rccl plugin; docs/lumi.md)"))
+    else:
+        out.append(("RCCL on Slingshot (cxi)", None, f"{backend} here, no RCCL"))
+    return out
+
+
+def _span(cores: List[int]) -> str:
+    return f"{cores[0]}-{cores[-1]}" if cores and cores == list(range(cores[0], cores[-1] + 1)) else str(cores)
+
+
+def measure(cfg: Config, ctx: StageContext, device) -> List[Dict]:
+    import torch
+    import torch.distributed as dist
+
+    rows = []
+    for mb in cfg.lumi_check.sizes_mb:
+        n = max(1, int(mb * 1e6 / 4))
+        t = torch.ones(n, dtype=torch.float32, device=device)
+        dist.all_reduce(t)  # warm-up (and RCCL's connection setup)
+        dist.barrier()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(cfg.lumi_check.iterations):
+            dist.all_reduce(t)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        secs = (time.perf_counter() - t0) / cfg.lumi_check.iterations
+        rows.append({"size_mb": mb, "seconds": round(secs, 6), "bus_gbps": round(bus_gbps(n * 4, secs, ctx.world_size), 3)})
+        ctx.log(f"all_reduce {mb:g} MB: {secs * 1e3:.2f} ms, bus {rows[-1]['bus_gbps']:.2f} GB/s")
+    return rows
+
+
+def run(cfg: Config, ctx: StageContext) -> None:
+    import torch
+    import torch.distributed as dist
+
+    from dfm_hpc.job.device import torch_device
+
+    device = torch.device(torch_device())
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend, init_method="env://")
+    try:
+        rows = measure(cfg, ctx, device)
+        infos: List[Optional[Dict]] = [None] * ctx.world_size
+        dist.all_gather_object(infos, rank_info(ctx))
+        if ctx.is_main:
+            import sys
+
+            sys.stdout.flush()  # RCCL writes to this rank's log (stdout); read what it said
+            log = (ctx.stage_dir / "logs" / "rank-0.log").read_text(errors="replace")
+            lumi_node = cfg.cluster.system == "lumi" and all(r["visible"] == lumi.GCDS_PER_NODE for r in infos)
+            checks = verdict(infos, backend, log, lumi_node)
+            failed = [c for c in checks if c[1] is False]
+            word = "PROBLEM" if failed else "OK"
+            lines = [f"lumi_check: {word} ({ctx.world_size} ranks on {len({r['host'] for r in infos})} nodes, {backend})"]
+            lines += [f"  all_reduce {r['size_mb']:g} MB: bus {r['bus_gbps']:.2f} GB/s" for r in rows]
+            lines += [f"  [{'ok' if ok else 'n/a' if ok is None else 'FAIL'}] {name}: {detail}" for name, ok, detail in checks]
+            for line in lines:
+                ctx.log(line)
+            (ctx.stage_dir / "verdict.md").write_text("\n".join(lines) + "\n")
+            (ctx.stage_dir / "result.json").write_text(json.dumps(
+                {"verdict": word, "backend": backend, "bandwidth": rows, "ranks": infos,
+                 "checks": [{"check": n, "passed": ok, "detail": d} for n, ok, d in checks]}, indent=2) + "\n")
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
