@@ -114,3 +114,39 @@ def test_checkpoints_by_minutes(tmp_path):
     (run,) = run_dirs(tmp_path)
     kept = sorted(d.name for d in (run / "stages" / "cpt" / "checkpoints").glob("checkpoint-*"))
     assert kept == ["checkpoint-3", "checkpoint-4"]
+
+
+def _losses(run):
+    return {r["step"]: r["loss"] for r in (json.loads(x) for x in
+                                           (run / "stages" / "cpt" / "metrics.jsonl").read_text().splitlines())}
+
+
+def check_resharded(first, second, n_from, n_to, rel=1e-4):
+    """`second` continued `first`'s checkpoint-10 on another number of ranks: steps 11-20 only, with
+    the losses of `first`'s own steps 11-20 (same global batches, summed in another order)."""
+    log = (second / "stages" / "cpt" / "logs" / "rank-0.log").read_text()
+    assert f"checkpoint-10 was written by {n_from} ranks; this job has {n_to}" in log, log[-3000:]
+    assert "resuming from" in log and (second / "stages" / "cpt" / "checkpoints" / "checkpoint-10" /
+                                       "latest_universal").exists()
+    a, b = _losses(first), _losses(second)
+    assert sorted(b) == list(range(11, 21)), sorted(b)  # no restart from step 0
+    for step in range(11, 21):
+        assert b[step] == pytest.approx(a[step], rel=rel), (step, a[step], b[step])
+    assert a[20] < a[11]  # and it is still learning
+
+
+@pytest.mark.parametrize("zero", ["zero2", "zero3"])
+def test_resume_on_another_world_size(zero, tmp_path):
+    """A checkpoint from 2 ranks, continued on 4 through DeepSpeed's universal checkpoint. ZeRO-2
+    continues with the uninterrupted run's losses; ZeRO-3's drift apart slowly (0.2 % by step 20,
+    while a fresh 4-rank ZeRO-3 run equals the 2-rank one: docs/training.md#re-sharding)."""
+    args = ["+experiment=cpt_tiny", f"deepspeed={zero}", "cpt.max_steps=20", "cpt.save_every_steps=10"]
+    p = dfm(*args, cwd=tmp_path, timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    (first,) = run_dirs(tmp_path)
+    ckpt = first / "stages" / "cpt" / "checkpoints" / "checkpoint-10"
+    p = dfm(*args, "cpt.tasks_per_node=4", f"cpt.resume_from={ckpt}", cwd=tmp_path, timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    (second,) = [r for r in run_dirs(tmp_path) if r != first]
+    check_resharded(first, second, 2, 4, rel=1e-4 if zero == "zero2" else 1e-2)
+    assert not (ckpt / "latest_universal").exists()  # the other run's checkpoint is only read

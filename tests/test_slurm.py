@@ -171,7 +171,7 @@ def test_translation_survives_a_killed_worker(slurm_cluster, tmp_path):
              what="a first chunk")
     os.kill(pid, signal.SIGKILL)
     assert not (t / "shards" / "shard-00003.done").exists(), "rank 1 finished before it could be killed"
-    wait_for(lambda: "FAILED" in _states(killed, tmp_path / "killed") or "CANCELLED" in _states(killed, tmp_path / "killed"),
+    wait_for(lambda: any(w in _states(killed, tmp_path / "killed") for w in ("FAILED", "CANCELLED")),
              what="the killed translation to fail")
     r = dfm("rerun", str(killed), cwd=tmp_path / "killed")
     assert r.returncode == 0 and "continuing unfinished stages" in r.stderr, r.stdout + r.stderr
@@ -210,7 +210,8 @@ def test_translation_as_array_requeues_on_the_pretimeout_signal(slurm_cluster, t
     wait_for(lambda: history()[-1:] == ["COMPLETED"], what="the requeued job to complete")
     assert "REQUEUED" in history(), history()
     plan = json.loads((t / "plan.json").read_text())
-    ids = [json.loads(x)["message_id"] for f in sorted((t / "shards").glob("*.jsonl")) for x in f.read_text().splitlines()]
+    ids = [json.loads(x)["message_id"] for f in sorted((t / "shards").glob("*.jsonl"))
+           for x in f.read_text().splitlines()]
     assert len(ids) == len(set(ids)) == plan["messages"]
 
 
