@@ -33,9 +33,9 @@ class Partition:
 
 
 PARTITIONS = {
-    "standard-g": Partition("standard-g", max_nodes=1024, max_hours=48, whole_nodes=True, max_jobs=210, max_running=200),
-    "small-g": Partition("small-g", max_nodes=4, max_hours=72, whole_nodes=False, max_jobs=210, max_running=200),
-    "dev-g": Partition("dev-g", max_nodes=32, max_hours=3, whole_nodes=False, max_jobs=2, max_running=1),
+    "standard-g": Partition("standard-g", 1024, max_hours=48, whole_nodes=True, max_jobs=210, max_running=200),
+    "small-g": Partition("small-g", 4, max_hours=72, whole_nodes=False, max_jobs=210, max_running=200),
+    "dev-g": Partition("dev-g", 32, max_hours=3, whole_nodes=False, max_jobs=2, max_running=1),
 }
 
 

@@ -68,9 +68,10 @@ def test_managed_template_masks_each_assistant_turn_with_its_eos():
 
 
 def test_auto_keeps_a_template_with_marks_and_replaces_one_without(tmp_path):
+    from transformers import AutoTokenizer
+
     from dfm_hpc import tiny
     from dfm_hpc.job import chat_template
-    from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny.resolve("tiny:llama", tmp_path))  # ChatML with marks
     own = tok.chat_template

@@ -134,3 +134,18 @@ def test_stages_without_a_model_of_their_own_place_nothing():
     for module in (card, pii, models, tiny):
         src = inspect.getsource(module)
         assert ".to(" not in src and '"cuda"' not in src and "device_map" not in src, module.__name__
+
+
+def test_no_module_puts_a_model_on_gpu_0():
+    """Every task of a LUMI node sees all 8 GCDs: "cuda", device=0 or .cuda() puts every rank of
+    the node on GCD 0. Placement goes through dfm_hpc.job.device.torch_device (dist.gpu_index)."""
+    import re
+    from pathlib import Path
+
+    import dfm_hpc
+
+    bad = re.compile(r"""device\s*=\s*0\b|["']cuda["']\s*\)|device_map\s*=\s*["']auto|\.cuda\(\)""")
+    root = Path(dfm_hpc.__file__).parent
+    hits = [f"{p.relative_to(root)}:{i}: {line.strip()}" for p in sorted(root.rglob("*.py")) if p.name != "device.py"
+            for i, line in enumerate(p.read_text().splitlines(), 1) if bad.search(line.split("#")[0])]
+    assert not hits, "use dfm_hpc.job.device.torch_device() (or dist.gpu_index()) instead:\n" + "\n".join(hits)

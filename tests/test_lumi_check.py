@@ -40,6 +40,7 @@ def test_each_problem_is_named(ranks, log, failing):
 
 
 def test_off_lumi_what_cannot_be_checked_says_so():
-    ranks = [{"rank": i, "host": "node1", "local_rank": i, "gpu": None, "visible": 0, "cores": [0, 1]} for i in range(2)]
+    ranks = [{"rank": i, "host": "node1", "local_rank": i, "gpu": None, "visible": 0, "cores": [0, 1]}
+             for i in range(2)]
     checks = verdict(ranks, "gloo", "", lumi_node=False)
     assert [ok for _, ok, _ in checks] == [None, None, None]

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import dfm, run_dirs
 from dfm_hpc import lumi
+
+from conftest import dfm, run_dirs
 
 MASKS = ("0x00fe000000000000,0xfe00000000000000,0x0000000000fe0000,0x00000000fe000000,"
          "0x00000000000000fe,0x000000000000fe00,0x000000fe00000000,0x0000fe0000000000")
@@ -47,7 +48,8 @@ def test_standard_g_script_passes_the_checklist(tmp_path):
             "module load lumi-aif-singularity-bindings"]
     assert lines[lines.index(mods[0]):lines.index(mods[0]) + 3] == mods
     assert lines.index(mods[2]) < lines.index('export NCCL_SOCKET_IFNAME="hsn0,hsn1,hsn2,hsn3"')
-    assert " singularity run -B /project/project_465000670/dfm_hpc/dfm_hpc-venv.sqsh:/user-software:image-src=/ " in srun
+    overlay = "/project/project_465000670/dfm_hpc/dfm_hpc-venv.sqsh:/user-software:image-src=/"
+    assert f" singularity run -B {overlay} " in srun
     assert "/opt/cray" not in srun and "libcxi" not in srun and " exec " not in srun
     assert ".sif python -u -m submitit.core._submit" in srun
     # never 64 cores; 8 x 7 = 56
@@ -85,7 +87,7 @@ def test_single_process_stages_of_the_pipeline_take_a_gcd_slice(tmp_path):
     # a stage given a partition, or more than one process, keeps the run's profile
     (tmp_path / "2").mkdir()
     p = dfm("+experiment=munin_pipeline", "cluster=lumi", "cluster.account=project_465000670", "dry_run=true",
-            "card.partition=standard-g", "pii.tasks_per_node=8", "pii.gpus_per_node=8", cwd=tmp_path / "2")
+            "card.partition=standard-g", "card.gpus_per_node=8", "pii.tasks_per_node=8", "pii.gpus_per_node=8", cwd=tmp_path / "2")
     assert p.returncode == 0, p.stderr
     (run,) = run_dirs(tmp_path / "2")
     for st in ("card", "pii"):
@@ -135,7 +137,8 @@ def test_older_images_get_the_host_binds_instead_of_the_module(tmp_path):
     s = (run / "stages" / "sft" / "sbatch.sh").read_text()
     srun = next(line for line in s.splitlines() if line.startswith("srun "))
     assert "module " not in s
-    assert " singularity exec -B /var/spool/slurmd,/opt/cray,/usr/lib64/libcxi.so.1,/usr/lib64/libjansson.so.4,/pfs," in srun
+    host = "/var/spool/slurmd,/opt/cray,/usr/lib64/libcxi.so.1,/usr/lib64/libjansson.so.4,/pfs,"
+    assert f" singularity exec -B {host}" in srun
     assert "/scratch/project_465000670,/project/project_465000670,/flash/project_465000670,/appl," in srun
 
 

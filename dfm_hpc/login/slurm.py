@@ -43,8 +43,8 @@ def setup_lines(cluster, job: StageJob) -> List[str]:
     lines = [f"# dfm_hpc: environment of cluster={cluster.name}"]
     c = cluster.container
     if c.image and c.bindings_module:  # LAIF: the module binds what the container needs from the host
-        lines += ["module purge  # its warnings are harmless", *([f"module use {c.module_path}"] if c.module_path else []),
-                  f"module load {c.bindings_module}"]
+        lines += ["module purge  # its warnings are harmless",
+                  *([f"module use {c.module_path}"] if c.module_path else []), f"module load {c.bindings_module}"]
     # literal values ($NAME expands only in the explicit `expand:` form); secrets by name (shell.py)
     lines += shell.env_lines(cluster.env)
     if cluster.container.image and cluster.container.overlay:
@@ -73,7 +73,8 @@ def host_side(params: Dict[str, Any], folder: Path) -> Dict[str, Any]:
         "dfm_hpc_rc=$?  # the step's exit status, the job's too",
         "# host side: the container has no Slurm tools",
         accounting.record_line(folder),
-        'if [ -e "$DFM_HPC_REQUEUE_MARKER" ]; then rm -f "$DFM_HPC_REQUEUE_MARKER"; scontrol requeue "$SLURM_JOB_ID"; fi',
+        'if [ -e "$DFM_HPC_REQUEUE_MARKER" ]; then rm -f "$DFM_HPC_REQUEUE_MARKER"; '
+        'scontrol requeue "$SLURM_JOB_ID"; fi',
         "exit $dfm_hpc_rc",
     ]
     return {**params, "setup": setup, "teardown": teardown}

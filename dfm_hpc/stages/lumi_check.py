@@ -87,7 +87,8 @@ def measure(cfg: Config, ctx: StageContext, device) -> List[Dict]:
         if device.type == "cuda":
             torch.cuda.synchronize()
         secs = (time.perf_counter() - t0) / cfg.lumi_check.iterations
-        rows.append({"size_mb": mb, "seconds": round(secs, 6), "bus_gbps": round(bus_gbps(n * 4, secs, ctx.world_size), 3)})
+        bus = round(bus_gbps(n * 4, secs, ctx.world_size), 3)
+        rows.append({"size_mb": mb, "seconds": round(secs, 6), "bus_gbps": bus})
         ctx.log(f"all_reduce {mb:g} MB: {secs * 1e3:.2f} ms, bus {rows[-1]['bus_gbps']:.2f} GB/s")
     return rows
 
@@ -114,9 +115,11 @@ def run(cfg: Config, ctx: StageContext) -> None:
             checks = verdict(infos, backend, log, lumi_node)
             failed = [c for c in checks if c[1] is False]
             word = "PROBLEM" if failed else "OK"
-            lines = [f"lumi_check: {word} ({ctx.world_size} ranks on {len({r['host'] for r in infos})} nodes, {backend})"]
+            nodes = len({r["host"] for r in infos})
+            lines = [f"lumi_check: {word} ({ctx.world_size} ranks on {nodes} nodes, {backend})"]
             lines += [f"  all_reduce {r['size_mb']:g} MB: bus {r['bus_gbps']:.2f} GB/s" for r in rows]
-            lines += [f"  [{'ok' if ok else 'n/a' if ok is None else 'FAIL'}] {name}: {detail}" for name, ok, detail in checks]
+            lines += [f"  [{'ok' if ok else 'n/a' if ok is None else 'FAIL'}] {name}: {detail}"
+                      for name, ok, detail in checks]
             for line in lines:
                 ctx.log(line)
             (ctx.stage_dir / "verdict.md").write_text("\n".join(lines) + "\n")

@@ -61,12 +61,13 @@ class NerPass:
     """One model, loaded once per worker; `spans(texts)` runs it in batches."""
 
     def __init__(self, name_or_path: str, revision: str | None = None, batch_size: int = 32):
-        import torch
         from transformers import AutoModelForTokenClassification, AutoTokenizer, pipeline
+
+        from dfm_hpc.job.device import torch_device
 
         tok = AutoTokenizer.from_pretrained(name_or_path, revision=revision)
         model = AutoModelForTokenClassification.from_pretrained(name_or_path, revision=revision)
-        device = 0 if torch.cuda.is_available() else -1
+        device = torch_device()  # this rank's GPU: every task of a LUMI node sees all 8 GCDs ("0" is GCD 0)
         self.pipe = pipeline("token-classification", model=model, tokenizer=tok, aggregation_strategy="simple",
                              device=device)
         self.batch_size = batch_size
