@@ -87,7 +87,8 @@ def test_single_process_stages_of_the_pipeline_take_a_gcd_slice(tmp_path):
     # a stage given a partition, or more than one process, keeps the run's profile
     (tmp_path / "2").mkdir()
     p = dfm("+experiment=munin_pipeline", "cluster=lumi", "cluster.account=project_465000670", "dry_run=true",
-            "card.partition=standard-g", "card.gpus_per_node=8", "pii.tasks_per_node=8", "pii.gpus_per_node=8", cwd=tmp_path / "2")
+            "card.partition=standard-g", "card.gpus_per_node=8", "pii.tasks_per_node=8", "pii.gpus_per_node=8",
+            cwd=tmp_path / "2")
     assert p.returncode == 0, p.stderr
     (run,) = run_dirs(tmp_path / "2")
     for st in ("card", "pii"):
@@ -99,6 +100,11 @@ def test_small_g_is_per_gcd_without_masks(tmp_path):
     s = (run / "stages" / "sft" / "sbatch.sh").read_text()
     assert "#SBATCH --partition=small-g" in s and "#SBATCH --gpus-per-node=1" in s
     assert "#SBATCH --mem-per-gpu=60G" in s and "--cpu-bind" not in s and "--exclusive" not in s
+    # the same container integration and host-side lines as standard-g (issue #10)
+    for line in ("module load lumi-aif-singularity-bindings", "export MASTER_PORT=$(( 10000 + SLURM_JOB_ID % 10000 ))",
+                 'scontrol requeue "$SLURM_JOB_ID"; fi', "exit $dfm_hpc_rc"):
+        assert line in s, line
+    assert " singularity run " in s
 
 
 def test_torchrun_mode_is_one_task_per_node(tmp_path):
@@ -215,3 +221,8 @@ def test_a_chain_dev_g_would_refuse_halfway_exits_2_and_writes_nothing(tmp_path)
     p = dfm("+experiment=munin_pipeline", "cluster=lumi_dev", "cluster.account=project_465000670", *short,
             "stages=[translate,sft]", "sft.dataset=tiny:chats", "dry_run=true", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
+    (run,) = run_dirs(tmp_path)
+    s = (run / "stages" / "sft" / "sbatch.sh").read_text()
+    for line in ("#SBATCH --partition=dev-g", "module load lumi-aif-singularity-bindings", " singularity run ",
+                 'scontrol requeue "$SLURM_JOB_ID"; fi'):
+        assert line in s, line
