@@ -427,6 +427,9 @@ class Config:
     dry_run: bool = False  # validate, render and write the sbatch scripts; submit nothing
     runs_root: str = "runs"  # e.g. /scratch/project_465000670/runs on LUMI
     seed: int = 0
+    # rank logs: false keeps them to dfm_hpc's lines and real warnings (known library noise filtered,
+    # libraries at error verbosity, no progress bars: docs/logging.md); true: the libraries' full output
+    verbose: bool = False
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)

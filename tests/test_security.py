@@ -38,6 +38,8 @@ def _hostile_cluster(cfg, mark: Path):
     cl.container.runtime, cl.container.python = "singularity", p[3]
     cl.container.image, cl.container.overlay = p[0], p[1]
     cl.container.binds = [p[2], p[4]]
+    cl.container.module_path, cl.container.bindings_module = p[5], p[6]
+    cl.launcher, cl.torchrun_args = "torchrun", [p[0], p[3]]
     return cl
 
 
@@ -82,6 +84,8 @@ def test_hostile_values_in_every_field_never_run(tmp_path):
     for k in ("PLAIN", "TICKS", "BACKSLASH", "QUOTE", "SEMI", "DOLLAR", "MIXED"):
         assert got[k] == cl.env[k], k
     assert got["EXPANDED"] == f"/tmp/{os.environ.get('USER', '')}/{payloads[0]}"
+    import shlex
+    assert shlex.split(got["DFM_HPC_TORCHRUN_ARGS"]) == [payloads[0], payloads[3]]
     assert got["HF_TOKEN"] == "from-the-environment" and "from-the-environment" not in script
     assert list(mark.iterdir()) == []
 

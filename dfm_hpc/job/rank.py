@@ -23,6 +23,48 @@ from dfm_hpc import dist, rundir
 from dfm_hpc import schema
 from dfm_hpc.schema import STAGES
 
+# Known, harmless library warnings, silenced at their source by category and module (and message):
+# (category, module regex, message regex, why). Any other warning still shows in the rank logs;
+# verbose=true shows these too. docs/logging.md lists them with the versions they were seen with.
+KNOWN_WARNINGS = (
+    (FutureWarning, r"torch\.distributed\.c10d_logger",
+     r"`torch\.distributed\.(reduce_scatter_tensor|all_gather_into_tensor)` is deprecated",
+     "DeepSpeed 0.19's ZeRO collectives use the names torch 2.13 deprecated; once per call, per rank"),
+    (FutureWarning, r"transformers\.modeling_utils", r"`is_gradient_checkpointing` is deprecated",
+     "TRL/PEFT ask the old name on every step (transformers 5.24)"),
+    (FutureWarning, r"transformers\.training_args", r"`gradient_checkpointing` is deprecated",
+     "TrainingArguments' field renamed in transformers 5.24; TRL's configs still pass it"),
+    (UserWarning, r"torch\.utils\.data\.dataloader", r"'pin_memory' argument is set as true but no accelerator",
+     "CPU runs: the Trainer asks for pinned memory, there is no GPU to pin for"),
+)
+# The libraries' own verbosity and progress bars, read when they are imported (verbose=false only).
+# Progress bars from several ranks interleave and fill logs with carriage returns; dfm_hpc's own
+# progress lines (steps, chunks, with ETA) replace them.
+QUIET_ENV = {
+    "TRANSFORMERS_VERBOSITY": "error", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1", "DATASETS_VERBOSITY": "error",
+    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TQDM_DISABLE": "1",
+}
+QUIET_LOGGERS = ("accelerate", "DeepSpeed", "torch.distributed.elastic")  # to WARNING/ERROR, below
+
+
+def quiet_libraries(verbose: bool, gpus: int) -> None:
+    """Silence the known library noise at its source (before any library is imported)."""
+    import logging
+    import warnings
+
+    os.environ["DFM_HPC_VERBOSE"] = "1" if verbose else "0"  # train.py reads it (the Trainer's printers)
+    if gpus == 0:  # DeepSpeed would warn that it found no GPU and falls back to its CPU accelerator
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    if verbose:
+        return
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    for category, module, message, _why in KNOWN_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category, module=module)
+    logging.getLogger("accelerate").setLevel(logging.ERROR)  # e.g. its GA-steps notice when DeepSpeed's wins
+    for name in QUIET_LOGGERS[1:]:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
 
 class Preempted(Exception):
     """Raised by a stage at a safe point after Slurm's pre-timeout signal; its progress is on disk."""
@@ -124,6 +166,8 @@ def run_stage(run_dir: str, stage: str, array_index: int = 0) -> None:
     size = cfg[stage].array
     name = f"rank-{env.rank}" if size == 1 else f"array-{array_index}-rank-{env.rank}"
     _redirect_output(sdir / "logs" / f"{name}.log")
+    planned = {r["stage"]: r for r in rundir.read_plan(run_dir) or []}.get(stage, {})
+    quiet_libraries(bool(cfg.get("verbose", False)), planned.get("gpus_per_node", 1))
     ctx = StageContext(run_dir, sdir, env, array_index=array_index, array_size=size)
     # Replaces submitit's handler: stages stop at their next safe point instead of being cut off
     signal.signal(signal.SIGUSR2, lambda *_: setattr(ctx, "stop_requested", True))
@@ -131,6 +175,13 @@ def run_stage(run_dir: str, stage: str, array_index: int = 0) -> None:
     ctx.log(f"stage {stage} on {host} (local rank {env.local_rank}, {dist.describe_gpu()}, "
             f"master {env.master_addr}:{env.master_port}, "
             f"job {os.environ.get('SLURM_JOB_ID', 'local')}, pid {os.getpid()})")
+    if ctx.is_main and planned:  # what it runs, on what, and how long the plan expects it to take
+        p = planned.get("prediction") or {}
+        gpus = planned["gpus_per_node"]
+        where = f"{planned['nodes']} node(s) x {planned['tasks_per_node']} rank(s), " + (
+            f"{gpus} GPU(s)/node" if gpus else "CPU") + (f", array of {size}" if size > 1 else "")
+        eta = "" if p.get("hours") is None else f"; predicted {p['hours'] * 60:.1f} min ({p['work']}, {p['device']})"
+        ctx.log(f"{stage}: {p.get('summary', stage)}; {where}{eta}")
     if (sdir / "DONE").exists():
         ctx.log("already DONE; nothing to do")
         return

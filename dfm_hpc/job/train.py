@@ -161,7 +161,9 @@ def metrics_callback(cfg, ctx, st, tokens_per_step: int):
 
     class Callback(TrainerCallback):
         def __init__(self):
-            self.t = self.saved = time.time()
+            self.t = self.saved = self.start = time.time()
+            self.first_step = None  # the step this start began at (a resumed run's ETA counts from it)
+            self.decile, self.shown = -1, 0.0
             self.step = None
             self.preempted = False
 
@@ -177,12 +179,23 @@ def metrics_callback(cfg, ctx, st, tokens_per_step: int):
 
         def on_save(self, args, state, control, **kw):
             self.saved = time.time()
+            if ctx.is_main:
+                ctx.log(f"checkpoint at step {state.global_step}: {args.output_dir}/checkpoint-{state.global_step}")
 
         def on_log(self, args, state, control, logs=None, **kw):
             if not logs or "loss" not in logs:
                 return
             now, step = time.time(), state.global_step
             steps = step - (self.step if self.step is not None else step - args.logging_steps)
+            if self.first_step is None:
+                self.first_step = step - steps
+            per_step = (now - self.start) / max(step - self.first_step, 1)
+            # the console/log line at a sensible interval: first, last, each 20 % of the run, and at
+            # least every 10 minutes (metrics.jsonl and TensorBoard get every logged step)
+            decile = 5 * step // max(args.max_steps, 1)
+            show = step in (self.first_step + steps, args.max_steps) or decile > self.decile or now - self.shown > 600
+            self.decile = max(self.decile, decile)
+            eta = time.strftime("%H:%M:%S", time.gmtime(per_step * max(args.max_steps - step, 0)))
             tps = tokens_per_step * steps / max(now - self.t, 1e-9) / ctx.world_size
             self.t, self.step = now, step
             row = {"step": step, "loss": logs["loss"], "lr": logs.get("learning_rate"),
@@ -195,9 +208,12 @@ def metrics_callback(cfg, ctx, st, tokens_per_step: int):
                 with open(ctx.stage_dir / "metrics.jsonl", "a") as f:
                     f.write(json.dumps(row) + "\n")
             mfu = "n/a (CPU)" if row["mfu"] is None else f"{row['mfu']:.1%}"
+            if not show:
+                return
+            self.shown = now
             ctx.log(f"step {step}/{args.max_steps}: loss {row['loss']:.4f} lr {row['lr'] or 0:.2e} "
                     f"grad_norm {row['grad_norm'] or 0:.3f} {tps:,.0f} tokens/s/device MFU {mfu} "
-                    f"peak {row['peak_memory_gb']} GB")
+                    f"peak {row['peak_memory_gb']} GB, ETA {eta}")
 
     return Callback()
 
@@ -291,6 +307,15 @@ def fit(trainer, ctx, callback, tokenizer, title: str, eval_keys=("eval_loss",),
     resume = latest_checkpoint(ctx)
     if resume:
         ctx.log(f"resuming from {resume}")
+    if os.environ.get("DFM_HPC_VERBOSE") != "1":  # the Trainer prints each step's raw log dict; ours says it
+        from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+        trainer.remove_callback(PrinterCallback)
+        trainer.remove_callback(ProgressCallback)
+    if ctx.is_main:
+        n = len(trainer.train_dataset) if hasattr(trainer.train_dataset, "__len__") else "?"
+        ev = len(trainer.eval_dataset) if trainer.eval_dataset is not None else 0
+        ctx.log(f"data: {n} training examples, {ev} held out; {trainer.args.max_steps} steps")
     try:
         trainer.train(resume_from_checkpoint=resume)
         if after_train:

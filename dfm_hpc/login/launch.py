@@ -248,7 +248,8 @@ def _print_plan(cfg, jobs: List[StageJob], n_points: int, reuse: Dict[str, Path]
     for r in rows:
         t.add_row(*r)
     con.print(t)
-    for line in lines:
+    # what each stage runs; a local run's rank 0 says it again when the stage starts (its log is the console)
+    for line in lines if cfg.cluster.scheduler == "slurm" or cfg.dry_run else []:
         con.print(line)
     for w in predict.warnings(records):
         con.print(f"[yellow]warning[/]: {escape(w)}")
@@ -423,6 +424,10 @@ def _run_local(cfgs, plans, points, dirs) -> int:
                            ("evaluation", rundir.stage_dir(d, "evaluate") / "results.md")):
             if path.exists():
                 con.print(f"{name}: {path}")
+    from dfm_hpc.login import status
+
+    # the summary: each stage's state and time against the plan's prediction (full logs: the run dir)
+    status.status(str(dirs[0].parent if len(dirs) > 1 else dirs[0]))
     return 0
 
 

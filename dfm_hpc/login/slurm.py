@@ -44,7 +44,8 @@ def setup_lines(cluster, job: StageJob) -> List[str]:
     c = cluster.container
     if c.image and c.bindings_module:  # LAIF: the module binds what the container needs from the host
         lines += ["module purge  # its warnings are harmless",
-                  *([f"module use {c.module_path}"] if c.module_path else []), f"module load {c.bindings_module}"]
+                  *([f"module use {shlex.quote(c.module_path)}"] if c.module_path else []),
+                  f"module load {shlex.quote(c.bindings_module)}"]
     # literal values ($NAME expands only in the explicit `expand:` form); secrets by name (shell.py)
     lines += shell.env_lines(cluster.env)
     if cluster.container.image and cluster.container.overlay:
@@ -57,7 +58,7 @@ def setup_lines(cluster, job: StageJob) -> List[str]:
         f"export DFM_HPC_NPROC_PER_NODE={job.tasks_per_node}",
     ]
     if cluster.launcher == "torchrun" and cluster.torchrun_args:
-        lines.append(f'export DFM_HPC_TORCHRUN_ARGS="{" ".join(cluster.torchrun_args)}"')
+        lines.append(f"export DFM_HPC_TORCHRUN_ARGS={shell.quote_value(shlex.join(cluster.torchrun_args))}")
     return lines + list(cluster.setup)
 
 
