@@ -59,17 +59,21 @@ def needs(cfg) -> List[Need]:
 
 def hf_home(cfg) -> Path:
     """The HF_HOME the jobs see: the cluster profile's env, else this shell's, else the default."""
-    env = {k: str(v) for k, v in cfg.cluster.env.items()}
+    from dfm_hpc.login.shell import job_value  # literal, or expand:$NAME as the job expands it
+
+    env = {k: job_value(v) for k, v in cfg.cluster.env.items()}
     home = env.get("HF_HOME") or os.environ.get("HF_HOME") or "~/.cache/huggingface"
-    return Path(os.path.expandvars(home)).expanduser()
+    return Path(home).expanduser()
 
 
 def _cache_dirs(cfg):
-    env = {k: str(v) for k, v in cfg.cluster.env.items()}
+    from dfm_hpc.login.shell import job_value
+
+    env = {k: job_value(v) for k, v in cfg.cluster.env.items()}
     home = hf_home(cfg)
     hub = env.get("HF_HUB_CACHE") or str(home / "hub")
     data = env.get("HF_DATASETS_CACHE") or str(home / "datasets")
-    return Path(os.path.expandvars(hub)).expanduser(), Path(os.path.expandvars(data)).expanduser()
+    return Path(hub).expanduser(), Path(data).expanduser()
 
 
 def _snake(name: str) -> str:
