@@ -412,12 +412,12 @@ def policy_gold(docs, ip_policy: str):
     return out
 
 
-def score(docs, ip_policy="all"):
+def score(docs, ip_policy="all", finder=None):
     """{type: (precision, recall, gold, found)}, exact spans; and the misses/false hits for reading."""
     gold, pred, hit = Counter(), Counter(), Counter()
     errors = []
     for text, spans, _layout in policy_gold(docs, ip_policy):
-        g, p = set(spans), set(pii.find(text, ip=ip_policy))
+        g, p = set(spans), set(finder(text) if finder else pii.find(text, ip=ip_policy))
         gold.update(t for *_, t in g)
         pred.update(t for *_, t in p)
         hit.update(t for *_, t in g & p)
@@ -428,12 +428,26 @@ def score(docs, ip_policy="all"):
 
 
 def best_of(fn, repeat):
-    times = []
+    """(wall seconds, CPU seconds of this process), each the best of `repeat`: on a shared machine
+    the CPU time is the per-core figure (the wall time includes waiting for a core)."""
+    wall, cpu = [], []
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return min(wall), min(cpu)
+
+
+def load_baseline(path: str):
+    """Another version of dfm_hpc/text/pii.py (e.g. `git show REV:dfm_hpc/pii.py > old.py`), timed on the
+    same texts for a relative figure that the machine's load does not blur."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("pii_baseline", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def main() -> None:
@@ -443,6 +457,7 @@ def main() -> None:
     ap.add_argument("--ip", default="all", choices=pii.IP_POLICIES)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--errors", type=int, default=0, help="print this many misses and false hits")
+    ap.add_argument("--baseline", help="a stand-alone older pii.py to time on the same texts")
     a = ap.parse_args()
     docs = build(a.copies, a.seed)
     size = sum(len(t.encode()) for t, *_ in docs)
@@ -454,17 +469,28 @@ def main() -> None:
         f"{sum(len(g) for _, g, _ in docs)} planted items; IP policy {a.ip}; Python {platform.python_version()}, "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; one process\n"
     )
-    print(f"| text | MB | find: seconds (best of {a.repeat}) | MB/s per core |\n|---|---|---|---|")
+    base = load_baseline(a.baseline) if a.baseline else None
+    print(f"| filter | text | MB | wall s | CPU s (best of {a.repeat}) | MB/s per core (CPU) |")
+    print("|---|---|---|---|---|---|")
     for name, texts, mb in (
         ("the DDT sentences alone (x20)", raw_docs, raw_size),
         ("the benchmark documents", [t for t, *_ in docs], size),
     ):
-        s = best_of(lambda: [pii.find(t, ip=a.ip) for t in texts], a.repeat)
-        print(f"| {name} | {mb / 1e6:.2f} | {s:.2f} | {mb / 1e6 / s:.2f} |")
+        runs = [("this", lambda: [pii.find(t, ip=a.ip) for t in texts])]
+        if base:
+            runs.append(("baseline", lambda: [base.find(t) for t in texts]))
+        for who, fn in runs:
+            wall, cpu = best_of(fn, a.repeat)
+            print(f"| {who} | {name} | {mb / 1e6:.2f} | {wall:.2f} | {cpu:.2f} | {mb / 1e6 / cpu:.2f} |")
     res, errors = score(docs, a.ip)
     print("\n| type | planted | found | precision | recall |\n|---|---|---|---|---|")
     for t, (prec, rec, g, f) in res.items():
         print(f"| {t} | {g} | {f} | {prec:.4f} | {rec:.4f} |")
+    if base:
+        print("\nthe baseline on the same documents:\n")
+        print("| type | planted | found | precision | recall |\n|---|---|---|---|---|")
+        for t, (prec, rec, g, f) in score(docs, a.ip, base.find)[0].items():
+            print(f"| {t} | {g} | {f} | {prec:.4f} | {rec:.4f} |")
     for kind, t, ctx in errors[: a.errors]:
         print(f"{kind:6} {t:5} {ctx!r}")
 

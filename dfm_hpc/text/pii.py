@@ -229,8 +229,8 @@ _ACCOUNT = re.compile(
     rf"(?P<reg>\d{{4}})(?:\s*[-–—/,]\s*|\s+|[,.]?\s*(?:og|and|&|/)?\s*{_KONTOW}{_CONN})"
     rf"(?P<acc>\d{{6,10}}){_ACC_END}")
 _ACCOUNT_ONLY = re.compile(rf"(?i){_KONTOW}{_CONN}(?P<acc>\d{{7,10}}){_ACC_END}")  # "Konto: 0101901234"
-_REG_DASH = re.compile(rf"\d(?<![\w.,/-]\d)\d{{3}}-\d{{6,10}}{_ACC_END}")
-_REG_LOOSE = re.compile(rf"\d(?<![\w.,/-]\d)\d{{3}}\s*(?:[–—/]|(?<=\s)-|-(?=\s))\s*\d{{6,10}}{_ACC_END}")
+_REG_DASH = re.compile(rf"\d(?<![\w.,/-]\d)(?<!\d \d)\d{{3}}-\d{{6,10}}{_ACC_END}")
+_REG_LOOSE = re.compile(rf"\d(?<![\w.,/-]\d)(?<!\d \d)\d{{3}}\s*(?:[–—/]|(?<=\s)-|-(?=\s))\s*\d{{6,10}}{_ACC_END}")
 
 
 def iban_ok(compact: str) -> bool:
