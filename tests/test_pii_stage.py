@@ -182,3 +182,18 @@ def test_datasheet_shows_counts_per_file_and_source_and_the_masked_samples(tmp_p
     assert "[[email: *******@roklub.dk]]" in text and "mette" not in text
     samples = text.split("</summary>")[1].replace("&#124;", "|")
     assert not re.search(r"\d\d", samples)  # no number survives in the samples (row indices are < 10)
+
+
+def test_masking_hides_digits_hex_and_local_parts():
+    assert pii_audit.mask("2001:db8::ff00:42", "ip") == "####:###::####:##"
+    assert pii_audit.mask("DK50 0040 0440 1162 43", "iban") == "DK## #### #### #### ##"
+    assert pii_audit.mask("lone [at] skolen [dot] dk", "email") == "**** [at] skolen [dot] dk"
+    assert pii_audit.mask("Vestergade 12, 2. th.", "address") == "V********* ##, #. t**"
+    text = "Skriv til lone@skolen.dk eller ring 3502 6653, kode 1234 56."
+    spans = pii.find(text)
+    assert [t for *_, t in spans] == ["email", "phone"]
+    # the other span as its tag; a number the filter does not take ("1234 56") masked, not shown
+    assert pii_audit.context(text, spans, 0, pii.TAGS) == \
+        "Skriv til [[email: ****@skolen.dk]] eller ring <PHONE>, kode #### ##."
+    assert pii_audit.context(text, spans, 1, pii.TAGS) == \
+        "Skriv til <EMAIL> eller ring [[phone: #### ####]], kode #### ##."

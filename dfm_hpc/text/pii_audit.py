@@ -1,10 +1,11 @@
 """The PII filter's audit trail (stdlib only): replaced spans shown with their context, masked so a
 human can check what the filter did without seeing the personal information.
 
-In a sample every digit is `#` and every e-mail local part is `*`s (the domain stays: it tells a
-role address from a private one), names keep their initials, and the replaced span is marked
-`[[...]]` with its type. Other spans replaced nearby show as their tags. Digits in the context are
-masked too: a number the filter missed stays a number shape, visible as a miss, not readable.
+In a sample every digit (and an IP address's hex digits) is `#` and every e-mail local part is
+`*`s (the domain stays: it tells a role address from a private one), names keep their initials, and
+the replaced span is marked `[[...]]` with its type. Other spans replaced nearby show as their tags.
+Digits in the context are masked too: a number the filter missed stays a number shape, visible as
+a miss, not readable.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ WIDTH = 40  # characters of context each side
 
 def mask(value: str, typ: str) -> str:
     """The value with its digits and e-mail local parts masked; names and addresses to initials."""
+    if typ == "ip":  # an IPv6 address's hex letters are its digits too
+        return re.sub(r"[0-9A-Fa-f]", "#", value)
     if typ in ("name", "address"):
         return " ".join(w[0] + "*" * (len(w) - 1) if w[0].isalpha() else _DIGIT.sub("#", w) for w in value.split())
     return _LOCAL.sub(lambda m: "*" * len(m[0]), _DIGIT.sub("#", value))
