@@ -106,3 +106,20 @@ def test_a_signal_to_the_launcher_stops_the_local_ranks(sig, tmp_path):
     (run,) = run_dirs(tmp_path)
     st = dfm("status", str(run), cwd=tmp_path)
     assert "CANCELLED" in st.stdout and "RUNNING" not in st.stdout
+
+
+def test_cancel_reaches_a_stage_resumed_in_place(dry_run_dir, tmp_path):
+    """rerun links an unfinished stage of the old run and runs it there: its job is the new run's."""
+    import shutil
+
+    old = dry_run_dir
+    new = old.parent / "2099-01-01_00-00-00_abcdef"
+    shutil.copytree(old, new, ignore=shutil.ignore_patterns("stages"))
+    (new / "stages").mkdir()
+    (new / "stages" / "demo").symlink_to(old / "stages" / "demo", target_is_directory=True)
+    (old / "stages" / "demo" / "job_id").write_text("888\n")
+    bin_dir = tmp_path / "bin"
+    slurm_stubs.install(bin_dir)
+    (bin_dir / "squeue.out").write_text("888|888|dfm-demo-demo\n")
+    p = dfm("cancel", str(new), cwd=tmp_path, env=slurm_stubs.env(bin_dir))
+    assert p.returncode == 0 and slurm_stubs.calls(bin_dir, "scancel") == ["scancel [--] [888]"], p.stdout + p.stderr

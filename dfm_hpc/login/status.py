@@ -479,8 +479,8 @@ def cancel(ref: str, runs_root: str = "runs") -> int:
     ids, expected, notes = [], {}, []
     for point in points:
         for f in sorted((point / "stages").glob("*/job_id")):
-            if f.parent.is_symlink():
-                continue  # a stage of an earlier run, linked: that run's to cancel
+            # (a linked stage of an earlier run: finished ones' jobs have left the queue, resumed
+            # ones run in place under this run's job ids)
             jid = f.read_text(errors="replace").strip()
             if not JOB_ID.match(jid):
                 notes.append(f"{f}: {jid[:40]!r} is not a Slurm job id; ignored")
@@ -497,7 +497,7 @@ def cancel(ref: str, runs_root: str = "runs") -> int:
     stopped = []
     for point in points:
         for sdir in (point / "stages").glob("*"):
-            if sdir.is_symlink() or (sdir / "DONE").exists() or not sdir.is_dir():
+            if (sdir / "DONE").exists() or not sdir.is_dir():
                 continue
             pids, why = rundir.own_processes(sdir, point)
             notes += why
