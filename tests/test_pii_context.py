@@ -113,3 +113,13 @@ def test_scrub_obfuscated_and_accounts():
     fake, _ = pii.scrub("konto nr.5371 245678", replacement="fake")
     assert fake.startswith("konto nr.") and fake != "konto nr.5371 245678"
     assert _kinds(fake) == [(fake[len("konto nr."):], "iban")]  # a fake account is found again
+
+
+def test_long_blank_runs_are_no_separator_and_stay_linear():
+    """PDF text has long runs of blanks. An unbounded \\s* next to another one made this input take
+    9 s (quadratic backtracking); the separators are now a few blanks and at most one line break."""
+    blanks = " " * 20000
+    text = f"reg. nr. 1234{blanks}kontonr. 12345678 og igen: reg. nr. 1234 kontonr. 12345678"
+    # the account word alone still takes its account; the blank run joins nothing
+    assert [(text[s:e], t) for s, e, t in pii.find(text)] == [("12345678", "iban"), ("1234 kontonr. 12345678", "iban")]
+    assert pii.find("12\n" * 20000) == [] and pii.find("1234-\n" * 5000) == []

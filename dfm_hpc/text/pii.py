@@ -219,18 +219,22 @@ _IBAN = re.compile(r"[A-Z](?<!\w[A-Z])[A-Z]\d\d(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-
 # "reg. nr. 1234 kontonr. 1234567890", "reg.nr/Kontonummer: 0828 / 0000270912", "konto nr.5371 245678",
 # "Reg. no. 1234, account no. 12345678". The span runs from the reg number to the end of the
 # account (the words in between are kept by fakes).
+# whitespace is bounded (a few blanks, at most one line break): an unbounded \s* next to another
+# one backtracks quadratically over the long blank runs of PDF text
+_WS = r"[ \t]{0,4}(?:\r?\n[ \t]{0,4})?"
+_WS1 = r"(?:[ \t]{1,4}(?:\r?\n[ \t]{0,4})?|\r?\n[ \t]{0,4})"
 _NRW = r"(?:\s?-?\s?(?:nr|no|nummer|number)\b\.?)?"
 _REGW = rf"\b(?:reg(?:istrer(?:-\n)?ings)?|registration)(?:nr|nummer)?\b\.?{_NRW}"
 _KONTOW = rf"\b(?:bank)?(?:konto|kto|account|acct)(?:en|nr|nummer|number|no)?\b\.?{_NRW}"
-_CONN = r"\s*(?:[:.=]|\ber\b|\bis\b|\bpå\b)?\s*"
+_CONN = rf"{_WS}(?:[:.=]|\ber\b|\bis\b|\bpå\b)?{_WS}"
 _ACC_END = r"(?![\w-])(?![.,/]\d)"
 _ACCOUNT = re.compile(
-    rf"(?i)(?:{_REGW}(?:\s*(?:/|og|and|&|,)\s*{_KONTOW})?|{_KONTOW}){_CONN}"
-    rf"(?P<reg>\d{{4}})(?:\s*[-–—/,]\s*|\s+|[,.]?\s*(?:og|and|&|/)?\s*{_KONTOW}{_CONN})"
+    rf"(?i)(?:{_REGW}(?:{_WS}(?:/|og|and|&|,){_WS}{_KONTOW})?|{_KONTOW}){_CONN}"
+    rf"(?P<reg>\d{{4}})(?:{_WS}[-–—/,]{_WS}|{_WS1}|[,.]?{_WS}(?:og|and|&|/)?{_WS}{_KONTOW}{_CONN})"
     rf"(?P<acc>\d{{6,10}}){_ACC_END}")
 _ACCOUNT_ONLY = re.compile(rf"(?i){_KONTOW}{_CONN}(?P<acc>\d{{7,10}}){_ACC_END}")  # "Konto: 0101901234"
 _REG_DASH = re.compile(rf"\d(?<![\w.,/-]\d)(?<!\d \d)\d{{3}}-\d{{6,10}}{_ACC_END}")
-_REG_LOOSE = re.compile(rf"\d(?<![\w.,/-]\d)(?<!\d \d)\d{{3}}\s*(?:[–—/]|(?<=\s)-|-(?=\s))\s*\d{{6,10}}{_ACC_END}")
+_REG_LOOSE = re.compile(rf"\d(?<![\w.,/-]\d)(?<!\d \d)\d{{3}}{_WS}(?:[–—/]|(?<=\s)-|-(?=\s)){_WS}\d{{6,10}}{_ACC_END}")
 
 
 def iban_ok(compact: str) -> bool:

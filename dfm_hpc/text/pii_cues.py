@@ -17,7 +17,7 @@ from typing import List, Tuple
 WINDOW = 40  # characters before a candidate that its cues are read from
 
 # connectors between a cue word and its number: "CVR-nr.: ", "CVR-nummer er [", "RID: ", "Kreditornr. "
-_CONNECT = r"(?:\s*(?:er|is|:|#|=|\[|\(|\.|-|no\.?|nr\.?)\s*)*\s*"
+_CONNECT = r"(?:\s*(?:er|is|:|#|=|\[|\(|\.|-|no|nr))*\s*"  # one way to parse each blank: no backtracking blow-up
 _NR = r"(?:[-.]?\s?(?:nr|nummer|numre|no|number|id)\b\.?)?"
 
 # ids that have a phone's or a CPR number's shape: company (CVR/SE/P), creditor, signature and
@@ -148,14 +148,13 @@ class Unwrapped:
         out: List[str] = []
         self.cuts: List[int] = []  # positions in the joined text where a join ended
         self.shift: List[int] = []  # how much the original is ahead from there on
-        pos, delta = 0, 0
+        pos, delta, length = 0, 0, 0
         for m in WRAP.finditer(text):
-            out.append(text[pos:m.start()])
             rep = "" if text[m.start() - 1] == "-" else " "
-            out.append(rep)
+            out += [text[pos:m.start()], rep]
+            length += m.start() - pos + len(rep)
             delta += (m.end() - m.start()) - len(rep)
-            new_end = sum(map(len, out))
-            self.cuts.append(new_end)
+            self.cuts.append(length)
             self.shift.append(delta)
             pos = m.end()
         out.append(text[pos:])
