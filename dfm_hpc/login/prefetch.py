@@ -28,23 +28,29 @@ class Need:
     repo_id: str
     revision: Optional[str]
     key: str  # the config key that names it
+    subset: Optional[str] = None  # a dataset's config name (data.mixture[i].subset)
 
 
 def needs(cfg) -> List[Need]:
     """The hub models and datasets the run's stages load (local paths and tiny:* need nothing)."""
     stages, out = set(cfg.stages), []
 
-    def add(kind, name, revision, key):
+    def add(kind, name, revision, key, subset=None):
         if is_hub_id(name) and all(n.repo_id != name for n in out):
-            out.append(Need(kind, name, revision, key))
+            out.append(Need(kind, name, revision, key, subset))
 
     if "translate" in stages:
         add("model", cfg.translator.name_or_path, cfg.translator.revision, "translator.name_or_path")
         add("dataset", cfg.data.oasst2, cfg.data.oasst2_revision, "data.oasst2")
     if stages & {*TRAINED_STAGES, "evaluate"}:
         add("model", cfg.model.name_or_path, None, "model.name_or_path")
-    if "cpt" in stages:
-        add("dataset", cfg.data.corpus, None, "data.corpus")
+    if stages & {"cpt", "tokenize"}:
+        if "tokenize" in stages:  # it loads the model's tokenizer
+            add("model", cfg.model.name_or_path, None, "model.name_or_path")
+        if not cfg.data.mixture:
+            add("dataset", cfg.data.corpus, None, "data.corpus")
+        for i, m in enumerate(cfg.data.mixture):
+            add("dataset", m.source, m.revision, f"data.mixture[{i}]", m.subset)
     for s in ("sft", "dpo"):
         if s in stages:
             add("dataset", cfg[s].dataset, None, f"{s}.dataset")
@@ -94,7 +100,7 @@ def is_cached(need: Need, cfg) -> bool:
     # what offline load_dataset(repo) finds: a prepared copy under <datasets cache>/<org>___<name>/
     org, name = need.repo_id.split("/")
     root = data / f"{org}___{_snake(name)}"
-    return any(p.is_dir() for p in root.glob("*/*/*"))
+    return any(p.is_dir() for p in root.glob(f"{need.subset or '*'}/*/*"))
 
 
 def missing(cfg) -> List[Need]:
@@ -118,7 +124,7 @@ def download(cfg, todo: List[Need], say=print) -> List[str]:
             else:
                 import datasets
 
-                datasets.load_dataset(n.repo_id, revision=n.revision)
+                datasets.load_dataset(n.repo_id, n.subset, revision=n.revision)
         except Exception as e:  # network, gated repo (huggingface_hub login), missing package
             failures.append(f"{n.kind} {n.repo_id}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
     return failures
