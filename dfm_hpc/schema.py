@@ -132,6 +132,7 @@ class DataConfig:
     # hub id (org/name) or local path; local paths must exist when validated on their machine
     oasst2: str = "OpenAssistant/oasst2"
     oasst2_revision: Optional[str] = None  # hub revision (commit) to pin
+    oasst2_layout: str = "auto"  # auto (from the content) | trees | nested | messages | parquet | arrow
     corpus: Optional[str] = None  # CPT corpus: hub id or local JSONL/Parquet
     # CPT mixture: sources with weights or token budgets (docs/training.md#mixtures); empty: data.corpus alone
     mixture: List[MixtureSource] = field(default_factory=list)  # see docs/training.md#mixtures
@@ -217,13 +218,22 @@ class TranslateStage(StageConfig):
     shards: int = 8  # work units balanced by source tokens; each worker takes shards by rank
     chunk_size: int = 256  # segments per flushed chunk
     max_messages: Optional[int] = None  # translate only the first N messages (trials)
+    # filters before translation (counts in report.json and the dataset card); defaults as OASST2's
+    # "ready" files. A message below a dropped one is dropped too (counted as orphaned).
+    tree_states: List[str] = field(default_factory=lambda: ["ready_for_export"])  # trees in these states; []: any
+    drop_deleted: bool = True  # drop messages marked deleted
+    review: str = "not_failed"  # any | not_failed (unreviewed kept) | passed (review_result true only)
+    drop_synthetic: bool = True  # drop messages OASST marks synthetic (written by a model)
 
 
 @dataclass
 class MergeStage(StageConfig):
     tasks_per_node: Optional[int] = 1  # one process; no GPU
     gpus_per_node: Optional[int] = 0
-    sft_path: str = "best"  # which path of each tree becomes an SFT conversation
+    # best: one path per tree (best rank first; unranked by created_date, message_id) | all: every
+    # root-to-assistant-leaf path, in that order (docs/translation.md#merge)
+    sft_path: str = "best"  # best | all: the SFT conversations of each tree
+    sft_top_k: Optional[int] = None  # with sft_path=all: at most this many paths per tree
     min_length_ratio: float = 0.3
     max_length_ratio: float = 3.0
     # quality flags that keep a message out of the SFT/DPO views (all flags are counted either way)

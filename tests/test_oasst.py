@@ -20,7 +20,8 @@ from dfm_hpc.tiny import data as tiny_data
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 # The fixture's fixed content (the seed only reorders it and draws ids): see dfm_hpc/tiny/oasst_fixture.json.
 N_TREES, N_MESSAGES = 17, 100
-EN_COUNTS = {"input": 100, "kept": 87, "deleted": 1, "review_failed": 1, "other_language": 8, "orphaned": 3}
+EN_COUNTS = {"input": 100, "kept": 87, "tree_state": 0, "deleted": 1, "review_failed": 1, "unreviewed": 0,
+             "synthetic": 0, "empty_text": 0, "other_language": 8, "orphaned": 3}
 
 
 @pytest.fixture(scope="module")
@@ -250,10 +251,10 @@ def test_filter_rules_on_handmade_messages():
     ]
     kept, counts = oasst.filter_messages(ms)
     assert [m["message_id"] for m in kept] == ["c", "b", "a", "r"]
-    assert counts == {"input": 13, "kept": 4, "deleted": 1, "review_failed": 1, "other_language": 1,
+    zero = {r: 0 for r in oasst.REASONS}
+    assert counts == {**zero, "input": 13, "kept": 4, "deleted": 1, "review_failed": 1, "other_language": 1,
                       "orphaned": 6}
-    assert oasst.filter_messages([])[1] == {"input": 0, "kept": 0, "deleted": 0, "review_failed": 0,
-                                            "other_language": 0, "orphaned": 0}
+    assert oasst.filter_messages([])[1] == {**zero, "input": 0, "kept": 0}
 
 
 # ------------------------------------------------------------------------------------------ determinism

@@ -323,6 +323,46 @@ def _fill_dirs(top: Path, cfgs, points: List[Point], sweep: bool, argv: List[str
     return dirs
 
 
+def _oasst_plan(cfgs) -> tuple:
+    """(problems, summary lines) for the OASST source of each translate stage: its filter options, and
+    for a local file the whole file read now, so one the loader cannot read completely is refused here
+    (exit 2, naming the file and line) and the plan shows trees, messages, languages and filter drops.
+    Hub ids are not loaded here. The login side's one use of dfm_hpc.text: oasst is standard library."""
+    todo = [c for c in cfgs if "translate" in c.stages]
+    if not todo:
+        return [], []
+    from dfm_hpc.text import oasst
+
+    problems, lines, seen = [], [], set()
+    for cfg in todo:
+        if cfg.merge.sft_path not in ("best", "all"):
+            problems.append(f"merge.sft_path={cfg.merge.sft_path!r}: use best or all")
+        bad = cfg.data.oasst2_layout not in oasst.LAYOUTS
+        if bad:
+            problems.append(f"data.oasst2_layout={cfg.data.oasst2_layout!r}: use one of {', '.join(oasst.LAYOUTS)}")
+        try:
+            filters = oasst.Filters.from_config(cfg)
+        except ValueError as e:
+            problems.append(f"translate.{e}")
+            continue
+        if bad:
+            continue
+        key = (cfg.data.oasst2, cfg.data.oasst2_layout, repr(filters))
+        if key in seen or not validate._should_check_paths(cfg):
+            continue
+        seen.add(key)
+        try:
+            summary = oasst.summarize(cfg.data.oasst2, cfg.data.oasst2_layout, filters)
+        except FileNotFoundError:
+            continue  # check_config says so
+        except ValueError as e:  # oasst.OasstFormatError
+            problems.append(f"data.oasst2={cfg.data.oasst2!r} cannot be read completely: {e}")
+            continue
+        if summary:
+            lines.append(oasst.format_summary(summary))
+    return problems, lines
+
+
 def launch(points: List[Point], argv: List[str], sweep: bool) -> int:
     # Points come typed from Hydra's composition or from schema.typed() (rerun); re-typing costs 40 ms each
     cfgs = [OmegaConf.create(p.config) for p in points]
@@ -333,6 +373,8 @@ def launch(points: List[Point], argv: List[str], sweep: bool) -> int:
     kinds = {(c.cluster.scheduler, c.dry_run) for c in cfgs}
     if len(kinds) > 1:
         problems.append("a sweep cannot mix schedulers or dry_run values; sweep over one cluster at a time")
+    oasst_problems, oasst_lines = _oasst_plan(cfgs)
+    problems += oasst_problems
     if problems:
         return report_problems(problems)
     plans = [[j for j in plan(cfg)] for cfg in cfgs]
@@ -344,6 +386,8 @@ def launch(points: List[Point], argv: List[str], sweep: bool) -> int:
         return report_problems(problems)
     _print_plan(cfgs[0], plans[0], len(points), points[0].reuse, records[0])
     _print_mixture(cfgs[0])
+    for line in oasst_lines:
+        _console().print(line, markup=False)
     try:
         dirs = _make_dirs(cfgs, points, sweep, argv, records)
     except OSError as e:  # runs_root a file, unwritable, a full disk: nothing is left behind

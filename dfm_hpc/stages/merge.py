@@ -19,23 +19,35 @@ from dfm_hpc.rundir import stage_dir
 from dfm_hpc.schema import Config
 
 ROLES = {"prompter": "user", "assistant": "assistant"}
-_REPEAT = re.compile(r"(.{3,}?)\1{4,}", re.S)  # a stretch repeated 5+ times in a row
+SFT_PATHS = ("best", "all")
+# a stretch of 3-64 characters repeated 5+ times in a row (unbounded, the search is quadratic: a minute
+# on 1,167 real messages); longer repeats are caught by the compression ratio
+_REPEAT = re.compile(r"(.{3,64}?)\1{4,}", re.S)
 
 
 def load_shards(translate_dir: Path) -> List[dict]:
+    """Every shard's rows, in the plan's message order (so nothing below depends on the shard layout)."""
     plan = json.loads((translate_dir / "plan.json").read_text())
     missing = [s for s in range(len(plan["shards"]))
                if not (translate_dir / "shards" / f"shard-{s:05d}.done").exists()]
     if missing:
         raise RuntimeError(f"translation incomplete: shards {missing} have no .done marker; rerun the translate stage")
     rows: List[dict] = []
+    where: Dict[str, List[str]] = {}
     for s in range(len(plan["shards"])):
-        with open(translate_dir / "shards" / f"shard-{s:05d}.jsonl", encoding="utf-8") as f:
-            rows += [json.loads(line) for line in f]
-    ids = Counter(r["message_id"] for r in rows)
-    dup = [i for i, n in ids.items() if n > 1]
+        path = translate_dir / "shards" / f"shard-{s:05d}.jsonl"
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                rows.append(json.loads(line))
+                where.setdefault(rows[-1]["message_id"], []).append(f"{path.name}:{n}")
+    dup = {i: w for i, w in where.items() if len(w) > 1}
     if dup or len(rows) != plan["messages"]:
-        raise RuntimeError(f"shards hold {len(rows)} rows for {plan['messages']} messages; duplicated: {dup[:5]}")
+        shown = "; ".join(f"{i} at {', '.join(w)}" for i, w in list(dup.items())[:5])
+        raise RuntimeError(f"{translate_dir / 'shards'} holds {len(rows)} rows for the {plan['messages']} messages "
+                           f"planned from {plan['source']}" + (f"; duplicated: {shown}" if dup else "")
+                           + "; rerun the translate stage with --fresh")
+    if all("order" in r for r in rows):  # runs before the field existed keep shard order
+        rows.sort(key=lambda r: r["order"])
     return rows
 
 
@@ -64,25 +76,51 @@ def _language_detector(target: str, source_langs):
     return lambda text: ident.classify(text)[0]
 
 
-def best_path(root: dict, kids: Dict[str, List[dict]]) -> List[dict]:
-    """Root prompt, then at each turn the best-ranked usable reply (rank 0 best; unranked last)."""
-    path, node = [root], root
-    while True:
-        options = [c for c in kids.get(node["message_id"], []) if c["ok"]]
+def _options(node: dict, kids: Dict[str, List[dict]]) -> List[dict]:
+    """A message's usable replies, best first: ranked ones by rank, then unranked ones (OASST never ranks
+    follow-up prompts) by created_date, then message_id: nothing depends on row or shard order."""
+    return sorted((c for c in kids.get(node["message_id"], []) if c["ok"]),
+                  key=lambda c: (c["rank"] is None, c["rank"] if c["rank"] is not None else 0,
+                                 c.get("created_date") or "", c["message_id"]))
+
+
+def sft_paths(root: dict, kids: Dict[str, List[dict]], limit: Optional[int] = 1) -> List[List[dict]]:
+    """Root-to-assistant-leaf paths of a tree in best-first order (depth first, replies as `_options`
+    orders them), at most `limit` (None: all). A path ends on an assistant message none of whose
+    usable follow-ups reaches another assistant turn; the first path is the greedy best path."""
+    out: List[List[dict]] = []
+    stack = [[root]]
+    while stack and (limit is None or len(out) < limit):
+        path = stack.pop()
+        options = _options(path[-1], kids)
+        if path[-1]["role"] == "prompter":
+            options = [c for c in options if c["role"] == "assistant"]
+        else:  # a follow-up prompt counts only when an assistant answers it
+            options = [c for c in options if any(g["ok"] and g["role"] == "assistant"
+                                                 for g in kids.get(c["message_id"], []))]
         if not options:
-            break
-        node = min(options, key=lambda c: (c["rank"] is None, c["rank"] if c["rank"] is not None else 0))
-        path.append(node)
-    while path and path[-1]["role"] != "assistant":
-        path.pop()
-    return path
+            if path[-1]["role"] == "assistant":
+                out.append(path)
+            continue
+        stack.extend(path + [c] for c in reversed(options))
+    return out
+
+
+def best_path(root: dict, kids: Dict[str, List[dict]]) -> List[dict]:
+    paths = sft_paths(root, kids, 1)
+    return paths[0] if paths else [root]
 
 
 def _chat(path: List[dict]) -> List[dict]:
     return [{"role": ROLES[m["role"]], "content": m["text_da"]} for m in path]
 
 
-def build_views(rows: List[dict]):
+def build_views(rows: List[dict], sft_path: str = "best", top_k: Optional[int] = None):
+    """(sft, dpo) from merged rows; `sft_path`: best (one path per tree) or all (every
+    root-to-assistant-leaf path, at most `top_k` per tree when set)."""
+    if sft_path not in SFT_PATHS:
+        raise ValueError(f"merge.sft_path={sft_path!r}: use one of {', '.join(SFT_PATHS)}")
+    limit = 1 if sft_path == "best" else top_k
     by_id = {r["message_id"]: r for r in rows}
     kids: Dict[Optional[str], List[dict]] = {}
     for r in rows:
@@ -100,16 +138,15 @@ def build_views(rows: List[dict]):
 
     sft = []
     for root in roots:
-        if root["ok"]:
-            path = best_path(root, kids)
-            if len(path) >= 2:
+        if root["ok"] and root["role"] == "prompter":
+            for path in sft_paths(root, kids, limit):
                 sft.append({"messages": _chat(path), "message_tree_id": root["message_tree_id"],
                             "message_ids": [m["message_id"] for m in path]})
     dpo = []
     for parent_id, replies in kids.items():
         ranked = sorted((r for r in replies if r["ok"] and r["role"] == "assistant" and r["rank"] is not None),
-                        key=lambda r: r["rank"])
-        if parent_id is None or len(ranked) < 2:
+                        key=lambda r: (r["rank"], r["message_id"]))
+        if parent_id is None or len(ranked) < 2 or ranked[0]["rank"] == ranked[-1]["rank"]:
             continue
         prompt = usable_path(by_id[parent_id])
         if not prompt:
@@ -121,14 +158,36 @@ def build_views(rows: List[dict]):
     return sft, dpo
 
 
+def _features(name: str):
+    """Fixed column types, so every file has its schema even with zero rows."""
+    from datasets import Features, Value
+
+    text, chat = Value("string"), [{"role": Value("string"), "content": Value("string")}]
+    if name == "sft":
+        return Features({"messages": chat, "message_tree_id": text, "message_ids": [text]})
+    if name == "dpo":
+        return Features({"prompt": chat, "chosen": chat, "rejected": chat, "message_tree_id": text,
+                         "chosen_id": text, "rejected_id": text})
+    types = {"rank": Value("int64"), "segments": Value("int64"), "quality_flags": [text],
+             **{k: Value("bool") for k in ("review_result", "deleted", "synthetic")}}
+    return Features({k: types.get(k, text) for k in MESSAGE_COLUMNS})
+
+
+MESSAGE_COLUMNS = ("message_id", "parent_id", "message_tree_id", "role", "lang", "rank", "text", "text_da",
+                   "segments", "quality_flags", "tree_state", "deleted", "review_result", "synthetic",
+                   "model_name", "created_date")
+
+
 def _save(rows: List[dict], out: Path, name: str) -> None:
     import datasets
 
     with open(out / f"{name}.jsonl", "w", encoding="utf-8") as f:
         for r in rows:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    if rows:
-        datasets.Dataset.from_list(rows).to_parquet(str(out / f"{name}.parquet"))
+    feats = _features(name)
+    ds = datasets.Dataset.from_list(rows, features=feats) if rows else \
+        datasets.Dataset.from_dict({k: [] for k in feats}, features=feats)
+    ds.to_parquet(str(out / f"{name}.parquet"))
 
 
 def run(cfg: Config, ctx: StageContext) -> None:
@@ -141,19 +200,24 @@ def run(cfg: Config, ctx: StageContext) -> None:
     flag_counts: Counter = Counter()
     for r in rows:
         r.pop("chunk", None)
+        r.pop("order", None)
         r["quality_flags"] = quality_flags(r, detect, cfg.merge)
         r["ok"] = not set(r["quality_flags"]) & set(cfg.merge.drop)
         flag_counts.update(r["quality_flags"])
-    sft, dpo = build_views(rows)
+    sft, dpo = build_views(rows, cfg.merge.sft_path, cfg.merge.sft_top_k)
     out = ctx.stage_dir
-    _save([{k: v for k, v in r.items() if k != "ok"} for r in rows], out, "messages")
+    _save([{k: r.get(k) for k in MESSAGE_COLUMNS} for r in rows], out, "messages")
     _save(sft, out, "sft")
     _save(dpo, out, "dpo")
+    src = plan.get("summary", {})
     report = {"messages": len(rows), "usable": sum(r["ok"] for r in rows), "flags": dict(flag_counts),
               "trees": len({r["message_tree_id"] for r in rows}), "sft_conversations": len(sft),
-              "dpo_pairs": len(dpo), "filter_counts": plan["filter_counts"], "translator": plan["translator"],
-              "translator_revision": plan["translator_revision"], "backend": plan["backend"],
-              "source": plan["source"], "source_revision": cfg.data.oasst2_revision}
+              "dpo_pairs": len(dpo), "sft_path": cfg.merge.sft_path, "sft_top_k": cfg.merge.sft_top_k,
+              "source_messages": src.get("messages"), "source_trees": src.get("trees"),
+              "source_layout": src.get("layout"), "duplicates_dropped": src.get("duplicates", 0),
+              "filters": plan.get("filters", {}), "filter_counts": plan["filter_counts"],
+              "translator": plan["translator"], "translator_revision": plan["translator_revision"],
+              "backend": plan["backend"], "source": plan["source"], "source_revision": cfg.data.oasst2_revision}
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "README.md").write_text(dataset_card(report, cfg))
     ctx.log(f"merged {len(rows)} messages: {report['usable']} usable, flags {dict(flag_counts)}; "
@@ -165,6 +229,16 @@ def dataset_card(report: dict, cfg) -> str:
     size = "n<1K" if n < 1000 else "1K<n<10K" if n < 10_000 else "10K<n<100K" if n < 100_000 else "100K<n<1M"
     flags = "\n".join(f"| {k} | {v} |" for k, v in sorted(report["flags"].items())) or "| (none) | 0 |"
     filt = "\n".join(f"| {k} | {v} |" for k, v in report["filter_counts"].items())
+    settings = ", ".join(f"{k}={v}" for k, v in report.get("filters", {}).items())
+    k = report.get("sft_top_k")
+    sft_what = ("the best path of each tree" if report.get("sft_path", "best") == "best" else
+                f"every root-to-assistant-leaf path of each tree{f' (at most {k})' if k else ''}") + \
+        ", best rank first, unranked replies by created_date then message_id"
+    msg_cols = ("every message: original `text`, Danish `text_da`, ids, role, rank, `quality_flags`, "
+                "tree_state, deleted, review_result, synthetic, model_name, created_date")
+    source_line = (f"Before translation: the source (`{report.get('source_layout') or '?'}` layout) has "
+                   f"{report.get('source_messages', '?')} messages in {report.get('source_trees', '?')} trees; "
+                   f"{report.get('duplicates_dropped', 0)} identical duplicate messages were dropped when loading.")
     return f"""---
 language:
 - da
@@ -201,28 +275,31 @@ the original's). Made by the `oasst2_translate` recipe of dfm_hpc (Danish Founda
 | source dataset | `{report['source']}` (revision `{report['source_revision']}`) |
 | source license | Apache-2.0 |
 | translator | `{report['translator']}` (revision `{report['translator_revision']}`), backend `{report['backend']}` |
-| translation unit | sentences/paragraphs; code blocks, inline code and URLs are never translated and are kept byte for byte |
+| translation unit | sentences/paragraphs; code blocks, inline code and URLs are kept byte for byte |
 
 ## Contents
 
 | file | rows |
 |---|---|
-| `messages` (every message: original `text`, Danish `text_da`, ids, role, rank, `quality_flags`) | {n} |
-| `sft` (chat `messages`: the best-ranked path of each tree) | {report['sft_conversations']} |
+| `messages` ({msg_cols}) | {n} |
+| `sft` (chat `messages`: {sft_what}) | {report['sft_conversations']} |
 | `dpo` (`prompt`, `chosen` = better-ranked reply, `rejected` = worse-ranked sibling) | {report['dpo_pairs']} |
 
 Trees: {report['trees']}. Messages usable for training: {report['usable']} of {n}.
 
 ## Filters
 
-Before translation (from the source):
+{source_line}
+Settings: {settings or 'defaults'}. Each dropped message is counted once, under the first reason that
+applies; `orphaned`: a message below a dropped one.
 
 | reason | count |
 |---|---|
 {filt}
 
 After translation, every message keeps its flags in `messages`; those flagged with
-{", ".join(f"`{d}`" for d in cfg.merge.drop) or "nothing"} are left out of `sft` and `dpo` (a conversation stops before such a message):
+{", ".join(f"`{d}`" for d in cfg.merge.drop) or "nothing"} are left out of `sft` and `dpo`
+(a conversation stops before such a message):
 
 | flag | count |
 |---|---|

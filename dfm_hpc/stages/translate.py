@@ -1,8 +1,8 @@
 """Translate stage: OASST2 messages -> Danish with MADLAD-400, sharded over every rank, resumable.
 
 Every worker (rank, or array copy x rank) computes the same plan (messages -> segments -> shards
-balanced by source tokens) and takes shards w, w + W, ... A shard is translated in fixed chunks of messages; each chunk is
-appended to `shards/shard-NNNNN.jsonl` in one write, flushed and fsynced. On restart a shard
+balanced by source tokens) and takes shards w, w + W, ... A shard is translated in fixed chunks of
+messages; each chunk is appended to `shards/shard-NNNNN.jsonl` in one write, flushed and fsynced. On restart a shard
 resumes after its last complete chunk (a torn last line from a kill is cut off), so every message
 lands exactly once, and because chunks are fixed by the plan the batches (and so the outputs) are
 the same as in an uninterrupted run. `shard-NNNNN.done` marks a finished shard.
@@ -19,7 +19,9 @@ from dfm_hpc.job.rank import Preempted, StageContext
 from dfm_hpc.job.shards import append_durable, balance, chunks, resume_point
 from dfm_hpc.schema import Config
 
-KEEP = ("message_id", "parent_id", "message_tree_id", "role", "lang", "rank", "synthetic")
+# what merge and later filters need (the merged `messages` view keeps all of them)
+KEEP = ("message_id", "parent_id", "message_tree_id", "role", "lang", "rank", "tree_state", "deleted",
+        "review_result", "synthetic", "model_name", "created_date")
 
 
 def plan_messages(cfg, ctx, count_tokens) -> Dict:
@@ -27,8 +29,10 @@ def plan_messages(cfg, ctx, count_tokens) -> Dict:
     from dfm_hpc.text import oasst, segment
 
     source = resolve_source(cfg.data.oasst2, ctx.run_dir / "cache")
-    messages, counts = oasst.filter_messages(oasst.load_messages(source, cfg.data.oasst2_revision),
-                                             list(cfg.translate.source_langs))
+    filters = oasst.Filters.from_config(cfg)
+    messages, summary = oasst.prepare(source, cfg.data.oasst2_revision, cfg.data.oasst2_layout, filters)
+    ctx.log(oasst.format_summary(summary))
+    counts = summary["filter_counts"]
     if cfg.translate.max_messages:
         messages = messages[: cfg.translate.max_messages]
     pieces = [segment.segment(m["text"]) for m in messages]
@@ -41,7 +45,8 @@ def plan_messages(cfg, ctx, count_tokens) -> Dict:
         k += n
     shards = balance(costs, cfg.translate.shards)
     loads = [sum(costs[i] for i in s) for s in shards]
-    return {"messages": messages, "pieces": pieces, "shards": shards, "filter_counts": counts,
+    return {"messages": messages, "pieces": pieces, "shards": shards, "filter_counts": counts, "summary": summary,
+            "filters": {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in vars(filters).items()},
             "source": source, "loads": loads, "segments": len(texts), "source_tokens": sum(lengths)}
 
 
@@ -74,6 +79,7 @@ def run(cfg: Config, ctx: StageContext) -> None:
         (ctx.stage_dir / "plan.json").write_text(json.dumps({
             "source": plan["source"], "translator": tr.name_or_path, "translator_revision": tr.revision,
             "backend": tr.backend, "target_lang": tr.target_lang, "filter_counts": plan["filter_counts"],
+            "summary": plan["summary"], "filters": plan["filters"], "max_messages": cfg.translate.max_messages,
             "messages": len(plan["messages"]), "segments": plan["segments"], "source_tokens": plan["source_tokens"],
             "shards": [len(s) for s in plan["shards"]], "shard_tokens": loads,
             "balance_max_over_mean": max(loads) / mean if mean else 1.0}, indent=2) + "\n")
@@ -106,7 +112,7 @@ def _translate_shard(s, plan, translator, shard_dir: Path, chunk_size: int, ctx,
         for i in members:
             m, ps = plan["messages"][i], plan["pieces"][i]
             mine = [next(outs) for p in ps if p.translate]
-            row = {"chunk": k, **{f: m.get(f) for f in KEEP}, "text": m["text"],
+            row = {"chunk": k, "order": i, **{f: m.get(f) for f in KEEP}, "text": m["text"],
                    "text_da": segment.reassemble(ps, mine), "segments": len(mine)}
             lines.append(json.dumps(row, ensure_ascii=False))
         append_durable(path, lines)

@@ -1,15 +1,24 @@
-"""OpenAssistant OASST2: read it in its published forms and filter it (the tiny fixture: dfm_hpc.tiny.data).
+"""OpenAssistant OASST2: read it completely in every published layout, refuse what cannot be read, filter it.
 
-Published forms (https://huggingface.co/datasets/OpenAssistant/oasst2):
+Longer than ~400 lines on purpose: the whole OASST input contract (layouts, checks, duplicates, filters,
+the plan-time summary) in the one standard-library module the login node may import.
 
-- the hub dataset (`datasets.load_dataset("OpenAssistant/oasst2")`, splits train/validation, flat rows);
-- `*.messages.jsonl[.gz]`: one flat message per line;
-- `*.trees.jsonl[.gz]`: one tree per line, `{"message_tree_id", "tree_state", "prompt": {...message,
-  "replies": [{...message, "replies": [...]}, ...]}}`; nested messages need not carry
-  `message_tree_id` / `tree_state` (the outer tree has them) and may lack `parent_id`.
+Layouts (https://huggingface.co/datasets/OpenAssistant/oasst2 and LAION-AI/Open-Assistant's tools):
 
-Everything here is standard library; `datasets` is imported only when a hub id (or a local dataset
-directory that only `datasets` can read) is loaded, so the login node and the tests need nothing heavy.
+- `trees`: one export tree per line, `{"message_tree_id", "tree_state", "prompt": {...message, "replies":
+  [{...message, "replies": [...]}, ...]}}`; nested messages need not carry `message_tree_id` /
+  `tree_state` (the tree has them) or `parent_id` (the nesting says);
+- `nested`: one root message per line with nested `replies`, no tree wrapper;
+- `messages`: one flat message per line (`*.messages.jsonl[.gz]`);
+- `parquet` / `arrow`: the hub's splits (flat rows), a local file, a directory of them, a
+  `save_to_disk` directory, or a hub id (read with `datasets`).
+
+The layout comes from the content (gzip and Parquet/Arrow magic bytes, then the keys of each line),
+never from the file name; `layout=` forces one. Every line must fit it, or `OasstFormatError` names the
+file, the line and what was expected. Duplicate message ids are found here: identical copies are
+dropped and counted, conflicting ones refused.
+
+Standard library only; pyarrow / `datasets` are imported only for Parquet, Arrow and hub sources.
 """
 
 from __future__ import annotations
@@ -17,6 +26,8 @@ from __future__ import annotations
 import gzip
 import json
 import math
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
@@ -24,175 +35,352 @@ from dfm_hpc import sources
 
 FIELDS = ("message_id", "parent_id", "message_tree_id", "role", "lang", "rank", "text",
           "review_result", "deleted", "synthetic")
+LAYOUTS = ("auto", "trees", "nested", "messages", "parquet", "arrow")
+REVIEW = ("any", "not_failed", "passed")
+ROLES = ("prompter", "assistant")
+# filter reasons, in the order a dropped message is counted (first that applies)
+REASONS = ("tree_state", "deleted", "review_failed", "unreviewed", "synthetic", "empty_text",
+           "other_language", "orphaned")
 
-_MESSAGES_SUFFIXES = (".messages.jsonl", ".messages.jsonl.gz")
-_TREES_SUFFIXES = (".trees.jsonl", ".trees.jsonl.gz")
+
+class OasstFormatError(ValueError):
+    """A source that cannot be read completely; the message names the file, the line and what was expected."""
+
+
+@dataclass
+class Loaded:
+    messages: List[dict]
+    layout: str  # the layout read (detected or forced)
+    duplicates: int = 0  # identical duplicate messages dropped
+    files: List[str] = field(default_factory=list)
+
+
+Where = Tuple[str, int, str]  # (file, number, "line" | "row")
+
+
+def _at(w: Where) -> str:
+    return f"{w[0]}:{w[1]}" if w[2] == "line" else f"{w[0]} row {w[1]}"
 
 
 # ----------------------------------------------------------------------------------------------------
 # Loading
 
 
-def load_messages(source: str, revision: Optional[str] = None) -> List[dict]:
-    """Flat message dicts (FIELDS, plus any other columns kept as they are) from:
-
-    - a hub id like "OpenAssistant/oasst2": `datasets.load_dataset(source, revision=revision)`, all splits
-      concatenated in the dataset's split order (works offline from the HF cache);
-    - a local `*.messages.jsonl` / `*.messages.jsonl.gz` file (one message per line, flat);
-    - a local `*.trees.jsonl` / `*.trees.jsonl.gz` file, flattened depth-first in reply order, with
-      parent_id, message_tree_id and tree_state filled in from the structure where absent;
-    - a directory holding one such file (a messages file is preferred over a trees file); failing that,
-      a directory written by `Dataset.save_to_disk` or a local copy of a hub dataset repo (parquet
-      files), read with `datasets`.
-
-    A local path wins over a hub id of the same spelling; `revision` only applies to hub ids.
-    FIELDS missing from a record are added as None; `rank` is normalised to int or None (parquet
-    copies store it as a float). Order is stable: file order / depth-first order.
-    """
+def load(source: str, revision: Optional[str] = None, layout: str = "auto") -> Loaded:
+    """Every message of `source` (a hub id, a local file or a directory), flat, in file order (trees
+    depth-first, replies in order), each with every FIELD (None where absent; `rank` int or None) and
+    its other columns as they are; parent_id, message_tree_id and tree_state filled in from the structure.
+    A local path wins over a hub id of the same spelling; `revision` only applies to hub ids."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"OASST layout {layout!r}: use one of {', '.join(LAYOUTS)}")
     path = Path(source).expanduser()
     if path.is_dir():
-        return _load_dir(path)
-    if path.is_file():
-        return _load_file(path)
-    if sources.looks_local(source):
+        files = _dir_files(path)
+        if files is None:
+            return _finish(_read_datasets(str(path), load_from_disk=_is_saved(path)), "parquet", [str(path)])
+    elif path.is_file():
+        files = [path]
+    elif sources.looks_local(source):
         raise FileNotFoundError(f"OASST source {source!r} not found (no such file or directory)")
-    return _load_with_datasets(source, revision=revision)
+    else:
+        return _finish(_read_datasets(source, revision=revision), "parquet", [source])
+    records: List[Tuple[dict, Where]] = []
+    found = set()
+    for f in files:
+        kind = _table_kind(f)
+        if layout != "auto" and (kind or "jsonl") != (layout if layout in ("parquet", "arrow") else "jsonl"):
+            raise OasstFormatError(f"{f}: a {kind or 'JSON lines'} file, but the layout was forced to {layout}")
+        if kind:
+            found.add(kind)
+            records += _read_table(f, kind)
+        else:
+            got, recs = _read_jsonl(f, layout)
+            found.add(got)
+            records += recs
+    return _finish(records, "+".join(sorted(found)) or layout, [str(f) for f in files])
 
 
-def _kind(path: Path) -> Optional[str]:
-    name = path.name
-    if name.endswith(_MESSAGES_SUFFIXES):
-        return "messages"
-    if name.endswith(_TREES_SUFFIXES):
-        return "trees"
-    return None
+def load_messages(source: str, revision: Optional[str] = None, layout: str = "auto") -> List[dict]:
+    return load(source, revision, layout).messages
 
 
-def _load_file(path: Path) -> List[dict]:
-    kind = _kind(path)
-    if kind is None:
-        if not path.name.endswith((".jsonl", ".jsonl.gz")):
-            raise ValueError(f"{path}: expected *.messages.jsonl[.gz] or *.trees.jsonl[.gz]")
-        kind = _sniff(path)
-    records = _read_jsonl(path)
-    if kind == "messages":
-        return [_normalise(r) for r in records]
-    return [m for tree in records for m in _flatten_tree(tree, path)]
-
-
-def _sniff(path: Path) -> str:
-    """A plain *.jsonl of unknown kind: a tree line has "prompt", a message line has "message_id"."""
-    for rec in _read_jsonl(path):
-        if "prompt" in rec and "message_tree_id" in rec:
-            return "trees"
-        if "message_id" in rec:
-            return "messages"
-        break
-    raise ValueError(f"{path}: neither OASST messages nor trees (first line has neither message_id nor prompt)")
-
-
-def _load_dir(path: Path) -> List[dict]:
-    files = sorted(p for p in path.iterdir() if p.is_file() and _kind(p))
+def _dir_files(path: Path) -> Optional[List[Path]]:
+    """A directory: its one messages/trees file (messages preferred), else its Parquet/Arrow splits
+    (train before validation), else None (a save_to_disk directory or a hub repo copy: `datasets`)."""
+    if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
+        return None
+    files = sorted(p for p in path.iterdir() if p.is_file())
     for kind in ("messages", "trees"):
-        found = [p for p in files if _kind(p) == kind]
+        found = [p for p in files if p.name.endswith((f".{kind}.jsonl", f".{kind}.jsonl.gz"))]
         if len(found) > 1:
             raise ValueError(f"{path}: several OASST {kind} files, name one of them: "
                              + ", ".join(p.name for p in found))
         if found:
-            return _load_file(found[0])
-    if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
-        import datasets  # a Dataset(Dict).save_to_disk directory
-
-        return _rows_from_hf(datasets.load_from_disk(str(path)))
+            return found
     if any(path.rglob("*.parquet")):
-        return _load_with_datasets(str(path))  # a local copy of the hub repo: data/train-*.parquet ...
+        return None  # a local copy of the hub repo (data/train-*.parquet ...): datasets orders the splits
     raise FileNotFoundError(f"{path}: no *.messages.jsonl[.gz], *.trees.jsonl[.gz], saved dataset or parquet files")
 
 
-def _load_with_datasets(source: str, revision: Optional[str] = None) -> List[dict]:
-    """The hub branch: `datasets.load_dataset`, every split, in the dataset's split order."""
-    import datasets
-
-    return _rows_from_hf(datasets.load_dataset(source, revision=revision))
+def _is_saved(path: Path) -> bool:
+    return (path / "dataset_dict.json").is_file() or (path / "state.json").is_file()
 
 
-def _rows_from_hf(ds) -> List[dict]:
-    parts = [ds[split] for split in ds] if hasattr(ds, "keys") else [ds]  # DatasetDict or Dataset
-    return [_normalise(row) for part in parts for row in part.to_list()]
+def _magic(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(8)
 
 
-def _read_jsonl(path: Path) -> Iterator[dict]:
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    yield json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{n}: not JSON ({e})") from None
+def _table_kind(path: Path) -> Optional[str]:
+    head = _magic(path)
+    if head[:4] == b"PAR1":
+        return "parquet"
+    if head[:6] == b"ARROW1" or head[:4] == b"\xff\xff\xff\xff" or path.suffix == ".arrow":
+        return "arrow"
+    return None
 
 
-def _normalise(rec: dict) -> dict:
-    """Every FIELD present (None where missing); rank as int or None. Other keys kept as they are."""
+def _lines(path: Path) -> Iterator[Tuple[int, str]]:
+    opener = gzip.open if _magic(path)[:2] == b"\x1f\x8b" else open
+    try:
+        with opener(path, "rt", encoding="utf-8") as f:
+            yield from enumerate(f, 1)
+    except (UnicodeDecodeError, OSError, EOFError) as e:  # binary, truncated gzip
+        raise OasstFormatError(f"{path}: not readable as UTF-8 JSON lines ({e})") from None
+
+
+def _line_kind(rec) -> Optional[str]:
+    if not isinstance(rec, dict):
+        return None
+    if isinstance(rec.get("prompt"), dict):
+        return "trees"
+    if "message_id" in rec:
+        return "nested" if rec.get("replies") else "messages"
+    return None
+
+
+_EXPECT = {"trees": 'an export tree ({"message_tree_id", "tree_state", "prompt": {...}})',
+           "nested": 'a root message with "message_id" and nested "replies"',
+           "messages": 'a flat message with "message_id" and no nested "replies"'}
+
+
+def _read_jsonl(path: Path, layout: str) -> Tuple[str, List[Tuple[dict, Where]]]:
+    """(the layout read, [(message, where)]); `auto` takes trees or messages from the first line, and a
+    message line with nested replies anywhere makes it `nested` (flat messages are nested ones without)."""
+    out: List[Tuple[dict, Where]] = []
+    seen = layout if layout != "auto" else None
+    for n, line in _lines(path):
+        if not line.strip():
+            continue
+        w: Where = (str(path), n, "line")
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise OasstFormatError(f"{_at(w)}: not JSON ({e}); expected one OASST record per line") from None
+        kind = _line_kind(rec)
+        if kind is None:
+            want = _EXPECT.get(seen or "", "an OASST export tree or message")
+            keys = sorted(rec)[:8] if isinstance(rec, dict) else type(rec).__name__
+            raise OasstFormatError(f"{_at(w)}: expected {want}; got {keys}")
+        if seen is None or (seen == "messages" and kind == "nested" and layout == "auto"):
+            seen = kind
+        elif (seen == "trees") != (kind == "trees") or (seen == "messages" and kind == "nested"):
+            hint = "" if layout != "auto" else " (every line must have the first line's layout)"
+            raise OasstFormatError(f"{_at(w)}: expected {_EXPECT[seen]}, got {_EXPECT[kind].split(' (')[0]}{hint}")
+        if kind == "trees":
+            out += _flatten(rec["prompt"], w, rec.get("message_tree_id"), rec.get("tree_state"))
+        else:
+            out += _flatten(rec, w, None, None)
+    return seen or layout, out
+
+
+def _flatten(root: dict, w: Where, tree_id, state) -> List[Tuple[dict, Where]]:
+    """Depth-first, replies in order; parent_id / message_tree_id / tree_state from the structure."""
+    tree_id = tree_id or root.get("message_tree_id") or root.get("message_id")
+    out = []
+    stack: List[Tuple[dict, Optional[str], bool]] = [(root, root.get("parent_id"), True)]
+    while stack:
+        node, parent, top = stack.pop()
+        if not isinstance(node, dict):
+            raise OasstFormatError(f"{_at(w)}: a reply in tree {tree_id} is {type(node).__name__}, expected a message")
+        msg = {k: v for k, v in node.items() if k != "replies"}
+        if msg.get("parent_id") is None:
+            msg["parent_id"] = parent
+        elif msg["parent_id"] != parent and not top:
+            raise OasstFormatError(f"{_at(w)}: message {msg.get('message_id')} says parent {msg['parent_id']} "
+                                   f"but sits under {parent} in tree {tree_id}")
+        if msg.get("message_tree_id") is None:
+            msg["message_tree_id"] = tree_id
+        if msg.get("tree_state") is None and state is not None:
+            msg["tree_state"] = state
+        out.append((_normalise(msg, w), w))
+        replies = node.get("replies") or []
+        if not isinstance(replies, list):
+            raise OasstFormatError(f"{_at(w)}: message {msg.get('message_id')}: replies must be a list")
+        stack.extend((child, msg["message_id"], False) for child in reversed(replies))
+    return out
+
+
+def _normalise(rec: dict, w: Where) -> dict:
+    """Every FIELD present (None where missing); rank as int or None; id, role and text checked."""
     out = dict(rec)
     for k in FIELDS:
         out.setdefault(k, None)
     r = out["rank"]
     if isinstance(r, float):
         out["rank"] = None if math.isnan(r) else int(r)
+    mid = out["message_id"]
+    if not isinstance(mid, str) or not mid:
+        raise OasstFormatError(f"{_at(w)}: message_id {mid!r}: expected a non-empty string")
+    if out["role"] not in ROLES:
+        raise OasstFormatError(f"{_at(w)}: message {mid} has role {out['role']!r}: expected prompter or assistant")
+    if not isinstance(out["text"], str):
+        raise OasstFormatError(f"{_at(w)}: message {mid} has text {type(out['text']).__name__}: expected a string")
     return out
 
 
-def _flatten_tree(tree: dict, path: Path) -> Iterator[dict]:
-    """Depth-first, replies in order; parent_id / message_tree_id / tree_state from the structure."""
-    root = tree.get("prompt")
-    if root is None:
-        return
-    tree_id = tree.get("message_tree_id") or root.get("message_id")
-    state = tree.get("tree_state")
-    stack: List[Tuple[dict, Optional[str]]] = [(root, None)]
-    while stack:
-        node, parent = stack.pop()
-        msg = {k: v for k, v in node.items() if k != "replies"}
-        if msg.get("parent_id") is None:
-            msg["parent_id"] = parent
-        elif msg["parent_id"] != parent:
-            raise ValueError(f"{path}: message {msg.get('message_id')} says parent {msg['parent_id']} "
-                             f"but sits under {parent} in tree {tree_id}")
-        if msg.get("message_tree_id") is None:
-            msg["message_tree_id"] = tree_id
-        if msg.get("tree_state") is None and state is not None:
-            msg["tree_state"] = state
-        yield _normalise(msg)
-        stack.extend((child, msg["message_id"]) for child in reversed(node.get("replies") or []))
+def _read_table(path: Path, kind: str) -> List[Tuple[dict, Where]]:
+    import pyarrow as pa
+
+    try:
+        if kind == "parquet":
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(path)
+        else:
+            with pa.memory_map(str(path)) as src:  # datasets writes Arrow streams; Arrow files too
+                try:
+                    table = pa.ipc.open_stream(src).read_all()
+                except pa.ArrowInvalid:
+                    table = pa.ipc.open_file(src).read_all()
+    except (pa.ArrowException, OSError) as e:
+        raise OasstFormatError(f"{path}: not a readable {kind} file ({e})") from None
+    return _rows(table.to_pylist(), str(path))
+
+
+def _rows(rows: List[dict], name: str) -> List[Tuple[dict, Where]]:
+    out = []
+    for i, row in enumerate(rows, 1):
+        w: Where = (name, i, "row")
+        if row.get("replies"):
+            raise OasstFormatError(f"{_at(w)}: expected a flat message row; this one has nested replies")
+        row.pop("replies", None)
+        out.append((_normalise(row, w), w))
+    return out
+
+
+def _read_datasets(source: str, revision: Optional[str] = None, load_from_disk: bool = False):
+    """Hub ids, hub repo copies and save_to_disk directories: every split, in the dataset's split order."""
+    import datasets
+
+    ds = datasets.load_from_disk(source) if load_from_disk else datasets.load_dataset(source, revision=revision)
+    parts = [(f"{source} [{s}]", ds[s]) for s in ds] if hasattr(ds, "keys") else [(source, ds)]
+    return [r for name, part in parts for r in _rows(part.to_list(), name)]
+
+
+def _finish(records: List[Tuple[dict, Where]], layout: str, files: List[str]) -> Loaded:
+    """Duplicates (identical: dropped and counted; conflicting: refused), parents present, tree ids."""
+    first: Dict[str, Tuple[dict, Where]] = {}
+    messages, dups, conflicts = [], 0, []
+    for m, w in records:
+        mid = m["message_id"]
+        if mid not in first:
+            first[mid] = (m, w)
+            messages.append(m)
+        elif first[mid][0] == m:
+            dups += 1
+        else:
+            diff = sorted(k for k in m.keys() | first[mid][0].keys() if m.get(k) != first[mid][0].get(k))
+            conflicts.append(f"{mid} at {_at(first[mid][1])} and {_at(w)} (differ in {', '.join(diff)})")
+    if conflicts:
+        raise OasstFormatError(f"{len(conflicts)} message id(s) appear twice with different content: "
+                               + "; ".join(conflicts[:5]) + ("; ..." if len(conflicts) > 5 else ""))
+    for m in messages:
+        p = m["parent_id"]
+        if p is not None and p not in first:
+            raise OasstFormatError(f"{_at(first[m['message_id']][1])}: message {m['message_id']} replies to "
+                                   f"{p}, which is not in the source (expected every parent to be there)")
+    roots: Dict[str, str] = {}
+    for m in messages:  # message_tree_id is the root's id where absent; a cycle has no root
+        if m["message_tree_id"] is None:
+            m["message_tree_id"] = _root(m["message_id"], first, roots)
+    return Loaded(messages, layout, dups, files)
+
+
+def _root(mid: str, first: dict, memo: Dict[str, str]) -> str:
+    path, cur = [], mid
+    while cur not in memo:
+        if cur in path:
+            raise OasstFormatError(f"{_at(first[mid][1])}: message {mid}: its parent links form a cycle")
+        path.append(cur)
+        parent = first[cur][0]["parent_id"]
+        if parent is None:
+            memo[cur] = cur
+            break
+        cur = parent
+    for p in path:
+        memo[p] = memo[cur]
+    return memo[mid]
 
 
 # ----------------------------------------------------------------------------------------------------
-# Filtering and structure
+# Filtering, summary and structure
 
 
-def filter_messages(messages: List[dict], langs: Sequence[str] = ("en",)) -> Tuple[List[dict], dict]:
-    """Keep messages whose lang is in `langs`, not deleted, review_result not False; a message whose
-    parent was dropped (or is not in `messages` at all) is dropped too, so kept trees stay connected.
+@dataclass
+class Filters:
+    """What is translated; defaults as OASST2's own "ready" exports: ready_for_export trees, no
+    deleted, review-failed or synthetic messages, English. A message whose tree_state is unknown
+    (None) passes the tree-state filter."""
 
-    Returns (kept, counts), counts = {"input", "kept", "deleted", "review_failed", "other_language",
-    "orphaned"}; each dropped message is counted once, under the first reason in that order. Kept
-    messages are the input dicts themselves, in input order, ids unchanged. The input order need not be
-    parents-first.
+    langs: Sequence[str] = ("en",)
+    tree_states: Sequence[str] = ("ready_for_export",)  # empty: every state
+    drop_deleted: bool = True
+    review: str = "not_failed"  # any | not_failed (unreviewed kept) | passed
+    drop_synthetic: bool = True
+
+    def __post_init__(self):
+        if self.review not in REVIEW:
+            raise ValueError(f"review={self.review!r}: use one of {', '.join(REVIEW)}")
+
+    @classmethod
+    def from_config(cls, cfg) -> "Filters":
+        t = cfg.translate
+        return cls(langs=list(t.source_langs), tree_states=list(t.tree_states), drop_deleted=t.drop_deleted,
+                   review=str(t.review), drop_synthetic=t.drop_synthetic)
+
+
+def _reason(m: dict, f: Filters, langs: set, states: set) -> Optional[str]:
+    if states and m.get("tree_state") is not None and m["tree_state"] not in states:
+        return "tree_state"
+    if f.drop_deleted and m.get("deleted"):
+        return "deleted"
+    if f.review != "any" and m.get("review_result") is False:
+        return "review_failed"
+    if f.review == "passed" and m.get("review_result") is None:
+        return "unreviewed"
+    if f.drop_synthetic and m.get("synthetic"):
+        return "synthetic"
+    if isinstance(m.get("text"), str) and not m["text"].strip():
+        return "empty_text"
+    if m.get("lang") not in langs:
+        return "other_language"
+    return None
+
+
+def filter_messages(messages: List[dict], langs: Sequence[str] = ("en",),
+                    filters: Optional[Filters] = None) -> Tuple[List[dict], dict]:
+    """Keep what `filters` (default: Filters(langs=langs)) lets through; a message whose parent was
+    dropped (or is not in `messages` at all) is dropped too, so kept trees stay connected.
+
+    Returns (kept, counts): counts has "input", "kept" and one count per REASONS entry; each dropped
+    message is counted once, under the first reason in that order. Kept messages are the input dicts
+    themselves, in input order. The input order need not be parents-first.
     """
-    langs = set(langs)
+    f = filters or Filters(langs=tuple(langs))
+    langs_, states = set(f.langs), set(f.tree_states)
     by_id = {m["message_id"]: m for m in messages}
-    reason: Dict[str, Optional[str]] = {}
-    for m in messages:
-        if m.get("deleted"):
-            reason[m["message_id"]] = "deleted"
-        elif m.get("review_result") is False:
-            reason[m["message_id"]] = "review_failed"
-        elif m.get("lang") not in langs:
-            reason[m["message_id"]] = "other_language"
-        else:
-            reason[m["message_id"]] = None
-
+    reason = {m["message_id"]: _reason(m, f, langs_, states) for m in messages}
     memo: Dict[str, bool] = {}
 
     def kept(mid: str) -> bool:
@@ -217,8 +405,7 @@ def filter_messages(messages: List[dict], langs: Sequence[str] = ("en",)) -> Tup
             memo[p] = ok
         return ok
 
-    counts = {"input": len(messages), "kept": 0, "deleted": 0, "review_failed": 0, "other_language": 0,
-              "orphaned": 0}
+    counts = {"input": len(messages), "kept": 0, **{r: 0 for r in REASONS}}
     out = []
     for m in messages:
         mid = m["message_id"]
@@ -230,6 +417,38 @@ def filter_messages(messages: List[dict], langs: Sequence[str] = ("en",)) -> Tup
             counts["orphaned"] += 1
     counts["kept"] = len(out)
     return out, counts
+
+
+def prepare(source: str, revision: Optional[str] = None, layout: str = "auto",
+            filters: Optional[Filters] = None) -> Tuple[List[dict], dict]:
+    """Load and filter: (kept messages, summary) with the summary as `summarize` gives it."""
+    loaded = load(source, revision, layout)
+    kept, counts = filter_messages(loaded.messages, filters=filters or Filters())
+    ms = loaded.messages
+    summary = {"source": source, "layout": loaded.layout, "messages": len(ms), "duplicates": loaded.duplicates,
+               "trees": len({m["message_tree_id"] for m in ms}),
+               "languages": dict(Counter(m["lang"] for m in ms).most_common()),
+               "tree_states": dict(Counter(m.get("tree_state") for m in ms).most_common()),
+               "filter_counts": counts, "kept_trees": len({m["message_tree_id"] for m in kept})}
+    return kept, summary
+
+
+def summarize(source: str, layout: str = "auto", filters: Optional[Filters] = None) -> Optional[dict]:
+    """The plan-time summary of a local source (trees, messages, languages, what each filter drops);
+    None for a hub id or tiny: source, which are not loaded on the login node. Raises OasstFormatError."""
+    path = Path(source).expanduser()
+    if not path.exists() or (path.is_dir() and _dir_files(path) is None):  # those need `datasets`
+        return None
+    return prepare(source, layout=layout, filters=filters)[1]
+
+
+def format_summary(s: dict) -> str:
+    langs = ", ".join(f"{k} {v}" for k, v in list(s["languages"].items())[:8])
+    drops = ", ".join(f"{k} {v}" for k, v in s["filter_counts"].items() if k not in ("input", "kept") and v)
+    dup = f", {s['duplicates']} identical duplicates dropped" if s["duplicates"] else ""
+    return (f"OASST source {s['source']} ({s['layout']}): {s['trees']} trees, {s['messages']} messages{dup}; "
+            f"languages: {langs or '-'}; filters drop: {drops or 'nothing'}; "
+            f"to translate: {s['filter_counts']['kept']} messages in {s['kept_trees']} trees")
 
 
 def children(messages: Iterable[dict]) -> Dict[Optional[str], List[dict]]:
