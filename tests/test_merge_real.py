@@ -45,7 +45,8 @@ def _write_shards(run: Path, messages: list, n: int, shuffle: bool = False, **kw
     (tdir / "plan.json").write_text(json.dumps({
         "source": str(REAL), "translator": "identity", "translator_revision": None, "backend": "none",
         "target_lang": "da", "messages": len(messages), "shards": [len(s) for s in shards],
-        "filter_counts": {"input": 1167, "kept": len(messages)}, "filters": {"drop_synthetic": True},
+        "filter_counts": {"input": 1167, "kept": len(messages), "tree_state": 0, "synthetic": 22},
+        "filters": {"drop_synthetic": True},
         "summary": {"messages": 1167, "trees": 100, "layout": "trees", "duplicates": 0}}))
     return tdir
 
@@ -202,3 +203,15 @@ def test_duplicated_rows_in_shards_are_refused_naming_the_files(tmp_path, kept):
     msg = str(e.value)
     assert "shard-00000.jsonl:1" in msg and "shard-00001.jsonl:" in msg and str(REAL) in msg
     assert json.loads(first)["message_id"] in msg
+
+
+def test_the_model_card_and_datasheet_carry_the_filter_counts(merged, tmp_path):
+    from dfm_hpc.stages import card
+
+    run = merged[1].parent.parent
+    cfg = schema.typed({"stages": ["translate", "merge", "sft", "card"], "data": {"oasst2": str(REAL)}})
+    text = card.data_section(cfg, run)
+    assert "Left out before translation: synthetic 22 (of 1167 messages)" in text
+    assert "oasst2-da" in card.datasheets(cfg, run, tmp_path)
+    sheet = (tmp_path / "datasheets" / "oasst2-da" / "README.md").read_text()
+    assert "| synthetic | 22 |" in sheet and "| tree_state | 0 |" in sheet

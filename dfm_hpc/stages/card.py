@@ -167,6 +167,10 @@ def data_section(cfg, run_dir: Path) -> str:
         lines.append(f"- **SFT/DPO data**: OASST2 (`{merge['source']}`) machine-translated to Danish with "
                      f"`{merge['translator']}` ({merge['backend']}): {merge['sft_conversations']} conversations, "
                      f"{merge['dpo_pairs']} preference pairs; datasheet: `datasheets/oasst2-da/README.md`.")
+        drops = ", ".join(f"{k} {v}" for k, v in (merge.get("filter_counts") or {}).items()
+                          if k not in ("input", "kept") and v)
+        if drops:  # what the source filters left out (docs/translation.md#input)
+            lines.append(f"  Left out before translation: {drops} (of {merge['filter_counts'].get('input')} messages).")
     else:
         for s in ("sft", "dpo"):
             if s in cfg.stages:
