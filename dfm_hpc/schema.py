@@ -252,6 +252,13 @@ class PiiStage(StageConfig):
     types: List[str] = field(default_factory=lambda: ["cpr", "email", "phone", "ip", "iban"])
     shards: int = 8  # work units; each worker takes shards by rank, like translate
     chunk_size: int = 1000  # rows per flushed chunk (resume point)
+    # netmasks and section numbers are never addresses, under any policy
+    ip_policy: IpPolicy = IpPolicy.all  # all | public (global only, no public DNS resolvers: DFM's filter) | off
+    # loaded offline from the jobs' cache like every model; prefetch lists it; docs/pii.md says why it is off
+    ner: Optional[str] = None  # Danish NER model (hub id or path) for names and street addresses; unset: off
+    ner_revision: Optional[str] = None  # the NER model's revision; a commit hash pins it
+    ner_batch_size: int = 32  # texts per NER forward pass
+    audit_samples: int = 10  # masked replaced spans per type kept in report.json and the datasheet
     tasks_per_node: Optional[int] = 1
     gpus_per_node: Optional[int] = 0
     time: str = "01:00:00"
@@ -263,13 +270,6 @@ class TokenizeStage(StageConfig):
 
     shards: int = 0  # per source: work and resume units (contiguous rows); 0: one per worker
     # where the stores live (tokens-<key>/, content-addressed by tokenizer + source); shared by runs
-    # netmasks and section numbers are never addresses, under any policy
-    ip_policy: IpPolicy = IpPolicy.all  # all | public (global only, no public DNS resolvers: DFM's filter) | off
-    # loaded offline from the jobs' cache like every model; prefetch lists it; docs/pii.md says why it is off
-    ner: Optional[str] = None  # Danish NER model (hub id or path) for names and street addresses; unset: off
-    ner_revision: Optional[str] = None  # the NER model's revision; a commit hash pins it
-    ner_batch_size: int = 32  # texts per NER forward pass
-    audit_samples: int = 10  # masked replaced spans per type kept in report.json and the datasheet
     store_root: Optional[str] = None  # unset: runs_root
     batch_docs: int = 1000  # documents per tokenizer call
     tasks_per_node: Optional[int] = 1
