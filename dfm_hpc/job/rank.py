@@ -43,6 +43,7 @@ KNOWN_WARNINGS = (
 QUIET_ENV = {
     "TRANSFORMERS_VERBOSITY": "error", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1", "DATASETS_VERBOSITY": "error",
     "HF_DATASETS_DISABLE_PROGRESS_BARS": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TQDM_DISABLE": "1",
+    "LMEVAL_LOG_LEVEL": "ERROR",  # lm-eval's per-task notices (evaluate)
 }
 QUIET_LOGGERS = ("accelerate", "DeepSpeed", "torch.distributed.elastic")  # to WARNING/ERROR, below
 
