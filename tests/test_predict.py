@@ -98,7 +98,8 @@ def test_lumi_dry_runs_print_summaries_predictions_and_the_requeue_warning(tmp_p
 def test_a_stage_that_cannot_resume_and_would_outlast_its_walltime_is_refused(tmp_path):
     p = dfm("+experiment=demo", "demo.sleep_s=900", "demo.time=00:05:00", "dry_run=true", cwd=tmp_path)
     assert p.returncode == 2 and not (tmp_path / "runs").exists()
-    assert "demo: predicted" in p.stderr and "cannot resume" in p.stderr and "demo.time=00:19:00" in p.stderr  # (900 + 20 s) x 1.2
+    assert "demo: predicted" in p.stderr and "cannot resume" in p.stderr
+    assert "demo.time=00:19:00" in p.stderr  # (900 s + the cpu entry's 40 s start-up) x 1.2, rounded up
 
 
 def test_plan_json_is_what_status_and_the_card_read(tmp_path):
@@ -146,3 +147,13 @@ def test_calibrate_prints_the_entries_a_finished_run_measured(tmp_path):
     p = dfm("calibrate", str(run), cwd=tmp_path)
     assert p.returncode == 1 and "nothing to calibrate" in p.stdout
     assert dfm("calibrate", "no-such-run", cwd=tmp_path).returncode == 2
+
+
+def test_status_shows_elapsed_against_predicted_while_a_job_runs():
+    from dfm_hpc.login.status import _predicted
+
+    assert _predicted({"hours": 2.0, "basis": "work"}, 3600, "RUNNING") == "02:00:00 (50%)"
+    assert _predicted({"hours": 2.0, "basis": "work"}, 7200, "COMPLETED") == "02:00:00"
+    assert _predicted({"hours": 0.25, "basis": "fixed"}, 0, "PENDING") == "00:15:00~"
+    assert _predicted({"hours": 158.4, "basis": "work"}, 0, "-").startswith("6-14:24")
+    assert _predicted(None, 10, "RUNNING") == _predicted({"hours": None}, 10, "RUNNING") == "-"
