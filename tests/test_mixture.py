@@ -130,3 +130,14 @@ def test_bad_mixtures_are_refused_at_plan_time(tmp_path):
     assert p.returncode == 2 and "are less than what cpt trains on (15,360)" in p.stdout + p.stderr
     p = dfm("+experiment=cpt_tiny", "stages=[cpt,tokenize]", cwd=tmp_path)
     assert p.returncode == 2 and "tokenize must come before cpt" in p.stdout + p.stderr
+
+
+def test_prefetch_lists_the_mixture_and_its_subset(tmp_path):
+    from dfm_hpc.login import prefetch
+    from dfm_hpc.login.launch import compose_config
+
+    cfg = compose_config(["+experiment=munin_cpt", "cluster=lumi", "cluster.account=project_465000670"])
+    needs = {n.key: n for n in prefetch.needs(cfg)}
+    assert needs["data.mixture[2]"].repo_id == "HuggingFaceFW/fineweb-edu"
+    assert needs["data.mixture[2]"].subset == "sample-10BT"
+    assert "data.corpus" not in needs and needs["model.name_or_path"].kind == "model"  # the tokenizer

@@ -58,10 +58,16 @@ def prepare(cfg, ctx, tokenizer, seen=None):
             for r in rows:
                 ctx.log(f"mixture: {r['name']}: {r['tokens']:,} tokens, share {r['share']:.4f} "
                         f"(target {r['target_share']:.4f}), {r['epochs']:.2f} epochs")
+    what = {"stores": [p["store"] for p in plans], "seq_len": st.seq_len, "seed": cfg.seed,
+            "mixture": [{k: p.get(k) for k in ("weight", "tokens", "epochs")} for p in plans]}
     if ctx.is_main and not ready.exists():
-        ready.write_text(json.dumps({"stores": [p["store"] for p in plans], "documents": sum(d for d, _ in docs),
-                                     "eval_documents": sum(e for _, e in docs), "seq_len": st.seq_len}) + "\n")
+        ready.write_text(json.dumps({**what, "documents": sum(d for d, _ in docs),
+                                     "eval_documents": sum(e for _, e in docs)}) + "\n")
     data.wait_for([ready], "rank 0 to write the data plan", ctx)
+    old = json.loads(ready.read_text())
+    if {k: old.get(k) for k in what} != what:  # a rerun in place with other data: the order would not fit
+        raise RuntimeError(f"{ready} was made for other data (stores, mixture, seq_len or seed changed); "
+                           "resuming would mix them: rerun with --fresh")
     if cfg.data.mixture:
         order = np.load(out / "order.npy", mmap_mode="r")
     train_ds = store.Blocks(train_parts, st.seq_len, order=order, seen=seen)
