@@ -226,3 +226,13 @@ def test_a_chain_dev_g_would_refuse_halfway_exits_2_and_writes_nothing(tmp_path)
     for line in ("#SBATCH --partition=dev-g", "module load lumi-aif-singularity-bindings", " singularity run ",
                  'scontrol requeue "$SLURM_JOB_ID"; fi'):
         assert line in s, line
+
+
+def test_a_sweep_dev_g_would_refuse_halfway_exits_2(tmp_path):
+    """Each point alone fits dev-g's 2 jobs; the sweep's 3 points are queued together and do not."""
+    args = ["-m", "+experiment=demo", "cluster=lumi_dev", "cluster.account=project_465000670", "stages=[demo]"]
+    p = dfm(*args, "demo.value=1,2,3", cwd=tmp_path)
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert "this sweep queues 3 jobs there (3 points)" in p.stderr and "Sweep at most 2 point(s)" in p.stderr
+    assert not (tmp_path / "runs").exists()
+    assert dfm(*args, "demo.value=1,2", "dry_run=true", cwd=tmp_path).returncode == 0

@@ -370,6 +370,7 @@ def launch(points: List[Point], argv: List[str], sweep: bool) -> int:
     for p, cfg in zip(points, cfgs):
         prefix = f"[{' '.join(p.overrides)}] " if sweep else ""
         problems += [prefix + x for x in validate.check_config(cfg)]
+    problems += validate.check_sweep_job_limits(cfgs) if not problems else []
     kinds = {(c.cluster.scheduler, c.dry_run) for c in cfgs}
     if len(kinds) > 1:
         problems.append("a sweep cannot mix schedulers or dry_run values; sweep over one cluster at a time")

@@ -356,6 +356,23 @@ def _check_job_limits(cfg, jobs) -> List[str]:
     return out
 
 
+def check_sweep_job_limits(cfgs) -> List[str]:
+    """A sweep's points are queued together, so their jobs count against a partition's per-user
+    limit together (each point alone is checked by _check_job_limits)."""
+    if len(cfgs) < 2 or cfgs[0].cluster.system != "lumi":
+        return []
+    plans = [plan(cfg) for cfg in cfgs]
+    out = []
+    for name, part in lumi.PARTITIONS.items():
+        per_point = [sum(j.array for j in jobs if j.partition == name) for jobs in plans]
+        if sum(per_point) > part.max_jobs and max(per_point) <= part.max_jobs:
+            out.append(f"{name} accepts at most {part.max_jobs} submitted jobs per user ({part.max_running} running); "
+                       f"this sweep queues {sum(per_point)} jobs there ({len(cfgs)} points), so sbatch would refuse "
+                       f"it halfway. Sweep at most {part.max_jobs // max(max(per_point), 1)} point(s) per launch, "
+                       "or use cluster=lumi")
+    return out
+
+
 def _mem_or_none(text):
     try:
         return lumi.parse_mem_gb(text)
