@@ -57,10 +57,19 @@ def lock_problems(pyproject: str, lock: str, extras, excluded, python: str):
             problems.append(f"{r.name} is required but not locked")
         elif not r.specifier.contains(have.split("+")[0], prereleases=True):
             problems.append(f"{r.name}{r.specifier} but the lock has {have}")
+    for r in reqs:  # an extra (pkg[extra]) pulls more packages: with pkg installed, its metadata says which
+        try:
+            needs = [Requirement(x) for x in metadata.requires(r.name) or []]
+        except metadata.PackageNotFoundError:
+            continue
+        for dep in needs:
+            if r.extras and dep.marker is not None and not dep.marker.evaluate({**env, "extra": ""}) \
+                    and any(dep.marker.evaluate({**env, "extra": e}) for e in r.extras) and norm(dep.name) not in pins:
+                problems.append(f"{r.name}[{','.join(sorted(r.extras))}] needs {dep.name}, which is not locked")
     wanted = {norm(r.name) for r in reqs}
     problems += [f"{n} is locked as a direct requirement that pyproject.toml no longer has" for n in direct - wanted]
     problems += [f"{n} is excluded from this set but locked" for n in excluded if n in pins]
-    return problems
+    return list(dict.fromkeys(problems))  # a requirement in two extras is one problem
 
 
 def test_every_lock_agrees_with_pyproject():
@@ -80,6 +89,9 @@ def test_a_changed_pin_without_relocking_fails_the_check():
     assert any("transformers" in p for p in lock_problems(newer, lock, extras, excluded, py))
     added = pyproject.replace('"rich>=13",', '"rich>=13",\n  "left-pad>=1",')
     assert any("left-pad" in p for p in lock_problems(added, lock, extras, excluded, py))
+    with_extra = re.sub(r'"pytest>=8"', '"pytest[dev]>=8"', pyproject)  # pytest's dev extra: not locked
+    assert with_extra != pyproject
+    assert any(p.startswith("pytest[dev] needs") for p in lock_problems(with_extra, lock, extras, excluded, py))
     old_pin = re.sub(r"(?m)^trl==\S+", "trl==0.8.0", lock)
     assert any(p.startswith("trl") for p in lock_problems(pyproject, old_pin, extras, excluded, py))
 
