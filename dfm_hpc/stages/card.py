@@ -202,8 +202,8 @@ def compute_section(used: Dict, system: str) -> str:
     total = f"\n\nTotal: {used['gpu_hours']:.3f} GPU-hours"
     total += f", {used['billing_units']:.3f} LUMI billing units.\n" if used["billing_units"] is not None else \
         " (billing units apply on LUMI only).\n"
-    note = "Hours are node-hours from sacct (ElapsedRaw x nodes), recorded by each job at its end." if system != "local" or any(
-        r["where"].startswith("Slurm") for r in used["stages"]) else ""
+    slurm = system != "local" or any(r["where"].startswith("Slurm") for r in used["stages"])
+    note = "Hours are node-hours from sacct (ElapsedRaw x nodes), recorded by each job at its end." if slurm else ""
     return "\n".join(lines) + total + (f"\n{note}\n" if note else "")
 
 
