@@ -122,6 +122,10 @@ def summary(cfg, stage: str, job: StageJob) -> str:
                 f"{', EuroEval' if st.euroeval else ''}, {st.generation_prompts} generations")
     if stage == "card":
         return f"model card ({st.license}{', ' + st.repo_id if st.repo_id else ''}) and datasheets"
+    if stage == "tokenize":
+        shards = f", {st.shards} shards" if "shards" in st else ""
+        return (f"tokenize {_train_data(cfg, 'cpt')} with {cfg.model.name}'s tokenizer into token stores{shards} "
+                f"over {_workers(_devices(job))}")
     if stage == "demo":
         return f"demo: all_reduce over {job.world_size} ranks, sleep {st.sleep_s:g} s"
     return stage
