@@ -86,7 +86,8 @@ def test_auto_keeps_a_template_with_marks_and_replaces_one_without(tmp_path):
 
 
 def test_sft_starts_from_a_base_tokenizer_without_a_chat_template(tmp_path):
-    """The whole stage, 2 ranks under ZeRO-3: today's TRL refuses assistant-only loss without marks."""
+    """The whole stage (one rank: CI time; the 2-rank path is test_finetune's): without the managed
+    template TRL refuses assistant-only loss on a tokenizer without generation marks."""
     pytest.importorskip("trl")
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -99,7 +100,7 @@ def test_sft_starts_from_a_base_tokenizer_without_a_chat_template(tmp_path):
                                  eos_token_id=tok.eos_token_id)).save_pretrained(base)
     tok.save_pretrained(base)
     p = dfm("+experiment=sft_tiny", f"model.name_or_path={base}", "stages=[sft]", "sft.max_steps=1",
-            "sft.save_every_steps=100", cwd=tmp_path, timeout=600)
+            "sft.tasks_per_node=1", "sft.save_every_steps=100", cwd=tmp_path, timeout=600)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     (run,) = run_dirs(tmp_path)
     s = run / "stages" / "sft"
@@ -112,3 +113,11 @@ def test_sft_starts_from_a_base_tokenizer_without_a_chat_template(tmp_path):
     from dfm_hpc.job import chat_template
 
     assert AutoTokenizer.from_pretrained(s / "model").chat_template == chat_template.MANAGED.read_text()
+
+
+def test_add_generation_prompt_is_not_a_generation_mark():
+    from dfm_hpc.job import chat_template
+
+    assert not chat_template.has_generation_marks("{% if add_generation_prompt %}x{% endif %}")
+    assert chat_template.has_generation_marks("{%- generation %}a{%- endgeneration %}")
+    assert chat_template.has_generation_marks(chat_template.MANAGED.read_text())

@@ -9,6 +9,7 @@ dpo, evaluate and inference.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 MANAGED = Path(__file__).resolve().parent.parent / "templates" / "chat_template.jinja"
@@ -16,7 +17,8 @@ MODES = ("auto", "managed", "keep")  # or a path to a .jinja file
 
 
 def has_generation_marks(template) -> bool:
-    return bool(template) and "generation" in template and "endgeneration" in template
+    """A {% generation %} block, as TRL looks for it (add_generation_prompt is no mark)."""
+    return bool(template) and re.search(r"\{%-?\s*generation\s*-?%\}", template) is not None
 
 
 def ensure(tokenizer, mode: str = "auto", log=print):
