@@ -121,11 +121,17 @@ def _main(argv: List[str]) -> int:
         if args.cmd == "status":
             return status.status(args.run, args.runs_root)
         if args.cmd == "logs":
-            return status.logs(args.run, args.stage, args.rank, args.follow, args.lines, args.runs_root)
+            from dfm_hpc.login import control
+
+            return control.logs(args.run, args.stage, args.rank, args.follow, args.lines, args.runs_root)
         if args.cmd == "cancel":
-            return status.cancel(args.run, args.runs_root)
+            from dfm_hpc.login import control
+
+            return control.cancel(args.run, args.runs_root)
         if args.cmd == "rerun":
-            return launch.rerun(args.run, args.overrides, args.fresh, args.runs_root)
+            from dfm_hpc.login import rerun
+
+            return rerun.rerun(args.run, args.overrides, args.fresh, args.runs_root)
         if args.cmd == "prefetch":
             return launch.prefetch(_default_cluster(args.overrides), args.download)
         return status.list_all(args.runs_root)
