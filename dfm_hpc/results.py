@@ -1,7 +1,9 @@
 """The evaluate stage's results format: `stages/evaluate/results.json` and its Markdown tables.
 
 Written in a rank by the evaluate stage, read on the login node by `compare` and by the card stage,
-so it lives here, importing neither world.
+so it lives here, importing neither world. Format 2 (this code) gives each model `benchmarks`
+({"<harness>/<task>": {"scores": {metric: value}, "meta": {comparability fields}}}), `notes` and
+`serving`; format 1 (older runs: `euroeval` scores and one `euroeval_note`) is still read.
 """
 
 from __future__ import annotations
@@ -10,20 +12,42 @@ import math
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
-
 RESULTS = Path("stages") / "evaluate" / "results.json"
+FORMAT = 2
 
-
-# the fixed metrics of every model, in this order; EuroEval's follow, then the timing
+# the fixed metrics of every model, in this order; the benchmarks follow, then serving and timing
 BASE_METRICS = ("eval_loss", "perplexity", "eval_texts", "eval_tokens")
+# what must agree for two benchmark numbers to be comparable (EuroEval issue #1703: up to +-12 points
+# between A100 TP=1 and MI250X TP=4); num_fewshot and chat_template change the prompt itself
+COMPARABLE = ("harness", "harness_version", "task_version", "split", "n_samples", "num_fewshot", "seed", "dtype",
+              "backend", "backend_version", "chat_template")
+SERVING = ("startup_s", "tokens_per_s")
+
+
+def benchmarks(model: dict) -> Dict[str, dict]:
+    """The model's benchmark results in format 2, also for a format-1 entry (its `euroeval` scores)."""
+    if "benchmarks" in model:
+        return model.get("benchmarks") or {}
+    return {f"euroeval/{task}": {"scores": scores, "meta": {"harness": "euroeval"}}
+            for task, scores in (model.get("euroeval") or {}).items()}
+
+
+def label(key: str) -> str:
+    """"lm-eval/arc_da" -> "lm-eval arc_da"; "euroeval/<task>/<dataset>" -> "euroeval <task>/<dataset>"."""
+    harness, _, task = key.partition("/")
+    return f"{harness} {task}"
 
 
 def flatten(model: dict) -> Dict[str, object]:
     """One model entry of results.json -> {metric row label: value}, in table order."""
     row: Dict[str, object] = {k: model.get(k) for k in BASE_METRICS}
-    for task, scores in sorted((model.get("euroeval") or {}).items()):
-        for metric, value in scores.items():
-            row[f"euroeval {task} {metric}"] = value
+    for key, res in sorted(benchmarks(model).items()):
+        for metric, value in res["scores"].items():
+            row[f"{label(key)} {metric}"] = value
+    serving = model.get("serving") or {}
+    for k in SERVING:
+        if k in serving:
+            row[f"server {k}"] = serving[k]
     row["seconds"] = model.get("seconds")
     return row
 
@@ -58,5 +82,56 @@ def markdown_table(columns: Sequence[Tuple[str, Dict[str, object]]]) -> str:
 
 
 def notes(columns: Sequence[Tuple[str, dict]]) -> List[str]:
-    """`label: euroeval_note` for every model that has one."""
-    return [f"{label}: {m['euroeval_note']}" for label, m in columns if m.get("euroeval_note")]
+    """`label: note` for every note of every model (format 1: its `euroeval_note`)."""
+    out = []
+    for label_, m in columns:
+        for n in m.get("notes") or ([m["euroeval_note"]] if m.get("euroeval_note") else []):
+            out.append(f"{label_}: {n}")
+    return out
+
+
+def comparability(columns: Sequence[Tuple[str, dict]]) -> List[str]:
+    """One warning per benchmark and field where two columns' results differ: their numbers are not
+    comparable as they stand. A field one side does not record (format 1) counts as unknown."""
+    warnings = []
+    keys = sorted({k for _, m in columns for k in benchmarks(m)})
+    for key in keys:
+        have = [(lab, benchmarks(m)[key].get("meta") or {}) for lab, m in columns if key in benchmarks(m)]
+        for f in COMPARABLE:
+            seen: Dict[str, List[str]] = {}
+            for lab, meta in have:
+                seen.setdefault(fmt(meta.get(f)) if f in meta else "unknown", []).append(lab)
+            if len(seen) > 1:
+                warnings.append(f"{label(key)}: {f} differs: " +
+                                "; ".join(f"{v} ({', '.join(labs)})" for v, labs in seen.items()))
+    return warnings
+
+
+def meta_table(rows: Sequence[dict]) -> str:
+    """Each benchmark's comparability fields (as the first model that has it recorded them)."""
+    first: Dict[str, dict] = {}
+    for m in rows:
+        for key, res in benchmarks(m).items():
+            first.setdefault(key, res.get("meta") or {})
+    if not first:
+        return ""
+    lines = ["| benchmark | " + " | ".join(COMPARABLE) + " |", "|---|" + "---|" * len(COMPARABLE)]
+    for key, meta in sorted(first.items()):
+        lines.append(f"| {label(key)} | " + " | ".join(fmt(meta.get(f)) for f in COMPARABLE) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def markdown(source: str, rows: Sequence[dict]) -> str:
+    """results.md: the metric x model table, the benchmarks' comparability fields, warnings, notes."""
+    cols = [(r["name"], r) for r in rows]
+    md = ["# Evaluation\n", f"Held-out text: `{source}`\n", markdown_table([(n, flatten(r)) for n, r in cols])]
+    table = meta_table(rows)
+    if table:
+        md.append("\nBenchmarks (what a comparison must hold equal):\n\n" + table)
+    warn = comparability(cols)
+    if warn:
+        md.append("\nNot comparable as they stand:\n\n" + "\n".join(f"- {w}" for w in warn) + "\n")
+    extra = notes(cols)
+    if extra:
+        md.append("\nNotes:\n\n" + "\n".join(f"- {n}" for n in extra) + "\n")
+    return "\n".join(md)

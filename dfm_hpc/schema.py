@@ -50,6 +50,7 @@ ReportTo = _choice("ReportTo", "tensorboard wandb")
 WandbMode = _choice("WandbMode", "offline online disabled")
 Replacement = _choice("Replacement", "tags fake")
 IpPolicy = _choice("IpPolicy", "all public off")  # which IP addresses the PII filter replaces
+ServerBackend = _choice("ServerBackend", "none vllm transformers")  # evaluate.server
 
 
 @dataclass
@@ -334,15 +335,37 @@ class DpoStage(TrainStage):
 
 @dataclass
 class EvaluateStage(StageConfig):
-    """Scores models of this run (and others, side by side): perplexity, EuroEval, generations."""
+    """Scores models of this run (and others, side by side): perplexity, benchmarks (lm-eval,
+    EuroEval), generations. docs/evaluation.md"""
 
     # which models: "base" (model.name_or_path), a stage of this run (cpt, sft, dpo), or a run dir
     # (its last trained model); empty = base plus every trained stage of this run
     models: List[str] = field(default_factory=list)
-    euroeval: bool = True  # run EuroEval's Danish tasks (datasets prefetched on the login node)
+    # lm-evaluation-harness tasks: lm-eval task names (its Danish ones: belebele_dan_Latn, arc_da,
+    # hellaswag_da, m_mmlu_da, truthfulqa_da_mc1/mc2; data from the prefetched HF cache), or
+    # tiny:danish_mc / tiny:danish_mc_gen (written by dfm_hpc, no Hub); empty: no lm-eval
+    lm_eval_tasks: List[str] = field(default_factory=list)
+    lm_eval_include: Optional[str] = None  # a dir of extra task YAMLs (lm-eval's include_path)
+    lm_eval_limit: Optional[int] = None  # at most this many items per task (None: all; a partial score)
+    num_fewshot: int = 0
+    # where the benchmarks run: none = lm-eval in-process on the loaded model (hf backend); vllm |
+    # transformers = an OpenAI-compatible server started in the job (base + adapters under their
+    # names), lm-eval and EuroEval as its clients
+    server: ServerBackend = ServerBackend.none
+    server_port: int = 8000
+    server_timeout_s: float = 900  # from start to a healthy /health
+    server_args: List[str] = field(default_factory=list)  # extra server arguments (vllm serve ...)
+    server_chat: bool = False  # lm-eval through chat completions (the chat template) instead of completions
+    euroeval: bool = True  # EuroEval's Danish tasks against the server (needs evaluate.server)
     euroeval_tasks: List[str] = field(default_factory=list)  # empty: EuroEval's Danish defaults
-    # EuroEval's datasets, prefetched on the login node (python -m dfm_hpc.stages.evaluate
-    # prefetch-euroeval --cache-dir DIR); unset: $DFM_HPC_EUROEVAL_CACHE, else the run's cache/euroeval
+    euroeval_datasets: List[str] = field(default_factory=list)  # only these EuroEval datasets
+    euroeval_test_split: bool = False  # the test split (leaderboard numbers); default: validation
+    euroeval_args: List[str] = field(default_factory=list)  # more EuroEval CLI arguments (--num-iterations 1)
+    # the python of EuroEval's own environment (its pins conflict with training's): .venv-euroeval
+    # here, the euroeval overlay on LUMI (containers/); unset: $DFM_HPC_EUROEVAL_PYTHON
+    euroeval_python: Optional[str] = None
+    # EuroEval's datasets, prefetched on the login node (python -m dfm_hpc prefetch ... --download);
+    # unset: $DFM_HPC_EUROEVAL_CACHE, else the run's cache/euroeval
     euroeval_cache: Optional[str] = None
     max_eval_texts: int = 1000  # held-out texts for perplexity (data.eval_text)
     generation_prompts: int = 5  # Danish prompts to generate samples for

@@ -3,12 +3,15 @@
 `python -m dfm_hpc compare RUN_OR_RESULTS [RUN ...]` reads each run's
 `stages/evaluate/results.json` (a sweep dir: each point's), or a results.json given directly, and
 prints one Markdown table: one row per metric, one column per run:model. The evaluate stage writes
-its own results.md with the same table code (`markdown_table`).
+its own results.md with the same table code (`markdown_table`). Benchmarks whose comparability
+fields differ between columns (harness or task version, split, samples, seed, dtype, serving
+backend, ...: results.COMPARABLE) are warned about, below the table and on stderr.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
@@ -51,12 +54,16 @@ def collect(refs: Sequence[str], runs_root: str = "runs") -> Tuple[List[Tuple[st
 
 def render(refs: Sequence[str], runs_root: str = "runs") -> str:
     columns, legend = collect(refs, runs_root)
-    out = results.markdown_table([(label, results.flatten(m)) for label, m in columns]) if columns else "No evaluate results found.\n"
+    out = (results.markdown_table([(label, results.flatten(m)) for label, m in columns]) if columns
+           else "No evaluate results found.\n")
     extra = results.notes(columns)
+    warnings = results.comparability(columns)
     if legend:
         out += "\n" + "\n".join(f"- {line}" for line in legend) + "\n"
+    if warnings:  # on stderr too: a table of numbers that should not be compared must not go unnoticed
+        out += "\nWarning: not comparable as they stand:\n" + "\n".join(f"- {w}" for w in warnings) + "\n"
     if extra:
-        out += "\nEuroEval notes:\n" + "\n".join(f"- {line}" for line in extra) + "\n"
+        out += "\nNotes:\n" + "\n".join(f"- {line}" for line in extra) + "\n"
     return out
 
 
@@ -69,4 +76,7 @@ def compare(refs: Sequence[str], runs_root: str = "runs", out: Optional[str] = N
     if out:
         Path(out).write_text(text)
     print(text, end="")
+    columns, _ = collect(refs, runs_root)
+    for w in results.comparability(columns):
+        print(f"warning: {w}", file=sys.stderr)
     return 0 if "| metric |" in text else 1

@@ -17,7 +17,7 @@ import shutil
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from dfm_hpc import templates
+from dfm_hpc import results, templates
 from dfm_hpc.job.rank import StageContext
 from dfm_hpc.plan import billing, plan, run_jobs, stage_cluster
 from dfm_hpc.rundir import stage_dir
@@ -117,13 +117,17 @@ def eval_section(run_dir: Path) -> str:
     res = _json(stage_dir(run_dir, "evaluate") / "results.json")
     if not res:
         return "This run has no evaluate stage; no benchmark results.\n"
-    md = stage_dir(run_dir, "evaluate") / "results.md"
-    table = "\n".join(ln for ln in md.read_text().splitlines()  # timings are for results.md, not the card
-                      if ln.startswith("|") and not ln.startswith("| seconds")) if md.exists() else ""
-    text = f"Held-out Danish text `{res.get('eval_data')}` (loss and perplexity, token-weighted):\n\n{table}\n"
-    notes = sorted({m["euroeval_note"] for m in res["models"] if m.get("euroeval_note")})
+    rows = res["models"]
+    # timings are for results.md, not the card
+    cols = [(m["name"], {k: v for k, v in results.flatten(m).items() if k != "seconds"}) for m in rows]
+    text = (f"Held-out Danish text `{res.get('eval_data')}` (loss and perplexity, token-weighted), and the "
+            f"benchmarks (lm-eval: 0-1; EuroEval: its percentages):\n\n{results.markdown_table(cols)}")
+    meta = results.meta_table(rows)
+    if meta:
+        text += f"\nHow the benchmarks were run (a number is comparable with another only if these agree):\n\n{meta}"
+    notes = sorted({n for m in rows for n in (m.get("notes") or [m.get("euroeval_note")]) if n})
     if notes:
-        text += "\nEuroEval was not scored: " + " ".join(notes) + "\n"
+        text += "\nNot scored: " + " ".join(notes) + "\n"
     samples = stage_dir(run_dir, "evaluate") / "samples.jsonl"
     if samples.exists():
         rows = [json.loads(x) for x in samples.read_text().splitlines() if x.strip()]
@@ -133,12 +137,14 @@ def eval_section(run_dir: Path) -> str:
             text += f"\nGeneration samples ({last}, greedy; all in `stages/evaluate/samples.md`):\n\n"
             for r in picked:
                 out = r["output"].strip().replace("\n", " ")
-                text += f"> **{r['prompt']}**\n>\n> {out[:400] or '(nothing but whitespace: ' + json.dumps(r['output']) + ')'}\n\n"
+                out = out[:400] or f"(nothing but whitespace: {json.dumps(r['output'])})"
+                text += f"> **{r['prompt']}**\n>\n> {out}\n\n"
     return text
 
 
 def eval_results(run_dir: Path, final: str):
-    """model-index entries for the card's YAML: the final model's held-out perplexity and EuroEval scores."""
+    """model-index entries for the card's YAML: the final model's held-out perplexity and benchmark scores
+    (lm-eval, EuroEval; their error bars stay in the tables)."""
     from huggingface_hub import EvalResult
 
     res = _json(stage_dir(run_dir, "evaluate") / "results.json")
@@ -151,12 +157,16 @@ def eval_results(run_dir: Path, final: str):
             out.append(EvalResult(task_type="text-generation", dataset_type=str(res.get("eval_data")),
                                   dataset_name="Held-out Danish text", metric_type="perplexity",
                                   metric_value=round(float(m["perplexity"]), 4), metric_name="Perplexity"))
-        for task, metrics in (m.get("euroeval") or {}).items():
-            for name, value in metrics.items():
-                if isinstance(value, (int, float)):
-                    out.append(EvalResult(task_type="text-generation", dataset_type=f"EuroEval/{task}",
-                                          dataset_name=f"EuroEval {task}", metric_type=name,
-                                          metric_value=round(float(value), 4), metric_name=name))
+        for key, bench in sorted(results.benchmarks(m).items()):
+            meta = bench.get("meta") or {}
+            for name, value in bench["scores"].items():
+                if isinstance(value, (int, float)) and not name.split(" ")[0].endswith(("_stderr", "_se")):
+                    out.append(EvalResult(task_type="text-generation", dataset_type=key,
+                                          dataset_name=results.label(key), dataset_split=meta.get("split"),
+                                          metric_type=name,
+                                          metric_value=round(float(value), 4), metric_name=name,
+                                          task_name=" ".join(str(meta[k]) for k in ("harness", "harness_version")
+                                                             if meta.get(k)) or None))
     return out
 
 

@@ -6,19 +6,20 @@ empty = base plus every trained stage before evaluate):
 
 (a) loss and perplexity on held-out Danish text (`data.eval_text`): token-weighted mean NLL over up
     to `max_eval_texts` texts, each truncated to the model's max positions. Always; offline.
-(b) EuroEval's Danish tasks (`evaluate.euroeval`), through its Python API (`Benchmarker`). EuroEval
-    runs decoder models only through vLLM and reads its datasets from the HF cache, so the stage
-    checks both first; when EuroEval cannot run it records why (`euroeval_note`) and carries on.
+(b) benchmarks: lm-evaluation-harness tasks (`lm_eval_tasks`) and EuroEval's Danish tasks
+    (`euroeval`), clients in job/harness.py. With `server=none` lm-eval runs in this process on the
+    loaded model (hf backend); with `server=vllm|transformers` the stage starts an OpenAI-compatible
+    server (job/serve.py) holding every model under its own name, runs lm-eval and EuroEval (from its
+    own environment) against it, and always stops it. Each result carries its comparability fields.
 (c) greedy generations for `generation_prompts` built-in Danish prompts (chat template if any).
 
-Outputs in stages/evaluate/: results.json, results.md (metric x model table), samples.jsonl,
-samples.md, and euroeval/ (EuroEval's own records per model, which it reuses on a rerun).
+Outputs in stages/evaluate/: results.json, results.md (metric x model table, comparability),
+samples.jsonl, samples.md, server/ (server logs), euroeval/ (EuroEval's own records per model).
 One process (rank 0); GPU when there is one, else CPU. See docs/evaluation.md.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -28,6 +29,7 @@ from types import SimpleNamespace
 from typing import Dict, List, Optional, Tuple
 
 from dfm_hpc import results, tiny
+from dfm_hpc.job import harness, serve
 from dfm_hpc.job.rank import StageContext
 from dfm_hpc.rundir import stage_dir
 from dfm_hpc.schema import TRAINED_STAGES, Config
@@ -44,11 +46,6 @@ PROMPTS = [
     "Hvem skrev eventyret Den grimme ælling?",
     "Skriv en sætning med ordene hav, vind og måge.",
 ]
-
-# EuroEval's Danish datasets live on the hub as EuroEval/<name>; the stage itself never downloads
-EUROEVAL_PREFETCH = ("on the login node, with euroeval installed: python -m dfm_hpc.stages.evaluate "
-                     "prefetch-euroeval --cache-dir DIR, then set evaluate.euroeval_cache=DIR; "
-                     "see docs/evaluation.md")
 
 
 # ---------------------------------------------------------------------------- which models
@@ -94,7 +91,8 @@ def model_specs(cfg, ctx) -> List[Tuple[str, str]]:
             found = _last_trained(p) if p.is_dir() else None
             if found is None:
                 raise FileNotFoundError(f"evaluate.models: {ref!r} is neither 'base', a stage of this run "
-                                        f"({', '.join(TRAINED_STAGES)}), a model dir, nor a run dir with a trained model")
+                                        f"({', '.join(TRAINED_STAGES)}), a model dir, nor a run dir with a "
+                                        "trained model")
             specs.append((f"{p.name}/{found[0]}", str(found[1])))
     return specs
 
@@ -220,75 +218,7 @@ def generate(model, tokenizer, prompts: List[str], max_new_tokens: int) -> List[
     return outs
 
 
-# ---------------------------------------------------------------------------- (b) EuroEval
-
-def euroeval_kwargs(model_path: str, tasks: List[str], cache_dir: Path) -> Tuple[dict, dict]:
-    """Keyword arguments for `euroeval.Benchmarker(...)` and its `.benchmark(...)`: Danish, the given
-    tasks (none: every official Danish dataset), results kept (a rerun reuses them), errors logged."""
-    init = dict(progress_bar=False, save_results=True, language="da", cache_dir=str(cache_dir),
-                raise_errors=False, verbose=False)
-    bench = dict(model=model_path, task=list(tasks) or None, language="da")
-    return init, bench
-
-
-def parse_euroeval(records) -> Dict[str, Dict[str, float]]:
-    """EuroEval result records (BenchmarkResult objects, or the dicts of its results JSONL) ->
-    {"<task>/<dataset>": {metric: value}}: the `total` scores without their `test_` prefix
-    (`mcc`, `mcc_se`, ...; NaN -> None)."""
-    out: Dict[str, Dict[str, float]] = {}
-    for rec in records:
-        if hasattr(rec, "model_dump"):
-            rec = rec.model_dump()
-        total = (rec.get("results") or {}).get("total") or {}
-        scores = {}
-        for k, v in total.items():
-            v = float(v) if v is not None else None
-            scores[k.removeprefix("test_")] = None if v is None or math.isnan(v) else v
-        out[f"{rec['task']}/{rec['dataset']}"] = scores
-    return out
-
-
-def euroeval_blocker() -> Optional[str]:
-    """Why EuroEval cannot score a local decoder model in this environment, or None."""
-    if importlib.util.find_spec("euroeval") is None:
-        return ("EuroEval is not installed here (pip install euroeval[generative]: it evaluates decoder models "
-                "through vLLM; its pins conflict with this project's torch, see docs/evaluation.md)")
-    if importlib.util.find_spec("vllm") is None:
-        return ("EuroEval evaluates generative (decoder) models only through vLLM, which is not installed here "
-                "(pip install euroeval[generative] pins vllm 0.11.0 / torch 2.8; on LUMI use a ROCm vLLM container)")
-    return None
-
-
-def run_euroeval(model_path: str, tasks: List[str], cache_dir: Path, results_path: Path,
-                 log=print) -> Tuple[Optional[Dict[str, Dict[str, float]]], Optional[str]]:
-    """(scores, None), or (None, why not). Runs offline: datasets come from `cache_dir` (prefetched)."""
-    why = euroeval_blocker()
-    if why:
-        return None, why
-    saved = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "LITELLM_LOCAL_MODEL_COST_MAP")}
-    # compute nodes have no internet: read the hub cache only (no 5 x timeout retries per dataset)
-    os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", LITELLM_LOCAL_MODEL_COST_MAP="True")
-    try:
-        from euroeval import Benchmarker
-
-        init, bench = euroeval_kwargs(model_path, tasks, cache_dir)
-        bm = Benchmarker(**init)
-        bm.results_path = results_path  # not ./euroeval_benchmark_results.jsonl of the cwd
-        records = bm.benchmark(**bench)
-    except Exception as e:  # EuroEval failing must not lose the perplexity and samples
-        return None, f"EuroEval failed: {type(e).__name__}: {e}"
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    scores = parse_euroeval(records)
-    if not scores:
-        return None, (f"EuroEval produced no results (its datasets are read from the hub cache {cache_dir}, "
-                      f"offline; prefetch them: {EUROEVAL_PREFETCH})")
-    return scores, None
-
+# ---------------------------------------------------------------------------- (b) benchmarks
 
 def euroeval_cache(cfg, ctx) -> Path:
     """Where EuroEval's datasets are read from: evaluate.euroeval_cache (a shared prefetched dir), else
@@ -297,34 +227,88 @@ def euroeval_cache(cfg, ctx) -> Path:
                 or ctx.run_dir / "cache" / "euroeval")
 
 
-def prefetch_euroeval(cache_dir: str, tasks: List[str]) -> int:
-    """Login node (internet): download EuroEval's Danish datasets and metrics into cache_dir, with
-    EuroEval's own loader, so the compute node finds them offline."""
-    from euroeval.benchmark_config_factory import prepare_dataset_configs
-    from euroeval.data_loading import load_raw_data
-    from euroeval.languages import get_all_languages
+def euroeval_python(cfg) -> Optional[str]:
+    return cfg.evaluate.euroeval_python or os.environ.get("DFM_HPC_EUROEVAL_PYTHON")
 
-    configs = prepare_dataset_configs(task=list(tasks) or None, languages=[get_all_languages()["da"]],
-                                      dataset=None, custom_datasets_file=Path("custom_datasets.py"))
-    for ds in configs:
-        print(f"{ds.task.name}/{ds.name}: {ds.source}", flush=True)
-        load_raw_data(dataset_config=ds, cache_dir=cache_dir)
-        for metric in ds.task.metrics:
-            metric.download(cache_dir=cache_dir)
-    return 0
+
+def _dtype(model) -> str:
+    return str(next(model.parameters()).dtype).removeprefix("torch.")
+
+
+def served_phase(cfg, ctx, specs, merged, rows: Dict[str, dict], prompts: List[str], save) -> None:
+    """Start each server, score each of its models with lm-eval and EuroEval, stop it."""
+    ev = cfg.evaluate
+    gpu = _on_gpu()
+    dtype = "bfloat16" if gpu else "float32"
+    wanted = {n for n, _ in specs}
+    names, include = harness.resolve_tasks(list(ev.lm_eval_tasks), ctx.run_dir / "cache", ev.lm_eval_include)
+    for i, group in enumerate(serve.servers(ev.server, specs, merged)):
+        argv = serve.command(ev.server, group, ev.server_port, dtype, list(ev.server_args))
+        cwd = serve.link_names(group, ctx.stage_dir / "served") if ev.server == "transformers" else None
+        with serve.Server(argv, ev.server_port, ctx.stage_dir / "server" / f"server-{i}.log",
+                          timeout_s=ev.server_timeout_s, cwd=cwd, say=ctx.log) as srv:
+            for name in [n for n in group.names if n in wanted]:
+                row, mid = rows[name], name
+                tp = serve.throughput(srv.base_url, mid, prompts or PROMPTS[:1], ev.max_new_tokens)
+                tp.pop("outputs")
+                row["serving"] = {"backend": ev.server, "version": serve.version(ev.server),
+                                  "startup_s": srv.startup_s, **tp}
+                ctx.log(f"[{name}] served as {mid!r}: {tp['tokens_per_s']} tokens/s "
+                        f"({tp['requests']} requests), server up in {srv.startup_s} s")
+                meta = {"dtype": dtype, "backend": ev.server, "backend_version": serve.version(ev.server)}
+                tok = merged.get(name, row["path"])  # adapter dirs hold their tokenizer too
+                if names:
+                    kind, args = harness.server_model_args(srv.base_url, mid, tok, ev.server_chat)
+                    _bench(row, ctx, name, "lm-eval", harness.run_lm_eval, kind, names, include,
+                           limit=ev.lm_eval_limit, num_fewshot=ev.num_fewshot, seed=cfg.seed, meta=meta,
+                           model_args=args, chat=ev.server_chat, log=ctx.log)
+                if ev.euroeval:
+                    _euroeval(cfg, ctx, row, name, mid, srv.base_url, meta)
+                save()
+
+
+def _euroeval(cfg, ctx, row, name, model_id, base_url, meta) -> None:
+    ev = cfg.evaluate
+    python = euroeval_python(cfg)
+    if not python:
+        row["notes"].append("EuroEval: no environment for it (set evaluate.euroeval_python or "
+                            "DFM_HPC_EUROEVAL_PYTHON: .venv-euroeval here, the euroeval overlay on LUMI)")
+        return
+    argv = harness.euroeval_command(python, model_id, base_url, list(ev.euroeval_tasks),
+                                    test_split=ev.euroeval_test_split, cache_dir=str(euroeval_cache(cfg, ctx)),
+                                    datasets=list(ev.euroeval_datasets), extra=list(ev.euroeval_args))
+    out, note = harness.run_euroeval(argv, ctx.stage_dir / "euroeval" / name.replace("/", "_"),
+                                     {**meta, "seed": cfg.seed}, log=ctx.log)
+    if out:
+        row["benchmarks"].update(out)
+        ctx.log(f"[{name}] EuroEval: " + "; ".join(f"{k} {v['scores']}" for k, v in out.items()))
+    else:
+        row["notes"].append(note)
+        ctx.log(f"[{name}] EuroEval: {note}")
+
+
+def _bench(row, ctx, name, what, call, *args, **kwargs) -> None:
+    """A benchmark failing must not lose the perplexity and samples: its error becomes a note."""
+    try:
+        row["benchmarks"].update(call(*args, **kwargs))
+    except Exception as e:
+        note = f"{what} failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        row["notes"].append(note)
+        ctx.log(f"[{name}] {note}")
+
+
+def _on_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 # ---------------------------------------------------------------------------- the stage
 
 def write_outputs(sdir: Path, source: str, rows: List[dict], samples: List[dict]) -> None:
-    (sdir / "results.json").write_text(json.dumps({"eval_data": source, "models": rows}, indent=2,
-                                                  ensure_ascii=False) + "\n")
-    md = ["# Evaluation\n", f"Held-out text: `{source}`\n",
-          results.markdown_table([(r["name"], results.flatten(r)) for r in rows])]
-    notes = results.notes([(r["name"], r) for r in rows])
-    if notes:
-        md.append("\nEuroEval:\n\n" + "\n".join(f"- {n}" for n in notes) + "\n")
-    (sdir / "results.md").write_text("\n".join(md))
+    (sdir / "results.json").write_text(json.dumps({"format": results.FORMAT, "eval_data": source, "models": rows},
+                                                  indent=2, ensure_ascii=False) + "\n")
+    (sdir / "results.md").write_text(results.markdown(source, rows))
     with open(sdir / "samples.jsonl", "w", encoding="utf-8") as f:
         for s in samples:
             f.write(json.dumps(s, ensure_ascii=False) + "\n")
@@ -347,53 +331,47 @@ def run(cfg: Config, ctx: StageContext) -> None:
     source, texts = eval_texts(cfg, ctx)
     prompts = PROMPTS[: ev.generation_prompts]
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
+    served = ev.server != "none"
     ctx.log(f"evaluating {len(specs)} model(s) on {device}: " + ", ".join(f"{n} ({p})" for n, p in specs))
-    ctx.log(f"held-out text {source}: {len(texts)} texts; {len(prompts)} prompts; "
-            f"EuroEval {'on' if ev.euroeval else 'off'}")
-    rows, samples = [], []
+    ctx.log(f"held-out text {source}: {len(texts)} texts; {len(prompts)} prompts; lm-eval "
+            f"{list(ev.lm_eval_tasks) or 'off'}; EuroEval {'on' if ev.euroeval else 'off'}; "
+            f"benchmarks {'through a ' + ev.server + ' server' if served else 'in-process'}")
+    in_process_tasks = harness.resolve_tasks(list(ev.lm_eval_tasks), ctx.run_dir / "cache", ev.lm_eval_include)
+    rows, samples, merged = [], [], {}
+    save = lambda: write_outputs(sdir, source, rows, samples)  # noqa: E731  partial results survive a crash
     for name, path in specs:
         t0 = time.time()
         ctx.log(f"[{name}] loading {path}")
         model, tokenizer = load(path)
         ctx.log(f"[{name}] perplexity on {len(texts)} texts")
-        row = {"name": name, "path": path, **perplexity(model, tokenizer, texts)}
+        row = {"name": name, "path": path, **perplexity(model, tokenizer, texts), "benchmarks": {}, "notes": [],
+               "serving": None}
         ctx.log(f"[{name}] eval_loss {row['eval_loss']:.4f} perplexity {row['perplexity']:.3f} "
                 f"({row['eval_tokens']} tokens, {time.time() - t0:.1f} s)")
         if prompts:
             ctx.log(f"[{name}] generating {len(prompts)} samples ({ev.max_new_tokens} new tokens each)")
             for prompt, out in zip(prompts, generate(model, tokenizer, prompts, ev.max_new_tokens)):
                 samples.append({"model": name, "prompt": prompt, "output": out})
-        scores, note = None, None
-        if ev.euroeval:
-            ctx.log(f"[{name}] EuroEval ({', '.join(ev.euroeval_tasks) or 'all Danish tasks'})")
-            target = path
-            if euroeval_blocker() is None and (Path(path) / "adapter_config.json").exists():
-                # EuroEval does not take adapters offline: give it the merged model
-                target = str(sdir / "merged" / name.replace("/", "_"))
-                model.save_pretrained(target)
-                tokenizer.save_pretrained(target)
-            del model
-            scores, note = run_euroeval(target, list(ev.euroeval_tasks), euroeval_cache(cfg, ctx),
-                                        sdir / "euroeval" / f"{name.replace('/', '_')}.jsonl", ctx.log)
-            ctx.log(f"[{name}] EuroEval: " + (json.dumps(scores) if scores else f"skipped: {note}"))
-        else:
-            del model
-        row.update(euroeval=scores, euroeval_note=note, seconds=round(time.time() - t0, 2))
+        if in_process_tasks[0] and not served:
+            meta = {"dtype": _dtype(model), "backend": "hf (in-process)",
+                    "backend_version": harness.version("transformers")}
+            _bench(row, ctx, name, "lm-eval", harness.run_lm_eval, harness.hf_lm(model, tokenizer), *in_process_tasks,
+                   limit=ev.lm_eval_limit, num_fewshot=ev.num_fewshot, seed=cfg.seed, meta=meta, log=ctx.log)
+        if ev.euroeval and not served:
+            row["notes"].append("EuroEval runs against a served model: set evaluate.server (vllm on LUMI, "
+                                "transformers on a CPU)")
+        stacked = served and serve.is_adapter(path) and serve.is_adapter(serve.adapter_base(path))
+        if served and serve.is_adapter(path) and (ev.server == "transformers" or stacked):
+            merged[name] = str(sdir / "merged" / name.replace("/", "_"))  # the server cannot stack it
+            model.save_pretrained(merged[name])
+            tokenizer.save_pretrained(merged[name])
+        del model
+        row["seconds"] = round(time.time() - t0, 2)
         rows.append(row)
         if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        write_outputs(sdir, source, rows, samples)  # after each model: partial results survive a crash
+            torch.cuda.empty_cache()  # the server gets the GPU next
+        save()
+    if served:
+        served_phase(cfg, ctx, specs, merged, {r["name"]: r for r in rows}, prompts, save)
+    save()
     ctx.log(f"wrote {sdir / 'results.json'} and results.md, samples.jsonl, samples.md")
-
-
-if __name__ == "__main__":
-    import argparse
-    import sys
-
-    p = argparse.ArgumentParser(prog="python -m dfm_hpc.stages.evaluate")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    s = sub.add_parser("prefetch-euroeval", help="download EuroEval's Danish datasets into a cache dir (login node)")
-    s.add_argument("--cache-dir", required=True)
-    s.add_argument("--task", action="append", default=[], help="an EuroEval task (repeatable); none: all Danish")
-    a = p.parse_args()
-    sys.exit(prefetch_euroeval(a.cache_dir, a.task))
