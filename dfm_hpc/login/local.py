@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import List
@@ -64,7 +65,8 @@ def run_stage(run_dir: Path, job: StageJob, cluster, out=sys.stdout) -> int:
         del base[k]  # a local run inside an allocation must not look like an srun task
     t0 = time.time()
     procs: List[subprocess.Popen] = []
-    old = {s: signal.signal(s, _raise) for s in (signal.SIGINT, signal.SIGTERM)}
+    main = threading.current_thread() is threading.main_thread()  # handlers can only be set there
+    old = {s: signal.signal(s, _raise) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
     try:
         for i in range(job.array):  # copies of an array stage run one after the other here
             code = _run_copy(run_dir, job, base, i, sdir, out, procs)
