@@ -190,3 +190,6 @@ def test_real_trees_give_the_same_outputs_on_1_3_and_4_shards(real_subset, tmp_p
     assert report["sft_conversations"] == 4 and report["dpo_pairs"] > 0
     card = (points[0] / "stages" / "merge" / "README.md").read_text()
     assert f"| synthetic | {report['filter_counts']['synthetic']} |" in card
+    log = (points[0] / "stages" / "translate" / "logs" / "rank-0.log").read_text()
+    assert f"(trees): 5 trees, {report['source_messages']} messages" in log  # the summary, in the translate log
+    assert "OASST source" in p.stdout and "5 trees" in p.stdout  # and in the plan
