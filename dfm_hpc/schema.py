@@ -88,6 +88,9 @@ class ClusterConfig:
     signal_delay_s: int = 120  # Slurm sends USR2 (submitit's signal) this long before the time limit
     env: Dict[str, str] = field(default_factory=dict)
     setup: List[str] = field(default_factory=list)  # shell lines run in the sbatch script before srun
+    # more such lines for the evaluate job only (LUMI: where EuroEval's environment is, for the model
+    # server the stage starts in the job)
+    evaluate_setup: List[str] = field(default_factory=list)
     srun_args: List[str] = field(default_factory=list)
     torchrun_args: List[str] = field(default_factory=list)  # launcher=torchrun: extra flags (LUMI: NUMA binding)
     sbatch_extra: Dict[str, str] = field(default_factory=dict)
@@ -295,6 +298,9 @@ class TrainStage(StageConfig):
     save_every_minutes: Optional[float] = None
     keep_checkpoints: int = 2
     log_every_steps: int = 10
+    # held-out loss every N optimizer steps during training (logged with the step metrics as
+    # eval_loss, plotted in loss.png, listed in the card); None: only once, after training
+    eval_every_steps: Optional[int] = None
     init_from: Optional[str] = None  # a run dir whose previous stage's model to start from
     # experiment trackers: tensorboard (files in the run dir) and/or wandb (WANDB_MODE=offline on
     # compute nodes unless wandb_mode says otherwise; `wandb sync` the run dir from the login node)

@@ -170,3 +170,50 @@ def test_served_tiny_model_is_scored_by_lm_eval_and_euroeval(tmp_path, monkeypat
     assert (sdir / "euroeval" / "base" / "euroeval_benchmark_results.jsonl").exists()
     md = (sdir / "results.md").read_text()
     assert "| euroeval sentiment-classification/angry-tweets mcc |" in md and "| server tokens_per_s |" in md
+
+
+# ---------------------------------------------------------------------------- LUMI
+
+def test_lumi_dry_run_renders_an_evaluate_job_with_vllm_and_euroeval_from_its_own_env(tmp_path):
+    """munin_pipeline on cluster=lumi: the evaluate job's script says where EuroEval's environment is
+    (only that job's), and what the stage runs in it from that config: vLLM serving the base with the
+    SFT adapter under its name (DPO's adapter sits on SFT's, so it is served merged by a second
+    server), lm-eval against it, EuroEval from that environment."""
+    from dfm_hpc import dist
+    from dfm_hpc.job import harness
+    from dfm_hpc.job.rank import StageContext
+    from dfm_hpc.login.launch import compose_config
+    from dfm_hpc.stages import evaluate
+
+    from conftest import dfm
+
+    over = ["+experiment=munin_pipeline", "cluster=lumi", "cluster.account=project_465000670"]
+    p = dfm(*over, "dry_run=true", cwd=tmp_path)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    out = p.stdout
+    job = out[out.index("─ evaluate:"):out.index("─ card:")]
+    sft_job = out[out.index("─ sft:"):out.index("─ dpo:")]
+    py = "/project/project_465000670/dfm_hpc/euroeval-venv/bin/python"
+    assert f"export DFM_HPC_EUROEVAL_PYTHON={py}" in job and "DFM_HPC_EUROEVAL_PYTHON" not in sft_job
+    assert "#SBATCH --partition=small-g" in job and "singularity run" in job
+
+    cfg = compose_config(over)
+    ev = cfg.evaluate
+    assert ev.server == "vllm" and ev.euroeval and "belebele_dan_Latn" in ev.lm_eval_tasks
+    run = tmp_path / "run"
+    sft = _adapter(run / "stages" / "sft" / "model", cfg.model.name_or_path)
+    dpo = _adapter(run / "stages" / "dpo" / "model", sft)
+    ctx = StageContext(run, run / "stages" / "evaluate", dist.DistEnv(0, 0, 1, 1, 0, "127.0.0.1", 29500))
+    specs = evaluate.model_specs(cfg, ctx)
+    assert specs == [("base", cfg.model.name_or_path), ("sft", sft), ("dpo", dpo)]
+    first, second = serve.servers(ev.server, specs, {"dpo": str(run / "stages/evaluate/merged/dpo")})
+    argv = serve.command(ev.server, first, ev.server_port, "bfloat16", list(ev.server_args))
+    assert argv[:3] == ["vllm", "serve", cfg.model.name_or_path] and f"sft={sft}" in argv
+    assert argv[argv.index("--port") + 1] == "8000" and "--max-model-len" in argv
+    assert second.names == {"dpo": str(run / "stages/evaluate/merged/dpo")}
+    kind, args = harness.server_model_args("http://127.0.0.1:8000/v1", "sft", sft, chat=False)
+    assert kind == "local-completions" and args["model"] == "sft"
+    ee = harness.euroeval_command(py, "sft", "http://127.0.0.1:8000/v1", list(ev.euroeval_tasks),
+                                  test_split=ev.euroeval_test_split, cache_dir="/scratch/x")
+    assert ee[:3] == [py, "-m", "euroeval.cli"] and ee[ee.index("--model") + 1] == "openai/sft"
+    assert ee[ee.index("--language") + 1] == "da" and "--evaluate-test-split" not in ee

@@ -140,6 +140,9 @@ def training_args(cfg, ctx, st) -> dict:
         gradient_checkpointing=st.gradient_checkpointing, deepspeed=ds,
         report_to=report, disable_tqdm=True,
         dataloader_num_workers=0, remove_unused_columns=False, use_cpu=False,
+        # held-out loss during training: the Trainer's own evaluation loop on the stage's eval split
+        **(dict(eval_strategy="steps", eval_steps=st.eval_every_steps, per_device_eval_batch_size=st.micro_batch_size)
+           if getattr(st, "eval_every_steps", None) else {}),
     )
 
 
@@ -166,6 +169,7 @@ def metrics_callback(cfg, ctx, st, tokens_per_step: int):
             self.decile, self.shown = -1, 0.0
             self.step = None
             self.preempted = False
+            self.done = False
 
         def on_step_end(self, args, state, control, **kw):
             if ctx.should_stop():
@@ -179,10 +183,22 @@ def metrics_callback(cfg, ctx, st, tokens_per_step: int):
 
         def on_save(self, args, state, control, **kw):
             self.saved = time.time()
+
+        def on_train_end(self, args, state, control, **kw):
+            self.done = True
             if ctx.is_main:
                 ctx.log(f"checkpoint at step {state.global_step}: {args.output_dir}/checkpoint-{state.global_step}")
 
         def on_log(self, args, state, control, logs=None, **kw):
+            if logs and "eval_loss" in logs and "loss" not in logs:  # eval_every_steps: same file, same step
+                if self.done:
+                    return  # fit()'s evaluation after training: the summary's eval_loss
+                row = {"step": state.global_step, "eval_loss": logs["eval_loss"]}
+                if ctx.is_main:
+                    with open(ctx.stage_dir / "metrics.jsonl", "a") as f:
+                        f.write(json.dumps(row) + "\n")
+                ctx.log(f"step {state.global_step}/{args.max_steps}: eval_loss {logs['eval_loss']:.4f} (held out)")
+                return
             if not logs or "loss" not in logs:
                 return
             now, step = time.time(), state.global_step
@@ -229,12 +245,13 @@ def _peak_memory_gb() -> float:
 
 
 def history(ctx) -> list:
-    """The metrics log, one row per logged step (a resumed run's repeats replaced by the later ones)."""
+    """The metrics log, one row per logged step (a resumed run's repeats replaced by the later ones;
+    an eval_every_steps evaluation joins its step's row as eval_loss)."""
     path = ctx.stage_dir / "metrics.jsonl"
     rows = {}
     for line in path.read_text().splitlines() if path.exists() else []:
         r = json.loads(line)
-        rows[r["step"]] = r
+        rows.setdefault(r["step"], {}).update(r)
     return [rows[k] for k in sorted(rows)]
 
 
@@ -248,9 +265,14 @@ def plot_loss(ctx, title: str) -> None:
     if not rows:
         return
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
-    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], marker=".", lw=1)
+    train = [r for r in rows if "loss" in r]
+    ax.plot([r["step"] for r in train], [r["loss"] for r in train], marker=".", lw=1, label="training loss")
+    evals = [r for r in rows if r.get("eval_loss") is not None]
+    if evals:
+        ax.plot([r["step"] for r in evals], [r["eval_loss"] for r in evals], marker="o", lw=1, label="held-out loss")
+        ax.legend()
     ax.set_xlabel("step")
-    ax.set_ylabel("training loss")
+    ax.set_ylabel("loss")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -289,8 +311,11 @@ def finish(trainer, ctx, callback, title: str, extra: Optional[dict] = None, tok
     if ctx.is_main:
         plot_loss(ctx, title)
         rows = history(ctx)
-        summary = {"steps": trainer.state.global_step, "final_loss": rows[-1]["loss"] if rows else None,
-                   "first_loss": rows[0]["loss"] if rows else None, **(extra or {})}
+        train_rows = [r for r in rows if "loss" in r]
+        summary = {"steps": trainer.state.global_step, "final_loss": train_rows[-1]["loss"] if train_rows else None,
+                   "first_loss": train_rows[0]["loss"] if train_rows else None,
+                   "eval_during_training": [{"step": r["step"], "eval_loss": r["eval_loss"]}
+                                            for r in rows if r.get("eval_loss") is not None], **(extra or {})}
         (ctx.stage_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     if dist.is_initialized():
         dist.barrier()

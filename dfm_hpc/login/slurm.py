@@ -59,7 +59,7 @@ def setup_lines(cluster, job: StageJob) -> List[str]:
     ]
     if cluster.launcher == "torchrun" and cluster.torchrun_args:
         lines.append(f"export DFM_HPC_TORCHRUN_ARGS={shell.quote_value(shlex.join(cluster.torchrun_args))}")
-    return lines + list(cluster.setup)
+    return lines + list(cluster.setup) + (list(cluster.evaluate_setup) if job.stage == "evaluate" else [])
 
 
 def host_side(params: Dict[str, Any], folder: Path) -> Dict[str, Any]:

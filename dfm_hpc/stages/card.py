@@ -104,12 +104,14 @@ def hyperparameters(cfg, stages: List[str]) -> str:
 
 
 def training_results(run_dir: Path, stages: List[str]) -> str:
-    lines = ["| stage | steps | first loss | final loss | eval loss | eval perplexity |", "|---|---|---|---|---|---|"]
+    lines = ["| stage | steps | first loss | final loss | eval loss | eval perplexity | held-out loss during training |",
+             "|---|---|---|---|---|---|---|"]
     for s in stages:
         m = _json(stage_dir(run_dir, s) / "summary.json") or {}
         f = lambda k: f"{m[k]:.4f}" if isinstance(m.get(k), (int, float)) else "n/a"  # noqa: E731
+        during = ", ".join(f"step {e['step']}: {e['eval_loss']:.4f}" for e in m.get("eval_during_training") or [])
         lines.append(f"| {s} | {m.get('steps', 'n/a')} | {f('first_loss')} | {f('final_loss')} | "
-                     f"{f('eval_loss')} | {f('eval_perplexity')} |")
+                     f"{f('eval_loss')} | {f('eval_perplexity')} | {during or '–'} |")
     return "\n".join(lines)
 
 
