@@ -9,8 +9,8 @@ import sys
 import time
 
 import pytest
-
 import slurm_stubs
+
 from conftest import dfm, run_dirs, wait_for
 
 

@@ -15,7 +15,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 import slurm_stubs
 
 SECRETS = {"HF_TOKEN": "hf_FuzzSecretToken12345678", "WANDB_API_KEY": "wandbFuzzKey1234567890",
@@ -385,6 +384,7 @@ def test_list_and_status_show_damaged_runs_among_the_others(world, env, capsys):
 def test_log_lines_are_text_not_markup(tmp_path, monkeypatch, capsys):
     """A log line with rich markup neither crashes status nor loses its brackets."""
     from dfm_hpc.__main__ import main
+
     from conftest import dfm, run_dirs
 
     p = dfm("+experiment=demo", "dry_run=true", cwd=tmp_path)

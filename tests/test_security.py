@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import slurm_stubs
 import yaml
 
-import slurm_stubs
 from conftest import dfm, run_dirs
 
 SECRETS = {"HF_TOKEN": "hf_S3cretTokenValue1234567", "WANDB_API_KEY": "wandbSecretKey0987654321",

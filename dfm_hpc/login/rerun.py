@@ -36,8 +36,8 @@ def _secrets_back(cfg, where: Path) -> List[str]:
 
 def _read_snapshot(old: Path):
     """The typed config of a run dir, or a ValueError saying why it cannot be read."""
-    from omegaconf.errors import OmegaConfBaseException
     import yaml
+    from omegaconf.errors import OmegaConfBaseException
 
     f = old / "config.yaml"
     if rundir.is_incomplete(old):
