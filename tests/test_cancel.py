@@ -123,3 +123,18 @@ def test_cancel_reaches_a_stage_resumed_in_place(dry_run_dir, tmp_path):
     (bin_dir / "squeue.out").write_text("888|888|dfm-demo-demo\n")
     p = dfm("cancel", str(new), cwd=tmp_path, env=slurm_stubs.env(bin_dir))
     assert p.returncode == 0 and slurm_stubs.calls(bin_dir, "scancel") == ["scancel [--] [888]"], p.stdout + p.stderr
+
+
+def test_a_refused_submission_withdraws_what_this_launch_queued(tmp_path):
+    bin_dir = tmp_path / "bin"
+    log = slurm_stubs.install(bin_dir)
+    (bin_dir / "sbatch").write_text(f"""#!/bin/bash
+echo "sbatch $*" >> "{log}"
+n=$(grep -c '^sbatch' "{log}")
+if [ "$n" -ge 2 ]; then echo "sbatch: error: QOSMaxSubmitJobPerUserLimit" >&2; exit 1; fi
+echo "Submitted batch job 4242"
+""")
+    p = dfm("+experiment=demo", "cluster=slurm", cwd=tmp_path, env=slurm_stubs.env(bin_dir))
+    assert p.returncode == 1 and "QOSMaxSubmitJobPerUserLimit" in p.stdout, p.stdout + p.stderr
+    assert slurm_stubs.calls(bin_dir, "scancel") == ["scancel [--] [4242]"]
+    assert "cancelled the jobs this launch had queued: 4242" in p.stdout

@@ -105,15 +105,16 @@ def submit_slurm(cfgs, plans, points, dirs, sweep) -> int:
     queued: List[str] = []
     try:
         _submit_groups(cfgs, plans, points, dirs, groups, python, queued)
-    except Exception as e:  # sbatch refused: withdraw what this launch queued, keep the run dir
+    except (Exception, KeyboardInterrupt) as e:  # sbatch refused, or SIGINT: withdraw what this launch queued
         if queued:
-            subprocess.run(["scancel", *queued], capture_output=True)
-        con.print(f"[bold red]submission failed[/]: {escape(rundir.redact_text(str(e).strip()))}")
+            subprocess.run(["scancel", "--", *queued], capture_output=True)
+        why = "interrupted" if isinstance(e, KeyboardInterrupt) else rundir.redact_text(str(e).strip())
+        con.print(f"[bold red]submission failed[/]: {escape(why)}")
         if queued:
             con.print(f"cancelled the jobs this launch had queued: {', '.join(queued)}")
         con.print(f"the snapshot stays in {dirs[0].parent if sweep else dirs[0]}; fix the cause, then "
-                  "python -m dfm_hpc rerun <that dir>")
-        return 1
+                  "python -m dfm_hpc rerun <that dir>", markup=False)
+        return 130 if isinstance(e, KeyboardInterrupt) else 1
     top = dirs[0].parent if sweep else dirs[0]
     con.print("queued; follow with:\n"
               f"  python -m dfm_hpc status {top}\n"
