@@ -23,7 +23,14 @@ def test_needs_of_the_whole_recipe():
     assert [(n.kind, n.repo_id, n.key) for n in prefetch.needs(cfg)] == [
         ("model", "google/madlad400-3b-mt", "translator.name_or_path"),
         ("dataset", "OpenAssistant/oasst2", "data.oasst2"),
-        ("model", "danish-foundation-models/munin-7b-alpha", "model.name_or_path")]
+        ("model", "danish-foundation-models/munin-7b-alpha", "model.name_or_path"),
+        # the evaluate stage's benchmarks: lm-eval's Danish tasks, EuroEval's (its own downloader)
+        ("dataset", "facebook/belebele", "lm-eval belebele_dan_Latn"),
+        ("dataset", "alexandrainst/m_arc", "lm-eval arc_da"),
+        ("dataset", "alexandrainst/m_hellaswag", "lm-eval hellaswag_da"),
+        ("dataset", "alexandrainst/m_mmlu", "lm-eval m_mmlu_da"),
+        ("dataset", "alexandrainst/m_truthfulqa", "lm-eval truthfulqa_da_mc1"),
+        ("euroeval", "EuroEval Danish", "evaluate.euroeval")]
     assert str(prefetch.hf_home(cfg)) == "/scratch/project_465000670/hf-cache"  # the jobs' HF_HOME
     assert prefetch.needs(launch.compose_config(["+experiment=pipeline_tiny"])) == []  # tiny:* and local only
 

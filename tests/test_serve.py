@@ -194,7 +194,8 @@ def test_lumi_dry_run_renders_an_evaluate_job_with_vllm_and_euroeval_from_its_ow
     job = out[out.index("─ evaluate:"):out.index("─ card:")]
     sft_job = out[out.index("─ sft:"):out.index("─ dpo:")]
     py = "/project/project_465000670/dfm_hpc/euroeval-venv/bin/python"
-    assert f"export DFM_HPC_EUROEVAL_PYTHON={py}" in job and "DFM_HPC_EUROEVAL_PYTHON" not in sft_job
+    assert f'export DFM_HPC_EUROEVAL_PYTHON="{py}"' in job
+    assert "# evaluate: vLLM server in this job" in job and "# evaluate:" not in sft_job  # evaluate_setup
     assert "#SBATCH --partition=small-g" in job and "singularity run" in job
 
     cfg = compose_config(over)
@@ -217,3 +218,22 @@ def test_lumi_dry_run_renders_an_evaluate_job_with_vllm_and_euroeval_from_its_ow
                                   test_split=ev.euroeval_test_split, cache_dir="/scratch/x")
     assert ee[:3] == [py, "-m", "euroeval.cli"] and ee[ee.index("--model") + 1] == "openai/sft"
     assert ee[ee.index("--language") + 1] == "da" and "--evaluate-test-split" not in ee
+
+
+def test_prefetch_lists_lm_eval_and_euroeval_datasets(tmp_path):
+    from conftest import dfm
+
+    p = dfm("prefetch", "+experiment=munin_sft", "cluster=lumi", "cluster.account=project_465000670",
+            f"cluster.env.HF_HOME={tmp_path / 'hf'}", f"cluster.env.DFM_HPC_EUROEVAL_CACHE={tmp_path / 'ee'}",
+            cwd=tmp_path)
+    assert p.returncode == 1, p.stdout + p.stderr  # nothing cached here
+    for repo, key in (("facebook/belebele (dan_Latn)", "lm-eval belebele_dan_Latn"),
+                      ("alexandrainst/m_mmlu (da)", "lm-eval m_mmlu_da"), ("EuroEval Danish", "evaluate.euroeval")):
+        assert any(repo in ln and key in ln for ln in p.stdout.splitlines()), (repo, p.stdout)
+    assert p.stdout.count("alexandrainst/m_truthfulqa") == 1  # mc1 and mc2 read the same dataset
+    (tmp_path / "ee" / "EuroEval___angry-tweets-mini" / "default" / "0.0.0" / "abc").mkdir(parents=True)
+    p = dfm("prefetch", "+experiment=munin_sft", "cluster=lumi", "cluster.account=project_465000670",
+            f"cluster.env.HF_HOME={tmp_path / 'hf'}", f"cluster.env.DFM_HPC_EUROEVAL_CACHE={tmp_path / 'ee'}",
+            cwd=tmp_path)
+    (row,) = [ln for ln in p.stdout.splitlines() if "evaluate.euroeval" in ln]
+    assert "yes" in row

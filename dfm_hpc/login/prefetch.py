@@ -24,11 +24,31 @@ from dfm_hpc.sources import is_hub_id
 
 @dataclass(frozen=True)
 class Need:
-    kind: str  # model | dataset
+    kind: str  # model | dataset | euroeval (EuroEval's datasets, fetched by EuroEval itself)
     repo_id: str
     revision: Optional[str]
     key: str  # the config key that names it
     subset: Optional[str] = None  # a dataset's config name (data.mixture[i].subset)
+
+
+# lm-eval's Danish tasks -> the hub dataset (and config) their YAML loads (lm_eval/tasks/...)
+LM_EVAL_DATASETS = {
+    "belebele_dan_Latn": ("facebook/belebele", "dan_Latn"),
+    "arc_da": ("alexandrainst/m_arc", "da"),
+    "hellaswag_da": ("alexandrainst/m_hellaswag", "da"),
+    "m_mmlu_da": ("alexandrainst/m_mmlu", "da"),
+    "truthfulqa_da_mc1": ("alexandrainst/m_truthfulqa", "da"),
+    "truthfulqa_da_mc2": ("alexandrainst/m_truthfulqa", "da"),
+}
+
+
+def _euroeval_env(cfg):
+    """(EuroEval's python, its dataset cache) as the evaluate job will see them."""
+    env = {k: str(v) for k, v in cfg.cluster.env.items()}
+    ev = cfg.evaluate
+    python = ev.euroeval_python or env.get("DFM_HPC_EUROEVAL_PYTHON") or os.environ.get("DFM_HPC_EUROEVAL_PYTHON")
+    cache = ev.euroeval_cache or env.get("DFM_HPC_EUROEVAL_CACHE") or os.environ.get("DFM_HPC_EUROEVAL_CACHE")
+    return python, (Path(os.path.expandvars(cache)).expanduser() if cache else None)
 
 
 def needs(cfg) -> List[Need]:
@@ -60,6 +80,13 @@ def needs(cfg) -> List[Need]:
         add("dataset", cfg.pii.input, None, "pii.input")
     if "evaluate" in stages:
         add("dataset", cfg.data.eval_text, None, "data.eval_text")
+        for task in cfg.evaluate.lm_eval_tasks:  # tiny:* and unknown tasks: nothing to fetch here
+            if task in LM_EVAL_DATASETS and all((n.repo_id, n.subset) != LM_EVAL_DATASETS[task] for n in out):
+                repo, config = LM_EVAL_DATASETS[task]
+                out.append(Need("dataset", repo, None, f"lm-eval {task}", config))
+        if cfg.evaluate.euroeval and cfg.evaluate.server != "none":
+            what = ",".join([*cfg.evaluate.euroeval_tasks, *cfg.evaluate.euroeval_datasets]) or "Danish"
+            out.append(Need("euroeval", f"EuroEval {what}", None, "evaluate.euroeval"))
     return out
 
 
@@ -90,6 +117,9 @@ def _snake(name: str) -> str:
 
 def is_cached(need: Need, cfg) -> bool:
     hub, data = _cache_dirs(cfg)
+    if need.kind == "euroeval":  # what EuroEval's offline load_dataset finds in its cache_dir
+        cache = _euroeval_env(cfg)[1]
+        return bool(cache) and any(cache.glob("EuroEval___*/*/*/*"))
     if need.kind == "model":  # what from_pretrained(repo, revision) resolves offline
         repo = hub / f"models--{need.repo_id.replace('/', '--')}"
         rev = need.revision or "main"
@@ -117,7 +147,9 @@ def download(cfg, todo: List[Need], say=print) -> List[str]:
     for n in todo:
         say(f"fetching {n.kind} {n.repo_id}" + (f" @ {n.revision}" if n.revision else "") + " ...")
         try:
-            if n.kind == "model":
+            if n.kind == "euroeval":
+                _download_euroeval(cfg)
+            elif n.kind == "model":
                 from huggingface_hub import snapshot_download
 
                 snapshot_download(n.repo_id, revision=n.revision)
@@ -128,6 +160,21 @@ def download(cfg, todo: List[Need], say=print) -> List[str]:
         except Exception as e:  # network, gated repo (huggingface_hub login), missing package
             failures.append(f"{n.kind} {n.repo_id}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
     return failures
+
+
+def _download_euroeval(cfg) -> None:
+    """EuroEval's own --download-only, from its environment, into the cache the job reads."""
+    import subprocess
+
+    python, cache = _euroeval_env(cfg)
+    if not python or not cache:
+        raise RuntimeError("EuroEval's environment or cache is not set (evaluate.euroeval_python/_cache, or "
+                           "DFM_HPC_EUROEVAL_PYTHON/_CACHE in the cluster's env)")
+    ev = cfg.evaluate
+    argv = [python, "-m", "euroeval.cli", "--model", cfg.model.name_or_path, "--language", "da", "--download-only",
+            "--cache-dir", str(cache), *sum((["--task", t] for t in ev.euroeval_tasks), []),
+            *sum((["--dataset", d] for d in ev.euroeval_datasets), [])]
+    subprocess.run(argv, check=True)
 
 
 def run(cfg, fetch: bool) -> int:
@@ -144,7 +191,8 @@ def run(cfg, fetch: bool) -> int:
         t.add_column(col, no_wrap=col in ("repo", "config key"))
     gone = set(missing(cfg))
     for n in todo:
-        t.add_row(n.kind, n.repo_id, n.revision or "main", n.key, "[red]no[/]" if n in gone else "[green]yes[/]")
+        t.add_row(n.kind, n.repo_id + (f" ({n.subset})" if n.subset else ""), n.revision or "main", n.key,
+                  "[red]no[/]" if n in gone else "[green]yes[/]")
     con.print(t)
     if not gone:
         con.print("everything is cached; the jobs can run offline")
