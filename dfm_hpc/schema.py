@@ -51,6 +51,9 @@ WandbMode = _choice("WandbMode", "offline online disabled")
 Replacement = _choice("Replacement", "tags fake")
 IpPolicy = _choice("IpPolicy", "all public off")  # which IP addresses the PII filter replaces
 ServerBackend = _choice("ServerBackend", "none vllm transformers")  # evaluate.server
+OasstLayout = _choice("OasstLayout", "auto trees nested messages parquet arrow")  # data.oasst2_layout
+Review = _choice("Review", "any not_failed passed")  # translate.review
+SftPath = _choice("SftPath", "best all")  # merge.sft_path
 
 
 @dataclass
@@ -136,7 +139,7 @@ class DataConfig:
     # hub id (org/name) or local path; local paths must exist when validated on their machine
     oasst2: str = "OpenAssistant/oasst2"
     oasst2_revision: Optional[str] = None  # hub revision (commit) to pin
-    oasst2_layout: str = "auto"  # auto (from the content) | trees | nested | messages | parquet | arrow
+    oasst2_layout: OasstLayout = OasstLayout.auto  # auto (from the content) | trees | nested | messages | parquet | arrow
     corpus: Optional[str] = None  # CPT corpus: hub id or local JSONL/Parquet
     # CPT mixture: sources with weights or token budgets (docs/training.md#mixtures); empty: data.corpus alone
     mixture: List[MixtureSource] = field(default_factory=list)  # see docs/training.md#mixtures
@@ -226,7 +229,7 @@ class TranslateStage(StageConfig):
     # "ready" files. A message below a dropped one is dropped too (counted as orphaned).
     tree_states: List[str] = field(default_factory=lambda: ["ready_for_export"])  # trees in these states; []: any
     drop_deleted: bool = True  # drop messages marked deleted
-    review: str = "not_failed"  # any | not_failed (unreviewed kept) | passed (review_result true only)
+    review: Review = Review.not_failed  # any | not_failed (unreviewed kept) | passed (review_result true only)
     drop_synthetic: bool = True  # drop messages OASST marks synthetic (written by a model)
 
 
@@ -236,7 +239,7 @@ class MergeStage(StageConfig):
     gpus_per_node: Optional[int] = 0
     # best: one path per tree (best rank first; unranked by created_date, message_id) | all: every
     # root-to-assistant-leaf path, in that order (docs/translation.md#merge)
-    sft_path: str = "best"  # best | all: the SFT conversations of each tree
+    sft_path: SftPath = SftPath.best  # best | all: the SFT conversations of each tree
     sft_top_k: Optional[int] = None  # with sft_path=all: at most this many paths per tree
     min_length_ratio: float = 0.3
     max_length_ratio: float = 3.0

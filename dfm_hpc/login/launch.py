@@ -332,19 +332,8 @@ def _oasst_plan(cfgs) -> tuple:
     from dfm_hpc.text import oasst
 
     problems, lines, seen = [], [], set()
-    for cfg in todo:
-        if cfg.merge.sft_path not in ("best", "all"):
-            problems.append(f"merge.sft_path={cfg.merge.sft_path!r}: use best or all")
-        bad = cfg.data.oasst2_layout not in oasst.LAYOUTS
-        if bad:
-            problems.append(f"data.oasst2_layout={cfg.data.oasst2_layout!r}: use one of {', '.join(oasst.LAYOUTS)}")
-        try:
-            filters = oasst.Filters.from_config(cfg)
-        except ValueError as e:
-            problems.append(f"translate.{e}")
-            continue
-        if bad:
-            continue
+    for cfg in todo:  # layout, review and sft_path values are Choice fields: checked when composed
+        filters = oasst.Filters.from_config(cfg)
         key = (cfg.data.oasst2, cfg.data.oasst2_layout, repr(filters))
         if key in seen or not validate._should_check_paths(cfg):
             continue

@@ -204,7 +204,8 @@ def run(cfg: Config, ctx: StageContext) -> None:
         r["quality_flags"] = quality_flags(r, detect, cfg.merge)
         r["ok"] = not set(r["quality_flags"]) & set(cfg.merge.drop)
         flag_counts.update(r["quality_flags"])
-    sft, dpo = build_views(rows, cfg.merge.sft_path, cfg.merge.sft_top_k)
+    sft_path = str(cfg.merge.sft_path)
+    sft, dpo = build_views(rows, sft_path, cfg.merge.sft_top_k)
     out = ctx.stage_dir
     _save([{k: r.get(k) for k in MESSAGE_COLUMNS} for r in rows], out, "messages")
     _save(sft, out, "sft")
@@ -212,7 +213,7 @@ def run(cfg: Config, ctx: StageContext) -> None:
     src = plan.get("summary", {})
     report = {"messages": len(rows), "usable": sum(r["ok"] for r in rows), "flags": dict(flag_counts),
               "trees": len({r["message_tree_id"] for r in rows}), "sft_conversations": len(sft),
-              "dpo_pairs": len(dpo), "sft_path": cfg.merge.sft_path, "sft_top_k": cfg.merge.sft_top_k,
+              "dpo_pairs": len(dpo), "sft_path": sft_path, "sft_top_k": cfg.merge.sft_top_k,
               "source_messages": src.get("messages"), "source_trees": src.get("trees"),
               "source_layout": src.get("layout"), "duplicates_dropped": src.get("duplicates", 0),
               "filters": plan.get("filters", {}), "filter_counts": plan["filter_counts"],

@@ -71,6 +71,7 @@ def load(source: str, revision: Optional[str] = None, layout: str = "auto") -> L
     depth-first, replies in order), each with every FIELD (None where absent; `rank` int or None) and
     its other columns as they are; parent_id, message_tree_id and tree_state filled in from the structure.
     A local path wins over a hub id of the same spelling; `revision` only applies to hub ids."""
+    layout = str(layout)  # a config Choice is a str Enum
     if layout not in LAYOUTS:
         raise ValueError(f"OASST layout {layout!r}: use one of {', '.join(LAYOUTS)}")
     path = Path(source).expanduser()
