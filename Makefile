@@ -39,8 +39,9 @@ lock-check:
 	$(MAKE) -s lock LOCK_OUT=.lock-check
 	diff -r -x '*.in' requirements .lock-check && echo "locks are current" && rm -rf .lock-check
 
-# EuroEval pins other versions of huggingface_hub/numpy than the dev venv: its adapter test runs
-# in a venv of its own, with the real package
+# EuroEval pins other versions of huggingface_hub/numpy than the dev venv: it runs in a venv of its
+# own, as the evaluate stage's client of a served model (tests/test_serve.py starts it from there;
+# on LUMI: containers/build_euroeval.sh, Python >= 3.12 and EuroEval >= 17)
 $(VENV)-euroeval/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)-euroeval
 	$(VENV)-euroeval/bin/pip install -q "torch==2.13.0" euroeval pytest -e .

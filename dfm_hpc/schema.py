@@ -93,7 +93,7 @@ class ClusterConfig:
     setup: List[str] = field(default_factory=list)  # shell lines run in the sbatch script before srun
     # more such lines for the evaluate job only (LUMI: where EuroEval's environment is, for the model
     # server the stage starts in the job)
-    evaluate_setup: List[str] = field(default_factory=list)
+    evaluate_setup: List[str] = field(default_factory=list)  # shell lines for the evaluate job only
     srun_args: List[str] = field(default_factory=list)
     torchrun_args: List[str] = field(default_factory=list)  # launcher=torchrun: extra flags (LUMI: NUMA binding)
     sbatch_extra: Dict[str, str] = field(default_factory=dict)
@@ -303,7 +303,7 @@ class TrainStage(StageConfig):
     log_every_steps: int = 10
     # held-out loss every N optimizer steps during training (logged with the step metrics as
     # eval_loss, plotted in loss.png, listed in the card); None: only once, after training
-    eval_every_steps: Optional[int] = None
+    eval_every_steps: Optional[int] = None  # held-out loss every N steps during training; None: after only
     init_from: Optional[str] = None  # a run dir whose previous stage's model to start from
     # experiment trackers: tensorboard (files in the run dir) and/or wandb (WANDB_MODE=offline on
     # compute nodes unless wandb_mode says otherwise; `wandb sync` the run dir from the login node)
@@ -353,15 +353,15 @@ class EvaluateStage(StageConfig):
     # lm-evaluation-harness tasks: lm-eval task names (its Danish ones: belebele_dan_Latn, arc_da,
     # hellaswag_da, m_mmlu_da, truthfulqa_da_mc1/mc2; data from the prefetched HF cache), or
     # tiny:danish_mc / tiny:danish_mc_gen (written by dfm_hpc, no Hub); empty: no lm-eval
-    lm_eval_tasks: List[str] = field(default_factory=list)
+    lm_eval_tasks: List[str] = field(default_factory=list)  # lm-eval tasks or tiny:danish_mc[_gen]; []: none
     lm_eval_include: Optional[str] = None  # a dir of extra task YAMLs (lm-eval's include_path)
     lm_eval_limit: Optional[int] = None  # at most this many items per task (None: all; a partial score)
     num_fewshot: int = 0
     # where the benchmarks run: none = lm-eval in-process on the loaded model (hf backend); vllm |
     # transformers = an OpenAI-compatible server started in the job (base + adapters under their
     # names), lm-eval and EuroEval as its clients
-    server: ServerBackend = ServerBackend.none
-    server_port: int = 8000
+    server: ServerBackend = ServerBackend.none  # none: in-process; vllm | transformers: served in the job
+    server_port: int = 8000  # the server listens on 127.0.0.1:PORT
     server_timeout_s: float = 900  # from start to a healthy /health
     server_args: List[str] = field(default_factory=list)  # extra server arguments (vllm serve ...)
     server_chat: bool = False  # lm-eval through chat completions (the chat template) instead of completions
@@ -372,10 +372,10 @@ class EvaluateStage(StageConfig):
     euroeval_args: List[str] = field(default_factory=list)  # more EuroEval CLI arguments (--num-iterations 1)
     # the python of EuroEval's own environment (its pins conflict with training's): .venv-euroeval
     # here, the euroeval overlay on LUMI (containers/); unset: $DFM_HPC_EUROEVAL_PYTHON
-    euroeval_python: Optional[str] = None
+    euroeval_python: Optional[str] = None  # EuroEval's own env's python; unset: $DFM_HPC_EUROEVAL_PYTHON
     # EuroEval's datasets, prefetched on the login node (python -m dfm_hpc prefetch ... --download);
     # unset: $DFM_HPC_EUROEVAL_CACHE, else the run's cache/euroeval
-    euroeval_cache: Optional[str] = None
+    euroeval_cache: Optional[str] = None  # EuroEval's dataset cache; unset: $DFM_HPC_EUROEVAL_CACHE
     max_eval_texts: int = 1000  # held-out texts for perplexity (data.eval_text)
     generation_prompts: int = 5  # Danish prompts to generate samples for
     max_new_tokens: int = 64
