@@ -92,8 +92,9 @@ def test_a_signal_to_the_launcher_stops_the_local_ranks(sig, tmp_path):
         pids_file = wait_for(lambda: next(iter(tmp_path.glob("runs/demo/*/stages/demo/pids")), None), timeout=60,
                              every=0.2, what="the ranks to start")
         sdir = pids_file.parent
-        pids, _ = own_processes(sdir, sdir.parent.parent)
-        assert len(pids) == 2
+        # (until a rank has exec'd, /proc shows the launcher's environment, without the run's marker)
+        pids = wait_for(lambda: (lambda p: p if len(p) == 2 else None)(own_processes(sdir, sdir.parent.parent)[0]),
+                        timeout=30, every=0.1, what="both ranks to carry the run's marker")
         time.sleep(1)
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=60)
