@@ -37,6 +37,9 @@ def check_pipeline(run):
     res = json.loads((s / "evaluate" / "results.json").read_text())
     assert [m["name"] for m in res["models"]] == ["base", "sft", "dpo"]
     assert all(m["perplexity"] > 1 for m in res["models"])
+    # ... and a benchmark that really scores: lm-eval on the Danish MC task dfm_hpc writes (issue #13)
+    assert all(0 <= m["benchmarks"]["lm-eval/dfm_danish_mc"]["scores"]["acc"] <= 1 for m in res["models"])
+    assert "| lm-eval dfm_danish_mc acc |" in (s / "evaluate" / "results.md").read_text()
     assert (s / "evaluate" / "results.md").exists() and (s / "evaluate" / "samples.md").exists()
     # the card: metadata loads with huggingface_hub, and it carries the run's numbers
     card = ModelCard.load(s / "card" / "README.md")
@@ -44,6 +47,9 @@ def check_pipeline(run):
     assert card.data.model_name == "danish-foundation-models/pipeline-tiny-demo"
     (ev,) = [e for e in card.data.eval_results if e.metric_type == "perplexity"]
     assert ev.metric_value == round(res["models"][-1]["perplexity"], 4)
+    (acc,) = [e for e in card.data.eval_results if e.dataset_type == "lm-eval/dfm_danish_mc" and e.metric_type == "acc"]
+    assert acc.metric_value == round(res["models"][-1]["benchmarks"]["lm-eval/dfm_danish_mc"]["scores"]["acc"], 4)
+    assert "| lm-eval dfm_danish_mc acc |" in card.text
     pii = json.loads((s / "pii" / "report.json").read_text())
     assert f"email {pii['counts']['email']}" in card.text
     assert "python -m dfm_hpc rerun" in card.text and "![sft training loss](loss_sft.png)" in card.text
