@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import slurm_stubs
@@ -42,7 +43,9 @@ def test_cancel_never_signals_a_bystander_or_a_foreign_job(dry_run_dir, tmp_path
     marked = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"],
                               env={**os.environ, "DFM_HPC_RUN_DIR": str(run.resolve())})  # really this run's
     try:
-        time.sleep(0.2)
+        marker = f"DFM_HPC_RUN_DIR={run.resolve()}".encode()
+        wait_for(lambda: marker in Path(f"/proc/{marked.pid}/environ").read_bytes(), timeout=30, every=0.05,
+                 what="the marked process to exec")
         sdir = run / "stages" / "demo"
         (sdir / "pids").write_text(
             f"-1 1\n0 1\n1 {proc_start(1)}\n{bystander.pid} 12345\n"  # never -1, 0, 1; a reused pid
