@@ -34,8 +34,14 @@ _SECRET_WORD = re.compile(r"(^|[_\-.])(token|key|apikey|secret|password|passwd|p
 SOURCE_DIR = Path(__file__).resolve().parent.parent
 
 
+# the shell's working directories end in PWD but are paths, not passwords: treating them as secrets
+# would refuse every path under the current directory
+NOT_SECRET = {"PWD", "OLDPWD"}
+
+
 def is_secret_key(key: str) -> bool:
-    return key.upper() in SECRET_ENV or bool(_SECRET_WORD.search(str(key)))
+    k = str(key)
+    return k.upper() in SECRET_ENV or (k.upper() not in NOT_SECRET and bool(_SECRET_WORD.search(k)))
 
 
 def redact(obj: Any) -> Any:

@@ -188,3 +188,17 @@ def test_redaction_of_free_text():
     assert "hf_abcdefghij" not in out and "zzzzzzzz" not in out and "hunter22" not in out
     assert "max_tokens = 4096" in out and "key=value" in out and out.count(REDACTED) == 3
     assert redact_text("use key=a,b,c") == "use key=a,b,c"
+
+
+def test_the_working_directory_is_not_a_secret(tmp_path):
+    """PWD ends in 'pwd' like a password key, but a path under the current directory is ordinary input."""
+    from dfm_hpc import rundir
+
+    assert not rundir.is_secret_key("PWD") and not rundir.is_secret_key("OLDPWD")
+    assert rundir.is_secret_key("DB_PWD") and rundir.is_secret_key("HF_TOKEN")
+    assert str(tmp_path) not in rundir.secret_values(environ={"PWD": str(tmp_path), "OLDPWD": "/home/someone"})
+    data = tmp_path / "chats.jsonl"
+    data.write_text('{"messages": [{"role": "user", "content": "Hej"}, {"role": "assistant", "content": "Hej!"}]}\n')
+    p = dfm("+experiment=sft_tiny", "stages=[sft]", f"sft.dataset={data}", "dry_run=true", cwd=tmp_path,
+            env={"PWD": str(tmp_path)})
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
