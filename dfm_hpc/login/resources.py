@@ -1,0 +1,132 @@
+"""Validation of what each job asks the scheduler for: nodes, tasks, cores, GPUs, memory and walltime
+against the partition (LUMI's limits in lumi.py), per-user job limits, and the training batch layout."""
+
+from __future__ import annotations
+
+from typing import List
+
+from dfm_hpc import lumi
+from dfm_hpc.plan import StageJob, plan, stage_cluster
+from dfm_hpc.schema import TRAINED_STAGES
+
+
+def check_jobs(cfg, jobs) -> List[str]:
+    """Resources against the partition; for training stages the batch and the memory per GPU."""
+    from dfm_hpc.metrics import check_fits  # memory per GCD/GPU (docs/performance.md)
+
+    out: List[str] = []
+    for job in jobs:
+        out += _check_resources(job, stage_cluster(cfg, job.stage))
+    out += _check_job_limits(cfg, jobs)
+    for job in jobs:
+        if job.stage in TRAINED_STAGES:
+            out += _check_batch(job, cfg[job.stage])
+    for job in jobs:
+        if job.stage in TRAINED_STAGES:
+            out += check_fits(job, cfg)
+    return out
+
+
+def _check_resources(job: StageJob, cl) -> List[str]:
+    p: List[str] = []
+    s = job.stage
+    if job.nodes < 1 or job.tasks_per_node < 1 or job.cpus_per_task < 1:
+        p.append(f"{s}: nodes, tasks_per_node and cpus_per_task must be at least 1 "
+                 f"(got {job.nodes}, {job.tasks_per_node}, {job.cpus_per_task})")
+    if job.array < 1:
+        p.append(f"{s}.array={job.array}: at least 1 (1 = a single job)")
+    if job.minutes <= 0:
+        p.append(f"{s}.time: the walltime must be positive")
+    if cl.scheduler == "local" and job.nodes > 1:
+        p.append(f"{s}.nodes={job.nodes}: cluster=local runs on this machine only; use nodes=1 or a Slurm cluster")
+    if cl.system != "lumi":
+        return p
+
+    part = lumi.PARTITIONS.get(job.partition or "")
+    if part is None:
+        p.append(f"{s}: partition {job.partition!r} is not a LUMI-G partition "
+                 f"({', '.join(lumi.PARTITIONS)})")
+        return p
+    if job.nodes > part.max_nodes:
+        p.append(f"{s}.nodes={job.nodes}: {part.name} allows at most {part.max_nodes} nodes per job")
+    if job.hours > part.max_hours:
+        p.append(f"{s}.time={job.minutes // 60}h{job.minutes % 60:02d}: over {part.name}'s maximum of "
+                 f"{part.max_hours:g} h; lower it (training resumes from checkpoints across jobs)")
+    cores = job.tasks_per_node * job.cpus_per_task
+    if cores > lumi.USABLE_CORES_PER_NODE:
+        p.append(f"{s}: {job.tasks_per_node} tasks x {job.cpus_per_task} cpus = {cores} cores per node; "
+                 f"LUMI-G nodes have {lumi.USABLE_CORES_PER_NODE} usable (use cpus_per_task=7 with 8 tasks)")
+    if job.gpus_per_node > lumi.GCDS_PER_NODE:
+        p.append(f"{s}: gpus_per_node={job.gpus_per_node}; a LUMI-G node has {lumi.GCDS_PER_NODE} GCDs")
+    if (cl.launcher == "srun" and job.gpus_per_node and job.tasks_per_node > job.gpus_per_node):
+        p.append(f"{s}: {job.tasks_per_node} tasks per node for {job.gpus_per_node} GCDs; "
+                 "the srun launcher runs one rank per GCD")
+    if part.whole_nodes and job.gpus_per_node not in (0, lumi.GCDS_PER_NODE):
+        p.append(f"{s}: {part.name} allocates whole nodes; use gpus_per_node=8 (or cluster=lumi_small)")
+    mem = _mem_or_none(cl.mem)
+    if mem is not None and mem > lumi.NODE_MEMORY_GB:
+        p.append(f"cluster.mem={cl.mem}: at most {lumi.NODE_MEMORY_GB}G per LUMI-G node (or 0 for all of it)")
+    mpg = _mem_or_none(cl.mem_per_gpu)
+    bound = lumi.GCD_MEMORY_GB if part.whole_nodes else lumi.MEM_PER_GCD_GB
+    if mpg is not None and job.gpus_per_node and mpg > bound:
+        p.append(f"{s}: cluster.mem_per_gpu={cl.mem_per_gpu}: at most {bound}G per GCD on {part.name} "
+                 f"({lumi.GCDS_PER_NODE} x {bound}G = the {lumi.NODE_MEMORY_GB}G a node has for jobs)")
+    if mem is not None and cl.mem_per_gpu and job.gpus_per_node:
+        p.append(f"{s}: cluster.mem={cl.mem} and cluster.mem_per_gpu={cl.mem_per_gpu}: sbatch takes one of them; "
+                 "set the other to null")
+    return p
+
+
+def _check_job_limits(cfg, jobs) -> List[str]:
+    """A chain must fit the partition's per-user job limit whole: sbatch would refuse the rest of it
+    halfway (dev-g: 2 submitted, 1 running)."""
+    if cfg.cluster.system != "lumi":
+        return []
+    out = []
+    for name, part in lumi.PARTITIONS.items():
+        mine = [j for j in jobs if j.partition == name]
+        count = sum(j.array for j in mine)
+        if count > part.max_jobs:
+            out.append(f"{name} accepts at most {part.max_jobs} submitted jobs per user ({part.max_running} running); "
+                       f"this run is {count} stage jobs there ({', '.join(j.stage for j in mine)}), so sbatch would "
+                       f"refuse the chain halfway. Run at most {part.max_jobs} stages per launch (e.g. stages=["
+                       f"{','.join(j.stage for j in mine[:part.max_jobs])}]), or use cluster=lumi (standard-g, "
+                       "with small-g for the single-process stages)")
+    return out
+
+
+def check_sweep_job_limits(cfgs) -> List[str]:
+    """A sweep's points are queued together, so their jobs count against a partition's per-user
+    limit together (each point alone is checked by _check_job_limits)."""
+    if len(cfgs) < 2 or cfgs[0].cluster.system != "lumi":
+        return []
+    plans = [plan(cfg) for cfg in cfgs]
+    out = []
+    for name, part in lumi.PARTITIONS.items():
+        per_point = [sum(j.array for j in jobs if j.partition == name) for jobs in plans]
+        if sum(per_point) > part.max_jobs and max(per_point) <= part.max_jobs:
+            out.append(f"{name} accepts at most {part.max_jobs} submitted jobs per user ({part.max_running} running); "
+                       f"this sweep queues {sum(per_point)} jobs there ({len(cfgs)} points), so sbatch would refuse "
+                       f"it halfway. Sweep at most {part.max_jobs // max(max(per_point), 1)} point(s) per launch, "
+                       "or use cluster=lumi")
+    return out
+
+
+def _mem_or_none(text):
+    try:
+        return lumi.parse_mem_gb(text)
+    except ValueError:
+        return None  # reported once by check_config
+
+
+def _check_batch(job: StageJob, st) -> List[str]:
+    per_step = job.world_size * st.micro_batch_size
+    if st.micro_batch_size < 1 or st.global_batch_size < 1:
+        return [f"{job.stage}: global_batch_size and micro_batch_size must be at least 1"]
+    if st.global_batch_size % per_step:
+        fits = [g for g in range(per_step, 4 * st.global_batch_size + per_step, per_step)]
+        near = min(fits, key=lambda g: abs(g - st.global_batch_size))
+        return [f"{job.stage}.global_batch_size={st.global_batch_size} is not divisible by world size "
+                f"{job.world_size} x micro_batch_size {st.micro_batch_size} = {per_step}; "
+                f"e.g. {job.stage}.global_batch_size={near}"]
+    return []
