@@ -450,7 +450,7 @@ STAGES: Dict[str, StageSpec] = {s.name: s for s in (
     StageSpec("lumi_check", LumiCheckStage),
     StageSpec("translate", TranslateStage, inputs=("data.oasst2",), resumable=True),
     StageSpec("merge", MergeStage),
-    StageSpec("pii", PiiStage, inputs=("pii.input",), resumable=True),
+    StageSpec("pii", PiiStage, inputs=("pii.input", "pii.ner"), resumable=True),
     StageSpec("tokenize", TokenizeStage, inputs=("data.corpus",)),  # data.mixture: validate.check_mixture
     StageSpec("cpt", CptStage, inputs=("data.corpus",), trained=True, resumable=True),
     StageSpec("sft", SftStage, trained=True, resumable=True),  # sft/dpo.dataset: checked with the stage (run dirs too)

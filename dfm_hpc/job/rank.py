@@ -19,8 +19,7 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from dfm_hpc import dist, rundir
-from dfm_hpc import schema
+from dfm_hpc import dist, rundir, schema
 from dfm_hpc.schema import STAGES
 
 # Known, harmless library warnings, silenced at their source by category and module (and message):

@@ -21,7 +21,6 @@ from dfm_hpc.schema import TRAINED_STAGES
 from dfm_hpc.sources import is_hub_id
 
 
-
 @dataclass(frozen=True)
 class Need:
     kind: str  # model | dataset | euroeval (EuroEval's datasets, fetched by EuroEval itself)
@@ -75,9 +74,9 @@ def needs(cfg) -> List[Need]:
         if s in stages:
             add("dataset", cfg[s].dataset, None, f"{s}.dataset")
     if "pii" in stages:
+        add("dataset", cfg.pii.input, None, "pii.input")
         if cfg.pii.ner:  # the optional NER pass's token-classification model
             add("model", cfg.pii.ner, cfg.pii.ner_revision, "pii.ner")
-        add("dataset", cfg.pii.input, None, "pii.input")
     if "evaluate" in stages:
         add("dataset", cfg.data.eval_text, None, "data.eval_text")
         for task in cfg.evaluate.lm_eval_tasks:  # tiny:* and unknown tasks: nothing to fetch here

@@ -184,9 +184,9 @@ def build_t5_tokenizer(vocab_size: int = 1000):
     Returns (tokenizer, sentencepiece ModelProto). Deterministic: single-threaded SentencePiece
     training on the fixed sample; it does not depend on the model seed.
     """
+    from sentencepiece import sentencepiece_model_pb2 as sp_pb2
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
     from tokenizers.models import Unigram
-    from sentencepiece import sentencepiece_model_pb2 as sp_pb2
     from transformers import PreTrainedTokenizerFast
 
     proto = sp_pb2.ModelProto()
