@@ -34,9 +34,9 @@ def main() -> None:
 
     logging.set_verbosity_error()
     from dfm_hpc import dist, schema, tiny
+    from dfm_hpc.job import data as cpt
     from dfm_hpc.job import train
     from dfm_hpc.job.rank import StageContext
-    from dfm_hpc.job import data as cpt
 
     torch.set_num_threads(1)
     work = Path(tempfile.mkdtemp())

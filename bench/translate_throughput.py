@@ -24,9 +24,8 @@ from pathlib import Path
 
 
 def segments(n: int, seed: int = 0) -> list[str]:
-    from dfm_hpc.text import oasst
+    from dfm_hpc.text import oasst, segment
     from dfm_hpc.tiny import data as tiny_data
-    from dfm_hpc.text import segment
 
     with tempfile.TemporaryDirectory() as d:
         msgs, _ = oasst.filter_messages(oasst.load_messages(str(tiny_data.write_fixture(d)["messages"])))
@@ -57,8 +56,8 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from dfm_hpc import tiny
-    from dfm_hpc.text import translators
     from dfm_hpc.job.shards import balance
+    from dfm_hpc.text import translators
 
     work = Path(tempfile.mkdtemp())
     model = tiny.resolve("tiny:t5", work)

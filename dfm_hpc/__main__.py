@@ -41,7 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("runs", nargs="+", metavar="RUN_OR_RESULTS", help="run dir, sweep dir or results.json")
     s.add_argument("--runs-root", default="runs")
     s.add_argument("--out", help="also write the table to this file")
-    s = sub.add_parser("prefetch", help="hub models/datasets an experiment needs: cached for the jobs? (--download fetches)")
+    s = sub.add_parser("prefetch",
+                       help="hub models/datasets an experiment needs: cached for the jobs? (--download fetches)")
     s.add_argument("overrides", nargs="*", help="+experiment=NAME key=value ... as for a launch")
     s.add_argument("--download", action="store_true", help="fetch what is missing into the jobs' HF_HOME")
     s = sub.add_parser("calibrate", help="throughput entries a finished run measured (for conf/throughput/)")

@@ -86,7 +86,7 @@ class ClusterConfig:
     mem: Optional[str] = None  # sbatch --mem, e.g. "480G"; "0" = all of the node
     mem_per_gpu: Optional[str] = None
     cpu_bind: Optional[str] = None  # srun --cpu-bind value
-    launcher: Launcher = Launcher.srun  # srun: one task per rank; torchrun: one task per node, torchrun spawns the ranks
+    launcher: Launcher = Launcher.srun  # srun: a task per rank; torchrun: a task per node, torchrun spawns the ranks
     exclusive: bool = False  # sbatch --exclusive (whole nodes)
     signal_delay_s: int = 120  # Slurm sends USR2 (submitit's signal) this long before the time limit
     env: Dict[str, str] = field(default_factory=dict)
@@ -139,7 +139,7 @@ class DataConfig:
     # hub id (org/name) or local path; local paths must exist when validated on their machine
     oasst2: str = "OpenAssistant/oasst2"
     oasst2_revision: Optional[str] = None  # hub revision (commit) to pin
-    oasst2_layout: OasstLayout = OasstLayout.auto  # auto (from the content) | trees | nested | messages | parquet | arrow
+    oasst2_layout: OasstLayout = OasstLayout.auto  # auto: from the content; or force trees, nested, messages...
     corpus: Optional[str] = None  # CPT corpus: hub id or local JSONL/Parquet
     # CPT mixture: sources with weights or token budgets (docs/training.md#mixtures); empty: data.corpus alone
     mixture: List[MixtureSource] = field(default_factory=list)  # see docs/training.md#mixtures
@@ -255,7 +255,7 @@ class PiiStage(StageConfig):
     # what to filter: unset = this run's merge outputs (sft + dpo views); or a JSONL/Parquet file
     # with a `text` column (a CPT corpus), or tiny:corpus
     input: Optional[str] = None
-    replacement: Replacement = Replacement.tags  # tags: <CPR>, <EMAIL>, ...; fake: realistic fakes (same shape, valid dates)
+    replacement: Replacement = Replacement.tags  # tags: <CPR>, <EMAIL>...; fake: realistic fakes (same shape)
     types: List[str] = field(default_factory=lambda: ["cpr", "email", "phone", "ip", "iban"])
     shards: int = 8  # work units; each worker takes shards by rank, like translate
     chunk_size: int = 1000  # rows per flushed chunk (resume point)

@@ -6,9 +6,9 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
 import inspect
 import re
-import enum
 import typing
 
 from dfm_hpc import schema

@@ -37,8 +37,9 @@ def check_adapter(stage_dir, r=4, targets=("q_proj", "v_proj")):
 def check_chain(stage_dir, model_dir=None):
     """The stage's model as a user loads it (dfm_hpc follows adapter -> base chains; a DPO adapter
     sits on the SFT model) reproduces the trained model's probe logits."""
-    import torch
     from types import SimpleNamespace
+
+    import torch
 
     from dfm_hpc.job.train import load_model_or_adapter
 

@@ -10,8 +10,9 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from conftest import REPO, dfm, run_dirs
 from dfm_hpc import lumi, metrics, schema
+
+from conftest import REPO, dfm, run_dirs
 
 MISTRAL = yaml.safe_load((REPO / "conf" / "model" / "mistral_7b.yaml").read_text())
 LLAMA2_7B = dict(hidden_size=4096, num_layers=32, num_heads=32, num_kv_heads=32, intermediate_size=11008,

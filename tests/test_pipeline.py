@@ -28,7 +28,8 @@ def check_pipeline(run):
     assert PLANTED not in filtered and "<EMAIL>" in filtered
     assert json.loads((s / "pii" / "report.json").read_text())["counts"]["email"] >= 1
     # (a rerun links the finished sft stage, whose log names the first run's dir)
-    assert f"sft data: {(s / 'sft').resolve().parent / 'pii' / 'sft.parquet'}" in (s / "sft" / "logs" / "rank-0.log").read_text()
+    sft_log = (s / "sft" / "logs" / "rank-0.log").read_text()
+    assert f"sft data: {(s / 'sft').resolve().parent / 'pii' / 'sft.parquet'}" in sft_log
     for st in ("sft", "dpo"):
         assert (s / st / "model" / "adapter_model.safetensors").exists()
         assert (s / st / "merged" / "model.safetensors").exists()

@@ -10,9 +10,9 @@ import sys
 
 import pytest
 
+from dfm_hpc.login import launch, prefetch
+
 from conftest import dfm, run_dirs
-from dfm_hpc.login import launch
-from dfm_hpc.login import prefetch
 
 LUMI = ["cluster=lumi", "cluster.account=project_465000670"]
 HASH = "0123456789abcdef0123456789abcdef01234567"

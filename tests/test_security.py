@@ -59,7 +59,8 @@ def test_hostile_values_in_every_field_never_run(tmp_path):
     payloads = _payloads(mark)
     folder = tmp_path / f"run {payloads[0]} {payloads[3]}" / "stages" / "sft" / "submitit"
     job = plan(cfg)[0]
-    params = slurm.executor_params(job, stage_cluster(cfg, job.stage), f"dfm-{payloads[2]}-sft", f"afterok:{payloads[1]}")
+    params = slurm.executor_params(job, stage_cluster(cfg, job.stage), f"dfm-{payloads[2]}-sft",
+                                   f"afterok:{payloads[1]}")
     params["partition"] = payloads[6]
     script = slurm.render(params, folder, slurm.python_command(cl), 1)
     f = tmp_path / "sbatch.sh"

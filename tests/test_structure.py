@@ -118,7 +118,8 @@ def test_run_dirs_of_the_previous_version_still_show(tmp_path):
     from conftest import dfm
 
     shutil.copytree(REPO / "tests" / "data" / "runs_v0", tmp_path / "runs")
-    demo, sft = sorted((tmp_path / "runs" / "demo").iterdir())[0], sorted((tmp_path / "runs" / "munin_sft").iterdir())[0]
+    demo = sorted((tmp_path / "runs" / "demo").iterdir())[0]
+    sft = sorted((tmp_path / "runs" / "munin_sft").iterdir())[0]
     assert "family:" in (sft / "config.yaml").read_text()
     p = dfm("status", str(demo), cwd=tmp_path)
     assert p.returncode == 0, p.stdout + p.stderr

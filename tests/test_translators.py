@@ -18,7 +18,12 @@ pytest.importorskip("sentencepiece")
 
 from dfm_hpc import tiny  # noqa: E402
 from dfm_hpc.text.translators import (  # noqa: E402
-    CT2Translator, HFTranslator, fixed_batches, make_batches, make_translator, padding_efficiency,
+    CT2Translator,
+    HFTranslator,
+    fixed_batches,
+    make_batches,
+    make_translator,
+    padding_efficiency,
 )
 
 TEXTS = [

@@ -121,7 +121,8 @@ def check_ranges(cfg, jobs) -> List[str]:
         n(f"{s}.seq_len", st.seq_len, st.seq_len >= 1, "at least 1 token, e.g. 4096")
         n(f"{s}.warmup_steps", st.warmup_steps, 0 <= st.warmup_steps <= max(st.max_steps, 0),
           f"0 to max_steps ({st.max_steps})")
-        n(f"{s}.save_every_steps", st.save_every_steps, st.save_every_steps >= 1, "at least 1 (a checkpoint every N steps)")
+        n(f"{s}.save_every_steps", st.save_every_steps, st.save_every_steps >= 1,
+          "at least 1 (a checkpoint every N steps)")
         n(f"{s}.keep_checkpoints", st.keep_checkpoints, st.keep_checkpoints >= 1, "keep at least 1")
         n(f"{s}.log_every_steps", st.log_every_steps, st.log_every_steps >= 1, "at least 1")
         if st.save_every_minutes is not None:

@@ -77,7 +77,8 @@ def compose_config(overrides: List[str]):
         raise ValueError("\n".join(problems))
     try:
         with initialize_config_dir(version_base="1.3", config_dir=str(schema.CONF_DIR), job_name="dfm_hpc"):
-            return schema.typed(OmegaConf.to_container(compose("config", overrides=list(overrides)), resolve=True, enum_to_str=True))
+            composed = compose("config", overrides=list(overrides))
+            return schema.typed(OmegaConf.to_container(composed, resolve=True, enum_to_str=True))
     except (HydraException, OmegaConfBaseException) as e:
         raise ValueError(validate.explain_hydra_error(e)) from None
 
@@ -312,7 +313,8 @@ def _fill_dirs(top: Path, cfgs, points: List[Point], sweep: bool, argv: List[str
     if sweep:
         values = rundir.secret_values(points[0].config)
         rundir.write_yaml(top / "sweep.yaml", {
-            "name": cfgs[0].name, "command": rundir.redact_text(" ".join(rundir.redact_override(a) for a in argv), values),
+            "name": cfgs[0].name,
+            "command": rundir.redact_text(" ".join(rundir.redact_override(a) for a in argv), values),
             "points": [{"run_dir": d.name,
                         "overrides": [rundir.redact_text(rundir.redact_override(o), values) for o in p.overrides]}
                        for d, p in zip(dirs, points)]})

@@ -92,7 +92,8 @@ def rerun(ref: str, overrides: List[str], fresh: bool, runs_root: str = "runs") 
         resume = {s: d for s, d in started.items() if s not in reuse}
         old_overrides = [str(o) for o in (rundir.read_yaml(old / "overrides.yaml") or []) if isinstance(o, str)] \
             if (old / "overrides.yaml").is_file() else []
-        points.append(Point(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), old_overrides + list(overrides),
+        config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+        points.append(Point(config, old_overrides + list(overrides),
                             reuse=reuse, resume=resume, rerun_of=old.resolve()))
     then = rundir.provenance(olds[0]).get("git_commit")
     now = rundir.git_state()["commit"]
@@ -102,7 +103,8 @@ def rerun(ref: str, overrides: List[str], fresh: bool, runs_root: str = "runs") 
     drift = rundir.package_drift(olds[0])
     if drift:
         # the snapshot's requirements.txt against this environment (make setup installs the lock)
-        con.print(f"[yellow]warning[/]: the installed packages differ from {escape(str(olds[0] / 'requirements.txt'))}: "
+        reqs = escape(str(olds[0] / "requirements.txt"))
+        con.print(f"[yellow]warning[/]: the installed packages differ from {reqs}: "
                   + escape("; ".join(drift)))
     if points[0].reuse:
         con.print(f"reusing finished stages: {', '.join(points[0].reuse)} (--fresh runs them again)")

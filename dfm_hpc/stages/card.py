@@ -104,7 +104,8 @@ def hyperparameters(cfg, stages: List[str]) -> str:
 
 
 def training_results(run_dir: Path, stages: List[str]) -> str:
-    lines = ["| stage | steps | first loss | final loss | eval loss | eval perplexity | held-out loss during training |",
+    lines = ["| stage | steps | first loss | final loss | eval loss | eval perplexity "
+             "| held-out loss during training |",
              "|---|---|---|---|---|---|---|"]
     for s in stages:
         m = _json(stage_dir(run_dir, s) / "summary.json") or {}
@@ -208,7 +209,8 @@ def compute_section(used: Dict, system: str) -> str:
     lines = ["| stage | where | hours | GPU-hours | LUMI billing units |", "|---|---|---|---|---|"]
     for r in used["stages"]:
         h = "n/a" if r.get("hours") is None else f"{r['hours']:.4f}"
-        gpu = "- (CPU)" if r.get("gpu_hours") == 0 and r["where"].startswith("this machine") else r.get("gpu_hours", "n/a")
+        on_cpu = r.get("gpu_hours") == 0 and r["where"].startswith("this machine")
+        gpu = "- (CPU)" if on_cpu else r.get("gpu_hours", "n/a")
         lines.append(f"| {r['stage']} | {r['where']} | {h} | {gpu} | "
                      f"{'n/a' if r.get('billing_units') is None else r['billing_units']} |")
     total = f"\n\nTotal: {used['gpu_hours']:.3f} GPU-hours"
@@ -262,7 +264,8 @@ def model_card(cfg, run_dir: Path, out_dir: Path) -> str:
         "hyperparameters": hyperparameters(cfg, stages), "training_results": training_results(run_dir, stages),
         "curves": curves, "eval_section": eval_section(run_dir),
         "compute_section": compute_section(used, cfg.cluster.scheduler),
-        "git_commit": prov.get("git_commit"), "dirty_note": ", with local changes in git.diff" if prov.get("git_dirty") else "",
+        "git_commit": prov.get("git_commit"),
+        "dirty_note": ", with local changes in git.diff" if prov.get("git_dirty") else "",
         "command": command or "python -m dfm_hpc ...", "run_dir": run_dir})
     card = ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
     return str(card)

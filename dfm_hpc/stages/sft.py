@@ -1,7 +1,8 @@
 """SFT stage: TRL's SFTTrainer on Danish chats, LoRA/QLoRA (PEFT) or full fine-tuning, DeepSpeed ZeRO.
 
 Data (`sft.dataset`): unset = this run's PII-filtered chats (`stages/pii/sft.parquet`), else its merge
-stage's (`stages/merge/sft.parquet`); a run dir with those; a Parquet/JSONL file with a `messages` column; a hub id; or `tiny:chats`.
+stage's (`stages/merge/sft.parquet`); a run dir with those; a Parquet/JSONL file with a `messages` column;
+a hub id; or `tiny:chats`.
 Loss on assistant tokens only (the tokenizer's chat template marks them). The adapter (or the full
 model) goes to stages/sft/model/; under ZeRO-3 the weights are gathered on save, so it is complete.
 """
@@ -25,5 +26,5 @@ def run(cfg: Config, ctx: StageContext) -> None:
     callback = train.metrics_callback(cfg, ctx, st, tokens_per_step=st.global_batch_size * st.seq_len)
     trainer = trl.SFTTrainer(model=model, args=args, processing_class=tokenizer, train_dataset=train_ds,
                              eval_dataset=eval_ds, peft_config=train.peft_config(cfg), callbacks=[callback])
-    train.fit(trainer, ctx, callback, tokenizer, f"SFT of {cfg.model.name} ({cfg.peft.method}, ZeRO-{cfg.deepspeed.stage})",
-              base=base, st=st)
+    what = f"SFT of {cfg.model.name} ({cfg.peft.method}, ZeRO-{cfg.deepspeed.stage})"
+    train.fit(trainer, ctx, callback, tokenizer, what, base=base, st=st)

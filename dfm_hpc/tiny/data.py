@@ -159,7 +159,8 @@ def tiny_corpus(path: Path, n_docs: int = 400, seed: int = 0) -> Path:
             for _ in range(rng.randint(2, 6)):
                 k = rng.randrange(len(_WORDS) - 2)
                 sents.append(rng.choice(_TEMPLATES).format(a=_WORDS[k], b=_WORDS[k + 1], c=_WORDS[k + 2]))
-            f.write(json.dumps({"id": f"doc-{i}", "text": " ".join(sents), "source": "tiny"}, ensure_ascii=False) + "\n")
+            doc = {"id": f"doc-{i}", "text": " ".join(sents), "source": "tiny"}
+            f.write(json.dumps(doc, ensure_ascii=False) + "\n")
     return path
 
 
