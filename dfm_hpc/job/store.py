@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from dfm_hpc.files import atomic_open, write_atomic
 from dfm_hpc.rundir import stage_dir
 
 FORMAT = "dfm_hpc-token-store/1"
@@ -96,15 +96,12 @@ def write_shard(store: Path, shard: int, rows, tokenizer, dtype, batch: int, sho
     import numpy as np
 
     base = store / f"shard-{shard:05d}"
-    tmp = Path(f"{base}.bin.{os.getpid()}.tmp")
     eos = tokenizer.eos_token_id
     ends: List[int] = []
     n = 0
-    with open(tmp, "wb") as f:
+    with atomic_open(f"{base}.bin", "wb") as f:  # a stop inside leaves no .bin behind
         for i in range(0, len(rows), batch):
             if should_stop():
-                f.close()
-                tmp.unlink(missing_ok=True)
                 from dfm_hpc.job.rank import Preempted
 
                 raise Preempted(f"stopped in shard {shard}")
@@ -116,12 +113,8 @@ def write_shard(store: Path, shard: int, rows, tokenizer, dtype, batch: int, sho
                 ends.append(n)
             if ids:
                 np.fromiter((t for doc in ids for t in doc), dtype=dtype).tofile(f)
-        f.flush()
-        os.fsync(f.fileno())
-    idx_tmp = Path(f"{base}.idx.{os.getpid()}.tmp.npy")
-    np.save(idx_tmp, np.asarray(ends, dtype=np.int64))
-    idx_tmp.replace(f"{base}.idx.npy")
-    tmp.replace(f"{base}.bin")
+    with atomic_open(f"{base}.idx.npy", "wb") as f:
+        np.save(f, np.asarray(ends, dtype=np.int64))
     info = {"documents": len(ends), "tokens": n, "sha256": file_sha256(Path(f"{base}.bin"))}
     Path(f"{base}.done").write_text(json.dumps(info) + "\n")
     return info
@@ -136,9 +129,7 @@ def finish(store: Path, meta: Dict, n_shards: int) -> Optional[Dict]:
     checksum = hashlib.sha256("".join(s["sha256"] for s in shards).encode()).hexdigest()
     manifest = {**meta, "format": FORMAT, "shards": shards, "documents": sum(s["documents"] for s in shards),
                 "tokens": sum(s["tokens"] for s in shards), "checksum": checksum}
-    tmp = store / f"manifest.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    tmp.replace(store / "manifest.json")
+    write_atomic(store / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     return manifest
 
 
@@ -278,10 +269,7 @@ def _cached_fingerprint(resolved: str, spec: Dict, where: Path) -> str:
     if memo.exists():
         return memo.read_text().strip()
     fp = fingerprint(resolved)
-    memo.parent.mkdir(parents=True, exist_ok=True)
-    tmp = memo.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(fp + "\n")
-    tmp.replace(memo)
+    write_atomic(memo, fp + "\n")
     return fp
 
 
@@ -309,9 +297,7 @@ def build(cfg, ctx, tokenizer, worker: int, num_workers: int) -> List[Dict]:
         d.mkdir(parents=True, exist_ok=True)
         layout = d / "layout.json"  # the first attempt fixes the shard count (a resume keeps it)
         if not layout.exists():
-            tmp = d / f"layout.{os.getpid()}.tmp"
-            tmp.write_text(json.dumps({"shards": cfg.tokenize.shards or num_workers}) + "\n")
-            tmp.replace(layout)
+            write_atomic(layout, json.dumps({"shards": cfg.tokenize.shards or num_workers}) + "\n")
         p["shards"] = json.loads(layout.read_text())["shards"]
         items += [(p, s) for s in range(p["shards"])]
     mine = items[worker::num_workers]

@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 from typing import List
 
+from dfm_hpc.files import atomic_open
 from dfm_hpc.job import data, reshard, train
 from dfm_hpc.job.rank import StageContext
 from dfm_hpc.schema import Config
@@ -49,9 +50,8 @@ def prepare(cfg, ctx, tokenizer, seen=None):
         mixture.allocate(plans, available, total, st.seq_len)  # every rank: a bad mixture fails them all
         if ctx.is_main and not ready.exists():
             o, counts = mixture.order(plans, available, total, st.seq_len, cfg.seed)
-            tmp = out / "order.tmp.npy"
-            np.save(tmp, o)
-            tmp.replace(out / "order.npy")
+            with atomic_open(out / "order.npy", "wb") as f:
+                np.save(f, o)
             rows = mixture.realised(plans, counts, available, st.seq_len)
             (out / "mixture.json").write_text(json.dumps({"seed": cfg.seed, "seq_len": st.seq_len,
                                                           "blocks": int(len(o)), "sources": rows}, indent=2) + "\n")

@@ -24,6 +24,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+from dfm_hpc.files import atomic_open, write_atomic
 from dfm_hpc.job.rank import Preempted, StageContext
 from dfm_hpc.job.shards import append_durable, resume_point
 from dfm_hpc.rundir import stage_dir
@@ -226,9 +227,7 @@ def _check_plan(path: Path, p: Dict) -> None:
                                "pii.replacement, pii.ip_policy or pii.ner changed); resuming would mix them: "
                                "rerun with --fresh")
         return
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # workers may write it at once: same content
-    tmp.write_text(text)
-    tmp.replace(path)
+    write_atomic(path, text)  # workers may write it at once: same content
 
 
 def _layout(p: Dict) -> Dict:
@@ -354,9 +353,7 @@ def assemble(p: Dict, ctx) -> None:
     report["seconds"] = round(report["seconds"], 3)
     report["by_source"] = {k: {t: c.get(t, 0) for t in types} for k, c in sorted(by_source.items())}
     report["samples"] = pii_audit.pick(samples, p.get("audit_samples", 10))
-    tmp = out / "report.json.tmp"
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    tmp.replace(out / "report.json")  # last: its presence means the outputs are complete
+    write_atomic(out / "report.json", json.dumps(report, indent=2) + "\n")  # last: the outputs are complete
     ctx.log(f"pii: {report['counts']} replaced in {sum(v['changed_rows'] for v in report['views'].values())} rows "
             f"({report['bytes'] / 1e6:.1f} MB of text)")
 
@@ -386,7 +383,5 @@ def _write_view(rows: List[dict], src: Dict, stem: Path) -> None:
 
 
 def _atomic(path: Path, write, binary: bool = False) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
+    with atomic_open(path, "wb" if binary else "w") as f:
         write(f)
-    tmp.replace(path)
