@@ -15,9 +15,14 @@ comparable (COMPARABLE in dfm_hpc/results.py).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
+import os
+import re
 import subprocess
+import sys
 import time
 from importlib import metadata
 from pathlib import Path
@@ -125,21 +130,56 @@ def run_lm_eval(model, tasks: List[str], include: List[str], *, limit: Optional[
     # every task is one of ours
     own = {t for t, _ in TINY_TASKS.values()}
     manager = TaskManager(include_path=include or None, include_defaults=not set(tasks) <= own)
-    res = lm_eval.simple_evaluate(model=model, model_args=model_args, tasks=list(tasks), num_fewshot=num_fewshot,
-                                  limit=limit, task_manager=manager, random_seed=seed, numpy_random_seed=seed,
-                                  torch_random_seed=seed, fewshot_random_seed=seed, log_samples=False,
-                                  bootstrap_iters=100, apply_chat_template=chat)
+    with _quiet_lm_eval():
+        res = lm_eval.simple_evaluate(model=model, model_args=model_args, tasks=list(tasks),
+                                      num_fewshot=num_fewshot, limit=limit, task_manager=manager,
+                                      random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
+                                      fewshot_random_seed=seed, log_samples=False, bootstrap_iters=100,
+                                      apply_chat_template=chat)
     out = parse_lm_eval(res, {**meta, "seed": seed, "chat_template": chat})
     log(f"lm-eval {', '.join(tasks)}: " + "; ".join(f"{k} {v['scores']}" for k, v in out.items())
         + f" ({time.time() - t0:.1f} s)")
     return out
 
 
+@contextlib.contextmanager
+def _quiet_lm_eval():
+    """lm-eval's known noise off for one call, unless verbose=true (DFM_HPC_VERBOSE=1): its progress bars
+    (it passes tqdm's `disable` itself, so TQDM_DISABLE cannot), its notices about the in-process model and
+    few-shot defaults, and `git describe` in the run's cwd (fatal outside a checkout; provenance.json has the
+    code's commit). Its warnings at ERROR and every other line of stderr still show."""
+    import logging
+
+    from lm_eval import evaluator
+
+    if os.environ.get("DFM_HPC_VERBOSE") == "1":
+        yield
+        return
+    lm_logger, level = logging.getLogger("lm_eval"), logging.getLogger("lm_eval").level
+    lm_logger.setLevel(logging.ERROR)
+    git_hash, evaluator.get_git_commit_hash = evaluator.get_git_commit_hash, lambda: None
+    real, buf = sys.stderr, io.StringIO()
+    try:
+        with contextlib.redirect_stderr(buf):
+            yield
+    finally:
+        evaluator.get_git_commit_hash = git_hash
+        lm_logger.setLevel(level)
+        kept = [ln for ln in buf.getvalue().replace("\r", "\n").splitlines()
+                if ln.strip() and not _PROGRESS.search(ln)]
+        if kept:
+            real.write("\n".join(kept) + "\n")
+
+
+_PROGRESS = re.compile(r"\d+%\|.*\| *\d+/\d+ \[")  # a tqdm bar
+
+
 def hf_lm(model, tokenizer, batch_size: int = 8):
     """lm-eval's hf backend on a model already loaded (adapters merged)."""
     from lm_eval.models.huggingface import HFLM
 
-    return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+    with _quiet_lm_eval():  # its notice that an in-process model is what we meant
+        return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
 
 
 def server_model_args(base_url: str, model: str, tokenizer: str, chat: bool) -> Tuple[str, dict]:
