@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 
 from conftest import REPO
 
 
 def test_gpu_bench_smoke_mode_runs_every_part(tmp_path):
-    env = {**os.environ, "BENCH_OUT": str(tmp_path / "out"), "BENCH_WORK": str(tmp_path)}
+    env = {**os.environ, "BENCH_OUT": str(tmp_path / "out"), "BENCH_WORK": str(tmp_path),
+           "PYTHON": sys.executable}  # the interpreter running the tests, wherever its venv lives
     p = subprocess.run(["bash", str(REPO / "bench" / "gpu.sh"), "--smoke", "--strict"], cwd=tmp_path,
                        capture_output=True, text=True, env=env, timeout=900)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
