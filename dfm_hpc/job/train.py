@@ -183,11 +183,11 @@ def metrics_callback(cfg, ctx, st, tokens_per_step: int):
 
         def on_save(self, args, state, control, **kw):
             self.saved = time.time()
-
-        def on_train_end(self, args, state, control, **kw):
-            self.done = True
             if ctx.is_main:
                 ctx.log(f"checkpoint at step {state.global_step}: {args.output_dir}/checkpoint-{state.global_step}")
+
+        def on_train_end(self, args, state, control, **kw):
+            self.done = True  # an eval_loss logged after this is fit()'s final evaluation
 
         def on_log(self, args, state, control, logs=None, **kw):
             if logs and "eval_loss" in logs and "loss" not in logs:  # eval_every_steps: same file, same step
