@@ -144,6 +144,8 @@ def hydra_main(argv: List[str]) -> int:
             a.startswith(("--cfg", "-c", "--info", "-i", "--help", "-h", "--hydra-help", "--run", "-r",
                           "--shell-completion", "-sc", "--config-", "-cp", "-cn", "-cd")) for a in argv):
         return _sweep(argv, large)
+    if not any(a.startswith(("-", "hydra.", "+hydra.", "~hydra.")) for a in argv):
+        return _run_once(argv)
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let composition errors reach us (exit 2, not Hydra's 1)
     app = hydra.main(config_path=str(schema.CONF_DIR), config_name="config", version_base="1.3")(_collect)
     saved, sys.argv = sys.argv, ["dfm_hpc", *argv]
@@ -160,6 +162,24 @@ def hydra_main(argv: List[str]) -> int:
     if not _points:  # --cfg, --help, --info: Hydra printed what was asked
         return 0
     return launch(list(_points), ["python", "-m", "dfm_hpc", *argv], sweep=_multirun)
+
+
+def _run_once(argv: List[str]) -> int:
+    """A plain run (key=value arguments only, no Hydra flags): composed once with Hydra's compose API.
+    `@hydra.main` composes the same config twice (once only to learn the run mode), half of a dry run's
+    time; what it adds (--help, --cfg, --info, hydra.* overrides) is not asked for here. A test checks
+    that the config equals the @hydra.main path's."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        with initialize_config_dir(version_base="1.3", config_dir=str(schema.CONF_DIR), job_name="dfm_hpc"):
+            cfg = compose("config", overrides=list(argv))
+        point = Point(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), list(argv))
+    except (HydraException, OmegaConfBaseException, ValueError) as e:
+        return report_problems([_hint(validate.explain_hydra_error(e), argv)])
+    return launch([point], ["python", "-m", "dfm_hpc", *argv], sweep=False)
 
 
 def _sweep(argv: List[str], large: bool = False) -> int:
