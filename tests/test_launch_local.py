@@ -216,3 +216,17 @@ def test_logs_show_and_follow_a_finished_stage(tmp_path):
     (run / "stages" / "demo" / "logs" / "rank-1.log").unlink()
     missing = dfm("logs", str(run), "--stage", "demo", "--rank", "1", cwd=tmp_path)
     assert missing.returncode == 1 and "no log yet" in missing.stderr
+
+
+def test_a_plain_run_composes_what_hydra_main_does(tmp_path):
+    """Plain key=value runs are composed once with Hydra's compose API; a hydra.* override takes the
+    @hydra.main path (which composes twice). Both must give the same config."""
+    common = ["+experiment=munin_sft", "cluster=lumi", "cluster.account=project_465000670", "dry_run=true",
+              "sft.lr=0.0003"]
+    for name, extra in (("plain", []), ("hydra_main", ["hydra.job.name=dfm_hpc"])):
+        (tmp_path / name).mkdir()
+        p = dfm(*common, *extra, cwd=tmp_path / name)
+        assert p.returncode == 0, p.stderr
+    (plain,), (via_main,) = run_dirs(tmp_path / "plain"), run_dirs(tmp_path / "hydra_main")
+    assert (plain / "config.yaml").read_text() == (via_main / "config.yaml").read_text()
+    assert "lr: 0.0003" in (plain / "config.yaml").read_text()
