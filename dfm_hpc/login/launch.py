@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from rich.markup import escape
 
 from dfm_hpc import predict, rundir, schema
-from dfm_hpc.login import submit, validate
+from dfm_hpc.login import resources, submit, validate
 from dfm_hpc.plan import StageJob, billing, gpu_hours, plan, stage_cluster
 
 EXIT_INVALID = 2
@@ -67,7 +67,6 @@ def _hint(message: str, argv: List[str]) -> str:
 def compose_config(overrides: List[str]):
     """One config from `+experiment=... key=value` (no sweep), typed; for subcommands such as
     prefetch. Raises ValueError with every problem."""
-    from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
@@ -76,11 +75,18 @@ def compose_config(overrides: List[str]):
     if problems:
         raise ValueError("\n".join(problems))
     try:
-        with initialize_config_dir(version_base="1.3", config_dir=str(schema.CONF_DIR), job_name="dfm_hpc"):
-            composed = compose("config", overrides=list(overrides))
-            return schema.typed(OmegaConf.to_container(composed, resolve=True, enum_to_str=True))
+        return schema.typed(_compose(overrides))
     except (HydraException, OmegaConfBaseException) as e:
         raise ValueError(validate.explain_hydra_error(e)) from None
+
+
+def _compose(overrides: List[str]) -> dict:
+    """The resolved config of `overrides`, composed once with Hydra's compose API (no sweep)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(schema.CONF_DIR), job_name="dfm_hpc"):
+        composed = compose("config", overrides=list(overrides))
+    return OmegaConf.to_container(composed, resolve=True, enum_to_str=True)
 
 
 def prefetch(overrides: List[str], fetch: bool) -> int:
@@ -165,18 +171,13 @@ def hydra_main(argv: List[str]) -> int:
 
 
 def _run_once(argv: List[str]) -> int:
-    """A plain run (key=value arguments only, no Hydra flags): composed once with Hydra's compose API.
-    `@hydra.main` composes the same config twice (once only to learn the run mode), half of a dry run's
-    time; what it adds (--help, --cfg, --info, hydra.* overrides) is not asked for here. A test checks
-    that the config equals the @hydra.main path's."""
-    from hydra import compose, initialize_config_dir
+    """A plain run (key=value only): composed once. `@hydra.main` composes twice (once only to learn the
+    run mode, half a dry run's time) for what is not asked here (--help, --cfg, hydra.*); same config (tested)."""
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
     try:
-        with initialize_config_dir(version_base="1.3", config_dir=str(schema.CONF_DIR), job_name="dfm_hpc"):
-            cfg = compose("config", overrides=list(argv))
-        point = Point(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), list(argv))
+        point = Point(_compose(argv), list(argv))
     except (HydraException, OmegaConfBaseException, ValueError) as e:
         return report_problems([_hint(validate.explain_hydra_error(e), argv)])
     return launch([point], ["python", "-m", "dfm_hpc", *argv], sweep=False)
@@ -379,7 +380,7 @@ def launch(points: List[Point], argv: List[str], sweep: bool) -> int:
     for p, cfg in zip(points, cfgs):
         prefix = f"[{' '.join(p.overrides)}] " if sweep else ""
         problems += [prefix + x for x in validate.check_config(cfg)]
-    problems += validate.check_sweep_job_limits(cfgs) if not problems else []
+    problems += resources.check_sweep_job_limits(cfgs) if not problems else []
     kinds = {(c.cluster.scheduler, c.dry_run) for c in cfgs}
     if len(kinds) > 1:
         problems.append("a sweep cannot mix schedulers or dry_run values; sweep over one cluster at a time")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from dfm_hpc import lumi, schema, sources
-from dfm_hpc.login.resources import check_jobs, check_sweep_job_limits  # noqa: F401 (launch calls the latter)
+from dfm_hpc.login.resources import check_jobs
 from dfm_hpc.plan import parse_time, plan
 from dfm_hpc.schema import STAGES
 from dfm_hpc.schema import TRAINED_STAGES as TRAIN_STAGES
