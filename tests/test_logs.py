@@ -89,3 +89,30 @@ def test_a_training_run_logs_dfm_hpc_lines_and_a_planted_warning_but_no_library_
     assert "predicted" in rank0 and "SFT, LoRA r=4" in rank0  # the stage's start line: what, where, how long
     assert "rank 1/2" not in p.stdout  # only rank 0 on the console
     assert p.stdout.rstrip().splitlines()[-1].startswith("└")  # ends with the summary table
+
+
+def test_progress_prints_the_first_chunk_then_once_a_minute_and_the_last():
+    """A 20-hour translation must not print every chunk; a person still sees the first rate and the end."""
+    from dfm_hpc.job.progress import Progress
+
+    now = [0.0]
+    p = Progress(total=100, every_s=60, clock=lambda: now[0])
+    p.resumed(40)  # an earlier start's work: done, but not this process's rate
+    printed = []
+    for _ in range(6):  # 10 units every 20 s
+        now[0] += 20
+        p.add(10)
+        printed.append(p.due())
+    assert printed == [True, False, False, True, False, True]  # first; 60 s after it; the last
+    assert p.done == 100 and p.rate == 60 / 120 and p.eta == "00:00:00"
+    q = Progress(total=30, every_s=60, clock=lambda: now[0])
+    now[0] += 10
+    q.add(10)
+    assert q.rate == 1.0 and q.eta == "00:00:20"
+
+
+def test_benchmark_scores_read_as_value_and_stderr():
+    from dfm_hpc.job.harness import scores_line
+
+    line = scores_line({"acc": 0.2, "acc_stderr": 0.0917, "acc_norm": None, "n": 3})
+    assert line == "acc 0.200 ± 0.092, acc_norm None, n 3"

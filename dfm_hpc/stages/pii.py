@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from dfm_hpc.files import atomic_open, write_atomic
+from dfm_hpc.job.progress import Progress
 from dfm_hpc.job.rank import Preempted, StageContext
 from dfm_hpc.job.shards import append_durable, resume_point
 from dfm_hpc.rundir import stage_dir
@@ -199,7 +200,7 @@ def run(cfg: Config, ctx: StageContext) -> None:
     ctx.log(f"pii: {', '.join(s['view'] for s in p['sources'])} in {len(p['shards'])} shards, "
             f"{p['replacement']} for {p['types']}; this worker: shards {mine}")
     work = {s: _shard_work(p["shards"][s]) for s in mine}
-    progress = {"work": 0, "total": sum(work.values()), "bytes": 0, "rows": 0, "t0": time.time()}
+    progress = Progress(sum(work.values()))  # in bytes (JSONL) or rows (Parquet); the lines say rows and MB
     ner = None
     if p["ner"] and not all((shard_dir / f"shard-{s:05d}.done").exists() for s in mine):
         from dfm_hpc.text.pii_ner import NerPass
@@ -242,14 +243,14 @@ def _filter_shard(s: int, p: Dict, shard_dir: Path, ctx, progress, ner=None) -> 
     sh = p["shards"][s]
     path, marker = shard_dir / f"shard-{s:05d}.jsonl", shard_dir / f"shard-{s:05d}.done"
     if marker.exists():
-        progress["work"] += _shard_work(sh)
+        progress.resumed(_shard_work(sh))
         return
     t0 = time.time()
     rows, work = read_shard(sh)
     size = p["chunk_size"]
     groups = [list(range(i, min(i + size, len(rows)))) for i in range(0, len(rows), size)]
     start = resume_point(path, [len(g) for g in groups], s, ctx)
-    progress["work"] += sum(work[i] for g in groups[:start] for i in g)
+    progress.resumed(sum(work[i] for g in groups[:start] for i in g))
     for k in range(start, len(groups)):
         if ctx.should_stop():
             raise Preempted(f"stopped before chunk {k} of shard {s}")
@@ -267,22 +268,17 @@ def _filter_shard(s: int, p: Dict, shard_dir: Path, ctx, progress, ner=None) -> 
             if samples:
                 w["a"] = samples
             lines.append(json.dumps(w, ensure_ascii=False))
-            progress["bytes"] += scanned
-            progress["work"] += work[i]
+            progress.counts["bytes"] += scanned
+            progress.add(work[i])
         append_durable(path, lines)
-        progress["rows"] += len(groups[k])
-        _log_progress(ctx, s, k, len(groups), progress)
+        progress.counts["rows"] += len(groups[k])
+        if progress.due():
+            el, n = progress.elapsed, progress.counts
+            ctx.log(f"shard {s} chunk {k + 1}/{len(groups)}: {n['rows']} rows, {n['rows'] / el:.0f} rows/s, "
+                    f"{n['bytes'] / el / 1e6:.2f} MB/s text, ETA {progress.eta}")
     if not groups:
         path.touch()
     marker.write_text(json.dumps({"view": sh["view"], "rows": len(rows), "seconds": round(time.time() - t0, 3)}) + "\n")
-
-
-def _log_progress(ctx, s: int, k: int, n: int, pr: Dict) -> None:
-    el = max(time.time() - pr["t0"], 1e-9)
-    rate = pr["work"] / el  # includes resumed work, so the ETA is not too optimistic after a restart
-    left = (pr["total"] - pr["work"]) / rate if rate > 0 else 0.0
-    ctx.log(f"shard {s} chunk {k + 1}/{n}: {pr['rows']} rows, {pr['rows'] / el:.0f} rows/s, "
-            f"{pr['bytes'] / el / 1e6:.2f} MB/s text, ETA {time.strftime('%H:%M:%S', time.gmtime(left))}")
 
 
 # --- assembly -------------------------------------------------------------------------------------

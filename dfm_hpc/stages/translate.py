@@ -11,10 +11,10 @@ the same as in an uninterrupted run. `shard-NNNNN.done` marks a finished shard.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Dict
 
+from dfm_hpc.job.progress import Progress
 from dfm_hpc.job.rank import Preempted, StageContext
 from dfm_hpc.job.shards import append_durable, balance, chunks, resume_point
 from dfm_hpc.schema import Config
@@ -87,7 +87,7 @@ def run(cfg: Config, ctx: StageContext) -> None:
     ctx.log(f"{len(plan['messages'])} messages, {plan['segments']} segments, {plan['source_tokens']} source tokens "
             f"in {len(plan['shards'])} shards; this rank: shards {mine}")
     total = sum(sum(1 for i in plan["shards"][s] for p in plan["pieces"][i] if p.translate) for s in mine)
-    progress = {"done": 0, "total": total, "t0": time.time()}
+    progress = Progress(total)
     for s in mine:
         _translate_shard(s, plan, translator, shard_dir, cfg.translate.chunk_size, ctx, progress, segment)
 
@@ -97,11 +97,11 @@ def _translate_shard(s, plan, translator, shard_dir: Path, chunk_size: int, ctx,
     idx = plan["shards"][s]
     n_segments = [sum(p.translate for p in plan["pieces"][i]) for i in idx]
     if marker.exists():
-        progress["done"] += sum(n_segments)
+        progress.resumed(sum(n_segments))
         return
     groups = chunks(n_segments, chunk_size)
     start = resume_point(path, [len(g) for g in groups], s, ctx)
-    progress["done"] += sum(n_segments[j] for g in groups[:start] for j in g)
+    progress.resumed(sum(n_segments[j] for g in groups[:start] for j in g))
     for k in range(start, len(groups)):
         if ctx.should_stop():
             raise Preempted(f"stopped before chunk {k} of shard {s}")
@@ -116,10 +116,8 @@ def _translate_shard(s, plan, translator, shard_dir: Path, chunk_size: int, ctx,
                    "text_da": segment.reassemble(ps, mine), "segments": len(mine)}
             lines.append(json.dumps(row, ensure_ascii=False))
         append_durable(path, lines)
-        progress["done"] += len(texts)
-        el = time.time() - progress["t0"]
-        rate = progress["done"] / el if el > 0 else 0.0
-        left = (progress["total"] - progress["done"]) / rate if rate > 0 else 0.0
-        ctx.log(f"shard {s} chunk {k + 1}/{len(groups)}: {progress['done']}/{progress['total']} segments, "
-                f"{rate:.1f} segments/s, ETA {time.strftime('%H:%M:%S', time.gmtime(left))}")
+        progress.add(len(texts))
+        if progress.due():
+            ctx.log(f"shard {s} chunk {k + 1}/{len(groups)}: {progress.done:.0f}/{progress.total} segments, "
+                    f"{progress.rate:.1f} segments/s, ETA {progress.eta}")
     marker.write_text(json.dumps({"messages": len(idx), "segments": sum(n_segments)}) + "\n")
