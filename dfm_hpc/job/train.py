@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Optional
 
 from dfm_hpc import metrics, tiny
-from dfm_hpc.job import ds_config
+from dfm_hpc.job import curves, ds_config
 from dfm_hpc.rundir import stage_dir
 
 
@@ -47,6 +47,20 @@ def accelerate_deepspeed_cpu_compat() -> None:
 
     state.PartialState._prepare_backend = prepare_backend
     state.PartialState._dfm_hpc_patched = True
+    if os.environ.get("DFM_HPC_VERBOSE") != "1":  # its CPU shm op prints a bare "built successfully" per rank
+        import importlib
+
+        ds_torch = importlib.import_module("deepspeed.comm.torch")  # `import ... as` would get its `torch`
+        build = ds_torch.build_shm_op
+        ds_torch.build_shm_op = lambda: _silently(build)
+
+
+def _silently(fn):
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        return fn()
 
 
 def on_gpu() -> bool:
@@ -244,42 +258,6 @@ def _peak_memory_gb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2)  # host RSS (KB -> GB)
 
 
-def history(ctx) -> list:
-    """The metrics log, one row per logged step (a resumed run's repeats replaced by the later ones;
-    an eval_every_steps evaluation joins its step's row as eval_loss)."""
-    path = ctx.stage_dir / "metrics.jsonl"
-    rows = {}
-    for line in path.read_text().splitlines() if path.exists() else []:
-        r = json.loads(line)
-        rows.setdefault(r["step"], {}).update(r)
-    return [rows[k] for k in sorted(rows)]
-
-
-def plot_loss(ctx, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = history(ctx)
-    if not rows:
-        return
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
-    train = [r for r in rows if "loss" in r]
-    ax.plot([r["step"] for r in train], [r["loss"] for r in train], marker=".", lw=1, label="training loss")
-    evals = [r for r in rows if r.get("eval_loss") is not None]
-    if evals:
-        ax.plot([r["step"] for r in evals], [r["eval_loss"] for r in evals], marker="o", lw=1, label="held-out loss")
-        ax.legend()
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(ctx.stage_dir / "loss.png")
-    plt.close(fig)
-
-
 PROBE_TEXT = "Hvad kommer efter tre? Efter tre kommer fire."
 
 
@@ -309,8 +287,8 @@ def finish(trainer, ctx, callback, title: str, extra: Optional[dict] = None, tok
         probe(trainer, tokenizer, ctx)
     trainer.save_model(str(ctx.stage_dir / "model"))
     if ctx.is_main:
-        plot_loss(ctx, title)
-        rows = history(ctx)
+        curves.plot_loss(ctx.stage_dir, title)
+        rows = curves.history(ctx.stage_dir)
         train_rows = [r for r in rows if "loss" in r]
         summary = {"steps": trainer.state.global_step, "final_loss": train_rows[-1]["loss"] if train_rows else None,
                    "first_loss": train_rows[0]["loss"] if train_rows else None,
