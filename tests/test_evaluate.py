@@ -301,7 +301,8 @@ def test_stage_on_tiny_models(tmp_path, capsys):
     assert "| lm-eval dfm_danish_mc | lm-eval |" in md  # the comparability table
     assert "## trained: Hvad er hovedstaden i Danmark?" in (sdir / "samples.md").read_text()
     log = capsys.readouterr().out
-    assert "[base] perplexity on 30 texts" in log and "lm-eval dfm_danish_mc:" in log
+    assert "[base] eval_loss " in log and "; generating 2 samples" in log
+    assert "[trained] lm-eval/dfm_danish_mc acc 0." in log and " ± " in log  # a readable line, not the raw dict
 
 
 def test_model_specs_default_and_refs(tmp_path):

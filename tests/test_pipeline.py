@@ -4,6 +4,7 @@ models): on this machine (the README's embedded default) and as chained jobs on 
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -66,8 +67,13 @@ def test_pipeline_locally_is_the_embedded_default(tmp_path):
     (run,) = run_dirs(tmp_path)
     check_pipeline(run)
     for st in STAGES:  # progress: every stage's banner and completion are shown as it runs
-        assert f"stage {st} done" in p.stdout
+        assert f"─ {st}: " in p.stdout and f"stage {st} finished in 00:" in p.stdout
     assert f"model card: {run / 'stages' / 'card' / 'README.md'}" in p.stdout  # where to look next
+    # the console is for a person (issue #14): about 100 lines, dfm_hpc's own, ending with the summary table
+    console = (p.stdout + p.stderr).splitlines()
+    assert len(console) <= 100, "\n".join(console)
+    assert not re.search(r"\w+Warning\b|built successfully|it/s\]|\{'loss'", p.stdout + p.stderr)
+    assert p.stdout.rstrip().splitlines()[-1].startswith("└")
 
 
 @pytest.mark.slurm

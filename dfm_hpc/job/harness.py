@@ -137,9 +137,15 @@ def run_lm_eval(model, tasks: List[str], include: List[str], *, limit: Optional[
                                       fewshot_random_seed=seed, log_samples=False, bootstrap_iters=100,
                                       apply_chat_template=chat)
     out = parse_lm_eval(res, {**meta, "seed": seed, "chat_template": chat})
-    log(f"lm-eval {', '.join(tasks)}: " + "; ".join(f"{k} {v['scores']}" for k, v in out.items())
-        + f" ({time.time() - t0:.1f} s)")
+    log("; ".join(f"{k} {scores_line(v['scores'])}" for k, v in out.items()) + f" ({time.time() - t0:.1f} s)")
     return out
+
+
+def scores_line(scores: dict) -> str:
+    """{'acc': 0.2, 'acc_stderr': 0.0917} -> 'acc 0.200 ± 0.092' (a log line, not the results file)."""
+    fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
+    return ", ".join(f"{k} {fmt(v)}" + (f" ± {fmt(scores[k + '_stderr'])}" if k + "_stderr" in scores else "")
+                     for k, v in scores.items() if not k.endswith("_stderr"))
 
 
 @contextlib.contextmanager

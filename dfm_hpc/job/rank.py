@@ -168,6 +168,7 @@ def run_stage(run_dir: str, stage: str, array_index: int = 0) -> None:
     _redirect_output(sdir / "logs" / f"{name}.log")
     planned = {r["stage"]: r for r in rundir.read_plan(run_dir) or []}.get(stage, {})
     quiet_libraries(bool(cfg.get("verbose", False)), planned.get("gpus_per_node", 1))
+    started = time.time()
     ctx = StageContext(run_dir, sdir, env, array_index=array_index, array_size=size)
     # Replaces submitit's handler: stages stop at their next safe point instead of being cut off
     signal.signal(signal.SIGUSR2, lambda *_: setattr(ctx, "stop_requested", True))
@@ -202,7 +203,7 @@ def run_stage(run_dir: str, stage: str, array_index: int = 0) -> None:
     (ranks / f"{ctx.worker}.done").touch()
     if len(list(ranks.glob("*.done"))) >= ctx.num_workers:
         (sdir / "DONE").write_text(time.strftime("%Y-%m-%dT%H:%M:%S\n"))
-    ctx.log(f"stage {stage} finished")
+    ctx.log(f"stage {stage} finished in {time.strftime('%H:%M:%S', time.gmtime(time.time() - started))}")
 
 
 if __name__ == "__main__":

@@ -64,8 +64,8 @@ def run_local(cfgs, plans, points, dirs) -> int:
     con = _console()
     for cfg, jobs, p, d in zip(cfgs, plans, points, dirs):
         for j in _todo(jobs, p):
-            con.rule(escape(f"{j.stage}: {j.world_size} local rank{'s' * (j.world_size != 1)}  (log: "
-                            f"{rundir.stage_dir(d, j.stage) / 'logs'})"))
+            logs = rundir.stage_dir(d, j.stage).relative_to(d) / "logs"  # the run dir was printed above
+            con.rule(escape(f"{j.stage}: {j.world_size} local rank{'s' * (j.world_size != 1)} (logs: {logs})"))
             try:
                 code = local.run_stage(d, j, cfg.cluster)
             except local.Interrupted as e:
@@ -76,7 +76,6 @@ def run_local(cfgs, plans, points, dirs) -> int:
                 con.print(f"[bold red]stage {j.stage} failed[/] (exit {code}); later stages not run. "
                           f"See: python -m dfm_hpc logs {d} --stage {j.stage}")
                 return 1
-            con.print(f"[green]stage {j.stage} done[/]")
     con.print(f"status: python -m dfm_hpc status {dirs[0].parent if len(dirs) > 1 else dirs[0]}")
     for d in dirs:  # what a person wants to open next
         for name, path in (("model card", rundir.stage_dir(d, "card") / "README.md"),

@@ -261,7 +261,7 @@ def served_phase(cfg, ctx, specs, merged, rows: Dict[str, dict], prompts: List[s
                     kind, args = harness.server_model_args(srv.base_url, mid, tok, ev.server_chat)
                     _bench(row, ctx, name, "lm-eval", harness.run_lm_eval, kind, names, include,
                            limit=ev.lm_eval_limit, num_fewshot=ev.num_fewshot, seed=cfg.seed, meta=meta,
-                           model_args=args, chat=ev.server_chat, log=ctx.log)
+                           model_args=args, chat=ev.server_chat, log=lambda m: ctx.log(f"[{name}] {m}"))
                 if ev.euroeval:
                     _euroeval(cfg, ctx, row, name, mid, srv.base_url, meta)
                 save()
@@ -281,7 +281,7 @@ def _euroeval(cfg, ctx, row, name, model_id, base_url, meta) -> None:
                                      {**meta, "seed": cfg.seed}, log=ctx.log)
     if out:
         row["benchmarks"].update(out)
-        ctx.log(f"[{name}] EuroEval: " + "; ".join(f"{k} {v['scores']}" for k, v in out.items()))
+        ctx.log(f"[{name}] " + "; ".join(f"{k} {harness.scores_line(v['scores'])}" for k, v in out.items()))
     else:
         row["notes"].append(note)
         ctx.log(f"[{name}] EuroEval: {note}")
@@ -343,20 +343,20 @@ def run(cfg: Config, ctx: StageContext) -> None:
         t0 = time.time()
         ctx.log(f"[{name}] loading {path}")
         model, tokenizer = load(path)
-        ctx.log(f"[{name}] perplexity on {len(texts)} texts")
         row = {"name": name, "path": path, **perplexity(model, tokenizer, texts), "benchmarks": {}, "notes": [],
                "serving": None}
         ctx.log(f"[{name}] eval_loss {row['eval_loss']:.4f} perplexity {row['perplexity']:.3f} "
-                f"({row['eval_tokens']} tokens, {time.time() - t0:.1f} s)")
+                f"({row['eval_tokens']} tokens, {time.time() - t0:.1f} s)"
+                + (f"; generating {len(prompts)} samples ({ev.max_new_tokens} new tokens each)" if prompts else ""))
         if prompts:
-            ctx.log(f"[{name}] generating {len(prompts)} samples ({ev.max_new_tokens} new tokens each)")
             for prompt, out in zip(prompts, generate(model, tokenizer, prompts, ev.max_new_tokens)):
                 samples.append({"model": name, "prompt": prompt, "output": out})
         if in_process_tasks[0] and not served:
             meta = {"dtype": _dtype(model), "backend": "hf (in-process)",
                     "backend_version": harness.version("transformers")}
             _bench(row, ctx, name, "lm-eval", harness.run_lm_eval, harness.hf_lm(model, tokenizer), *in_process_tasks,
-                   limit=ev.lm_eval_limit, num_fewshot=ev.num_fewshot, seed=cfg.seed, meta=meta, log=ctx.log)
+                   limit=ev.lm_eval_limit, num_fewshot=ev.num_fewshot, seed=cfg.seed, meta=meta,
+                   log=lambda m: ctx.log(f"[{name}] {m}"))
         if ev.euroeval and not served:
             row["notes"].append("EuroEval runs against a served model: set evaluate.server (vllm on LUMI, "
                                 "transformers on a CPU)")
