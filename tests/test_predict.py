@@ -157,3 +157,19 @@ def test_status_shows_elapsed_against_predicted_while_a_job_runs():
     assert _predicted({"hours": 0.25, "basis": "fixed"}, 0, "PENDING") == "00:15:00~"
     assert _predicted({"hours": 158.4, "basis": "work"}, 0, "-").startswith("6-14:24")
     assert _predicted(None, 10, "RUNNING") == _predicted({"hours": None}, 10, "RUNNING") == "-"
+
+
+def test_calibrate_times_translation_from_its_plan_to_the_last_shard(tmp_path):
+    """The translate rate must not hinge on the table's guessed start-up (a 12 s run minus a 40 s guess)."""
+    import os
+
+    from dfm_hpc.login.calibrate import _translate_busy_s
+
+    (tmp_path / "shards").mkdir()
+    assert _translate_busy_s(tmp_path) == 0.0  # nothing finished: unknown
+    (tmp_path / "plan.json").write_text("{}")
+    os.utime(tmp_path / "plan.json", (1000, 1000))
+    for i, t in enumerate((1003, 1007.5)):
+        (tmp_path / "shards" / f"shard-{i:05d}.done").write_text("{}")
+        os.utime(tmp_path / "shards" / f"shard-{i:05d}.done", (t, t))
+    assert _translate_busy_s(tmp_path) == 7.5
