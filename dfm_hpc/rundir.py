@@ -9,6 +9,7 @@ Everything a rank needs is in its run dir; ranks never compose Hydra.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -195,8 +196,12 @@ def stage_dir(run_dir: Path, stage: str) -> Path:
     return Path(run_dir) / "stages" / stage
 
 
+# libyaml's emitter when PyYAML has it (the same text, 3x faster: a 64-point sweep writes 129 files)
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
 def write_yaml(path: Path, data: Any) -> None:
-    path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    path.write_text(yaml.dump(data, Dumper=_DUMPER, sort_keys=False, allow_unicode=True))
 
 
 def read_yaml(path: Path) -> Any:
@@ -296,20 +301,24 @@ def read_plan(run_dir: Path) -> Optional[List[Dict[str, Any]]]:
 
 
 def image_fingerprint(path: Optional[str]) -> Optional[Dict[str, Any]]:
-    """Size, mtime and sha256 of the first and last 16 MiB: cheap for 20 GB images, and changes
-    whenever the image is rebuilt (a full hash would take a minute on Lustre)."""
     if not path or not os.path.isfile(path):
         return {"path": path, "exists": False} if path else None
-    st = os.stat(path)
-    h = hashlib.sha256(str(st.st_size).encode())
+    st = os.stat(path)  # once per image version, not per sweep point: each reads 32 MiB from Lustre
+    return dict(_fingerprint(path, st.st_size, st.st_mtime))
+
+
+@functools.lru_cache(maxsize=8)
+def _fingerprint(path: str, size: int, mtime: float) -> Dict[str, Any]:
+    """Size, mtime and sha256 of the first and last 16 MiB: cheap for 20 GB images, and changes
+    whenever the image is rebuilt (a full hash would take a minute on Lustre)."""
+    h = hashlib.sha256(str(size).encode())
     chunk = 16 * 1024 * 1024
     with open(path, "rb") as f:
         h.update(f.read(chunk))
-        if st.st_size > chunk:
-            f.seek(max(chunk, st.st_size - chunk))
+        if size > chunk:
+            f.seek(max(chunk, size - chunk))
             h.update(f.read(chunk))
-    return {"path": path, "exists": True, "size": st.st_size, "mtime": st.st_mtime,
-            "sha256_head_tail_16MiB": h.hexdigest()}
+    return {"path": path, "exists": True, "size": size, "mtime": mtime, "sha256_head_tail_16MiB": h.hexdigest()}
 
 
 def snapshot(run_dir: Path, config: Dict[str, Any], overrides: List[str], argv: List[str],

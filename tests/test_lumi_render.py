@@ -236,3 +236,24 @@ def test_a_sweep_dev_g_would_refuse_halfway_exits_2(tmp_path):
     assert "this sweep queues 3 jobs there (3 points)" in p.stderr and "Sweep at most 2 point(s)" in p.stderr
     assert not (tmp_path / "runs").exists()
     assert dfm(*args, "demo.value=1,2", "dry_run=true", cwd=tmp_path).returncode == 0
+
+
+def test_the_single_device_place_is_merged_once_per_frozen_config_and_never_stale():
+    """A sweep asks for a stage's cluster ~500 times; launch freezes its configs, so the merge is cached
+    for those, and a config that can still change is merged afresh each time."""
+    from omegaconf import OmegaConf
+
+    from dfm_hpc.login import launch
+    from dfm_hpc.plan import stage_cluster
+
+    plain = OmegaConf.to_container(launch.compose_config(
+        ["+experiment=munin_sft", "cluster=lumi", "cluster.account=project_465000670"]), resolve=True, enum_to_str=True)
+    cfg = OmegaConf.create(plain)
+    assert stage_cluster(cfg, "evaluate").partition == "small-g" and stage_cluster(cfg, "sft") is cfg.cluster
+    cfg.cluster.single_device.partition = "dev-g"
+    assert stage_cluster(cfg, "evaluate").partition == "dev-g"
+    frozen = OmegaConf.create(plain, flags={"readonly": True})
+    first = stage_cluster(frozen, "evaluate")
+    assert first is stage_cluster(frozen, "evaluate") and first.partition == "small-g"
+    with pytest.raises(Exception, match="read-only|ReadOnly"):
+        first.partition = "standard-g"  # shared between callers: nobody may change it

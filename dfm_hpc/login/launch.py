@@ -375,12 +375,13 @@ def _oasst_plan(cfgs) -> tuple:
 
 def launch(points: List[Point], argv: List[str], sweep: bool) -> int:
     # Points come typed from Hydra's composition or from schema.typed() (rerun); re-typing costs 40 ms each
-    cfgs = [OmegaConf.create(p.config) for p in points]
+    cfgs = [OmegaConf.create(p.config, flags={"readonly": True}) for p in points]  # what runs is what was checked
     problems: List[str] = []
-    for p, cfg in zip(points, cfgs):
+    plans = [None if validate.check_stages(cfg) else plan(cfg) for cfg in cfgs]  # made once, used by all
+    for p, cfg, jobs in zip(points, cfgs, plans):
         prefix = f"[{' '.join(p.overrides)}] " if sweep else ""
-        problems += [prefix + x for x in validate.check_config(cfg)]
-    problems += resources.check_sweep_job_limits(cfgs) if not problems else []
+        problems += [prefix + x for x in validate.check_config(cfg, jobs)]
+    problems += resources.check_sweep_job_limits(cfgs, plans) if not problems else []
     kinds = {(c.cluster.scheduler, c.dry_run) for c in cfgs}
     if len(kinds) > 1:
         problems.append("a sweep cannot mix schedulers or dry_run values; sweep over one cluster at a time")
@@ -388,7 +389,6 @@ def launch(points: List[Point], argv: List[str], sweep: bool) -> int:
     problems += oasst_problems
     if problems:
         return report_problems(problems)
-    plans = [[j for j in plan(cfg)] for cfg in cfgs]
     records = [predict.records(cfg, jobs) for cfg, jobs in zip(cfgs, plans)]
     for p, recs in zip(points, records):  # a stage that would outlast its walltime and cannot resume
         prefix = f"[{' '.join(p.overrides)}] " if sweep else ""

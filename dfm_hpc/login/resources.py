@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import List
 
 from dfm_hpc import lumi
-from dfm_hpc.plan import StageJob, plan, stage_cluster
+from dfm_hpc.plan import StageJob, stage_cluster
 from dfm_hpc.schema import TRAINED_STAGES
 
 
@@ -95,12 +95,11 @@ def _check_job_limits(cfg, jobs) -> List[str]:
     return out
 
 
-def check_sweep_job_limits(cfgs) -> List[str]:
+def check_sweep_job_limits(cfgs, plans) -> List[str]:
     """A sweep's points are queued together, so their jobs count against a partition's per-user
-    limit together (each point alone is checked by _check_job_limits)."""
+    limit together (each point alone is checked by _check_job_limits). `plans`: each point's jobs."""
     if len(cfgs) < 2 or cfgs[0].cluster.system != "lumi":
         return []
-    plans = [plan(cfg) for cfg in cfgs]
     out = []
     for name, part in lumi.PARTITIONS.items():
         per_point = [sum(j.array for j in jobs if j.partition == name) for jobs in plans]

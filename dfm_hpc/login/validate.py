@@ -121,13 +121,13 @@ def _get(cfg, dotted: str):
     return node
 
 
-def check_config(cfg) -> List[str]:
+def check_config(cfg, jobs=None) -> List[str]:
     """Every problem of a composed config. The stage list and walltimes first (the plan needs them),
-    then one small checker per concern, each returning its problems."""
+    then one small checker per concern, each returning its problems. `jobs`: plan(cfg), if made."""
     problems = check_stages(cfg)
     if problems:
         return problems
-    jobs = plan(cfg)
+    jobs = plan(cfg) if jobs is None else jobs
     for check in CHECKS:
         problems += check(cfg, jobs)
     problems += check_mixture(cfg)
