@@ -250,7 +250,9 @@ def _print_plan(cfg, jobs: List[StageJob], n_points: int, reuse: Dict[str, Path]
             rows.append((j.stage, "reused", str(reuse[j.stage].parent.parent.name), "", "", "", ""))
             continue
         p = rec["prediction"]
-        g, b = gpu_hours(j), billing(j, stage_cluster(cfg, j.stage))
+        starts = p.get("starts") or 1  # a stage that needs requeues can use every start's full walltime
+        g, b = gpu_hours(j) * starts, billing(j, stage_cluster(cfg, j.stage))
+        b = None if b is None else b * starts
         tot["gpu"], tot["bill"] = tot["gpu"] + g, tot["bill"] + (b or 0)
         tot["pgpu"], tot["pbill"] = tot["pgpu"] + (p["gpu_hours"] or 0), tot["pbill"] + (p["billing"] or 0)
         shape = f"{j.nodes} x {j.tasks_per_node}" + (f" (x{j.array} array)" if j.array > 1 else "")
@@ -277,7 +279,7 @@ def _print_plan(cfg, jobs: List[StageJob], n_points: int, reuse: Dict[str, Path]
         lumi = cfg.cluster.system == "lumi"
         con.print(f"cost predicted: {tot['pgpu'] * n_points:,.1f} GPU(GCD)-hours"
                   + (f", {tot['pbill'] * n_points:,.1f} LUMI billing units" if lumi else "")
-                  + f"; at most (full walltime): {tot['gpu'] * n_points:,.1f} GPU(GCD)-hours"
+                  + f"; at most (every start's full walltime): {tot['gpu'] * n_points:,.1f} GPU(GCD)-hours"
                   + (f", {tot['bill'] * n_points:,.1f} LUMI billing units" if lumi else ""))
 
 
