@@ -18,8 +18,6 @@ SEEN = [
      "Please use `torch.distributed.all_gather_single` instead."),
     (FutureWarning, "transformers.modeling_utils", "`is_gradient_checkpointing` is deprecated and will be removed "
      "in v6. Use `is_activation_checkpointing` instead."),
-    (FutureWarning, "transformers.training_args", "`gradient_checkpointing` is deprecated and will be removed in "
-     "v6. Use `activation_checkpointing` instead."),
     (UserWarning, "torch.utils.data.dataloader", "'pin_memory' argument is set as true but no accelerator is "
      "found, then device pinned memory won't be used."),
 ]
@@ -33,7 +31,7 @@ for i, (cat, module, msg) in enumerate(SEEN):
 # unknown: a new message, the same message from another module, another category from a known module
 warnings.warn_explicit("planted: something is really wrong", UserWarning, "dfm_hpc/stages/sft.py", 1,
                        module="dfm_hpc.stages.sft")
-warnings.warn_explicit(SEEN[4][2], UserWarning, "mylib/loader.py", 2, module="mylib.loader")
+warnings.warn_explicit(SEEN[3][2], UserWarning, "mylib/loader.py", 2, module="mylib.loader")
 warnings.warn_explicit("`torch.distributed.reduce_scatter_tensor` is deprecated.", RuntimeWarning,
                        "torch/distributed/c10d_logger.py", 3, module="torch.distributed.c10d_logger")
 """

@@ -31,8 +31,6 @@ KNOWN_WARNINGS = (
      "DeepSpeed 0.19's ZeRO collectives use the names torch 2.13 deprecated; once per call, per rank"),
     (FutureWarning, r"transformers\.modeling_utils", r"`is_gradient_checkpointing` is deprecated",
      "TRL/PEFT ask the old name on every step (transformers 5.24)"),
-    (FutureWarning, r"transformers\.training_args", r"`gradient_checkpointing` is deprecated",
-     "TrainingArguments' field renamed in transformers 5.24; TRL's configs still pass it"),
     (UserWarning, r"torch\.utils\.data\.dataloader", r"'pin_memory' argument is set as true but no accelerator",
      "CPU runs: the Trainer asks for pinned memory, there is no GPU to pin for"),
 )

@@ -151,13 +151,21 @@ def training_args(cfg, ctx, st) -> dict:
         learning_rate=st.lr, warmup_steps=st.warmup_steps, lr_scheduler_type="cosine", max_steps=st.max_steps,
         logging_steps=st.log_every_steps, save_steps=st.save_every_steps, save_total_limit=st.keep_checkpoints,
         save_strategy="steps", bf16=bf16, seed=cfg.seed, data_seed=cfg.seed,
-        gradient_checkpointing=st.gradient_checkpointing, deepspeed=ds,
+        **{_checkpointing_arg(): st.gradient_checkpointing}, deepspeed=ds,
         report_to=report, disable_tqdm=True,
         dataloader_num_workers=0, remove_unused_columns=False, use_cpu=False,
         # held-out loss during training: the Trainer's own evaluation loop on the stage's eval split
         **(dict(eval_strategy="steps", eval_steps=st.eval_every_steps, per_device_eval_batch_size=st.micro_batch_size)
            if getattr(st, "eval_every_steps", None) else {}),
     )
+
+
+def _checkpointing_arg() -> str:
+    """transformers 5.24 renamed the field (the old name warns once per rank; TRL's configs default it)."""
+    from transformers import TrainingArguments
+
+    fields = TrainingArguments.__dataclass_fields__
+    return "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
 
 
 def latest_checkpoint(ctx) -> Optional[str]:
