@@ -53,6 +53,7 @@ def measure(run: Path) -> tuple:
     found: Dict[str, dict] = {}
     notes: List[str] = []
     starts: Dict[str, List[float]] = {}
+    fixed: Dict[str, Dict[str, float]] = {}
     for job, pred in run_jobs(cfg, run):
         sdir = rundir.stage_dir(run, job.stage)
         if not (sdir / "DONE").exists():
@@ -88,13 +89,18 @@ def measure(run: Path) -> tuple:
                 said = (f"{tokens:,} source tokens in {busy:.0f} s of translating ({secs:.0f} s in all) over {n} "
                         f"-> {rate:,.0f} tok/s")
         elif secs is not None and job.stage not in TRAINED_STAGES and job.stage not in ("translate", "demo"):
-            entry.setdefault("stage_minutes", {})[job.stage] = round(max(secs, 1) / 60, 2)
+            fixed.setdefault(device, {})[job.stage] = secs  # less the start-up, which the plan adds: below
             said = f"{secs:.0f} s"
         took = "?" if secs is None else f"{secs / 3600:.4f} h"
         was = "-" if not pred or pred.get("hours") is None else f"{pred['hours']:.4f} h"
         notes.append(f"{job.stage} on {device}: took {took}, predicted {was}" + (f"; {said}" if said else ""))
     for device, secs_ in starts.items():
         found[device]["startup_s"] = round(statistics.mean(secs_))
+    for device, stages in fixed.items():  # the plan predicts stage_minutes + startup_s: count it once
+        dev = cfg.throughput.devices.get(device)
+        startup = found[device].get("startup_s", dev.startup_s if dev else 0.0)
+        found[device]["stage_minutes"] = {s: round(max(secs - startup, secs * 0.1, 1.0) / 60, 2)
+                                          for s, secs in stages.items()}
     return {d: e for d, e in found.items() if e}, notes
 
 
