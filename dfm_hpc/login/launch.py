@@ -233,7 +233,6 @@ def _short(x: Optional[float]) -> str:
 
 
 def _print_plan(cfg, jobs: List[StageJob], n_points: int, reuse: Dict[str, Path], records: List[dict]) -> None:
-    from rich.markup import escape
     from rich.table import Table
 
     con = _console()
@@ -250,9 +249,9 @@ def _print_plan(cfg, jobs: List[StageJob], n_points: int, reuse: Dict[str, Path]
             rows.append((j.stage, "reused", str(reuse[j.stage].parent.parent.name), "", "", "", ""))
             continue
         p = rec["prediction"]
-        starts = p.get("starts") or 1  # a stage that needs requeues can use every start's full walltime
-        g, b = gpu_hours(j) * starts, billing(j, stage_cluster(cfg, j.stage))
-        b = None if b is None else b * starts
+        n = p.get("starts") or 1  # a stage that needs requeues can use every start's full walltime
+        g, b = gpu_hours(j) * n, billing(j, stage_cluster(cfg, j.stage))
+        b = None if b is None else b * n
         tot["gpu"], tot["bill"] = tot["gpu"] + g, tot["bill"] + (b or 0)
         tot["pgpu"], tot["pbill"] = tot["pgpu"] + (p["gpu_hours"] or 0), tot["pbill"] + (p["billing"] or 0)
         shape = f"{j.nodes} x {j.tasks_per_node}" + (f" (x{j.array} array)" if j.array > 1 else "")
