@@ -201,7 +201,9 @@ def test_small_g_memory_bound_and_mem0_billing(tmp_path):
     assert lumi.billing_units("small-g", 1, 10, 1, 7, None) == 5.0
     p, run = _dry(tmp_path, "cluster=lumi_small", "cluster.mem=0", "cluster.mem_per_gpu=null", "stages=[sft]")
     assert "#SBATCH --mem=0" in (run / "stages" / "sft" / "sbatch.sh").read_text()
-    assert "48.0 LUMI billing units" in p.stdout  # sft 12 h x 8 slices x 0.5
+    # sft: 12 h x 8 slices x 0.5 = 48 units a start; one GCD needs 8 starts (85 h), each can bill its full walltime
+    assert "warning: sft: predicted 85.0 h" in p.stdout and "(8 starts)" in p.stdout
+    assert "at most (every start's full walltime): 96.0 GPU(GCD)-hours, 384.0 LUMI billing units" in p.stdout
     (tmp_path / "x").mkdir()
     p = dfm("+experiment=munin_sft", "cluster=lumi_small", "cluster.account=project_465000670", "dry_run=true",
             "cluster.mem=0", cwd=tmp_path / "x")
