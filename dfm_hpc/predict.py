@@ -209,6 +209,12 @@ def records(cfg, jobs: List[StageJob]) -> List[Dict]:
     return [{**asdict(j), "prediction": predict(cfg, j)} for j in jobs]
 
 
+def clock(seconds: float) -> str:
+    """A duration as Slurm shows one, [D-]HH:MM:SS: 90061 -> '1-01:01:01' (strftime would wrap at a day)."""
+    s = max(0, round(seconds))
+    return (f"{s // 86400}-" if s >= 86400 else "") + f"{s % 86400 // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
 def fmt_hours(hours: Optional[float]) -> str:
     """0.25 -> '0:15', 158.1 -> '158:06'; None -> '?'."""
     if hours is None:

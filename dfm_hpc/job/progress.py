@@ -10,6 +10,8 @@ from __future__ import annotations
 import time
 from collections import Counter
 
+from dfm_hpc import predict
+
 EVERY_S = 60.0
 
 
@@ -42,7 +44,7 @@ class Progress:
     @property
     def eta(self) -> str:
         left = (self.total - self.done) / self.rate if self.rate > 0 else 0.0
-        return time.strftime("%H:%M:%S", time.gmtime(max(left, 0.0)))
+        return predict.clock(left)
 
     def due(self) -> bool:
         """Whether to print a line now: the first time, the last, and once per every_s between."""

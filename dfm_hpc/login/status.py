@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import subprocess
-import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from rich.markup import escape
 
-from dfm_hpc import accounting, rundir, schema
+from dfm_hpc import accounting, predict, rundir, schema
 from dfm_hpc.login.control import JOB_ID, UNREADABLE, _errors, _fail, _rank_logs, _why  # logs, cancel: there
 from dfm_hpc.plan import billing, gpu_hours, run_jobs, stage_cluster
 
@@ -96,8 +95,7 @@ def _predicted(pred: Optional[dict], secs: int, state: str) -> str:
     if not pred or pred.get("hours") is None:
         return "-"
     h = pred["hours"]
-    secs_pred = round(h * 3600)  # as elapsed is shown: [D-]HH:MM:SS
-    text = (f"{secs_pred // 86400}-" if secs_pred >= 86400 else "") + time.strftime("%H:%M:%S", time.gmtime(secs_pred))
+    text = predict.clock(h * 3600)  # as elapsed is shown
     text += "~" if pred.get("basis") == "fixed" else ""  # a fixed guess, not counted from the work
     if state.split()[0] == "RUNNING" and h > 0:
         text += f" ({secs / 3600 / h:.0%})"
@@ -147,7 +145,7 @@ def stage_rows(run: Path, rows: Dict[str, Tuple[str, int, int]]) -> List[dict]:
                 last = f"waits for {before['stage']}"
         predicted = _predicted(pred, secs, state)
         out.append({"stage": job.stage, "job": jid or ("local" if cfg.cluster.scheduler == "local" else "-"),
-                    "state": state, "nodes": nodes, "elapsed": time.strftime("%H:%M:%S", time.gmtime(secs)),
+                    "state": state, "nodes": nodes, "elapsed": predict.clock(secs),
                     "predicted": predicted, "gpu_h": gpu_hours(job, hours), "billing": b, "last": last})
     return out
 
