@@ -367,8 +367,8 @@ def peft_config(cfg):
 
 def load_base(cfg, ctx, st, stage: str):
     """(model, tokenizer, where the model came from). The model to fine-tune: `init_from` (a run dir: its sft
-    or cpt model), else the model an
-    earlier stage of this run made (dpo after sft, sft after cpt), else `model.name_or_path`.
+    or cpt model), else the model an earlier stage of this run made (dpo after sft, sft after cpt), else
+    `model.name_or_path`.
     QLoRA loads the base in 4 bits (bitsandbytes; on MI250X only if the container's build supports it)."""
     from transformers import AutoTokenizer
 
