@@ -11,7 +11,7 @@
 
 --smoke: tiny shapes on the CPU (tests/test_gpu_bench.py runs it in make test, so the script cannot
 rot). Writes DIR/gpu_bench.json and DIR/gpu_bench.md. A part that fails is recorded with its error
-(the others still run) unless --strict. MFU: dfm_hpc.metrics (6N + 12LHS per token; LoRA counted as
+(the others still run) unless --strict. MFU: dfm_hpc.estimates (6N + 12LHS per token; LoRA counted as
 2/3 of that, as the plan's predictions do) against the device's dense bf16 peak.
 """
 
@@ -80,10 +80,10 @@ def _llama(shape: dict, dtype):
 
 
 def _mfu(tps: float, s: dict, lora: bool, peak: float) -> float:
-    from dfm_hpc import metrics
+    from dfm_hpc import estimates
 
     sh = s["llama"]
-    fpt = metrics.flops_per_token(metrics.param_count(sh), sh["num_layers"], sh["hidden_size"], s["seq"])
+    fpt = estimates.flops_per_token(estimates.param_count(sh), sh["num_layers"], sh["hidden_size"], s["seq"])
     return tps * fpt * (2 / 3 if lora else 1) / (peak * 1e12)
 
 
@@ -213,9 +213,9 @@ def bench_translate(s: dict, work: Path) -> dict:
 def markdown(res: dict) -> str:
     lines = [f"GPU benchmark ({res['mode']}): {res['device']}, torch {res['torch']}, peak {res['peak_tflops']} TF "
              f"(dense bf16), {res['date']}", "", "| part | tokens/s | MFU | notes |", "|---|---|---|---|"]
-    from dfm_hpc import metrics
+    from dfm_hpc import estimates
 
-    size = f"{metrics.param_count(res['shapes']['llama']) / 1e9:.2g}B" if res["mode"] == "gpu" else "tiny"
+    size = f"{estimates.param_count(res['shapes']['llama']) / 1e9:.2g}B" if res["mode"] == "gpu" else "tiny"
     for key, label in (("cpt_zero2", f"CPT {size} Llama, ZeRO-2"), ("cpt_zero3", f"CPT {size} Llama, ZeRO-3"),
                        ("sft_lora", "SFT LoRA, same model")):
         r = res["parts"].get(key)
@@ -252,7 +252,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     import torch
 
-    from dfm_hpc import metrics
+    from dfm_hpc import estimates
     from dfm_hpc.job.rank import quiet_libraries
 
     mode = "smoke" if args.smoke else "gpu"
@@ -264,7 +264,7 @@ def main(argv=None) -> int:
         return 2
     s = SHAPES[mode]
     name = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"
-    peak = metrics.pick_peak_tflops(name if torch.cuda.is_available() else 1.0)
+    peak = estimates.pick_peak_tflops(name if torch.cuda.is_available() else 1.0)
     res = {"mode": mode, "device": name, "peak_tflops": peak, "torch": torch.__version__,
            "date": time.strftime("%Y-%m-%d %H:%M"), "shapes": s, "targets": TARGETS, "parts": {}}
     only = set(args.only.split(","))

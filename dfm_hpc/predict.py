@@ -18,7 +18,7 @@ import re
 from dataclasses import asdict
 from typing import Dict, List, Optional
 
-from dfm_hpc import metrics
+from dfm_hpc import estimates
 from dfm_hpc.plan import StageJob, billing, gpu_hours, stage_cluster
 from dfm_hpc.schema import STAGES, TRAINED_STAGES
 
@@ -90,7 +90,7 @@ def summary(cfg, stage: str, job: StageJob) -> str:
     st = cfg[stage]
     if stage in TRAINED_STAGES:
         method = _method(cfg, stage)
-        n = metrics.param_count(cfg.model)
+        n = estimates.param_count(cfg.model)
         prec = st.precision if job.gpus_per_node else "fp32 (CPU)"
         per_rank = st.micro_batch_size * job.world_size
         accum = st.global_batch_size // per_rank if per_rank and st.global_batch_size % per_rank == 0 else "?"
@@ -137,11 +137,11 @@ def mfu_key(cfg, stage: str) -> str:
 
 
 def train_flops_per_token(cfg, stage: str) -> float:
-    """Model FLOPs per trained token: 6N + 12LHS (metrics.flops_per_token), x 2/3 for LoRA, + 2N for
+    """Model FLOPs per trained token: 6N + 12LHS (estimates.flops_per_token), x 2/3 for LoRA, + 2N for
     DPO's reference forward (tokens of chosen and rejected both count)."""
     m, st = cfg.model, cfg[stage]
-    n = metrics.param_count(m)
-    fpt = metrics.flops_per_token(n, m.num_layers, m.hidden_size, st.seq_len)
+    n = estimates.param_count(m)
+    fpt = estimates.flops_per_token(n, m.num_layers, m.hidden_size, st.seq_len)
     if _method(cfg, stage) != "full":
         fpt *= LORA_FLOPS
     return fpt + (2 * n if stage == "dpo" else 0)

@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from dfm_hpc import metrics, predict
+from dfm_hpc import estimates, predict
 from dfm_hpc.login.launch import compose_config
 from dfm_hpc.plan import plan
 
@@ -66,7 +66,7 @@ def test_lora_is_two_thirds_of_full_training_and_dpo_adds_the_reference_forward(
     pcfg, _ = records("+experiment=munin_pipeline", *LUMI)
     n = 7_241_732_096  # Mistral-7B; dpo runs at seq 2048 in munin_pipeline
     assert predict.train_flops_per_token(pcfg, "dpo") == pytest.approx(
-        metrics.flops_per_token(n, 32, 4096, 2048) * 2 / 3 + 2 * n)
+        estimates.flops_per_token(n, 32, 4096, 2048) * 2 / 3 + 2 * n)
 
 
 def test_a_changed_throughput_table_changes_the_prediction():

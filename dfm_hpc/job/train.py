@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from dfm_hpc import metrics, predict, tiny
+from dfm_hpc import estimates, predict, tiny
 from dfm_hpc.job import curves, ds_config
 from dfm_hpc.rundir import stage_dir
 
@@ -181,8 +181,8 @@ def metrics_callback(cfg, ctx, st, tokens_per_step: int):
     import torch
     from transformers import TrainerCallback
 
-    n_params = metrics.param_count(cfg.model)
-    peak = metrics.pick_peak_tflops(torch.cuda.get_device_name() if torch.cuda.is_available() else None)
+    n_params = estimates.param_count(cfg.model)
+    peak = estimates.pick_peak_tflops(torch.cuda.get_device_name() if torch.cuda.is_available() else None)
 
     class Callback(TrainerCallback):
         def __init__(self):
@@ -239,7 +239,7 @@ def metrics_callback(cfg, ctx, st, tokens_per_step: int):
             row = {"step": step, "loss": logs["loss"], "lr": logs.get("learning_rate"),
                    "grad_norm": logs.get("grad_norm"), "tokens_per_s_per_device": round(tps, 1),
                    # MFU against a GPU's peak; none on CPU (tests, local runs)
-                   "mfu": round(metrics.mfu(tps, n_params, cfg.model.num_layers, cfg.model.hidden_size, st.seq_len,
+                   "mfu": round(estimates.mfu(tps, n_params, cfg.model.num_layers, cfg.model.hidden_size, st.seq_len,
                                             peak), 5) if torch.cuda.is_available() else None,
                    "peak_memory_gb": _peak_memory_gb()}
             if ctx.is_main:

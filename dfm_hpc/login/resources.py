@@ -12,7 +12,7 @@ from dfm_hpc.schema import TRAINED_STAGES
 
 def check_jobs(cfg, jobs) -> List[str]:
     """Resources against the partition; for training stages the batch and the memory per GPU."""
-    from dfm_hpc.metrics import check_fits  # memory per GCD/GPU (docs/performance.md)
+    from dfm_hpc.estimates import check_fits  # memory per GCD/GPU (docs/performance.md)
 
     out: List[str] = []
     for job in jobs:

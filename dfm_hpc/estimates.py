@@ -73,7 +73,7 @@ def flops_per_token(n_params: float, n_layers: int, hidden: int, seq_len: int, r
     "hardware FLOPs" behind HFU and Megatron's reported TFLOP/s.
 
     Why this convention: it is the one both published anchors were computed with, so it reproduces
-    them (tests/test_metrics.py): Megatron-DeepSpeed 7B on LUMI (N 6.65e9, L 32, H 4096, S 2048;
+    them (tests/test_estimates.py): Megatron-DeepSpeed 7B on LUMI (N 6.65e9, L 32, H 4096, S 2048;
     19.4 samples/s x 2048 / 32 GCDs = 1,242 tok/s/GCD): 43.1 GFLOP/token -> MFU 28.0 % of 191.5
     (HFU 37.3 %; Megatron reported 70.9 TF = 37.0 %); llm-foundry MPT-7B on H100 (N 6.659e9, S 2048,
     10,643 tok/s/GPU): MFU 46.5 % of 989 (published 46.44 %). 6·N alone would give 25.9 % and 43.0 %.
