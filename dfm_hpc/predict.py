@@ -209,7 +209,7 @@ def records(cfg, jobs: List[StageJob]) -> List[Dict]:
     return [{**asdict(j), "prediction": predict(cfg, j)} for j in jobs]
 
 
-def clock(seconds: float) -> str:
+def duration(seconds: float) -> str:
     """A duration as Slurm shows one, [D-]HH:MM:SS: 90061 -> '1-01:01:01' (strftime would wrap at a day)."""
     s = max(0, round(seconds))
     return (f"{s // 86400}-" if s >= 86400 else "") + f"{s % 86400 // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"

@@ -118,7 +118,8 @@ def test_benchmark_scores_read_as_value_and_stderr():
 
 def test_durations_read_as_slurm_shows_them_past_a_day():
     """A 48 h CPT job's elapsed time and a multi-day ETA must not wrap at 24 h (strftime's %H does)."""
-    from dfm_hpc.predict import clock
+    from dfm_hpc.predict import duration
 
-    assert clock(0) == "00:00:00" and clock(59.6) == "00:01:00" and clock(3 * 3600 + 62) == "03:01:02"
-    assert clock(86400 + 3661) == "1-01:01:01" and clock(158.4 * 3600) == "6-14:24:00" and clock(-5) == "00:00:00"
+    assert duration(0) == "00:00:00" and duration(59.6) == "00:01:00" and duration(3 * 3600 + 62) == "03:01:02"
+    assert duration(86400 + 3661) == "1-01:01:01" and duration(158.4 * 3600) == "6-14:24:00"
+    assert duration(-5) == "00:00:00"

@@ -44,7 +44,7 @@ class Progress:
     @property
     def eta(self) -> str:
         left = (self.total - self.done) / self.rate if self.rate > 0 else 0.0
-        return predict.clock(left)
+        return predict.duration(left)
 
     def due(self) -> bool:
         """Whether to print a line now: the first time, the last, and once per every_s between."""

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dfm_hpc import dist, rundir, schema
-from dfm_hpc.predict import clock
+from dfm_hpc.predict import duration
 from dfm_hpc.schema import STAGES
 
 # Known, harmless library warnings, silenced at their source by category and module (and message):
@@ -202,7 +202,7 @@ def run_stage(run_dir: str, stage: str, array_index: int = 0) -> None:
     (ranks / f"{ctx.worker}.done").touch()
     if len(list(ranks.glob("*.done"))) >= ctx.num_workers:
         (sdir / "DONE").write_text(time.strftime("%Y-%m-%dT%H:%M:%S\n"))
-    ctx.log(f"stage {stage} finished in {clock(time.time() - started)}")
+    ctx.log(f"stage {stage} finished in {duration(time.time() - started)}")
 
 
 if __name__ == "__main__":

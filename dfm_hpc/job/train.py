@@ -233,7 +233,7 @@ def metrics_callback(cfg, ctx, st, tokens_per_step: int):
             decile = 5 * step // max(args.max_steps, 1)
             show = step in (self.first_step + steps, args.max_steps) or decile > self.decile or now - self.shown > 600
             self.decile = max(self.decile, decile)
-            eta = predict.clock(per_step * max(args.max_steps - step, 0))
+            eta = predict.duration(per_step * max(args.max_steps - step, 0))
             tps = tokens_per_step * steps / max(now - self.t, 1e-9) / ctx.world_size
             self.t, self.step = now, step
             row = {"step": step, "loss": logs["loss"], "lr": logs.get("learning_rate"),

@@ -95,7 +95,7 @@ def _predicted(pred: Optional[dict], secs: int, state: str) -> str:
     if not pred or pred.get("hours") is None:
         return "-"
     h = pred["hours"]
-    text = predict.clock(h * 3600)  # as elapsed is shown
+    text = predict.duration(h * 3600)  # as elapsed is shown
     text += "~" if pred.get("basis") == "fixed" else ""  # a fixed guess, not counted from the work
     if state.split()[0] == "RUNNING" and h > 0:
         text += f" ({secs / 3600 / h:.0%})"
@@ -145,7 +145,7 @@ def stage_rows(run: Path, rows: Dict[str, Tuple[str, int, int]]) -> List[dict]:
                 last = f"waits for {before['stage']}"
         predicted = _predicted(pred, secs, state)
         out.append({"stage": job.stage, "job": jid or ("local" if cfg.cluster.scheduler == "local" else "-"),
-                    "state": state, "nodes": nodes, "elapsed": predict.clock(secs),
+                    "state": state, "nodes": nodes, "elapsed": predict.duration(secs),
                     "predicted": predicted, "gpu_h": gpu_hours(job, hours), "billing": b, "last": last})
     return out
 
