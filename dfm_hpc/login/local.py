@@ -53,7 +53,7 @@ def _echo(log: Path, pos: int, out) -> int:
     return pos
 
 
-def run_stage(run_dir: Path, job: StageJob, cluster, out=sys.stdout) -> int:
+def run_ranks(run_dir: Path, job: StageJob, cluster, out=sys.stdout) -> int:
     """Run one stage's ranks; returns 0 when all succeed (the others are stopped on a failure)."""
     sdir = rundir.stage_dir(run_dir, job.stage)
     (sdir / "logs").mkdir(parents=True, exist_ok=True)

@@ -67,7 +67,7 @@ def run_local(cfgs, plans, points, dirs) -> int:
             logs = rundir.stage_dir(d, j.stage).relative_to(d) / "logs"  # the run dir was printed above
             con.rule(escape(f"{j.stage}: {j.world_size} local rank{'s' * (j.world_size != 1)} (logs: {logs})"))
             try:
-                code = local.run_stage(d, j, cfg.cluster)
+                code = local.run_ranks(d, j, cfg.cluster)
             except local.Interrupted as e:
                 con.print(f"interrupted ({e}): stopped the ranks of stage {j.stage}, marked it CANCELLED; "
                           f"continue with: python -m dfm_hpc rerun {d}", markup=False)
