@@ -95,7 +95,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except _bad_input_errors() as e:
         if os.environ.get("DFM_HPC_DEBUG"):
             raise
-        from dfm_hpc.rundir import redact_text
+        from dfm_hpc.redact import redact_text
 
         text = " ".join(str(e).split()) or type(e).__name__
         what = "" if isinstance(e, BadInput) else f" ({type(e).__name__})"

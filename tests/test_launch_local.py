@@ -60,7 +60,7 @@ def test_secrets_never_land_in_the_snapshot(tmp_path):
 
 
 def test_redaction_rules():
-    from dfm_hpc.rundir import is_secret_key, redact_override
+    from dfm_hpc.redact import is_secret_key, redact_override
 
     for k in ("HF_TOKEN", "hf_token", "api_key", "WANDB_API_KEY", "password", "db_password", "secret", "client_secret"):
         assert is_secret_key(k), k

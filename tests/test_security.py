@@ -181,7 +181,7 @@ def test_secret_in_a_setup_line_or_under_a_plain_name_is_refused(tmp_path):
 
 
 def test_redaction_of_free_text():
-    from dfm_hpc.rundir import REDACTED, redact_text
+    from dfm_hpc.redact import REDACTED, redact_text
 
     diff = ('+HF_TOKEN = "hf_abcdefghijklmnopqrstuvwxyz"\n+aws_secret_access_key: zzzzzzzz\n'
             '+password=hunter22\n+max_tokens = 4096\n+key=value\n')
@@ -193,11 +193,11 @@ def test_redaction_of_free_text():
 
 def test_the_working_directory_is_not_a_secret(tmp_path):
     """PWD ends in 'pwd' like a password key, but a path under the current directory is ordinary input."""
-    from dfm_hpc import rundir
+    from dfm_hpc import redact
 
-    assert not rundir.is_secret_key("PWD") and not rundir.is_secret_key("OLDPWD")
-    assert rundir.is_secret_key("DB_PWD") and rundir.is_secret_key("HF_TOKEN")
-    assert str(tmp_path) not in rundir.secret_values(environ={"PWD": str(tmp_path), "OLDPWD": "/home/someone"})
+    assert not redact.is_secret_key("PWD") and not redact.is_secret_key("OLDPWD")
+    assert redact.is_secret_key("DB_PWD") and redact.is_secret_key("HF_TOKEN")
+    assert str(tmp_path) not in redact.secret_values(environ={"PWD": str(tmp_path), "OLDPWD": "/home/someone"})
     data = tmp_path / "chats.jsonl"
     data.write_text('{"messages": [{"role": "user", "content": "Hej"}, {"role": "assistant", "content": "Hej!"}]}\n')
     p = dfm("+experiment=sft_tiny", "stages=[sft]", f"sft.dataset={data}", "dry_run=true", cwd=tmp_path,

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from dfm_hpc import rundir, schema
+from dfm_hpc import redact, rundir, schema
 
 JOB_ID = re.compile(r"^\d+(_\d+)?$")  # a Slurm job id, or ID_N of an array task
 # what reading a damaged run dir can raise; such a run is shown as "unreadable: why"
@@ -45,7 +45,7 @@ def _rank_logs(sdir: Path) -> List[Path]:
 
 def _fail(message: str) -> int:
     """Bad input: one paragraph on stderr, exit 2."""
-    print(f"dfm_hpc: {rundir.redact_text(message)}", file=sys.stderr)
+    print(f"dfm_hpc: {redact.redact_text(message)}", file=sys.stderr)
     return 2
 
 
@@ -217,7 +217,7 @@ def cancel(ref: str, runs_root: str = "runs") -> int:
     if todo:
         out = subprocess.run(["scancel", "--", *todo], capture_output=True, text=True)
         if out.returncode:
-            print(f"dfm_hpc: scancel failed: {rundir.redact_text(out.stderr.strip())}", file=sys.stderr)
+            print(f"dfm_hpc: scancel failed: {redact.redact_text(out.stderr.strip())}", file=sys.stderr)
             return 1
     stopped = []
     for point in points:

@@ -14,7 +14,7 @@ from typing import List
 
 from omegaconf import OmegaConf
 
-from dfm_hpc import rundir, sources
+from dfm_hpc import redact, rundir, sources
 from dfm_hpc.login import shell
 from dfm_hpc.schema import TRAINED_STAGES
 
@@ -54,13 +54,13 @@ def _check_secrets(plain: dict) -> List[str]:
     out = []
     for i, line in enumerate(plain["cluster"].get("setup") or []):
         for name, value in _SETUP_SECRET.findall(str(line)):
-            if rundir.is_secret_key(name) and not value.startswith(("$", '"$')):
+            if redact.is_secret_key(name) and not value.startswith(("$", '"$')):
                 out.append(f"cluster.setup[{i}] assigns {name} a value: secrets are never written into scripts; "
                            f"export {name} in the shell you submit from, or pass +cluster.env.{name}=... "
                            "(the job gets it by name, docs/security.md)")
-    values = rundir.secret_values(plain)
+    values = redact.secret_values(plain)
     if values:
-        redacted = rundir.redact(plain)
+        redacted = redact.redact(plain)
         for key, text in shell.walk_strings(redacted):
             if any(v in text for v in values):
                 out.append(f"{key.replace(' (the key)', '')}: holds the value of a secret under a name that is not "

@@ -16,7 +16,7 @@ from typing import Dict, List, Optional
 from omegaconf import OmegaConf
 from rich.markup import escape
 
-from dfm_hpc import predict, rundir, schema
+from dfm_hpc import predict, redact, rundir, schema
 from dfm_hpc.login import resources, submit, validate
 from dfm_hpc.plan import StageJob, billing, gpu_hours, plan, stage_cluster
 
@@ -49,9 +49,9 @@ def report_problems(problems: List[str]) -> int:
     con = _console(stderr=True)
     n = len(problems)
     con.print(f"[bold red]dfm_hpc: {n} problem{'s' * (n != 1)} in the config[/]; nothing was created or submitted:")
-    values = rundir.secret_values()
+    values = redact.secret_values()
     for i, p in enumerate(problems, 1):  # untrusted text: never markup, never a secret
-        con.print(f"  {i}. {rundir.redact_text(p, values)}", markup=False)
+        con.print(f"  {i}. {redact.redact_text(p, values)}", markup=False)
     return EXIT_INVALID
 
 
@@ -333,12 +333,12 @@ def _fill_dirs(top: Path, cfgs, points: List[Point], sweep: bool, argv: List[str
         for old in p.resume.values():
             rundir.clear_attempt(old)
     if sweep:
-        values = rundir.secret_values(points[0].config)
+        values = redact.secret_values(points[0].config)
         rundir.write_yaml(top / "sweep.yaml", {
             "name": cfgs[0].name,
-            "command": rundir.redact_text(" ".join(rundir.redact_override(a) for a in argv), values),
+            "command": redact.redact_text(" ".join(redact.redact_override(a) for a in argv), values),
             "points": [{"run_dir": d.name,
-                        "overrides": [rundir.redact_text(rundir.redact_override(o), values) for o in p.overrides]}
+                        "overrides": [redact.redact_text(redact.redact_override(o), values) for o in p.overrides]}
                        for d, p in zip(dirs, points)]})
     for d in dirs + [top]:
         rundir.complete(d)

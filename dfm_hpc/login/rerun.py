@@ -13,7 +13,7 @@ from typing import List
 from omegaconf import OmegaConf
 from rich.markup import escape
 
-from dfm_hpc import rundir, schema
+from dfm_hpc import redact, rundir, schema
 from dfm_hpc.login import validate
 from dfm_hpc.login.launch import Point, _console, _hint, launch, report_problems
 
@@ -25,7 +25,7 @@ def _secrets_back(cfg, where: Path) -> List[str]:
     environment, never the placeholder. Returns the problems (a secret that is not set)."""
     out = []
     for k, v in list(cfg.cluster.env.items()):
-        if v == rundir.REDACTED:
+        if v == redact.REDACTED:
             if os.environ.get(str(k)):
                 cfg.cluster.env[k] = os.environ[str(k)]
             else:

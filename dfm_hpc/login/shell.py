@@ -103,9 +103,9 @@ def check_params(params: Any, where: str = "sbatch parameters") -> None:
 
 
 def env_lines(env) -> List[str]:
-    """`export` lines for cluster.env. A secret (rundir.is_secret_key) is never written: the job gets
+    """`export` lines for cluster.env. A secret (redact.is_secret_key) is never written: the job gets
     it from the environment sbatch runs in (Slurm's default --export=ALL); the line only checks it."""
-    from dfm_hpc.rundir import is_secret_key
+    from dfm_hpc.redact import is_secret_key
 
     lines = []
     for k, v in env.items():
@@ -121,6 +121,6 @@ def env_lines(env) -> List[str]:
 
 def secret_env(env) -> dict:
     """The secret entries of cluster.env, for the environment sbatch runs in."""
-    from dfm_hpc.rundir import REDACTED, is_secret_key
+    from dfm_hpc.redact import REDACTED, is_secret_key
 
     return {str(k): str(v) for k, v in env.items() if is_secret_key(str(k)) and v not in (None, "", REDACTED)}

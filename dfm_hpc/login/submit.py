@@ -12,7 +12,7 @@ from typing import List, Optional
 
 from rich.markup import escape
 
-from dfm_hpc import rundir
+from dfm_hpc import redact, rundir
 from dfm_hpc.login import shell
 from dfm_hpc.plan import StageJob, stage_cluster
 
@@ -107,7 +107,7 @@ def submit_slurm(cfgs, plans, points, dirs, sweep) -> int:
     except (Exception, KeyboardInterrupt) as e:  # sbatch refused, or SIGINT: withdraw what this launch queued
         if queued:
             subprocess.run(["scancel", "--", *queued], capture_output=True)
-        why = "interrupted" if isinstance(e, KeyboardInterrupt) else rundir.redact_text(str(e).strip())
+        why = "interrupted" if isinstance(e, KeyboardInterrupt) else redact.redact_text(str(e).strip())
         con.print(f"[bold red]submission failed[/]: {escape(why)}")
         if queued:
             con.print(f"cancelled the jobs this launch had queued: {', '.join(queued)}")
