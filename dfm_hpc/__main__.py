@@ -1,4 +1,4 @@
-"""`python -m dfm_hpc`: a subcommand (status, logs, cancel, rerun, list, compare, prefetch), else the Hydra app.
+"""`python -m dfm_hpc`: a subcommand (status, logs, cancel, rerun, list, compare, prefetch), --help, else the Hydra app.
 
 Bad input of any kind ends in exit 2 with one paragraph on stderr, never a traceback
 (DFM_HPC_DEBUG=1 shows the traceback).
@@ -136,6 +136,11 @@ def _main(argv: List[str]) -> int:
         if args.cmd == "prefetch":
             return launch.prefetch(_default_cluster(args.overrides), args.download)
         return status.list_all(args.runs_root)
+    if "--help" in argv or "-h" in argv:  # dfm_hpc's own, from conf/'s files: Hydra's composes for seconds
+        from dfm_hpc.login import usage
+
+        print(usage.text(), end="")
+        return 0
     from dfm_hpc.login import launch
 
     return launch.hydra_main(_default_cluster(argv))
