@@ -59,11 +59,11 @@ def _default_cluster(argv: List[str]) -> List[str]:
     """No cluster=...: take $DFM_CLUSTER, or lumi on LUMI, else the config's default (local)."""
     if any(a.split("=")[0].lstrip("+") == "cluster" for a in argv):
         return argv
-    from dfm_hpc import lumi, schema
+    from dfm_hpc import CONF_DIR, lumi
 
     chosen = os.environ.get("DFM_CLUSTER") or ("lumi" if lumi.on_lumi() else None)
-    if chosen and not (schema.CONF_DIR / "cluster" / f"{chosen}.yaml").is_file():
-        known = sorted(p.stem for p in (schema.CONF_DIR / "cluster").glob("*.yaml"))
+    if chosen and not (CONF_DIR / "cluster" / f"{chosen}.yaml").is_file():
+        known = sorted(p.stem for p in (CONF_DIR / "cluster").glob("*.yaml"))
         raise BadInput(f"the environment variable DFM_CLUSTER={chosen!r} names no cluster profile (known: "
                        f"{', '.join(known)}); fix or unset it (e.g. in ~/.bashrc), or pass cluster=NAME")
     return [*argv, f"cluster={chosen}"] if chosen else argv

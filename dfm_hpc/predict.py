@@ -20,7 +20,7 @@ from typing import Dict, List, Optional
 
 from dfm_hpc import estimates
 from dfm_hpc.plan import StageJob, billing, gpu_hours, stage_cluster
-from dfm_hpc.schema import STAGES, TRAINED_STAGES
+from dfm_hpc.registry import STAGES, TRAINED_STAGES
 
 LORA_FLOPS = 2 / 3  # LoRA skips the weight gradients: ~2/3 of full training (TRL "LoRA without regret")
 

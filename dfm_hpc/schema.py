@@ -10,17 +10,9 @@ value of the wrong type fails on the login node, before anything is queued.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from enum import Enum
-from pathlib import Path
 from typing import Any, Dict, List, Optional
-
-from hydra.core.config_store import ConfigStore
-from omegaconf import OmegaConf
-
-# the Hydra config groups (a checkout's conf/; DFM_HPC_CONF points elsewhere)
-CONF_DIR = Path(os.environ.get("DFM_HPC_CONF", Path(__file__).resolve().parent.parent / "conf"))
 
 
 class Choice(str, Enum):
@@ -428,39 +420,6 @@ class ThroughputConfig:
     datasets: Dict[str, DatasetSize] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class StageSpec:
-    """One stage of the recipe: what the login node plans and what a rank imports."""
-
-    name: str
-    config: type  # its config class (a field of Config of the same name)
-    inputs: tuple = ()  # config keys naming sources it reads (local ones must exist at plan time)
-    trained: bool = False  # writes stages/<name>/model/ (evaluate and card pick these up)
-    resumable: bool = False  # a restart continues from its files (checkpoints, chunks): may be requeued
-
-    @property
-    def module(self) -> str:  # imported only in a rank (it imports torch & co.)
-        return f"dfm_hpc.stages.{self.name}"
-
-
-# The one stage registry, in the recipe's order.
-STAGES: Dict[str, StageSpec] = {s.name: s for s in (
-    StageSpec("demo", DemoStage),
-    StageSpec("demo_check", DemoCheckStage),
-    StageSpec("lumi_check", LumiCheckStage),
-    StageSpec("translate", TranslateStage, inputs=("data.oasst2",), resumable=True),
-    StageSpec("merge", MergeStage),
-    StageSpec("pii", PiiStage, inputs=("pii.input", "pii.ner"), resumable=True),
-    StageSpec("tokenize", TokenizeStage, inputs=("data.corpus",)),  # data.mixture: validate.check_mixture
-    StageSpec("cpt", CptStage, inputs=("data.corpus",), trained=True, resumable=True),
-    StageSpec("sft", SftStage, trained=True, resumable=True),  # sft/dpo.dataset: checked with the stage (run dirs too)
-    StageSpec("dpo", DpoStage, trained=True, resumable=True),
-    StageSpec("evaluate", EvaluateStage, inputs=("data.eval_text",)),
-    StageSpec("card", CardStage),
-)}
-TRAINED_STAGES = tuple(n for n, s in STAGES.items() if s.trained)
-
-
 @dataclass
 class Config:
     name: str = "demo"  # the experiment's name: runs go to <runs_root>/<name>/
@@ -492,38 +451,3 @@ class Config:
     card: CardStage = field(default_factory=CardStage)
     throughput: ThroughputConfig = field(default_factory=ThroughputConfig)  # the plan's predictions
 
-
-def register() -> None:
-    cs = ConfigStore.instance()
-    # Group options (conf/cluster/*.yaml, ...) merge into the typed fields of Config, so their
-    # keys and types are checked against these dataclasses too.
-    cs.store(name="base_config", node=Config)
-    # Stages are groups too, with their schema defaults as option "default"; variants can be
-    # added as conf/<stage>/<name>.yaml.
-    for stage, spec in STAGES.items():
-        cs.store(group=stage, name="default", node=spec.config)
-
-
-def typed(config: dict):
-    """A resolved config dict, typed and checked by the schema again (struct mode)."""
-    cfg = OmegaConf.merge(OmegaConf.structured(Config), config)
-    OmegaConf.set_struct(cfg, True)
-    return cfg
-
-
-def known_keys(config, reference=None):
-    """`config` without the keys today's schema does not have (a run made by another dfm_hpc
-    version). For reading old runs (status, list); rerun stays strict, since dropping a key could
-    change what runs."""
-    ref = OmegaConf.structured(Config) if reference is None else reference
-    if not isinstance(config, dict):
-        return config
-    return {k: known_keys(v, ref[k]) if OmegaConf.is_dict(ref[k]) else v
-            for k, v in config.items() if k in ref}
-
-
-def load_config(run_dir, lenient: bool = False):
-    """A run dir's config.yaml, typed by today's schema. `lenient` drops keys the schema no longer has
-    (reading runs of another version: status, list, card); rerun and the ranks stay strict."""
-    raw = OmegaConf.to_container(OmegaConf.load(Path(run_dir) / "config.yaml"), resolve=False, enum_to_str=True)
-    return typed(known_keys(raw) if lenient else raw)

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from dfm_hpc import schema
+from dfm_hpc import config_io
 from dfm_hpc.job.shards import balance
 from dfm_hpc.stages import merge, translate
 from dfm_hpc.text import oasst
@@ -52,7 +52,7 @@ def _write_shards(run: Path, messages: list, n: int, shuffle: bool = False, **kw
 
 
 def _merge(run: Path, **merge_cfg) -> Path:
-    cfg = schema.typed({"stages": ["translate", "merge"], "data": {"oasst2": str(REAL)},
+    cfg = config_io.typed({"stages": ["translate", "merge"], "data": {"oasst2": str(REAL)},
                         "merge": {"drop": ["empty"], **merge_cfg}})
     sdir = run / "stages" / "merge"
     sdir.mkdir(parents=True)
@@ -209,7 +209,7 @@ def test_the_model_card_and_datasheet_carry_the_filter_counts(merged, tmp_path):
     from dfm_hpc.stages import card
 
     run = merged[1].parent.parent
-    cfg = schema.typed({"stages": ["translate", "merge", "sft", "card"], "data": {"oasst2": str(REAL)}})
+    cfg = config_io.typed({"stages": ["translate", "merge", "sft", "card"], "data": {"oasst2": str(REAL)}})
     text = card.data_section(cfg, run)
     assert "Left out before translation: synthetic 22 (of 1167 messages)" in text
     assert "oasst2-da" in card.datasheets(cfg, run, tmp_path)

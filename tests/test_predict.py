@@ -123,9 +123,9 @@ def test_plan_json_is_what_status_and_the_card_read(tmp_path):
     rows = {r["stage"]: r for r in stage_rows(run, {})}
     assert rows["cpt"]["nodes"] == 3 and rows["cpt"]["predicted"] == "01:30:00"
     (run / "stages" / "cpt" / "job_id").write_text("424242\n")
-    from dfm_hpc import schema
+    from dfm_hpc import config_io
 
-    used = compute_used(schema.load_config(run), run)
+    used = compute_used(config_io.load_config(run), run)
     assert used["stages"][0]["stage"] == "cpt" and used["stages"][0]["where"] == "Slurm job 424242"
     # a run dir made before plan.json existed still shows (planned again)
     (run / "plan.json").unlink()

@@ -43,12 +43,12 @@ class _Ctx:
 def _build(root: Path, corpus: Path, stop_after=None, shards=4):
     from transformers import AutoTokenizer
 
-    from dfm_hpc import schema, tiny
+    from dfm_hpc import config_io, tiny
     from dfm_hpc.job import store
 
     run = root / "runs" / "x" / "run"
     run.mkdir(parents=True, exist_ok=True)
-    cfg = schema.typed({"data": {"corpus": str(corpus)}, "stages": ["tokenize"],
+    cfg = config_io.typed({"data": {"corpus": str(corpus)}, "stages": ["tokenize"],
                         "tokenize": {"shards": shards, "batch_docs": 50}})
     tok = AutoTokenizer.from_pretrained(tiny.resolve("tiny:llama", root / "cache"))
     return store.build(cfg, _Ctx(run, stop_after), tok, 0, 1), tok

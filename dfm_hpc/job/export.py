@@ -28,7 +28,7 @@ def export(src, out, stage: str = "cpt") -> Path:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from dfm_hpc import schema, tiny
+    from dfm_hpc import config_io, tiny
 
     src, out = Path(src).resolve(), Path(out)
     run = _run_of(src)
@@ -51,7 +51,7 @@ def export(src, out, stage: str = "cpt") -> Path:
     if (model_dir / "tokenizer_config.json").exists():
         tok_src = str(model_dir)
     else:  # a checkpoint before the stage finished: the tokenizer the run trained with
-        tok_src = tiny.resolve(schema.load_config(run, lenient=True).model.name_or_path, run / "cache")
+        tok_src = tiny.resolve(config_io.load_config(run, lenient=True).model.name_or_path, run / "cache")
     AutoTokenizer.from_pretrained(tok_src).save_pretrained(out)
     card = run / "stages" / "card" / "README.md"
     if card.exists():

@@ -19,9 +19,9 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from dfm_hpc import dist, rundir, schema
+from dfm_hpc import config_io, dist, rundir
 from dfm_hpc.predict import duration
-from dfm_hpc.schema import STAGES
+from dfm_hpc.registry import STAGES
 
 # Known, harmless library warnings, silenced at their source by category and module (and message):
 # (category, module regex, message regex, why). Any other warning still shows in the rank logs;
@@ -161,7 +161,7 @@ def run_stage(run_dir: str, stage: str, array_index: int = 0) -> None:
             raise RuntimeError(f"torchrun exited with {code}; see {sdir / 'logs'}")
         return
     env = dist.setup_env()
-    cfg = schema.load_config(run_dir)
+    cfg = config_io.load_config(run_dir)
     size = cfg[stage].array
     name = f"rank-{env.rank}" if size == 1 else f"array-{array_index}-rank-{env.rank}"
     _redirect_output(sdir / "logs" / f"{name}.log")

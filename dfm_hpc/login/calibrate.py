@@ -12,9 +12,9 @@ from typing import Dict, List, Optional
 
 import yaml
 
-from dfm_hpc import predict, rundir, schema
+from dfm_hpc import config_io, predict, rundir
 from dfm_hpc.plan import run_jobs
-from dfm_hpc.schema import TRAINED_STAGES
+from dfm_hpc.registry import TRAINED_STAGES
 
 
 def _elapsed_s(sdir: Path) -> Optional[float]:
@@ -47,9 +47,9 @@ def measure(run: Path) -> tuple:
     from omegaconf.errors import OmegaConfBaseException
 
     try:
-        cfg = schema.load_config(run)
+        cfg = config_io.load_config(run)
     except OmegaConfBaseException:  # another version's run: lenient drops its throughput entries too
-        cfg = schema.load_config(run, lenient=True)
+        cfg = config_io.load_config(run, lenient=True)
     found: Dict[str, dict] = {}
     notes: List[str] = []
     starts: Dict[str, List[float]] = {}

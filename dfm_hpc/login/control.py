@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from dfm_hpc import redact, rundir, schema
+from dfm_hpc import config_io, redact, rundir
 
 JOB_ID = re.compile(r"^\d+(_\d+)?$")  # a Slurm job id, or ID_N of an array task
 # what reading a damaged run dir can raise; such a run is shown as "unreadable: why"
@@ -79,7 +79,7 @@ def _ranks(run: Path, stage: str) -> Optional[int]:
         job = (rec or {}).get("job") or rec
         if job and all(k in job for k in ("nodes", "tasks_per_node")):
             return int(job["nodes"]) * int(job["tasks_per_node"]) * int(job.get("array", 1))
-        cfg = schema.load_config(run, lenient=True)
+        cfg = config_io.load_config(run, lenient=True)
         from dfm_hpc.plan import plan
 
         j = next(j for j in plan(cfg) if j.stage == stage)

@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from dfm_hpc import redact, rundir, sources
 from dfm_hpc.login import shell
-from dfm_hpc.schema import TRAINED_STAGES
+from dfm_hpc.registry import TRAINED_STAGES
 
 MAX_ARRAY = 1000  # Slurm's default MaxArraySize is 1001 (indices 0-1000)
 

@@ -16,7 +16,7 @@ from typing import Dict, List, Optional
 from omegaconf import OmegaConf
 from rich.markup import escape
 
-from dfm_hpc import predict, redact, rundir, schema
+from dfm_hpc import CONF_DIR, config_io, predict, redact, rundir
 from dfm_hpc.login import resources, submit, validate
 from dfm_hpc.plan import StageJob, billing, gpu_hours, plan, stage_cluster
 
@@ -70,12 +70,12 @@ def compose_config(overrides: List[str]):
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    schema.register()
+    config_io.register()
     problems = validate.check_overrides(overrides)
     if problems:
         raise ValueError("\n".join(problems))
     try:
-        return schema.typed(_compose(overrides))
+        return config_io.typed(_compose(overrides))
     except (HydraException, OmegaConfBaseException) as e:
         raise ValueError(validate.explain_hydra_error(e)) from None
 
@@ -84,7 +84,7 @@ def _compose(overrides: List[str]) -> dict:
     """The resolved config of `overrides`, composed once with Hydra's compose API (no sweep)."""
     from hydra import compose, initialize_config_dir
 
-    with initialize_config_dir(version_base="1.3", config_dir=str(schema.CONF_DIR), job_name="dfm_hpc"):
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR), job_name="dfm_hpc"):
         composed = compose("config", overrides=list(overrides))
     return OmegaConf.to_container(composed, resolve=True, enum_to_str=True)
 
@@ -140,7 +140,7 @@ def hydra_main(argv: List[str]) -> int:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    schema.register()
+    config_io.register()
     large = LARGE_SWEEP in argv
     argv = [a for a in argv if a != LARGE_SWEEP]
     problems = validate.check_overrides(_split_overrides(argv))
@@ -153,7 +153,7 @@ def hydra_main(argv: List[str]) -> int:
     if not any(a.startswith(("-", "hydra.", "+hydra.", "~hydra.")) for a in argv):
         return _run_once(argv)
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let composition errors reach us (exit 2, not Hydra's 1)
-    app = hydra.main(config_path=str(schema.CONF_DIR), config_name="config", version_base="1.3")(_collect)
+    app = hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")(_collect)
     saved, sys.argv = sys.argv, ["dfm_hpc", *argv]
     _points.clear()
     _compose_problems.clear()
@@ -208,7 +208,7 @@ def _sweep(argv: List[str], large: bool = False) -> int:
     bases: Dict[tuple, object] = {}
     points: List[Point] = []
     problems: List[str] = []
-    with initialize_config_dir(version_base="1.3", config_dir=str(schema.CONF_DIR), job_name="dfm_hpc"):
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR), job_name="dfm_hpc"):
         for combo in combos:
             is_group = [o.split("=", 1)[0].lstrip("+~") in group_names for o in combo]
             groups_part = tuple(o for o, g in zip(combo, is_group) if g)
@@ -375,7 +375,7 @@ def _oasst_plan(cfgs) -> tuple:
 
 
 def launch(points: List[Point], argv: List[str], sweep: bool) -> int:
-    # Points come typed from Hydra's composition or from schema.typed() (rerun); re-typing costs 40 ms each
+    # Points come typed from Hydra's composition or from config_io.typed() (rerun); re-typing costs 40 ms each
     cfgs = [OmegaConf.create(p.config, flags={"readonly": True}) for p in points]  # what runs is what was checked
     problems: List[str] = []
     plans = [None if validate.check_stages(cfg) else plan(cfg) for cfg in cfgs]  # made once, used by all

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
 
-from dfm_hpc.schema import TRAINED_STAGES
+from dfm_hpc.registry import TRAINED_STAGES
 from dfm_hpc.sources import is_hub_id
 
 

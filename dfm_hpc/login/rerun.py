@@ -13,7 +13,7 @@ from typing import List
 from omegaconf import OmegaConf
 from rich.markup import escape
 
-from dfm_hpc import redact, rundir, schema
+from dfm_hpc import config_io, redact, rundir
 from dfm_hpc.login import validate
 from dfm_hpc.login.launch import Point, _console, _hint, launch, report_problems
 
@@ -49,7 +49,7 @@ def _read_snapshot(old: Path):
     if not isinstance(raw, dict):
         raise ValueError(f"{f} is empty or not a mapping; the snapshot is damaged, launch anew")
     try:
-        return schema.typed(raw)
+        return config_io.typed(raw)
     except OmegaConfBaseException as e:
         raise ValueError(f"{f} does not fit this dfm_hpc version's schema ({validate.explain_hydra_error(e)}); "
                          "rerun it with the code it ran with (provenance.json: git commit), or launch it anew")
@@ -110,7 +110,7 @@ def rerun(ref: str, overrides: List[str], fresh: bool, runs_root: str = "runs") 
         con.print(f"reusing finished stages: {', '.join(points[0].reuse)} (--fresh runs them again)")
     if points[0].resume:
         con.print(f"continuing unfinished stages where they stopped: {', '.join(points[0].resume)}")
-    if all(set(p.reuse) == set(schema.typed(p.config).stages) for p in points):
+    if all(set(p.reuse) == set(config_io.typed(p.config).stages) for p in points):
         con.print("every stage of this run is done; nothing to rerun (use --fresh to run it again)")
         return 0
     argv = ["python", "-m", "dfm_hpc", "rerun", ref, *overrides] + (["--fresh"] if fresh else [])

@@ -7,7 +7,7 @@ from typing import List
 
 from dfm_hpc import lumi
 from dfm_hpc.plan import StageJob, stage_cluster
-from dfm_hpc.schema import TRAINED_STAGES
+from dfm_hpc.registry import TRAINED_STAGES
 
 
 def check_jobs(cfg, jobs) -> List[str]:

@@ -8,7 +8,7 @@ from typing import Dict, List, Optional, Tuple
 
 from rich.markup import escape
 
-from dfm_hpc import accounting, predict, rundir, schema
+from dfm_hpc import CONF_DIR, accounting, config_io, predict, rundir
 from dfm_hpc.login.control import JOB_ID, UNREADABLE, _errors, _fail, _rank_logs, _why  # logs, cancel: there
 from dfm_hpc.plan import billing, gpu_hours, run_jobs, stage_cluster
 
@@ -107,9 +107,9 @@ def stage_rows(run: Path, rows: Dict[str, Tuple[str, int, int]]) -> List[dict]:
 
     raw = rundir.read_yaml(run / "config.yaml")
     try:
-        cfg = schema.typed(raw)
+        cfg = config_io.typed(raw)
     except OmegaConfBaseException:  # made by another dfm_hpc version: show what today's schema knows
-        cfg = schema.typed(schema.known_keys(raw))
+        cfg = config_io.typed(config_io.known_keys(raw))
     out = []
     for job, pred in run_jobs(cfg, run):  # as planned at launch (plan.json); older runs: planned again
         sdir = rundir.stage_dir(run, job.stage)
@@ -272,7 +272,7 @@ def list_all(runs_root: str = "runs") -> int:
 
     con = _console()
     con.print("[bold]experiments[/] (python -m dfm_hpc +experiment=NAME):")
-    for f in sorted((schema.CONF_DIR / "experiment").glob("*.yaml")):
+    for f in sorted((CONF_DIR / "experiment").glob("*.yaml")):
         desc = next((ln.split(":", 1)[1].strip() for ln in f.read_text().splitlines()
                      if ln.startswith("description:")), "")
         con.print(f"  {f.stem:<24} {desc}")

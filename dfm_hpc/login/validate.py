@@ -14,14 +14,11 @@ import typing
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from dfm_hpc import lumi, schema, sources
+from dfm_hpc import CONF_DIR, lumi, schema, sources
 from dfm_hpc.login.resources import check_jobs
 from dfm_hpc.plan import parse_time, plan
-from dfm_hpc.schema import STAGES
-from dfm_hpc.schema import TRAINED_STAGES as TRAIN_STAGES
-
-CONF_DIR = schema.CONF_DIR
-
+from dfm_hpc.registry import STAGES
+from dfm_hpc.registry import TRAINED_STAGES as TRAIN_STAGES
 
 # ---------------------------------------------------------------- the schema as a key index
 
@@ -43,7 +40,7 @@ SCHEMA_KEYS = _schema_keys()
 def groups() -> Dict[str, List[str]]:
     """Config group -> its options (YAML files in conf/<group>/, plus the stages' `default`)."""
     out = {d.name: sorted(p.stem for p in d.glob("*.yaml")) for d in CONF_DIR.iterdir() if d.is_dir()}
-    for stage in schema.STAGES:
+    for stage in STAGES:
         out.setdefault(stage, [])
         out[stage] = sorted(set(out[stage]) | {"default"})
     return out

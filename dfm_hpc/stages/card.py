@@ -20,8 +20,9 @@ from typing import Dict, List, Optional
 from dfm_hpc import results, templates
 from dfm_hpc.job.rank import StageContext
 from dfm_hpc.plan import billing, plan, run_jobs, stage_cluster
+from dfm_hpc.registry import TRAINED_STAGES
 from dfm_hpc.rundir import stage_dir
-from dfm_hpc.schema import TRAINED_STAGES, Config
+from dfm_hpc.schema import Config
 from dfm_hpc.sources import is_hub_id
 
 HYPER = {  # config key -> label, per training stage

@@ -31,8 +31,9 @@ from typing import Dict, List, Optional, Tuple
 from dfm_hpc import results, tiny
 from dfm_hpc.job import harness, serve
 from dfm_hpc.job.rank import StageContext
+from dfm_hpc.registry import TRAINED_STAGES
 from dfm_hpc.rundir import stage_dir
-from dfm_hpc.schema import TRAINED_STAGES, Config
+from dfm_hpc.schema import Config
 
 PROMPTS = [
     "Hvad er hovedstaden i Danmark?",
