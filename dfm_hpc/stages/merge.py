@@ -14,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from dfm_hpc import templates
 from dfm_hpc.job.rank import StageContext
 from dfm_hpc.rundir import stage_dir
 from dfm_hpc.schema import Config
@@ -226,97 +227,22 @@ def run(cfg: Config, ctx: StageContext) -> None:
 
 
 def dataset_card(report: dict, cfg) -> str:
+    """The datasheet (README.md beside the data): templates/datasheet.md filled from report.json."""
     n = report["messages"]
-    size = "n<1K" if n < 1000 else "1K<n<10K" if n < 10_000 else "10K<n<100K" if n < 100_000 else "100K<n<1M"
-    flags = "\n".join(f"| {k} | {v} |" for k, v in sorted(report["flags"].items())) or "| (none) | 0 |"
-    filt = "\n".join(f"| {k} | {v} |" for k, v in report["filter_counts"].items())
-    settings = ", ".join(f"{k}={v}" for k, v in report.get("filters", {}).items())
-    k = report.get("sft_top_k")
-    sft_what = ("the best path of each tree" if report.get("sft_path", "best") == "best" else
-                f"every root-to-assistant-leaf path of each tree{f' (at most {k})' if k else ''}") + \
-        ", best rank first, unranked replies by created_date then message_id"
-    msg_cols = ("every message: original `text`, Danish `text_da`, ids, role, rank, `quality_flags`, "
-                "tree_state, deleted, review_result, synthetic, model_name, created_date")
-    source_line = (f"Before translation: the source (`{report.get('source_layout') or '?'}` layout) has "
-                   f"{report.get('source_messages', '?')} messages in {report.get('source_trees', '?')} trees; "
-                   f"{report.get('duplicates_dropped', 0)} identical duplicate messages were dropped when loading.")
-    return f"""---
-language:
-- da
-license: apache-2.0
-source_datasets:
-- {report['source']}
-task_categories:
-- text-generation
-size_categories:
-- {size}
-tags:
-- oasst2
-- machine-translated
-- danish-foundation-models
-configs:
-- config_name: sft
-  data_files: sft.parquet
-- config_name: dpo
-  data_files: dpo.parquet
-- config_name: messages
-  data_files: messages.parquet
----
-
-# OASST2, machine-translated to Danish
-
-The OpenAssistant OASST2 conversation trees translated from English to Danish, message by message,
-with the conversation structure unchanged (every `message_id`, `parent_id` and `message_tree_id` is
-the original's). Made by the `oasst2_translate` recipe of dfm_hpc (Danish Foundation Models).
-
-## Source and translation
-
-| | |
-|---|---|
-| source dataset | `{report['source']}` (revision `{report['source_revision']}`) |
-| source license | Apache-2.0 |
-| translator | `{report['translator']}` (revision `{report['translator_revision']}`), backend `{report['backend']}` |
-| translation unit | sentences/paragraphs; code blocks, inline code and URLs are kept byte for byte |
-
-## Contents
-
-| file | rows |
-|---|---|
-| `messages` ({msg_cols}) | {n} |
-| `sft` (chat `messages`: {sft_what}) | {report['sft_conversations']} |
-| `dpo` (`prompt`, `chosen` = better-ranked reply, `rejected` = worse-ranked sibling) | {report['dpo_pairs']} |
-
-Trees: {report['trees']}. Messages usable for training: {report['usable']} of {n}.
-
-## Filters
-
-{source_line}
-Settings: {settings or 'defaults'}. Each dropped message is counted once, under the first reason that
-applies; `orphaned`: a message below a dropped one.
-
-| reason | count |
-|---|---|
-{filt}
-
-After translation, every message keeps its flags in `messages`; those flagged with
-{", ".join(f"`{d}`" for d in cfg.merge.drop) or "nothing"} are left out of `sft` and `dpo`
-(a conversation stops before such a message):
-
-| flag | count |
-|---|---|
-{flags}
-
-- `empty`: the translation is empty.
-- `untranslated`: language identification (py3langid) still says the source language.
-- `repetition`: degenerate repetition (a stretch repeated 5+ times, or a very compressible long text).
-- `length_ratio`: Danish/English length ratio outside [{cfg.merge.min_length_ratio}, {cfg.merge.max_length_ratio}].
-
-## Limitations
-
-Machine translation: errors, anglicisms and lost nuance are to be expected; names, code and URLs are
-kept as in the source. The conversations reflect OASST2's volunteers and their topics.
-
-## License
-
-Apache-2.0, as the source dataset.
-"""
+    top_k = report.get("sft_top_k")
+    return templates.render("datasheet.md", {
+        "source": report["source"], "source_revision": report["source_revision"],
+        "translator": report["translator"], "translator_revision": report["translator_revision"],
+        "backend": report["backend"],
+        "size": "n<1K" if n < 1000 else "1K<n<10K" if n < 10_000 else "10K<n<100K" if n < 100_000 else "100K<n<1M",
+        "messages": n, "sft_conversations": report["sft_conversations"], "dpo_pairs": report["dpo_pairs"],
+        "sft_paths": "the best path of each tree" if report.get("sft_path", "best") == "best" else
+                     f"every root-to-assistant-leaf path of each tree{f' (at most {top_k})' if top_k else ''}",
+        "trees": report["trees"], "usable": report["usable"],
+        "source_layout": report.get("source_layout") or "?", "source_messages": report.get("source_messages", "?"),
+        "source_trees": report.get("source_trees", "?"), "duplicates_dropped": report.get("duplicates_dropped", 0),
+        "settings": ", ".join(f"{k}={v}" for k, v in report.get("filters", {}).items()) or "defaults",
+        "filter_rows": "\n".join(f"| {k} | {v} |" for k, v in report["filter_counts"].items()),
+        "dropped": ", ".join(f"`{d}`" for d in cfg.merge.drop) or "nothing",
+        "flag_rows": "\n".join(f"| {k} | {v} |" for k, v in sorted(report["flags"].items())) or "| (none) | 0 |",
+        "min_length_ratio": cfg.merge.min_length_ratio, "max_length_ratio": cfg.merge.max_length_ratio})
