@@ -46,13 +46,21 @@ ServerBackend = _choice("ServerBackend", "none vllm transformers")  # evaluate.s
 OasstLayout = _choice("OasstLayout", "auto trees nested messages parquet arrow")  # data.oasst2_layout
 Review = _choice("Review", "any not_failed passed")  # translate.review
 SftPath = _choice("SftPath", "best all")  # merge.sft_path
+PiiType = _choice("PiiType", "cpr email phone ip iban")  # pii.types: what the filter finds (dfm_hpc/text/pii.py)
+QualityFlag = _choice("QualityFlag", "empty untranslated repetition length_ratio")  # merge.quality_flags
+Runtime = _choice("Runtime", "singularity bwrap")  # bwrap: the test cluster's sandbox (slurm/sandbox.sh)
+ContainerVerb = _choice("ContainerVerb", "exec run")
+TranslatorDtype = _choice("TranslatorDtype", "bfloat16 float16 float32")  # a torch dtype and a ctranslate2 compute_type
+# TRL's DPOConfig.loss_type values (trl 1.16)
+DpoLoss = _choice("DpoLoss", "sigmoid hinge ipo exo_pair nca_pair robust bco_pair sppo_hard aot aot_unpaired apo_zero "
+                  "apo_down discopop sft sigmoid_norm")
 
 
 @dataclass
 class ContainerConfig:
     image: Optional[str] = None  # .sif to run ranks in; None: the host's python
-    runtime: str = "singularity"  # or bwrap: the test cluster's sandbox without Slurm tools (slurm/sandbox.sh)
-    verb: str = "exec"  # singularity exec, or run (LAIF images: the runscript sets the GPU environment)
+    runtime: Runtime = Runtime.singularity  # bwrap: the test cluster's sandbox without Slurm tools (slurm/sandbox.sh)
+    verb: ContainerVerb = ContainerVerb.exec  # singularity exec, or run (LAIF images: the runscript sets up the GPUs)
     # LAIF images: `module purge` and this module (found in module_path) bind slurmd, Lustre and /appl;
     # null: host_binds instead (the host libraries older LUST/AMD images need)
     bindings_module: Optional[str] = None  # LAIF: lumi-aif-singularity-bindings (module purge first); null: host_binds
@@ -146,7 +154,7 @@ class TranslatorConfig:
     backend: Backend = Backend.hf  # hf: transformers; ctranslate2: a converted model (faster on CPU)
     target_lang: str = "da"
     num_beams: int = 1  # 1: greedy (deterministic)
-    dtype: str = "bfloat16"
+    dtype: TranslatorDtype = TranslatorDtype.bfloat16
     max_batch_tokens: int = 16384  # token budget of one length-sorted batch
 
 
@@ -236,7 +244,7 @@ class MergeStage(StageConfig):
     min_length_ratio: float = 0.3
     max_length_ratio: float = 3.0
     # quality flags that keep a message out of the SFT/DPO views (all flags are counted either way)
-    drop: List[str] = field(default_factory=lambda: ["empty", "untranslated", "repetition", "length_ratio"])
+    drop: List[QualityFlag] = field(default_factory=lambda: list(QualityFlag))
     time: str = "00:30:00"
 
 
@@ -248,7 +256,7 @@ class PiiStage(StageConfig):
     # with a `text` column (a CPT corpus), or tiny:corpus
     input: Optional[str] = None
     replacement: Replacement = Replacement.tags  # tags: <CPR>, <EMAIL>...; fake: realistic fakes (same shape)
-    types: List[str] = field(default_factory=lambda: ["cpr", "email", "phone", "ip", "iban"])
+    types: List[PiiType] = field(default_factory=lambda: list(PiiType))
     shards: int = 8  # work units; each worker takes shards by rank, like translate
     chunk_size: int = 1000  # rows per flushed chunk (resume point)
     # netmasks and section numbers are never addresses, under any policy
@@ -328,7 +336,7 @@ class SftStage(TrainStage):
 class DpoStage(TrainStage):
     dataset: Optional[str] = None  # prompt/chosen/rejected pairs; same sources as sft.dataset
     beta: float = 0.1  # DPO temperature
-    loss_type: str = "sigmoid"  # TRL DPO loss type
+    loss_type: DpoLoss = DpoLoss.sigmoid  # TRL DPO loss type
     precompute_ref_log_probs: bool = False  # compute reference log-probs once before training
     lr: float = 5e-6
     merge_adapter: bool = False  # as sft.merge_adapter

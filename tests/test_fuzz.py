@@ -236,7 +236,6 @@ CFG_CASES = [
     ("corpus-missing", "cpt", {"data.corpus": "{data}/nosuch.jsonl"}, "does not exist"),
     ("eval-model-unknown", "pipe", {"evaluate.models": ["nosuch"]}, "neither base"),
     ("init-from-missing", "sft", {"sft.init_from": "{data}/nosuch-run"}, "no such run directory"),
-    ("pii-type-unknown", "pipe", {"pii.types": ["cpr", "dna"]}, "unknown"),
     ("translate-shards", "pipe", {"translate.shards": 1, "translate.tasks_per_node": 2}, "would sit idle"),
 ]
 
@@ -292,6 +291,9 @@ CLI_CASES = [
     ("bool-type", ["+experiment=demo", "dry_run=maybe"], "dry_run"),
     ("cluster-unknown", ["+experiment=demo", "cluster=nosuch"], "unknown cluster option"),
     ("choice-unknown", ["+experiment=demo", "cluster.launcher=mpirun"], "use one of"),
+    # a list of choices: refused where the config is composed, with the element's index
+    ("pii-type-unknown", ["+experiment=pipeline_tiny", "dry_run=true", "pii.types=[cpr,dna]"],
+     "pii.types[1]='dna': use one of"),
     ("sweep-too-large", ["-m", "+experiment=demo", "demo.value=range(0,300)", "dry_run=true"], "--large-sweep"),
     ("sweep-syntax", ["-m", "+experiment=demo", "demo.value=range(1,"], "bad override or sweep syntax"),
     ("name-newline-cli", ["+experiment=demo", "dry_run=true", "name=a\nb"], "bad override"),

@@ -251,14 +251,8 @@ from dfm_hpc.login import guards  # noqa: E402  names, script text, secrets, ran
 CHECKS += guards.CHECKS
 
 
-PII_TYPES = ("cpr", "email", "phone", "ip", "iban")
-
-
 def _check_pii(cfg, workers: int) -> List[str]:
     pii, out = cfg.pii, []
-    unknown = [t for t in pii.types if t not in PII_TYPES]
-    if unknown:
-        out.append(f"pii.types: {unknown} unknown; the filter knows {', '.join(PII_TYPES)}")
     if pii.shards < workers:
         out.append(f"pii.shards={pii.shards} for {workers} workers: use pii.shards={workers} or more")
     if pii.chunk_size < 1:
@@ -320,7 +314,8 @@ def explain_hydra_error(exc: BaseException) -> str:
     key = getattr(cause, "full_key", None)
     choice = _INVALID_CHOICE.match(main)
     if key and choice:  # a Choice field (schema.Choice): say it as every other problem is said
-        return f"{key}={choice.group(1)!r}: use one of {choice.group(2)}"
+        allowed = choice.group(2).split(", ")
+        return f"{key}={choice.group(1)!r}: use one of {', '.join(allowed)}.{_suggest(choice.group(1), allowed)}"
     return f"{key}: {main}" if key and key not in main else main
 
 

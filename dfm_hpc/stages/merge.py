@@ -17,10 +17,9 @@ from typing import Dict, List, Optional
 from dfm_hpc import templates
 from dfm_hpc.job.rank import StageContext
 from dfm_hpc.rundir import stage_dir
-from dfm_hpc.schema import Config
+from dfm_hpc.schema import Config, QualityFlag, SftPath
 
 ROLES = {"prompter": "user", "assistant": "assistant"}
-SFT_PATHS = ("best", "all")
 # a stretch of 3-64 characters repeated 5+ times in a row (unbounded, the search is quadratic: a minute
 # on 1,167 real messages); longer repeats are caught by the compression ratio
 _REPEAT = re.compile(r"(.{3,64}?)\1{4,}", re.S)
@@ -57,14 +56,14 @@ def quality_flags(row: dict, detect, cfg) -> List[str]:
     src, out = row["text"], row["text_da"]
     flags = []
     if not out.strip():
-        return ["empty"]
+        return [QualityFlag.empty.value]
     if row["segments"] and len(out) >= 20 and detect(out) == row.get("lang", "en"):
-        flags.append("untranslated")
+        flags.append(QualityFlag.untranslated.value)
     if _REPEAT.search(out) or (len(out) > 200 and len(zlib.compress(out.encode())) / len(out.encode()) < 0.15):
-        flags.append("repetition")
+        flags.append(QualityFlag.repetition.value)
     ratio = len(out) / max(1, len(src))
     if len(src) >= 20 and not cfg.min_length_ratio <= ratio <= cfg.max_length_ratio:
-        flags.append("length_ratio")
+        flags.append(QualityFlag.length_ratio.value)
     return flags
 
 
@@ -119,8 +118,8 @@ def _chat(path: List[dict]) -> List[dict]:
 def build_views(rows: List[dict], sft_path: str = "best", top_k: Optional[int] = None):
     """(sft, dpo) from merged rows; `sft_path`: best (one path per tree) or all (every
     root-to-assistant-leaf path, at most `top_k` per tree when set)."""
-    if sft_path not in SFT_PATHS:
-        raise ValueError(f"merge.sft_path={sft_path!r}: use one of {', '.join(SFT_PATHS)}")
+    if sft_path not in SftPath.values():  # the config's value is checked when composed; this is for callers
+        raise ValueError(f"merge.sft_path={sft_path!r}: use one of {', '.join(SftPath.values())}")
     limit = 1 if sft_path == "best" else top_k
     by_id = {r["message_id"]: r for r in rows}
     kids: Dict[Optional[str], List[dict]] = {}

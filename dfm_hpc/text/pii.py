@@ -20,13 +20,14 @@ import re
 from collections import Counter
 from typing import Callable, Dict, Iterable, Iterator, List, Sequence, Tuple
 
+from dfm_hpc.schema import IpPolicy, PiiType, Replacement
 from dfm_hpc.text import pii_cues as cues
 
-TYPES = ("cpr", "email", "phone", "ip", "iban")
+TYPES = tuple(PiiType.values())  # the config's choices (pii.types) are the one list
 PRIORITY = ("email", "iban", "cpr", "ip", "phone")  # earlier wins an overlap
 NER_TYPES = ("name", "address")  # the optional model pass (dfm_hpc/text/pii_ner.py)
 TAGS = {**{t: f"<{t.upper()}>" for t in TYPES}, "name": "<NAME>", "address": "<ADDRESS>"}
-REPLACEMENTS = ("tags", "fake")
+REPLACEMENTS = tuple(Replacement.values())
 
 Span = Tuple[int, int, str]
 
@@ -171,7 +172,7 @@ _IPV4 = re.compile(r"\d(?<![\w.:]\d)\d{0,2}(?:\.\d{1,3}){3}(?!\w)(?!\.\d)")  # "
 # like "dead::beef" or C++'s "Abc::Def" are not addresses
 _IPV6 = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:(?:\d{1,3}\.){3}\d{1,3}|[0-9A-Fa-f]{1,4})?"
                    r"(?![\w:])(?!\.\w)")
-IP_POLICIES = ("all", "public", "off")
+IP_POLICIES = tuple(IpPolicy.values())
 
 
 def _ip_wanted(value: str, policy: str) -> bool:
