@@ -122,13 +122,13 @@ def _main(argv: List[str]) -> int:
         if args.cmd == "status":
             return status.status(args.run, args.runs_root)
         if args.cmd == "logs":
-            from dfm_hpc.login import control
+            from dfm_hpc.login import logs
 
-            return control.logs(args.run, args.stage, args.rank, args.follow, args.lines, args.runs_root)
+            return logs.logs(args.run, args.stage, args.rank, args.follow, args.lines, args.runs_root)
         if args.cmd == "cancel":
-            from dfm_hpc.login import control
+            from dfm_hpc.login import cancel
 
-            return control.cancel(args.run, args.runs_root)
+            return cancel.cancel(args.run, args.runs_root)
         if args.cmd == "rerun":
             from dfm_hpc.login import rerun
 

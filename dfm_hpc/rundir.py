@@ -31,6 +31,8 @@ INCOMPLETE = "INCOMPLETE"  # a run dir whose creation did not finish (status and
 # a run's name is one path component: runs stay inside runs_root
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 SOURCE_DIR = Path(__file__).resolve().parent.parent
+# what reading a damaged run dir can raise (besides the parsers' errors): such a run is reported, not a traceback
+UNREADABLE = (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError)
 
 
 # ---------------------------------------------------------------- creating run dirs
@@ -131,6 +133,23 @@ def write_yaml(path: Path, data: Any) -> None:
 
 def read_yaml(path: Path) -> Any:
     return yaml.safe_load(Path(path).read_text())
+
+
+def is_dry_run(run_dir: Path) -> bool:
+    """Whether the run was a dry run (nothing was submitted); False if its config.yaml is unreadable."""
+    try:
+        cfg = read_yaml(Path(run_dir) / "config.yaml")
+    except UNREADABLE + (yaml.YAMLError,):
+        return False
+    return isinstance(cfg, dict) and cfg.get("dry_run") is True
+
+
+def rank_logs(sdir: Path) -> List[Path]:
+    """A stage's logs in worker order: rank-R.log, or array-I-rank-R.log for array stages."""
+    def key(p: Path):
+        return [int(x) for x in p.stem.split("-") if x.isdigit()]
+    logs = Path(sdir) / "logs"
+    return sorted(logs.glob("*rank-*.log"), key=key) if logs.is_dir() else []
 
 
 def clear_attempt(sdir: Path) -> None:

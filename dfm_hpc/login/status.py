@@ -1,4 +1,4 @@
-"""status / logs / cancel / list: read run dirs and Slurm (sacct, falling back to squeue)."""
+"""status / list: read run dirs and Slurm (sacct, falling back to squeue)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Dict, List, Optional, Tuple
 from rich.markup import escape
 
 from dfm_hpc import CONF_DIR, accounting, config_io, predict, rundir
-from dfm_hpc.login.control import JOB_ID, UNREADABLE, _errors, _fail, _rank_logs, _why  # logs, cancel: there
+from dfm_hpc.login.errors import errors, fail, why
 from dfm_hpc.plan import billing, gpu_hours, run_jobs, stage_cluster
 
 FINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
@@ -79,7 +79,7 @@ def _pids_alive(sdir: Path) -> bool:
 
 
 def _last_line(sdir: Path) -> str:
-    logs = _rank_logs(sdir)
+    logs = rundir.rank_logs(sdir)
     if not logs:
         return ""
     log = logs[0]
@@ -161,9 +161,9 @@ def _job_ids(runs: List[Path]) -> List[str]:
         for f in (run / "stages").glob("*/job_id"):
             try:
                 jid = f.read_text().strip()
-            except UNREADABLE:
+            except rundir.UNREADABLE:
                 continue
-            if JOB_ID.match(jid):
+            if accounting.JOB_ID.match(jid):
                 ids.append(jid)
     return ids
 
@@ -175,8 +175,8 @@ def _point_rows(point: Path, rows) -> List[dict]:
         return [{**blank, "stage": "-", "state": "INCOMPLETE", "last": "its launch did not finish (safe to delete)"}]
     try:
         return stage_rows(point, rows)
-    except _errors() as e:
-        return [{**blank, "stage": "-", "state": "UNREADABLE", "last": f"unreadable: {_why(e)}"}]
+    except errors() as e:
+        return [{**blank, "stage": "-", "state": "UNREADABLE", "last": f"unreadable: {why(e)}"}]
 
 
 def status(ref: Optional[str], runs_root: str = "runs") -> int:
@@ -188,14 +188,14 @@ def status(ref: Optional[str], runs_root: str = "runs") -> int:
         top = rundir.resolve(ref, runs_root)
         points = rundir.point_dirs(top)
     except LookupError as e:
-        return _fail(str(e))
-    except _errors() as e:
-        return _fail(f"{ref}: unreadable: {_why(e)} (a damaged sweep.yaml?)")
+        return fail(str(e))
+    except errors() as e:
+        return fail(f"{ref}: unreadable: {why(e)} (a damaged sweep.yaml?)")
     if len(points) == 1 and not rundir.is_incomplete(points[0]):
         try:
             stage_rows(points[0], {})
-        except _errors() as e:
-            return _fail(f"{points[0]}: unreadable: {_why(e)}; its config.yaml is damaged (launch it anew)")
+        except errors() as e:
+            return fail(f"{points[0]}: unreadable: {why(e)}; its config.yaml is damaged (launch it anew)")
     rows = slurm_states(_job_ids(points))
     sweep = rundir.is_sweep_dir(top)
     cols = (["point"] if sweep else []) + ["stage", "job", "state", "nodes", "elapsed", "predicted", "GCD-h",
@@ -241,8 +241,8 @@ def list_runs(runs_root: str = "runs") -> int:
     for r in runs:
         try:
             listed[r] = rundir.point_dirs(r)
-        except _errors() as e:
-            listed[r] = f"unreadable: {_why(e)}"
+        except errors() as e:
+            listed[r] = f"unreadable: {why(e)}"
     rows = slurm_states(_job_ids([p for pts in listed.values() if isinstance(pts, list) for p in pts]))
     t = Table(title=escape(f"recent runs in {runs_root}/"), title_justify="left")
     for col in ("run", "stages"):
@@ -282,6 +282,6 @@ def list_all(runs_root: str = "runs") -> int:
 def _overrides(point: Path) -> List[str]:
     try:
         ovs = rundir.read_yaml(point / "overrides.yaml") if (point / "overrides.yaml").is_file() else []
-    except _errors():
+    except errors():
         return []
     return [str(o) for o in ovs] if isinstance(ovs, list) else []
