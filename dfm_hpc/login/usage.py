@@ -54,7 +54,7 @@ def experiments(conf: Path = CONF_DIR) -> Dict[str, str]:
 def defaults(conf: Path = CONF_DIR) -> Dict[str, str]:
     """Group -> the option config.yaml's defaults list picks (Hydra's own hydra/... overrides left out)."""
     out = {}
-    for entry in _yaml(conf / "config.yaml").get("defaults") or []:
+    for entry in (_yaml(conf / "config.yaml") or {}).get("defaults") or []:
         for key, option in entry.items() if isinstance(entry, dict) else ():
             if not key.startswith("override") and option is not None:
                 out[key.split()[-1]] = str(option)  # "optional model" -> model
@@ -64,7 +64,7 @@ def defaults(conf: Path = CONF_DIR) -> Dict[str, str]:
 def groups(conf: Path = CONF_DIR) -> Dict[str, List[str]]:
     """Config group -> its options: conf/<group>/*.yaml, and the option the defaults list picks (it may
     live in Hydra's config store rather than in a file)."""
-    found = {d.name: {p.stem for p in d.glob("*.yaml")} for d in conf.iterdir() if d.is_dir()}
+    found = {d.name: {p.stem for p in d.glob("*.yaml")} for d in conf.iterdir() if any(d.glob("*.yaml"))}
     for group, option in defaults(conf).items():
         found.setdefault(group, set()).add(option)
     return {group: sorted(options) for group, options in sorted(found.items())}
