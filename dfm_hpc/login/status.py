@@ -8,7 +8,8 @@ from typing import Dict, List, Optional, Tuple
 
 from rich.markup import escape
 
-from dfm_hpc import CONF_DIR, accounting, config_io, predict, rundir
+from dfm_hpc import accounting, config_io, predict, rundir
+from dfm_hpc.login import usage
 from dfm_hpc.login.errors import errors, fail, why
 from dfm_hpc.plan import billing, gpu_hours, run_jobs, stage_cluster
 
@@ -272,10 +273,8 @@ def list_all(runs_root: str = "runs") -> int:
 
     con = _console()
     con.print("[bold]experiments[/] (python -m dfm_hpc +experiment=NAME):")
-    for f in sorted((CONF_DIR / "experiment").glob("*.yaml")):
-        desc = next((ln.split(":", 1)[1].strip() for ln in f.read_text().splitlines()
-                     if ln.startswith("description:")), "")
-        con.print(f"  {f.stem:<24} {desc}")
+    for name, desc in usage.experiments().items():  # the same list as --help's
+        con.print(f"  {name:<24} {escape(desc)}")
     return list_runs(runs_root)
 
 
