@@ -31,6 +31,14 @@ def _choice(name: str, values: str):
     return Choice(name, [(v, v) for v in values.split()])
 
 
+def ranged(default, *, gt=None, ge=None, lt=None, le=None, hint: str = "{rule}"):
+    """A number field and its allowed range (login/ranges.py checks it, docs/config.md shows it); `hint`
+    is what a user reads when a value is out of range, {rule} the range in words. A subclass that only
+    changes the default keeps its base's range."""
+    bounds = {k: v for k, v in dict(gt=gt, ge=ge, lt=lt, le=le).items() if v is not None}
+    return field(default=default, metadata={**bounds, "hint": hint})
+
+
 System = _choice("System", "generic lumi")  # lumi: LUMI's rules (account form, partitions, 56 cores, 8 GCDs)
 Scheduler = _choice("Scheduler", "local slurm")
 Launcher = _choice("Launcher", "srun torchrun")
@@ -80,15 +88,16 @@ class ClusterConfig:
     account: Optional[str] = None  # sbatch --account; on LUMI project_<9 digits>
     partition: Optional[str] = None  # None: the cluster's default partition
     qos: Optional[str] = None
-    gpus_per_node: int = 0  # GPUs (GCDs on LUMI) per node
-    tasks_per_node: int = 1  # ranks per node (one per GCD/GPU on LUMI)
-    cpus_per_task: int = 1
+    gpus_per_node: int = ranged(0, ge=0)  # GPUs (GCDs on LUMI) per node
+    tasks_per_node: int = ranged(1, ge=1)  # ranks per node (one per GCD/GPU on LUMI)
+    cpus_per_task: int = ranged(1, ge=1)
     mem: Optional[str] = None  # sbatch --mem, e.g. "480G"; "0" = all of the node
     mem_per_gpu: Optional[str] = None
     cpu_bind: Optional[str] = None  # srun --cpu-bind value
     launcher: Launcher = Launcher.srun  # srun: a task per rank; torchrun: a task per node, torchrun spawns the ranks
     exclusive: bool = False  # sbatch --exclusive (whole nodes)
-    signal_delay_s: int = 120  # Slurm sends USR2 (submitit's signal) this long before the time limit
+    # Slurm sends USR2 (submitit's signal) this long before the time limit
+    signal_delay_s: int = ranged(120, ge=0, hint="{rule} seconds before the time limit")
     env: Dict[str, str] = field(default_factory=dict)
     setup: List[str] = field(default_factory=list)  # shell lines run in the sbatch script before srun
     # more such lines for the evaluate job only (LUMI: where EuroEval's environment is, for the model
@@ -125,9 +134,11 @@ class MixtureSource:
     """One source of a CPT mixture (data.mixture); give `weight` or `tokens`."""
 
     source: str = ""  # tiny:corpus, a JSONL/Parquet file (`text`), a run dir (its PII-filtered corpus) or a hub id
-    weight: Optional[float] = None  # share of the training blocks, relative to the other weights
+    # share of the training blocks, relative to the other weights
+    weight: Optional[float] = ranged(None, gt=0, hint="weights must be {rule}")
     tokens: Optional[int] = None  # or a fixed token budget (taken before the weights split the rest)
-    epochs: float = 1.0  # the most passes over this source (upsampling); needing more is an error
+    # the most passes over this source (upsampling); needing more is an error
+    epochs: float = ranged(1.0, gt=0, hint="the most passes over the source must be {rule}")
     subset: Optional[str] = None  # hub dataset config name
     revision: Optional[str] = None  # hub revision (commit) to pin
     name: Optional[str] = None  # label in logs and the datasheet; default: the source
@@ -153,27 +164,27 @@ class TranslatorConfig:
     revision: Optional[str] = None  # hub revision (commit) to pin
     backend: Backend = Backend.hf  # hf: transformers; ctranslate2: a converted model (faster on CPU)
     target_lang: str = "da"
-    num_beams: int = 1  # 1: greedy (deterministic)
+    num_beams: int = ranged(1, ge=1, hint="{rule} (1 = greedy)")  # 1: greedy (deterministic)
     dtype: TranslatorDtype = TranslatorDtype.bfloat16
-    max_batch_tokens: int = 16384  # token budget of one length-sorted batch
+    max_batch_tokens: int = ranged(16384, ge=1)  # token budget of one length-sorted batch
 
 
 @dataclass
 class DeepSpeedConfig:
-    stage: int = 2  # ZeRO stage 0-3
+    stage: int = ranged(2, ge=0, le=3, hint="ZeRO stages are {rule}")  # ZeRO stage
     offload_optimizer: bool = False  # optimizer state in CPU memory
     offload_params: bool = False  # parameters in CPU memory (ZeRO-3)
     overlap_comm: bool = True
     contiguous_gradients: bool = True
-    reduce_bucket_size: int = 500_000_000
+    reduce_bucket_size: int = ranged(500_000_000, ge=1)
 
 
 @dataclass
 class PeftConfig:
     method: PeftMethod = PeftMethod.none  # none: full fine-tuning; qlora: a 4-bit base (GPUs only)
-    r: int = 16  # LoRA rank
-    alpha: int = 32  # LoRA scaling numerator (scale = alpha / r)
-    dropout: float = 0.05
+    r: int = ranged(16, ge=1, hint="the LoRA rank is {rule}, e.g. 16")  # LoRA rank
+    alpha: int = ranged(32, gt=0, hint="{rule}, e.g. 32")  # LoRA scaling numerator (scale = alpha / r)
+    dropout: float = ranged(0.05, ge=0, lt=1, hint="a probability {rule}")
     target_modules: List[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
 
 
@@ -181,21 +192,21 @@ class PeftConfig:
 class StageConfig:
     """Resources every stage declares; None means "as the cluster profile says"."""
 
-    nodes: int = 1
+    nodes: int = ranged(1, ge=1)
     # independent copies of the job (a Slurm array); work is split over array x ranks workers, which
     # share no collectives: for map-style stages (translate, pii) on per-GCD small-g slots
-    array: int = 1
+    array: int = ranged(1, ge=1, hint="{rule} (1 = a single job)")
     time: str = "01:00:00"  # walltime, [D-]HH:MM:SS
     partition: Optional[str] = None
-    tasks_per_node: Optional[int] = None
-    gpus_per_node: Optional[int] = None
-    cpus_per_task: Optional[int] = None
+    tasks_per_node: Optional[int] = ranged(None, ge=1)
+    gpus_per_node: Optional[int] = ranged(None, ge=0)
+    cpus_per_task: Optional[int] = ranged(None, ge=1)
 
 
 @dataclass
 class DemoStage(StageConfig):
     value: float = 1.0  # rank r contributes (r + 1) * value to the all_reduce
-    sleep_s: float = 0.0  # keep the ranks busy (for trying cancel / status)
+    sleep_s: float = ranged(0.0, ge=0, hint="{rule} seconds")  # keep the ranks busy (for trying cancel / status)
     fail: bool = False  # fail on purpose (to try failure handling and rerun)
     time: str = "00:10:00"
 
@@ -206,7 +217,7 @@ class LumiCheckStage(StageConfig):
 
     nodes: int = 2
     sizes_mb: List[float] = field(default_factory=lambda: [1.0, 16.0, 256.0])  # all_reduce message sizes
-    iterations: int = 5  # timed all_reduces per size (after one warm-up)
+    iterations: int = ranged(5, ge=1)  # timed all_reduces per size (after one warm-up)
     time: str = "00:15:00"
 
 
@@ -223,8 +234,8 @@ class DemoCheckStage(StageConfig):
 class TranslateStage(StageConfig):
     source_langs: List[str] = field(default_factory=lambda: ["en"])  # OASST2 `lang` values to translate
     shards: int = 8  # work units balanced by source tokens; each worker takes shards by rank
-    chunk_size: int = 256  # segments per flushed chunk
-    max_messages: Optional[int] = None  # translate only the first N messages (trials)
+    chunk_size: int = ranged(256, ge=1)  # segments per flushed chunk
+    max_messages: Optional[int] = ranged(None, ge=1)  # translate only the first N messages (trials)
     # filters before translation (counts in report.json and the dataset card); defaults as OASST2's
     # "ready" files. A message below a dropped one is dropped too (counted as orphaned).
     tree_states: List[str] = field(default_factory=lambda: ["ready_for_export"])  # trees in these states; []: any
@@ -240,7 +251,7 @@ class MergeStage(StageConfig):
     # best: one path per tree (best rank first; unranked by created_date, message_id) | all: every
     # root-to-assistant-leaf path, in that order (docs/translation.md#merge)
     sft_path: SftPath = SftPath.best  # best | all: the SFT conversations of each tree
-    sft_top_k: Optional[int] = None  # with sft_path=all: at most this many paths per tree
+    sft_top_k: Optional[int] = ranged(None, ge=1)  # with sft_path=all: at most this many paths per tree
     min_length_ratio: float = 0.3
     max_length_ratio: float = 3.0
     # quality flags that keep a message out of the SFT/DPO views (all flags are counted either way)
@@ -258,14 +269,14 @@ class PiiStage(StageConfig):
     replacement: Replacement = Replacement.tags  # tags: <CPR>, <EMAIL>...; fake: realistic fakes (same shape)
     types: List[PiiType] = field(default_factory=lambda: list(PiiType))
     shards: int = 8  # work units; each worker takes shards by rank, like translate
-    chunk_size: int = 1000  # rows per flushed chunk (resume point)
+    chunk_size: int = ranged(1000, ge=1)  # rows per flushed chunk (resume point)
     # netmasks and section numbers are never addresses, under any policy
     ip_policy: IpPolicy = IpPolicy.all  # all | public (global only, no public DNS resolvers: DFM's filter) | off
     # loaded offline from the jobs' cache like every model; prefetch lists it; docs/pii.md says why it is off
     ner: Optional[str] = None  # Danish NER model (hub id or path) for names and street addresses; unset: off
     ner_revision: Optional[str] = None  # the NER model's revision; a commit hash pins it
-    ner_batch_size: int = 32  # texts per NER forward pass
-    audit_samples: int = 10  # masked replaced spans per type kept in report.json and the datasheet
+    ner_batch_size: int = ranged(32, ge=1)  # texts per NER forward pass
+    audit_samples: int = ranged(10, ge=0)  # masked replaced spans per type kept in report.json and the datasheet
     tasks_per_node: Optional[int] = 1
     gpus_per_node: Optional[int] = 0
     time: str = "01:00:00"
@@ -275,10 +286,10 @@ class PiiStage(StageConfig):
 class TokenizeStage(StageConfig):
     """Corpora -> token stores (memory-mapped, reusable); cpt reads them. Shards over array x ranks workers."""
 
-    shards: int = 0  # per source: work and resume units (contiguous rows); 0: one per worker
+    shards: int = ranged(0, ge=0)  # per source: work and resume units (contiguous rows); 0: one per worker
     # where the stores live (tokens-<key>/, content-addressed by tokenizer + source); shared by runs
     store_root: Optional[str] = None  # unset: runs_root
-    batch_docs: int = 1000  # documents per tokenizer call
+    batch_docs: int = ranged(1000, ge=1)  # documents per tokenizer call
     tasks_per_node: Optional[int] = 1
     gpus_per_node: Optional[int] = 0
     time: str = "04:00:00"
@@ -286,24 +297,27 @@ class TokenizeStage(StageConfig):
 
 @dataclass
 class TrainStage(StageConfig):
-    lr: float = 2e-5  # peak learning rate
+    lr: float = ranged(2e-5, gt=0, hint="the learning rate must be {rule}, e.g. 1e-4")  # peak learning rate
     warmup_steps: int = 0
-    max_steps: int = 1000
-    global_batch_size: int = 64  # sequences per optimizer step; divisible by world size x micro_batch_size
-    micro_batch_size: int = 1  # sequences per rank per forward pass
-    seq_len: int = 4096
+    max_steps: int = ranged(1000, ge=1, hint="{rule} optimizer step")
+    # sequences per optimizer step; divisible by world size x micro_batch_size
+    global_batch_size: int = ranged(64, ge=1)
+    micro_batch_size: int = ranged(1, ge=1)  # sequences per rank per forward pass
+    seq_len: int = ranged(4096, ge=1, hint="{rule} token, e.g. 4096")
     precision: Precision = Precision.bf16  # fp32 on CPU
     gradient_checkpointing: bool = True
     attn_implementation: Attention = Attention.sdpa  # flash_attention_2 needs flash-attn in the container
-    save_every_steps: int = 500  # checkpoint interval (also saved on Slurm's pre-timeout signal)
+    # checkpoint interval (also saved on Slurm's pre-timeout signal)
+    save_every_steps: int = ranged(500, ge=1, hint="{rule} (a checkpoint every N steps)")
     # also checkpoint when this many minutes passed since the last one (steps of very different
     # length, or a preemptible queue); None: by steps only
-    save_every_minutes: Optional[float] = None
-    keep_checkpoints: int = 2
-    log_every_steps: int = 10
+    save_every_minutes: Optional[float] = ranged(None, gt=0)
+    keep_checkpoints: int = ranged(2, ge=1, hint="keep {rule}")
+    log_every_steps: int = ranged(10, ge=1)
     # held-out loss every N optimizer steps during training (logged with the step metrics as
     # eval_loss, plotted in loss.png, listed in the card); None: only once, after training
-    eval_every_steps: Optional[int] = None  # held-out loss every N steps during training; None: after only
+    # held-out loss every N steps during training; None: after only
+    eval_every_steps: Optional[int] = ranged(None, ge=1)
     init_from: Optional[str] = None  # a run dir whose previous stage's model to start from
     # experiment trackers: tensorboard (files in the run dir) and/or wandb (WANDB_MODE=offline on
     # compute nodes unless wandb_mode says otherwise; `wandb sync` the run dir from the login node)
@@ -314,7 +328,8 @@ class TrainStage(StageConfig):
 
 @dataclass
 class CptStage(TrainStage):
-    eval_fraction: float = 0.02  # held-out share of each source's documents for eval loss / perplexity
+    # held-out share of each source's documents for eval loss / perplexity
+    eval_fraction: float = ranged(0.02, ge=0, lt=1, hint="a share {rule}")
     # continue from this checkpoint dir (checkpoint-N of any run's cpt stage), on any number of ranks
     # (converted to a DeepSpeed universal checkpoint when the world size differs)
     resume_from: Optional[str] = None  # a checkpoint-N dir of any run, written by any number of ranks
@@ -335,7 +350,7 @@ class SftStage(TrainStage):
 @dataclass
 class DpoStage(TrainStage):
     dataset: Optional[str] = None  # prompt/chosen/rejected pairs; same sources as sft.dataset
-    beta: float = 0.1  # DPO temperature
+    beta: float = ranged(0.1, gt=0, hint="DPO's temperature must be {rule}, e.g. 0.1")  # DPO temperature
     loss_type: DpoLoss = DpoLoss.sigmoid  # TRL DPO loss type
     precompute_ref_log_probs: bool = False  # compute reference log-probs once before training
     lr: float = 5e-6
@@ -355,14 +370,14 @@ class EvaluateStage(StageConfig):
     # tiny:danish_mc / tiny:danish_mc_gen (written by dfm_hpc, no Hub); empty: no lm-eval
     lm_eval_tasks: List[str] = field(default_factory=list)  # lm-eval tasks or tiny:danish_mc[_gen]; []: none
     lm_eval_include: Optional[str] = None  # a dir of extra task YAMLs (lm-eval's include_path)
-    lm_eval_limit: Optional[int] = None  # at most this many items per task (None: all; a partial score)
-    num_fewshot: int = 0
+    lm_eval_limit: Optional[int] = ranged(None, ge=1)  # at most this many items per task (None: all; a partial score)
+    num_fewshot: int = ranged(0, ge=0)
     # where the benchmarks run: none = lm-eval in-process on the loaded model (hf backend); vllm |
     # transformers = an OpenAI-compatible server started in the job (base + adapters under their
     # names), lm-eval and EuroEval as its clients
     server: ServerBackend = ServerBackend.none  # none: in-process; vllm | transformers: served in the job
-    server_port: int = 8000  # the server listens on 127.0.0.1:PORT
-    server_timeout_s: float = 900  # from start to a healthy /health
+    server_port: int = ranged(8000, ge=1, le=65535)  # the server listens on 127.0.0.1:PORT
+    server_timeout_s: float = ranged(900.0, gt=0)  # from start to a healthy /health
     server_args: List[str] = field(default_factory=list)  # extra server arguments (vllm serve ...)
     server_chat: bool = False  # lm-eval through chat completions (the chat template) instead of completions
     euroeval: bool = True  # EuroEval's Danish tasks against the server (needs evaluate.server)
@@ -376,9 +391,9 @@ class EvaluateStage(StageConfig):
     # EuroEval's datasets, prefetched on the login node (python -m dfm_hpc prefetch ... --download);
     # unset: $DFM_HPC_EUROEVAL_CACHE, else the run's cache/euroeval
     euroeval_cache: Optional[str] = None  # EuroEval's dataset cache; unset: $DFM_HPC_EUROEVAL_CACHE
-    max_eval_texts: int = 1000  # held-out texts for perplexity (data.eval_text)
-    generation_prompts: int = 5  # Danish prompts to generate samples for
-    max_new_tokens: int = 64
+    max_eval_texts: int = ranged(1000, ge=1)  # held-out texts for perplexity (data.eval_text)
+    generation_prompts: int = ranged(5, ge=0)  # Danish prompts to generate samples for
+    max_new_tokens: int = ranged(64, ge=1)
     tasks_per_node: Optional[int] = 1
     time: str = "02:00:00"
 
@@ -399,12 +414,13 @@ class DeviceThroughput:
     """What one device (a GCD, a GPU, a CPU rank) does per second: the plan's predictions divide a
     stage's work by these (dfm_hpc/predict.py; sources in conf/throughput/default.yaml)."""
 
-    peak_tflops: float = 0.0  # dense bf16 peak (CPU: the figure train_mfu is relative to)
-    train_mfu: float = 0.0  # full-parameter training (cpt; sft/dpo without peft), model FLOPs / peak
-    lora_mfu: float = 0.0  # LoRA/QLoRA training, its FLOPs counted as 2/3 of full training
+    peak_tflops: float = ranged(0.0, ge=0)  # dense bf16 peak (CPU: the figure train_mfu is relative to)
+    # full-parameter training (cpt; sft/dpo without peft), model FLOPs / peak
+    train_mfu: float = ranged(0.0, ge=0, le=1)
+    lora_mfu: float = ranged(0.0, ge=0, le=1)  # LoRA/QLoRA training, its FLOPs counted as 2/3 of full training
     # source tokens/s per worker by translator name; "NAME/ctranslate2" for that backend if it differs
     translate_tokens_per_s: Dict[str, float] = field(default_factory=dict)
-    startup_s: float = 0.0  # per job start: container, imports, loading the model
+    startup_s: float = ranged(0.0, ge=0)  # per job start: container, imports, loading the model
     # fixed guesses for stages whose work the plan does not count (merge, evaluate, card ...)
     stage_minutes: Dict[str, float] = field(default_factory=dict)
     source: str = ""  # where the figures come from
@@ -414,8 +430,8 @@ class DeviceThroughput:
 class DatasetSize:
     """Size of a dataset the login node cannot count (a hub dataset, the tiny fixture)."""
 
-    messages: int = 0
-    source_tokens: float = 0.0
+    messages: int = ranged(0, ge=0)
+    source_tokens: float = ranged(0.0, ge=0)
     note: str = ""
 
 

@@ -109,3 +109,52 @@ def test_a_bad_sweep_point_stops_the_whole_sweep(tmp_path):
     assert p.returncode == 2
     assert "sft.nodes=2000" in p.stderr and "at most 1024 nodes" in p.stderr
     assert run_dirs(tmp_path) == []
+
+
+def _typed(**over):
+    from omegaconf import OmegaConf
+
+    from dfm_hpc import config_io
+
+    return OmegaConf.create(config_io.typed(over))
+
+
+def test_ranges_are_read_from_the_schema_one_checker_for_all():
+    """A key's range is its field's metadata (schema.ranged); login/ranges.py checks every group that is
+    not a stage, a stage's group only when it runs, and a range a subclass inherits (sft.lr)."""
+    from dfm_hpc.login.ranges import check_ranges
+
+    cfg = _typed(stages=["demo"], sft={"lr": 0.0}, peft={"dropout": 1.0}, cluster={"signal_delay_s": -1})
+    assert check_ranges(cfg) == ["cluster.signal_delay_s=-1: 0 or more seconds before the time limit",
+                                 "peft.dropout=1.0: a probability from 0 up to 1"]
+    cfg = _typed(stages=["sft"], sft={"lr": 0.0, "save_every_minutes": 0.0, "tasks_per_node": 0})
+    assert check_ranges(cfg) == ["sft.tasks_per_node=0: at least 1, or null",
+                                 "sft.lr=0.0: the learning rate must be positive, e.g. 1e-4",
+                                 "sft.save_every_minutes=0.0: positive, or null"]
+
+
+def test_ranges_reach_lists_maps_and_the_single_device_settings():
+    from dfm_hpc.login.ranges import check_ranges
+
+    cfg = _typed(stages=["cpt"], data={"mixture": [{"source": "tiny:corpus", "weight": 1},
+                                                   {"source": "tiny:corpus", "weight": -2, "epochs": 0}]},
+                 throughput={"devices": {"gpu": {"train_mfu": 1.5}}},
+                 cluster={"single_device": {"cpus_per_task": 0, "partition": "small-g"}})
+    assert check_ranges(cfg) == ["data.mixture[1].weight=-2.0: weights must be positive, or null",
+                                 "data.mixture[1].epochs=0.0: the most passes over the source must be positive",
+                                 "throughput.devices.gpu.train_mfu=1.5: 0 to 1",
+                                 "cluster.single_device.cpus_per_task=0: at least 1"]
+
+
+def test_every_range_hint_says_the_rule():
+    """A hint words the rule around {rule}, so the numbers live only in the metadata."""
+    import dataclasses
+
+    from dfm_hpc import schema
+    from dfm_hpc.login.ranges import ranged_fields
+
+    classes = [c for c in vars(schema).values() if dataclasses.is_dataclass(c)]
+    fields = [(c.__name__, name, meta) for c in classes for name, meta, _ in ranged_fields(c)]
+    assert len(fields) > 40
+    assert [(c, n) for c, n, meta in fields if "{rule}" not in meta["hint"]] == []
+    assert [(c, n) for c, n, meta in fields if not {"gt", "ge", "lt", "le"} & set(meta)] == []

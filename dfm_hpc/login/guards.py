@@ -1,7 +1,7 @@
 """Checkers of a composed config for hostile or impossible values (validate.CHECKS runs them).
 
 Text that reaches a job script (shell.py), a run's name and root, secrets that would be written,
-numeric ranges, walltime formats, and local data files (in dry runs too: exists, right kind,
+rules between keys, walltime formats, and local data files (in dry runs too: exists, right kind,
 readable, a parseable first record). Each checker is `(cfg, jobs) -> list of problems`.
 """
 
@@ -17,8 +17,6 @@ from omegaconf import OmegaConf
 from dfm_hpc import redact, rundir, sources
 from dfm_hpc.login import shell
 from dfm_hpc.registry import TRAINED_STAGES
-
-MAX_ARRAY = 1000  # Slurm's default MaxArraySize is 1001 (indices 0-1000)
 
 
 def _plain(cfg) -> dict:
@@ -105,60 +103,24 @@ def check_times(cfg, jobs) -> List[str]:
     return out
 
 
-def _need(out, ok: bool, key: str, value, rule: str) -> None:
-    if not ok:
-        out.append(f"{key}={value}: {rule}")
-
-
-def check_ranges(cfg, jobs) -> List[str]:
+def check_relations(cfg, jobs) -> List[str]:
+    """Rules between keys (each key's own range is schema metadata: login/ranges.py)."""
     out: List[str] = []
-    n = lambda k, v, ok, rule: _need(out, ok, k, v, rule)  # noqa: E731
     trained = [s for s in cfg.stages if s in TRAINED_STAGES]
     for s in trained:
         st = cfg[s]
-        n(f"{s}.lr", st.lr, st.lr > 0, "the learning rate must be positive, e.g. 1e-4")
-        n(f"{s}.max_steps", st.max_steps, st.max_steps >= 1, "at least 1 optimizer step")
-        n(f"{s}.seq_len", st.seq_len, st.seq_len >= 1, "at least 1 token, e.g. 4096")
-        n(f"{s}.warmup_steps", st.warmup_steps, 0 <= st.warmup_steps <= max(st.max_steps, 0),
-          f"0 to max_steps ({st.max_steps})")
-        n(f"{s}.save_every_steps", st.save_every_steps, st.save_every_steps >= 1,
-          "at least 1 (a checkpoint every N steps)")
-        n(f"{s}.keep_checkpoints", st.keep_checkpoints, st.keep_checkpoints >= 1, "keep at least 1")
-        n(f"{s}.log_every_steps", st.log_every_steps, st.log_every_steps >= 1, "at least 1")
-        if st.save_every_minutes is not None:
-            n(f"{s}.save_every_minutes", st.save_every_minutes, st.save_every_minutes > 0, "positive, or null")
+        if not 0 <= st.warmup_steps <= max(st.max_steps, 0):
+            out.append(f"{s}.warmup_steps={st.warmup_steps}: 0 to max_steps ({st.max_steps})")
         if s in ("sft", "dpo") and st.merge_adapter and cfg.peft.method == "none":
             out.append(f"{s}.merge_adapter=true with peft=none: there is no adapter to merge; use peft=lora or drop it")
-    if "cpt" in trained:
-        n("cpt.eval_fraction", cfg.cpt.eval_fraction, 0 <= cfg.cpt.eval_fraction < 1, "a share from 0 up to 1")
-    if "dpo" in trained:
-        n("dpo.beta", cfg.dpo.beta, cfg.dpo.beta > 0, "DPO's temperature must be positive, e.g. 0.1")
-    if trained and cfg.peft.method != "none":
-        n("peft.r", cfg.peft.r, cfg.peft.r >= 1, "the LoRA rank is at least 1, e.g. 16")
-        n("peft.alpha", cfg.peft.alpha, cfg.peft.alpha > 0, "positive, e.g. 32")
-        n("peft.dropout", cfg.peft.dropout, 0 <= cfg.peft.dropout < 1, "a probability from 0 up to 1")
     if trained and cfg.deepspeed.offload_params and cfg.deepspeed.stage != 3:
         out.append(f"deepspeed.offload_params=true needs ZeRO-3 (deepspeed.stage={cfg.deepspeed.stage}); use "
                    "deepspeed=zero3, or offload_optimizer only")
-    if "translate" in cfg.stages:
-        n("translator.num_beams", cfg.translator.num_beams, cfg.translator.num_beams >= 1, "at least 1 (1 = greedy)")
-        n("translator.max_batch_tokens", cfg.translator.max_batch_tokens, cfg.translator.max_batch_tokens >= 1,
-          "at least 1")
-    if "evaluate" in cfg.stages:
-        ev = cfg.evaluate
-        n("evaluate.max_new_tokens", ev.max_new_tokens, ev.max_new_tokens >= 1, "at least 1")
-        n("evaluate.max_eval_texts", ev.max_eval_texts, ev.max_eval_texts >= 1, "at least 1")
-        n("evaluate.generation_prompts", ev.generation_prompts, ev.generation_prompts >= 0, "0 or more")
-    if "merge" in cfg.stages:
-        m = cfg.merge
-        n("merge.min_length_ratio", m.min_length_ratio, 0 <= m.min_length_ratio < m.max_length_ratio,
-          f"from 0 up to merge.max_length_ratio ({m.max_length_ratio})")
-    if "demo" in cfg.stages:
-        n("demo.sleep_s", cfg.demo.sleep_s, cfg.demo.sleep_s >= 0, "0 or more seconds")
-    for s in cfg.stages:
-        n(f"{s}.array", cfg[s].array, cfg[s].array <= MAX_ARRAY, f"at most {MAX_ARRAY} copies (Slurm's array limit)")
+    m = cfg.merge
+    if "merge" in cfg.stages and not 0 <= m.min_length_ratio < m.max_length_ratio:
+        out.append(f"merge.min_length_ratio={m.min_length_ratio}: from 0 up to merge.max_length_ratio "
+                   f"({m.max_length_ratio})")
     cl = cfg.cluster
-    n("cluster.signal_delay_s", cl.signal_delay_s, cl.signal_delay_s >= 0, "0 or more seconds before the time limit")
     for j in jobs:
         if cl.scheduler == "slurm" and cl.signal_delay_s > j.minutes * 60 > 0:
             out.append(f"cluster.signal_delay_s={cl.signal_delay_s}: longer than {j.stage}'s walltime "
@@ -236,4 +198,4 @@ def check_data_files(cfg, jobs) -> List[str]:
     return out
 
 
-CHECKS = [check_names, check_text, check_times, check_ranges, check_data_files]
+CHECKS = [check_names, check_text, check_times, check_relations, check_data_files]

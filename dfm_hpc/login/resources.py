@@ -9,6 +9,8 @@ from dfm_hpc import lumi
 from dfm_hpc.plan import StageJob, stage_cluster
 from dfm_hpc.registry import TRAINED_STAGES
 
+MAX_ARRAY = 1000  # Slurm's default MaxArraySize is 1001 (indices 0-1000)
+
 
 def check_jobs(cfg, jobs) -> List[str]:
     """Resources against the partition; for training stages the batch and the memory per GPU."""
@@ -30,11 +32,8 @@ def check_jobs(cfg, jobs) -> List[str]:
 def _check_resources(job: StageJob, cl) -> List[str]:
     p: List[str] = []
     s = job.stage
-    if job.nodes < 1 or job.tasks_per_node < 1 or job.cpus_per_task < 1:
-        p.append(f"{s}: nodes, tasks_per_node and cpus_per_task must be at least 1 "
-                 f"(got {job.nodes}, {job.tasks_per_node}, {job.cpus_per_task})")
-    if job.array < 1:
-        p.append(f"{s}.array={job.array}: at least 1 (1 = a single job)")
+    if job.array > MAX_ARRAY:  # Slurm's limit, not the key's own range (that is schema.StageConfig's)
+        p.append(f"{s}.array={job.array}: at most {MAX_ARRAY} copies (Slurm's array limit)")
     if job.minutes <= 0:
         p.append(f"{s}.time: the walltime must be positive")
     if cl.scheduler == "local" and job.nodes > 1:
@@ -120,8 +119,8 @@ def _mem_or_none(text):
 
 def _check_batch(job: StageJob, st) -> List[str]:
     per_step = job.world_size * st.micro_batch_size
-    if st.micro_batch_size < 1 or st.global_batch_size < 1:
-        return [f"{job.stage}: global_batch_size and micro_batch_size must be at least 1"]
+    if per_step < 1 or st.global_batch_size < 1:  # said by check_ranges
+        return []
     if st.global_batch_size % per_step:
         fits = [g for g in range(per_step, 4 * st.global_batch_size + per_step, per_step)]
         near = min(fits, key=lambda g: abs(g - st.global_batch_size))

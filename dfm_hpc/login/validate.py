@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from dfm_hpc import CONF_DIR, lumi, schema, sources
+from dfm_hpc.login.ranges import check_ranges
 from dfm_hpc.login.resources import check_jobs
 from dfm_hpc.plan import parse_time, plan
 from dfm_hpc.registry import STAGES
@@ -168,8 +169,6 @@ def check_translate(cfg, jobs) -> List[str]:
         if cfg.translate.shards < workers:
             out.append(f"translate.shards={cfg.translate.shards} for {workers} workers: "
                        f"{workers - cfg.translate.shards} would sit idle; use translate.shards={workers} or more")
-        if cfg.translate.chunk_size < 1:
-            out.append("translate.chunk_size must be at least 1")
     return out
 
 
@@ -197,8 +196,6 @@ def check_evaluate(cfg, jobs) -> List[str]:
 def check_finetune(cfg, jobs) -> List[str]:
     """DeepSpeed, PEFT and the data of sft/dpo."""
     out = []
-    if not 0 <= cfg.deepspeed.stage <= 3:
-        out.append(f"deepspeed.stage={cfg.deepspeed.stage}: ZeRO stages are 0, 1, 2 and 3")
     for job in jobs:
         if job.stage in ("sft", "dpo") and not cfg.dry_run:
             ds = cfg[job.stage].dataset
@@ -245,8 +242,9 @@ def check_inputs(cfg, jobs) -> List[str]:
 
 
 # The checkers of a composed config, in the order their problems are printed.
-CHECKS = [check_cluster, check_jobs, check_translate, check_pii, check_evaluate, check_finetune, check_inputs]
-from dfm_hpc.login import guards  # noqa: E402  names, script text, secrets, ranges, times, data files (#11)
+CHECKS = [check_cluster, check_ranges, check_jobs, check_translate, check_pii, check_evaluate, check_finetune,
+          check_inputs]
+from dfm_hpc.login import guards  # noqa: E402  names, script text, secrets, rules between keys, times, data files
 
 CHECKS += guards.CHECKS
 
@@ -255,8 +253,6 @@ def _check_pii(cfg, workers: int) -> List[str]:
     pii, out = cfg.pii, []
     if pii.shards < workers:
         out.append(f"pii.shards={pii.shards} for {workers} workers: use pii.shards={workers} or more")
-    if pii.chunk_size < 1:
-        out.append("pii.chunk_size must be at least 1")
     if pii.input is None and "merge" not in cfg.stages:
         out.append("pii.input is unset and this run has no merge stage: give a JSONL/Parquet file with a "
                    "`text` column, e.g. pii.input=/scratch/project_465000670/corpus.jsonl")
@@ -280,12 +276,8 @@ def check_mixture(cfg) -> List[str]:
         key = f"data.mixture[{i}]"
         if (m.weight is None) == (m.tokens is None):
             out.append(f"{key} ({m.source!r}): give exactly one of weight (a share) or tokens (a budget)")
-        if m.weight is not None and not m.weight > 0:
-            out.append(f"{key}.weight={m.weight}: weights must be positive")
         if m.tokens is not None and not m.tokens >= st.seq_len:
             out.append(f"{key}.tokens={m.tokens}: a budget is at least one block (cpt.seq_len={st.seq_len} tokens)")
-        if not m.epochs > 0:
-            out.append(f"{key}.epochs={m.epochs}: the most passes over the source must be positive")
         k = sources.kind(m.source)
         if k is None:
             out.append(f"{key}.source={m.source!r}: neither tiny:NAME, a local path nor a hub id org/name")
