@@ -71,11 +71,11 @@ def _nested(cls) -> Tuple[Tuple[str, str, type], ...]:
 
 def _walk(cls, node, prefix: str, out: List[str], skip=()) -> None:
     for name, meta, optional in ranged_fields(cls):
-        value = node.get(name) if name in node else None
+        value = node.get(name)
         if isinstance(value, (int, float)) and not isinstance(value, bool) and not within(value, meta):
             out.append(f"{prefix}{name}={value}: {meta['hint'].format(rule=words(meta, optional))}")
     for name, how, sub in _nested(cls):
-        value = node.get(name) if name in node and name not in skip else None
+        value = None if name in skip else node.get(name)
         if not value:
             continue
         if how == "one":
