@@ -139,7 +139,6 @@ class MixtureSource:
 
 @dataclass
 class DataConfig:
-    name: str = "tiny"  # the data profile's name (conf/data/<name>.yaml)
     oasst2: str = "OpenAssistant/oasst2"  # OASST2: hub id (org/name) or a local export
     oasst2_revision: Optional[str] = None  # hub revision (commit) to pin
     oasst2_layout: OasstLayout = OasstLayout.auto  # auto: from the content; or force trees, nested, messages...
@@ -415,7 +414,6 @@ class DatasetSize:
 
 @dataclass
 class ThroughputConfig:
-    name: str = "default"  # the table's name (conf/throughput/<name>.yaml)
     device: str = "auto"  # a key of devices; auto: mi250x_gcd on LUMI, h100 on other GPU clusters, cpu without GPUs
     devices: Dict[str, DeviceThroughput] = field(default_factory=dict)  # each device's figures, by name
     datasets: Dict[str, DatasetSize] = field(default_factory=dict)  # sizes by data.oasst2 value (hub id or tiny:)

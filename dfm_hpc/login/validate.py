@@ -39,12 +39,8 @@ SCHEMA_KEYS = _schema_keys()
 
 
 def groups() -> Dict[str, List[str]]:
-    """Config group -> its options (YAML files in conf/<group>/, plus the stages' `default`)."""
-    out = {d.name: sorted(p.stem for p in d.glob("*.yaml")) for d in CONF_DIR.iterdir() if d.is_dir()}
-    for stage in STAGES:
-        out.setdefault(stage, [])
-        out[stage] = sorted(set(out[stage]) | {"default"})
-    return out
+    """Config group -> its options (the YAML files in conf/<group>/)."""
+    return {d.name: sorted(p.stem for p in d.glob("*.yaml")) for d in CONF_DIR.iterdir() if d.is_dir()}
 
 
 def _suggest(word: str, choices: List[str]) -> str:
