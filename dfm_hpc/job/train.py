@@ -19,6 +19,7 @@ from typing import Optional
 from dfm_hpc import estimates, predict, tiny
 from dfm_hpc.job import curves, ds_config
 from dfm_hpc.rundir import stage_dir
+from dfm_hpc.schema import TrainStage
 
 
 def accelerate_deepspeed_cpu_compat() -> None:
@@ -73,7 +74,7 @@ def model_path(cfg, ctx) -> str:
     return tiny.resolve(cfg.model.name_or_path, ctx.run_dir / "cache")
 
 
-def load_model(path: str, st):
+def load_model(path: str, st: TrainStage):
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -81,7 +82,7 @@ def load_model(path: str, st):
     return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=st.attn_implementation)
 
 
-def load_model_or_adapter(path: str, st):
+def load_model_or_adapter(path: str, st: TrainStage):
     """A model dir, or a PEFT adapter dir: its base with the adapter merged in. The base may itself
     be an adapter dir (a DPO adapter sits on the SFT model), so this follows the chain."""
     if not (Path(path) / "adapter_config.json").exists():
@@ -102,7 +103,7 @@ def record_adapter_base(model_dir: Path, base: str) -> None:
         cfg_file.write_text(json.dumps(data, indent=2) + "\n")
 
 
-def export_merged(ctx, st, tokenizer) -> None:
+def export_merged(ctx, st: TrainStage, tokenizer) -> None:
     """`merge_adapter`: the adapter merged into its base, saved as a plain HF model in merged/."""
     model_dir = ctx.stage_dir / "model"
     if not (model_dir / "adapter_config.json").exists():
@@ -118,7 +119,7 @@ def export_merged(ctx, st, tokenizer) -> None:
     ctx.log(f"merged adapter into its base: {out}")
 
 
-def reporters(ctx, st) -> list:
+def reporters(ctx, st: TrainStage) -> list:
     """The trackers in `report_to` that are installed; W&B writes into the run dir, offline by default
     (compute nodes have no internet; `wandb sync` from the login node)."""
     import importlib.util
@@ -137,7 +138,7 @@ def reporters(ctx, st) -> list:
     return found
 
 
-def training_args(cfg, ctx, st) -> dict:
+def training_args(cfg, ctx, st: TrainStage) -> dict:
     """Keyword arguments for TrainingArguments (and TRL's SFTConfig/DPOConfig, which extend it)."""
     world = ctx.world_size
     report = reporters(ctx, st)
@@ -175,7 +176,7 @@ def latest_checkpoint(ctx) -> Optional[str]:
     return get_last_checkpoint(str(d)) if d.is_dir() else None
 
 
-def metrics_callback(cfg, ctx, st, tokens_per_step: int):
+def metrics_callback(cfg, ctx, st: TrainStage, tokens_per_step: int):
     """Logs loss, lr, grad norm, tokens/s per device, MFU and peak memory; stops at a safe point on
     Slurm's pre-timeout signal (with a checkpoint)."""
     import torch
@@ -365,7 +366,7 @@ def peft_config(cfg):
                       target_modules=list(cfg.peft.target_modules), task_type="CAUSAL_LM")
 
 
-def load_base(cfg, ctx, st, stage: str):
+def load_base(cfg, ctx, st: TrainStage, stage: str):
     """(model, tokenizer, where the model came from). The model to fine-tune: `init_from` (a run dir: its sft
     or cpt model), else the model an earlier stage of this run made (dpo after sft, sft after cpt), else
     `model.name_or_path`.
