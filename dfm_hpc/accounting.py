@@ -17,7 +17,7 @@ from typing import Dict, Iterable, List, Optional
 FIELDS = "JobID,State,NNodes,ElapsedRaw"
 RECORD_DIR = "accounting"  # under a stage job's submitit folder: <job id>.psv, one per job
 # a Slurm job id, or ID_N of an array task: what a run's job_id file may name (status and cancel pass on no other)
-JOB_ID = re.compile(r"^\d+(_\d+)?$")
+JOB_ID_RE = re.compile(r"^\d+(_\d+)?$")
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from pathlib import Path
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
+from dfm_hpc.rundir import CONFIG
 from dfm_hpc.schema import Config
 
 # Keys the schema no longer has that an old run's config.yaml may still hold: dropped whenever a config is
@@ -86,5 +87,5 @@ def known_keys(config, cls=Config):
 def load_config(run_dir, lenient: bool = False):
     """A run dir's config.yaml, typed by today's schema. `lenient` drops every key the schema no longer
     has (reading runs of another version: status, list, card); rerun and the ranks drop only RETIRED ones."""
-    raw = OmegaConf.to_container(OmegaConf.load(Path(run_dir) / "config.yaml"), resolve=False, enum_to_str=True)
+    raw = OmegaConf.to_container(OmegaConf.load(Path(run_dir) / CONFIG), resolve=False, enum_to_str=True)
     return typed(known_keys(raw) if lenient else raw)

@@ -2,9 +2,11 @@
 
     <runs_root>/<name>/<YYYY-mm-dd_HH-MM-SS>_<6 hex>/
       config.yaml overrides.yaml command.txt provenance.json git.diff requirements.txt plan.json
-      stages/<stage>/ sbatch.sh job_id DONE|FAILED logs/rank-<r>.log ranks/<r>.done outputs...
+      stages/<stage>/ sbatch.sh job_id pids DONE|FAILED|CANCELLED logs/rank-<r>.log ranks/<r>.done
+                      elapsed.json submitit/ outputs...
 A sweep directory holds sweep.yaml and one such run dir per point (0/, 1/, ...).
 Everything a rank needs is in its run dir; ranks never compose Hydra.
+The names below are the layout's one home: the login node writes and reads them, so do the ranks.
 """
 
 from __future__ import annotations
@@ -27,7 +29,33 @@ import yaml
 
 from dfm_hpc import redact
 
+# a run dir's files
+CONFIG = "config.yaml"  # the resolved config, secrets redacted: what the ranks run
+OVERRIDES = "overrides.yaml"
+COMMAND = "command.txt"
+PROVENANCE = "provenance.json"
+GIT_DIFF = "git.diff"
+REQUIREMENTS = "requirements.txt"
+PLAN = "plan.json"  # each stage's job and prediction as planned at launch
 INCOMPLETE = "INCOMPLETE"  # a run dir whose creation did not finish (status and list say so)
+STAGES_DIR = "stages"  # stages/<stage>/: see stage_dir
+SWEEP = "sweep.yaml"  # a sweep dir's points
+SWEEP_SUBMITIT = ".submitit"  # a sweep dir's submitit folders, one per stage (the points' job arrays)
+
+# a stage dir's bookkeeping (its outputs are the stage's own). The markers say how its last attempt
+# ended; they are not Slurm's job states (status shows those when sacct has them).
+DONE = "DONE"  # every worker finished
+FAILED = "FAILED"  # a worker failed (its traceback), or a local rank exited non-zero
+CANCELLED = "CANCELLED"  # cancel stopped it, or the local launcher was interrupted
+ENDINGS = (DONE, FAILED, CANCELLED)  # any of them: the attempt is over
+JOB_ID = "job_id"  # the Slurm job (or array) id
+PIDS = "pids"  # a local stage's processes: pid and start time
+RANKS = "ranks"  # ranks/<worker>.done: the workers that finished
+LOGS = "logs"  # logs/rank-<r>.log (see rank_log)
+ELAPSED = "elapsed.json"  # a local stage's wall time (Slurm's is in sacct)
+SBATCH = "sbatch.sh"  # the batch script, as submitted or as a dry run shows it
+SUBMITIT = "submitit"  # submitit's folder: its own logs, the accounting records, the requeue marker
+
 # a run's name is one path component: runs stay inside runs_root
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 SOURCE_DIR = Path(__file__).resolve().parent.parent
@@ -83,14 +111,14 @@ def proc_start(pid: int) -> Optional[str]:
 def write_pids(sdir: Path, pids: List[int]) -> None:
     """The processes a local stage started: pid and start time, so that a later cancel signals only
     these very processes (a pid may have been reused since)."""
-    (Path(sdir) / "pids").write_text("".join(f"{p} {proc_start(p) or '-'}\n" for p in pids))
+    (Path(sdir) / PIDS).write_text("".join(f"{p} {proc_start(p) or '-'}\n" for p in pids))
 
 
 def own_processes(sdir: Path, run_dir: Path) -> Tuple[List[int], List[str]]:
     """(pids still the processes this run started, notes on the records that are not: stale or
     tampered). A pid counts only if > 1, its start time matches the record and its environment
     carries the run's marker (DFM_HPC_RUN_DIR) where it can be read."""
-    f = Path(sdir) / "pids"
+    f = Path(sdir) / PIDS
     if not f.exists():
         return [], []
     ok, notes = [], []
@@ -120,7 +148,7 @@ def own_processes(sdir: Path, run_dir: Path) -> Tuple[List[int], List[str]]:
 
 
 def stage_dir(run_dir: Path, stage: str) -> Path:
-    return Path(run_dir) / "stages" / stage
+    return Path(run_dir) / STAGES_DIR / stage
 
 
 # libyaml's emitter when PyYAML has it (the same text, 3x faster: a 64-point sweep writes 129 files)
@@ -138,17 +166,22 @@ def read_yaml(path: Path) -> Any:
 def is_dry_run(run_dir: Path) -> bool:
     """Whether the run was a dry run (nothing was submitted); False if its config.yaml is unreadable."""
     try:
-        cfg = read_yaml(Path(run_dir) / "config.yaml")
+        cfg = read_yaml(Path(run_dir) / CONFIG)
     except UNREADABLE + (yaml.YAMLError,):
         return False
     return isinstance(cfg, dict) and cfg.get("dry_run") is True
+
+
+def rank_log(sdir: Path, rank: int, array_index: Optional[int] = None) -> Path:
+    """A rank's log: logs/rank-<r>.log, or logs/array-<i>-rank-<r>.log in copy i of an array stage."""
+    return Path(sdir) / LOGS / (f"rank-{rank}.log" if array_index is None else f"array-{array_index}-rank-{rank}.log")
 
 
 def rank_logs(sdir: Path) -> List[Path]:
     """A stage's logs in worker order: rank-R.log, or array-I-rank-R.log for array stages."""
     def key(p: Path):
         return [int(x) for x in p.stem.split("-") if x.isdigit()]
-    logs = Path(sdir) / "logs"
+    logs = Path(sdir) / LOGS
     return sorted(logs.glob("*rank-*.log"), key=key) if logs.is_dir() else []
 
 
@@ -156,9 +189,9 @@ def clear_attempt(sdir: Path) -> None:
     """Forget how a stage's last attempt ended (not its outputs), before it runs again."""
     import shutil
 
-    for name in ("FAILED", "CANCELLED", "job_id", "pids"):
+    for name in (FAILED, CANCELLED, JOB_ID, PIDS):
         (Path(sdir) / name).unlink(missing_ok=True)
-    shutil.rmtree(Path(sdir) / "ranks", ignore_errors=True)
+    shutil.rmtree(Path(sdir) / RANKS, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- provenance
@@ -219,7 +252,7 @@ def lock_hashes() -> Dict[str, str]:
 
 def package_drift(run_dir: Path, now: Optional[List[str]] = None, limit: int = 8) -> List[str]:
     """How the installed packages differ from a run's requirements.txt ("name: then -> now")."""
-    f = Path(run_dir) / "requirements.txt"
+    f = Path(run_dir) / REQUIREMENTS
     if not f.exists():
         return []
 
@@ -235,12 +268,12 @@ def package_drift(run_dir: Path, now: Optional[List[str]] = None, limit: int = 8
 def write_plan(run_dir: Path, jobs: List[Dict[str, Any]]) -> None:
     """plan.json: each stage's job and prediction as planned at launch; status and the card read
     it, so that a run is described by the code that launched it, not by today's."""
-    (Path(run_dir) / "plan.json").write_text(json.dumps({"version": 1, "stages": jobs}, indent=2) + "\n")
+    (Path(run_dir) / PLAN).write_text(json.dumps({"version": 1, "stages": jobs}, indent=2) + "\n")
 
 
 def read_plan(run_dir: Path) -> Optional[List[Dict[str, Any]]]:
     """plan.json's stages; None for run dirs made before plan.json existed."""
-    f = Path(run_dir) / "plan.json"
+    f = Path(run_dir) / PLAN
     return json.loads(f.read_text())["stages"] if f.exists() else None
 
 
@@ -273,12 +306,12 @@ def snapshot(run_dir: Path, config: Dict[str, Any], overrides: List[str], argv: 
     git = git if git is not None else git_state()
     run_dir = Path(run_dir)
     values = redact.secret_values(config)
-    write_yaml(run_dir / "config.yaml", redact.redact_all(config, values))
-    write_yaml(run_dir / "overrides.yaml", [redact.redact_text(redact.redact_override(o), values) for o in overrides])
+    write_yaml(run_dir / CONFIG, redact.redact_all(config, values))
+    write_yaml(run_dir / OVERRIDES, [redact.redact_text(redact.redact_override(o), values) for o in overrides])
     command = " ".join(redact.redact_override(a) for a in argv)
-    (run_dir / "command.txt").write_text(redact.redact_text(command, values) + "\n")
-    (run_dir / "git.diff").write_text(redact.redact_text(git["diff"], values))
-    (run_dir / "requirements.txt").write_text("\n".join(packages or installed_packages()) + "\n")
+    (run_dir / COMMAND).write_text(redact.redact_text(command, values) + "\n")
+    (run_dir / GIT_DIFF).write_text(redact.redact_text(git["diff"], values))
+    (run_dir / REQUIREMENTS).write_text("\n".join(packages or installed_packages()) + "\n")
     image = (config.get("cluster") or {}).get("container", {}).get("image")
     prov = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -294,24 +327,24 @@ def snapshot(run_dir: Path, config: Dict[str, Any], overrides: List[str], argv: 
         "container_image": image_fingerprint(image),
     }
     prov.update(extra or {})
-    (run_dir / "provenance.json").write_text(json.dumps(prov, indent=2) + "\n")
+    (run_dir / PROVENANCE).write_text(json.dumps(prov, indent=2) + "\n")
     if plan is not None:
         write_plan(run_dir, plan)
 
 
 def provenance(run_dir: Path) -> Dict[str, Any]:
-    p = Path(run_dir) / "provenance.json"
+    p = Path(run_dir) / PROVENANCE
     return json.loads(p.read_text()) if p.exists() else {}
 
 
 # ---------------------------------------------------------------- finding runs
 
 def is_run_dir(path: Path) -> bool:
-    return (Path(path) / "config.yaml").is_file() or is_incomplete(path)
+    return (Path(path) / CONFIG).is_file() or is_incomplete(path)
 
 
 def is_sweep_dir(path: Path) -> bool:
-    return (Path(path) / "sweep.yaml").is_file()
+    return (Path(path) / SWEEP).is_file()
 
 
 def resolve(ref: str, runs_root: str = "runs") -> Path:
@@ -332,7 +365,7 @@ def point_dirs(path: Path) -> List[Path]:
     """The run dirs of a run (itself) or of a sweep (its points, in order)."""
     path = Path(path)
     if is_sweep_dir(path):
-        return [path / str(p["run_dir"]) for p in read_yaml(path / "sweep.yaml")["points"]]
+        return [path / str(p["run_dir"]) for p in read_yaml(path / SWEEP)["points"]]
     return [path]
 
 

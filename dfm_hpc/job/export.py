@@ -29,11 +29,12 @@ def export(src, out, stage: str = "cpt") -> Path:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     from dfm_hpc import config_io, tiny
+    from dfm_hpc.rundir import stage_dir
 
     src, out = Path(src).resolve(), Path(out)
     run = _run_of(src)
     stage = src.parents[1].name if src.name.startswith("checkpoint-") else stage
-    model_dir = run / "stages" / stage / "model"
+    model_dir = stage_dir(run, stage) / "model"
     if src.name.startswith("checkpoint-"):
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
@@ -53,7 +54,7 @@ def export(src, out, stage: str = "cpt") -> Path:
     else:  # a checkpoint before the stage finished: the tokenizer the run trained with
         tok_src = tiny.resolve(config_io.load_config(run, lenient=True).model.name_or_path, run / "cache")
     AutoTokenizer.from_pretrained(tok_src).save_pretrained(out)
-    card = run / "stages" / "card" / "README.md"
+    card = stage_dir(run, "card") / "README.md"
     if card.exists():
         shutil.copy(card, out / "README.md")
     return out

@@ -158,13 +158,12 @@ def run_stage(run_dir: str, stage: str, array_index: int = 0) -> None:
         signal.signal(signal.SIGUSR2, signal.SIG_IGN)
         code = _spawn_torchrun(run_dir, stage, array_index)
         if code:
-            raise RuntimeError(f"torchrun exited with {code}; see {sdir / 'logs'}")
+            raise RuntimeError(f"torchrun exited with {code}; see {sdir / rundir.LOGS}")
         return
     env = dist.setup_env()
     cfg = config_io.load_config(run_dir)
     size = cfg[stage].array
-    name = f"rank-{env.rank}" if size == 1 else f"array-{array_index}-rank-{env.rank}"
-    _redirect_output(sdir / "logs" / f"{name}.log")
+    _redirect_output(rundir.rank_log(sdir, env.rank, array_index if size > 1 else None))
     planned = {r["stage"]: r for r in rundir.read_plan(run_dir) or []}.get(stage, {})
     quiet_libraries(bool(cfg.get("verbose", False)), planned.get("gpus_per_node", 1))
     started = time.time()
@@ -182,7 +181,7 @@ def run_stage(run_dir: str, stage: str, array_index: int = 0) -> None:
             f"{gpus} GPU(s)/node" if gpus else "CPU") + (f", array of {size}" if size > 1 else "")
         eta = "" if p.get("hours") is None else f"; predicted {p['hours'] * 60:.1f} min ({p['work']}, {p['device']})"
         ctx.log(f"{stage}: {p.get('summary', stage)}; {where}{eta}")
-    if (sdir / "DONE").exists():
+    if (sdir / rundir.DONE).exists():
         ctx.log("already DONE; nothing to do")
         return
     try:
@@ -193,15 +192,15 @@ def run_stage(run_dir: str, stage: str, array_index: int = 0) -> None:
         _requeue(ctx)
         return
     except BaseException:
-        (sdir / "FAILED").write_text(f"worker {ctx.worker}\n{traceback.format_exc()}")
+        (sdir / rundir.FAILED).write_text(f"worker {ctx.worker}\n{traceback.format_exc()}")
         traceback.print_exc()
         raise
     # The stage is done when every rank is: each leaves a marker, whoever completes the set writes DONE.
-    ranks = sdir / "ranks"
+    ranks = sdir / rundir.RANKS
     ranks.mkdir(exist_ok=True)
     (ranks / f"{ctx.worker}.done").touch()
     if len(list(ranks.glob("*.done"))) >= ctx.num_workers:
-        (sdir / "DONE").write_text(time.strftime("%Y-%m-%dT%H:%M:%S\n"))
+        (sdir / rundir.DONE).write_text(time.strftime("%Y-%m-%dT%H:%M:%S\n"))
     ctx.log(f"stage {stage} finished in {duration(time.time() - started)}")
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from dfm_hpc.files import atomic_open, write_atomic
-from dfm_hpc.rundir import stage_dir
+from dfm_hpc.rundir import SWEEP, stage_dir
 
 FORMAT = "dfm_hpc-token-store/1"
 
@@ -236,7 +236,7 @@ def root(cfg, ctx) -> Path:
     if cfg.tokenize.store_root:
         return Path(cfg.tokenize.store_root).expanduser()
     top = ctx.run_dir.parent
-    if (top / "sweep.yaml").exists():  # a sweep point: runs_root/<name>/<sweep>/<i>
+    if (top / SWEEP).exists():  # a sweep point: runs_root/<name>/<sweep>/<i>
         top = top.parent
     return top.parent
 

@@ -19,13 +19,13 @@ from dfm_hpc.registry import TRAINED_STAGES
 
 def _elapsed_s(sdir: Path) -> Optional[float]:
     """Wall seconds of a finished stage: local.py's elapsed.json, else sacct (longest array task)."""
-    local = sdir / "elapsed.json"
+    local = sdir / rundir.ELAPSED
     if local.exists():
         return float(json.loads(local.read_text())["elapsed_s"])
-    if (sdir / "job_id").exists():
+    if (sdir / rundir.JOB_ID).exists():
         from dfm_hpc.login.status import _lookup, slurm_states
 
-        jid = (sdir / "job_id").read_text().strip()
+        jid = (sdir / rundir.JOB_ID).read_text().strip()
         row = _lookup(slurm_states([jid]), jid)
         return float(row[2]) if row else None
     return None
@@ -56,7 +56,7 @@ def measure(run: Path) -> tuple:
     fixed: Dict[str, Dict[str, float]] = {}
     for job, pred in run_jobs(cfg, run):
         sdir = rundir.stage_dir(run, job.stage)
-        if not (sdir / "DONE").exists():
+        if not (sdir / rundir.DONE).exists():
             notes.append(f"{job.stage}: not finished, nothing measured")
             continue
         device = (pred or {}).get("device") or predict.device_for(cfg, job)

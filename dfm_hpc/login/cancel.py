@@ -55,7 +55,7 @@ def cancel(ref: str, runs_root: str = "runs") -> int:
     try:
         top = rundir.resolve(ref, runs_root)
         points = rundir.point_dirs(top)
-        names = {p: (rundir.read_yaml(p / "config.yaml") or {}).get("name") for p in points}
+        names = {p: (rundir.read_yaml(p / rundir.CONFIG) or {}).get("name") for p in points}
     except LookupError as e:
         return fail(str(e))
     except errors() as e:
@@ -64,11 +64,11 @@ def cancel(ref: str, runs_root: str = "runs") -> int:
         return fail(f"{top} is a dry run: nothing was submitted, so there is nothing to cancel")
     ids, expected, notes = [], {}, []
     for point in points:
-        for f in sorted((point / "stages").glob("*/job_id")):
+        for f in sorted((point / rundir.STAGES_DIR).glob(f"*/{rundir.JOB_ID}")):
             # (a linked stage of an earlier run: finished ones' jobs have left the queue, resumed
             # ones run in place under this run's job ids)
             jid = f.read_text(errors="replace").strip()
-            if not accounting.JOB_ID.match(jid):
+            if not accounting.JOB_ID_RE.match(jid):
                 notes.append(f"{f}: {jid[:40]!r} is not a Slurm job id; ignored")
                 continue
             ids.append(jid)
@@ -82,8 +82,8 @@ def cancel(ref: str, runs_root: str = "runs") -> int:
             return 1
     stopped = []
     for point in points:
-        for sdir in (point / "stages").glob("*"):
-            if (sdir / "DONE").exists() or not sdir.is_dir():
+        for sdir in (point / rundir.STAGES_DIR).glob("*"):
+            if (sdir / rundir.DONE).exists() or not sdir.is_dir():
                 continue
             pids, stale = rundir.own_processes(sdir, point)
             notes += stale
@@ -93,8 +93,8 @@ def cancel(ref: str, runs_root: str = "runs") -> int:
                     stopped.append(pid)
                 except OSError as e:
                     notes.append(f"pid {pid}: {e.strerror}")
-            if (sdir / "job_id").exists() or (sdir / "pids").exists() or (sdir / "logs").exists():
-                (sdir / "CANCELLED").write_text(time.strftime("%Y-%m-%dT%H:%M:%S\n"))
+            if any((sdir / m).exists() for m in (rundir.JOB_ID, rundir.PIDS, rundir.LOGS)):
+                (sdir / rundir.CANCELLED).write_text(time.strftime("%Y-%m-%dT%H:%M:%S\n"))
     for n in notes:
         print(f"dfm_hpc: {n}", file=sys.stderr)
     what = [f"jobs {', '.join(todo)}"] if todo else []

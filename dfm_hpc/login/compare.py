@@ -25,11 +25,12 @@ def _sources(ref: str, runs_root: str) -> List[Tuple[str, Path, List[str]]]:
     p = Path(ref)
     if p.is_file():
         # .../<run>/stages/evaluate/results.json -> the run's name; else the file as given
-        run = p.parent.parent.parent if p.parent.name == "evaluate" and p.parent.parent.name == "stages" else None
+        run = p.parent.parent.parent if p.parent.name == "evaluate" and p.parent.parent.name == rundir.STAGES_DIR \
+            else None
         return [(run.name if run is not None else str(p), p, [])]
     p = rundir.resolve(ref, runs_root)
     if rundir.is_sweep_dir(p):
-        points = rundir.read_yaml(p / "sweep.yaml").get("points", [])
+        points = rundir.read_yaml(p / rundir.SWEEP).get("points", [])
         return [(f"{p.name}/{pt['run_dir']}", p / str(pt["run_dir"]) / results.RESULTS, list(pt.get("overrides", [])))
                 for pt in points]
     return [(p.name, p / results.RESULTS, [])]

@@ -334,7 +334,7 @@ def _fill_dirs(top: Path, cfgs, points: List[Point], sweep: bool, argv: List[str
             rundir.clear_attempt(old)
     if sweep:
         values = redact.secret_values(points[0].config)
-        rundir.write_yaml(top / "sweep.yaml", {
+        rundir.write_yaml(top / rundir.SWEEP, {
             "name": cfgs[0].name,
             "command": redact.redact_text(" ".join(redact.redact_override(a) for a in argv), values),
             "points": [{"run_dir": d.name,

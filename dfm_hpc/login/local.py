@@ -56,7 +56,7 @@ def _echo(log: Path, pos: int, out) -> int:
 def run_ranks(run_dir: Path, job: StageJob, cluster, out=sys.stdout) -> int:
     """Run one stage's ranks; returns 0 when all succeed (the others are stopped on a failure)."""
     sdir = rundir.stage_dir(run_dir, job.stage)
-    (sdir / "logs").mkdir(parents=True, exist_ok=True)
+    (sdir / rundir.LOGS).mkdir(parents=True, exist_ok=True)
     base = {**os.environ, **{k: shell.job_value(v) for k, v in cluster.env.items()},
             "DFM_HPC_RUN_DIR": str(Path(run_dir).resolve()),  # cancel checks it before signalling a pid
             "WORLD_SIZE": str(job.world_size), "LOCAL_WORLD_SIZE": str(job.tasks_per_node),
@@ -74,17 +74,17 @@ def run_ranks(run_dir: Path, job: StageJob, cluster, out=sys.stdout) -> int:
                 break
     except Interrupted as e:
         _stop(procs)
-        (sdir / "CANCELLED").write_text(f"{e}: the launcher was interrupted; its ranks were stopped\n")
-        (sdir / "pids").unlink(missing_ok=True)
+        (sdir / rundir.CANCELLED).write_text(f"{e}: the launcher was interrupted; its ranks were stopped\n")
+        (sdir / rundir.PIDS).unlink(missing_ok=True)
         _add_elapsed(sdir, time.time() - t0, job)
         raise
     finally:
         for s, h in old.items():
             signal.signal(s, h)
     _add_elapsed(sdir, time.time() - t0, job)
-    (sdir / "pids").unlink(missing_ok=True)
-    if code and not (sdir / "FAILED").exists():
-        (sdir / "FAILED").write_text(f"a rank exited with {code}\n")
+    (sdir / rundir.PIDS).unlink(missing_ok=True)
+    if code and not (sdir / rundir.FAILED).exists():
+        (sdir / rundir.FAILED).write_text(f"a rank exited with {code}\n")
     return code
 
 
@@ -92,7 +92,7 @@ def _add_elapsed(sdir: Path, seconds: float, job: StageJob) -> None:
     """Wall time of local runs (Slurm's is in sacct); a resumed stage adds to it. The card reports it."""
     import json
 
-    path = sdir / "elapsed.json"
+    path = sdir / rundir.ELAPSED
     before = json.loads(path.read_text())["elapsed_s"] if path.exists() else 0.0
     path.write_text(json.dumps({"elapsed_s": round(before + seconds, 1), "processes": job.world_size,
                                 "gpus": job.nodes * job.gpus_per_node}) + "\n")
@@ -120,7 +120,7 @@ def _run_copy(run_dir: Path, job: StageJob, base: dict, index: int, sdir: Path, 
                                       env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                       start_new_session=True))
     rundir.write_pids(sdir, [p.pid for p in procs])
-    log = sdir / "logs" / ("rank-0.log" if job.array == 1 else f"array-{index}-rank-0.log")
+    log = rundir.rank_log(sdir, 0, index if job.array > 1 else None)
     pos, code = 0, 0
     while True:
         pos = _echo(log, pos, out)

@@ -15,12 +15,12 @@ from dfm_hpc.login.errors import errors, fail, why
 def _stages_of(run: Path) -> List[str]:
     """The run's stages from its config.yaml; ValueError if it cannot be read."""
     try:
-        cfg = rundir.read_yaml(run / "config.yaml")
+        cfg = rundir.read_yaml(run / rundir.CONFIG)
     except errors() as e:
-        raise ValueError(f"{run / 'config.yaml'} is unreadable ({why(e)})") from None
+        raise ValueError(f"{run / rundir.CONFIG} is unreadable ({why(e)})") from None
     stages = cfg.get("stages") if isinstance(cfg, dict) else None
     if not isinstance(stages, list) or not all(isinstance(x, str) for x in stages):
-        raise ValueError(f"{run / 'config.yaml'} is damaged: it names no list of stages")
+        raise ValueError(f"{run / rundir.CONFIG} is damaged: it names no list of stages")
     return stages
 
 
@@ -30,7 +30,7 @@ def _pick_stage(run: Path, stage: Optional[str]) -> Optional[str]:
         if stage not in stages:
             raise ValueError(f"{run.name} has no stage {stage!r}; its stages: {', '.join(stages) or 'none'}")
         return stage
-    started = [s for s in stages if (rundir.stage_dir(run, s) / "logs").is_dir()]
+    started = [s for s in stages if (rundir.stage_dir(run, s) / rundir.LOGS).is_dir()]
     return started[-1] if started else (stages[0] if stages else None)
 
 
@@ -68,12 +68,13 @@ def logs(ref: str, stage: Optional[str], rank: int, follow: bool, lines: int = 4
         have = f"0..{n - 1}" if n else "none"
         return fail(f"--rank {rank}: stage {stage} of {run.name} has ranks {have}")
     sdir = rundir.stage_dir(run, stage)
-    log = sdir / "logs" / f"rank-{rank}.log"
+    log = rundir.rank_log(sdir, rank)
     workers = rundir.rank_logs(sdir)
     if not log.exists() and rank < len(workers):  # array stages: --rank is the worker index
         log = workers[rank]
     if not log.exists():
-        sub = sorted((sdir / "submitit").glob(f"*_{rank}_log.*")) if (sdir / "submitit").is_dir() else []
+        submitit = sdir / rundir.SUBMITIT
+        sub = sorted(submitit.glob(f"*_{rank}_log.*")) if submitit.is_dir() else []
         if not sub and (not follow or _finished(sdir) or rundir.is_dry_run(run)):
             reason = "it was a dry run" if rundir.is_dry_run(run) else "the stage has not started" \
                 if not _finished(sdir) else "the stage ended without one"
@@ -108,4 +109,4 @@ def logs(ref: str, stage: Optional[str], rank: int, follow: bool, lines: int = 4
 
 
 def _finished(sdir: Path) -> bool:
-    return any((sdir / m).exists() for m in ("DONE", "FAILED", "CANCELLED"))
+    return any((sdir / m).exists() for m in rundir.ENDINGS)

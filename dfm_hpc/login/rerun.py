@@ -17,7 +17,8 @@ from dfm_hpc import config_io, redact, rundir
 from dfm_hpc.login import validate
 from dfm_hpc.login.launch import Point, _console, _hint, launch, report_problems
 
-_MARKS = ("logs", "job_id", "ranks", "pids", "DONE", "FAILED", "CANCELLED")  # a stage that has started
+# a stage that has started
+_MARKS = (rundir.LOGS, rundir.JOB_ID, rundir.RANKS, rundir.PIDS, *rundir.ENDINGS)
 
 
 def _secrets_back(cfg, where: Path) -> List[str]:
@@ -39,7 +40,7 @@ def _read_snapshot(old: Path):
     import yaml
     from omegaconf.errors import OmegaConfBaseException
 
-    f = old / "config.yaml"
+    f = old / rundir.CONFIG
     if rundir.is_incomplete(old):
         raise ValueError(f"{old} is incomplete (its launch was interrupted: {rundir.INCOMPLETE}); launch anew")
     try:
@@ -81,17 +82,17 @@ def rerun(ref: str, overrides: List[str], fresh: bool, runs_root: str = "runs") 
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([o.lstrip("+") for o in overrides]))
         except OmegaConfBaseException as e:
             return report_problems([_hint(validate.explain_hydra_error(e), [])])
-        problems = _secrets_back(cfg, old / "config.yaml")
+        problems = _secrets_back(cfg, old / rundir.CONFIG)
         if problems:
             return report_problems(problems)
         # a dry run's stage dirs hold scripts only: nothing of them is reused or resumed
         started = {} if fresh or was_dry else {
             s: rundir.stage_dir(old, s) for s in cfg.stages
             if any((rundir.stage_dir(old, s) / m).exists() for m in _MARKS)}
-        reuse = {s: d for s, d in started.items() if (d / "DONE").exists()}
+        reuse = {s: d for s, d in started.items() if (d / rundir.DONE).exists()}
         resume = {s: d for s, d in started.items() if s not in reuse}
-        old_overrides = [str(o) for o in (rundir.read_yaml(old / "overrides.yaml") or []) if isinstance(o, str)] \
-            if (old / "overrides.yaml").is_file() else []
+        old_overrides = [str(o) for o in (rundir.read_yaml(old / rundir.OVERRIDES) or []) if isinstance(o, str)] \
+            if (old / rundir.OVERRIDES).is_file() else []
         config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
         points.append(Point(config, old_overrides + list(overrides),
                             reuse=reuse, resume=resume, rerun_of=old.resolve()))
@@ -103,7 +104,7 @@ def rerun(ref: str, overrides: List[str], fresh: bool, runs_root: str = "runs") 
     drift = rundir.package_drift(olds[0])
     if drift:
         # the snapshot's requirements.txt against this environment (make setup installs the lock)
-        reqs = escape(str(olds[0] / "requirements.txt"))
+        reqs = escape(str(olds[0] / rundir.REQUIREMENTS))
         con.print(f"[yellow]warning[/]: the installed packages differ from {reqs}: "
                   + escape("; ".join(drift)))
     if points[0].reuse:

@@ -106,7 +106,7 @@ def _predicted(pred: Optional[dict], secs: int, state: str) -> str:
 def stage_rows(run: Path, rows: Dict[str, Tuple[str, int, int]]) -> List[dict]:
     from omegaconf.errors import OmegaConfBaseException
 
-    raw = rundir.read_yaml(run / "config.yaml")
+    raw = rundir.read_yaml(run / rundir.CONFIG)
     try:
         cfg = config_io.typed(raw)
     except OmegaConfBaseException:  # made by another dfm_hpc version: show what today's schema knows
@@ -114,25 +114,25 @@ def stage_rows(run: Path, rows: Dict[str, Tuple[str, int, int]]) -> List[dict]:
     out = []
     for job, pred in run_jobs(cfg, run):  # as planned at launch (plan.json); older runs: planned again
         sdir = rundir.stage_dir(run, job.stage)
-        jid = (sdir / "job_id").read_text().strip() if (sdir / "job_id").exists() else ""
+        jid = (sdir / rundir.JOB_ID).read_text().strip() if (sdir / rundir.JOB_ID).exists() else ""
         state, nodes, secs = "-", job.nodes, 0
         row = _lookup(rows, jid) if jid else None
         if row:
             state, nodes, secs = row[0], row[1] or job.nodes, row[2]
-        elif (sdir / "DONE").exists():
+        elif (sdir / rundir.DONE).exists():  # the markers, shown as Slurm's states
             state = "COMPLETED"
-        elif (sdir / "CANCELLED").exists():
+        elif (sdir / rundir.CANCELLED).exists():
             state = "CANCELLED"
-        elif (sdir / "FAILED").exists():
+        elif (sdir / rundir.FAILED).exists():
             state = "FAILED"
         elif _pids_alive(sdir):
             state = "RUNNING"
         elif jid:
             state = "UNKNOWN"
-        if not row and (sdir / "elapsed.json").exists():  # a local run's wall time (local.py)
+        if not row and (sdir / rundir.ELAPSED).exists():  # a local run's wall time (local.py)
             import json
 
-            secs = int(json.loads((sdir / "elapsed.json").read_text())["elapsed_s"])
+            secs = int(json.loads((sdir / rundir.ELAPSED).read_text())["elapsed_s"])
         if sdir.is_symlink():  # linked from (and run in) an earlier run's dir
             state += f" (in {sdir.resolve().parent.parent.name})"
         hours = secs / 3600
@@ -159,12 +159,12 @@ def _job_ids(runs: List[Path]) -> List[str]:
     """The job ids the run dirs record; anything that is not a Slurm job id is never passed on."""
     ids = []
     for run in runs:
-        for f in (run / "stages").glob("*/job_id"):
+        for f in (run / rundir.STAGES_DIR).glob(f"*/{rundir.JOB_ID}"):
             try:
                 jid = f.read_text().strip()
             except rundir.UNREADABLE:
                 continue
-            if accounting.JOB_ID.match(jid):
+            if accounting.JOB_ID_RE.match(jid):
                 ids.append(jid)
     return ids
 
@@ -280,7 +280,7 @@ def list_all(runs_root: str = "runs") -> int:
 
 def _overrides(point: Path) -> List[str]:
     try:
-        ovs = rundir.read_yaml(point / "overrides.yaml") if (point / "overrides.yaml").is_file() else []
+        ovs = rundir.read_yaml(point / rundir.OVERRIDES) if (point / rundir.OVERRIDES).is_file() else []
     except errors():
         return []
     return [str(o) for o in ovs] if isinstance(ovs, list) else []

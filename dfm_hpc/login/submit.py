@@ -45,10 +45,10 @@ def dry_run(cfgs, plans, points, dirs, sweep) -> int:
             else:
                 dep = f"afterok:<job id of {j.after}>" if j.after and j.after not in p.reuse else None
                 params = slurm.executor_params(j, stage_cluster(cfg, j.stage), _job_name(cfg, j.stage), dep)
-                text = slurm.render(params, sdir / "submitit", slurm.python_command(cfg.cluster), j.array)
-            (sdir / "sbatch.sh").write_text(text)
+                text = slurm.render(params, sdir / rundir.SUBMITIT, slurm.python_command(cfg.cluster), j.array)
+            (sdir / rundir.SBATCH).write_text(text)
             if i == 0:
-                con.rule(f"{j.stage}: {sdir / 'sbatch.sh'}")
+                con.rule(f"{j.stage}: {sdir / rundir.SBATCH}")
                 con.print(text, markup=False)
                 if cfg.cluster.scheduler == "slurm":
                     con.print(f"# srun line:\n{slurm.srun_line(text)}", markup=False)
@@ -64,7 +64,7 @@ def run_local(cfgs, plans, points, dirs) -> int:
     con = _console()
     for cfg, jobs, p, d in zip(cfgs, plans, points, dirs):
         for j in _todo(jobs, p):
-            logs = rundir.stage_dir(d, j.stage).relative_to(d) / "logs"  # the run dir was printed above
+            logs = rundir.stage_dir(d, j.stage).relative_to(d) / rundir.LOGS  # the run dir was printed above
             con.rule(escape(f"{j.stage}: {j.world_size} local rank{'s' * (j.world_size != 1)} (logs: {logs})"))
             try:
                 code = local.run_ranks(d, j, cfg.cluster)
@@ -136,8 +136,8 @@ def _submit_groups(cfgs, plans, points, dirs, groups, python, queued: List[str])
                 dep = f"aftercorr:{prev}" if len(members) > 1 else f"afterok:{prev}"
             params = slurm.executor_params(j, stage_cluster(cfgs[members[0]], j.stage), _job_name(cfg, j.stage), dep)
             run_dirs = [dirs[i] for i in members]
-            folder = (dirs[0].parent / ".submitit" / j.stage) if len(members) > 1 else \
-                rundir.stage_dir(run_dirs[0], j.stage) / "submitit"
+            folder = (dirs[0].parent / rundir.SWEEP_SUBMITIT / j.stage) if len(members) > 1 else \
+                rundir.stage_dir(run_dirs[0], j.stage) / rundir.SUBMITIT
             # one array task per sweep point, or per copy of a stage with array > 1
             calls = [(str(d), j.stage, 0) for d in run_dirs] if len(members) > 1 else \
                 [(str(run_dirs[0]), j.stage, i) for i in range(j.array)]
@@ -148,8 +148,8 @@ def _submit_groups(cfgs, plans, points, dirs, groups, python, queued: List[str])
                 sdir = rundir.stage_dir(d, j.stage)
                 sdir.mkdir(parents=True, exist_ok=True)
                 # a stage array is followed as a whole (its array job id)
-                (sdir / "job_id").write_text((str(job.job_id) if len(members) > 1 else prev) + "\n")
-                (sdir / "sbatch.sh").write_text(script)
+                (sdir / rundir.JOB_ID).write_text((str(job.job_id) if len(members) > 1 else prev) + "\n")
+                (sdir / rundir.SBATCH).write_text(script)
             ids = prev if len(jobs) == 1 else f"{prev} (array of {len(jobs)})"
             queued.append(prev)
             con.print(f"  {j.stage:<10} job {ids}  {j.nodes} node(s) x {j.tasks_per_node} rank(s)"

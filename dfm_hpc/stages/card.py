@@ -21,7 +21,7 @@ from dfm_hpc import results, templates
 from dfm_hpc.job.rank import StageContext
 from dfm_hpc.plan import billing, plan, run_jobs, stage_cluster
 from dfm_hpc.registry import TRAINED_STAGES
-from dfm_hpc.rundir import stage_dir
+from dfm_hpc.rundir import COMMAND, ELAPSED, JOB_ID, PROVENANCE, SUBMITIT, SWEEP_SUBMITIT, stage_dir
 from dfm_hpc.schema import Config
 from dfm_hpc.sources import is_hub_id
 
@@ -48,7 +48,7 @@ def _sacct_hours(run_dir: Path, stage: str, job_id: str) -> Optional[float]:
     the accounting its batch script recorded host side (no Slurm tools in LUMI's containers)."""
     from dfm_hpc import accounting
 
-    folders = [stage_dir(run_dir, stage) / "submitit", run_dir.parent / ".submitit" / stage]  # a sweep's array
+    folders = [stage_dir(run_dir, stage) / SUBMITIT, run_dir.parent / SWEEP_SUBMITIT / stage]  # a sweep's array
     return accounting.node_hours(accounting.recorded(folders, job_id))
 
 
@@ -57,7 +57,7 @@ def compute_used(cfg, run_dir: Path) -> Dict:
     rows, total_gpu, total_bill = [], 0.0, 0.0
     for job, _ in run_jobs(cfg, run_dir):  # as launched (plan.json), not as today's code would plan it
         sdir = stage_dir(run_dir, job.stage)
-        job_file, local = sdir / "job_id", _json(sdir / "elapsed.json")
+        job_file, local = sdir / JOB_ID, _json(sdir / ELAPSED)
         if job_file.exists():
             node_h = _sacct_hours(run_dir, job.stage, job_file.read_text().strip())
             if node_h is None:
@@ -227,8 +227,8 @@ def model_card(cfg, run_dir: Path, out_dir: Path) -> str:
 
     stages = trained_stages(cfg, run_dir)
     final = stages[-1]
-    prov = _json(run_dir / "provenance.json") or {}
-    command = (run_dir / "command.txt").read_text().strip() if (run_dir / "command.txt").exists() else ""
+    prov = _json(run_dir / PROVENANCE) or {}
+    command = (run_dir / COMMAND).read_text().strip() if (run_dir / COMMAND).exists() else ""
     base = cfg.model.name_or_path
     merge = _json(stage_dir(run_dir, "merge") / "report.json")
     mixture = [str(m.source) for m in cfg.data.mixture] if "cpt" in stages else []

@@ -32,7 +32,7 @@ from dfm_hpc import results, tiny
 from dfm_hpc.job import harness, serve
 from dfm_hpc.job.rank import StageContext
 from dfm_hpc.registry import TRAINED_STAGES
-from dfm_hpc.rundir import stage_dir
+from dfm_hpc.rundir import CONFIG, stage_dir
 from dfm_hpc.schema import Config
 
 PROMPTS = [
@@ -54,7 +54,7 @@ PROMPTS = [
 def _last_trained(run: Path) -> Optional[Tuple[str, Path]]:
     """A run dir's last trained stage (by its config's stage order) that left a model."""
     stages = list(TRAINED_STAGES)
-    cfg_file = run / "config.yaml"
+    cfg_file = run / CONFIG
     if cfg_file.is_file():
         from omegaconf import OmegaConf
 

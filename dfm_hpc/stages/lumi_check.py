@@ -18,6 +18,7 @@ from typing import Dict, List, Optional, Tuple
 from dfm_hpc import dist as dist_env
 from dfm_hpc import lumi
 from dfm_hpc.job.rank import StageContext
+from dfm_hpc.rundir import rank_log
 from dfm_hpc.schema import Config
 
 CXI = re.compile(r"NET/OFI Selected Provider is cxi", re.IGNORECASE)
@@ -110,7 +111,7 @@ def run(cfg: Config, ctx: StageContext) -> None:
             import sys
 
             sys.stdout.flush()  # RCCL writes to this rank's log (stdout); read what it said
-            log = (ctx.stage_dir / "logs" / "rank-0.log").read_text(errors="replace")
+            log = rank_log(ctx.stage_dir, 0).read_text(errors="replace")
             lumi_node = cfg.cluster.system == "lumi" and all(r["visible"] == lumi.GCDS_PER_NODE for r in infos)
             checks = verdict(infos, backend, log, lumi_node)
             failed = [c for c in checks if c[1] is False]
