@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test slurm setup bench lock lock-check clean
+.PHONY: demo test test-fast slurm setup bench lock lock-check clean
 
 setup: $(VENV)/.installed
 
@@ -40,7 +40,7 @@ lock-check:
 	diff -r -x '*.in' requirements .lock-check && echo "locks are current" && rm -rf .lock-check
 
 # EuroEval pins other versions of huggingface_hub/numpy than the dev venv: it runs in a venv of its
-# own, as the evaluate stage's client of a served model (tests/test_serve.py starts it from there;
+# own, as the evaluate stage's client of a served model (tests/job/test_serve.py starts it from there;
 # on LUMI: containers/build_euroeval.sh, Python >= 3.12 and EuroEval >= 17)
 $(VENV)-euroeval/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)-euroeval
@@ -60,7 +60,14 @@ test: setup slurm $(VENV)-euroeval/.installed
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/ruff check dfm_hpc tests bench docs
 	$(BIN)/python -m pytest -q
-	$(VENV)-euroeval/bin/python -m pytest -q tests/test_evaluate.py -k euroeval
+	$(VENV)-euroeval/bin/python -m pytest -q tests/stages/test_evaluate.py -k euroeval
+
+# the inner loop: everything but the e2e tier (tests/e2e/, Slurm, real training and serving), no Slurm
+# cluster needed; a few minutes on 2 cores (docs/benchmarks.md)
+test-fast: setup
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/ruff check dfm_hpc tests bench docs
+	$(BIN)/python -m pytest -q -m "not e2e"
 
 bench: setup
 	$(BIN)/python bench/login_latency.py

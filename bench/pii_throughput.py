@@ -2,7 +2,7 @@
 
     python bench/pii_throughput.py [--mb 20] [--repeat 3]
 
-Text: tests/test_pii.py's generator (Danish sentences with planted CPR numbers, e-mails, phone
+Text: tests/helpers/pii_text.py's generator (Danish sentences with planted CPR numbers, e-mails, phone
 numbers, IPs, IBANs/bank accounts among hard negatives: dates, prices, years, order numbers, postal
 codes, times, versions, invalid-date numbers, IBANs with a wrong checksum, and filler), ~--mb MB in
 documents of 8 sentences. Measures MB/s (UTF-8 bytes of input text per second) of find() and of
@@ -22,9 +22,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from test_pii import planted_docs, score  # noqa: E402
-
 from dfm_hpc.text import pii  # noqa: E402
+
+from helpers.pii_text import planted_docs, score  # noqa: E402
 
 
 def corpus(mb: float):

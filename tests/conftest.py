@@ -1,27 +1,26 @@
-"""Shared helpers: run the real CLI in a subprocess; the local Slurm cluster fixture."""
+"""Fixtures and the test tiers. Shared helpers (the CLI in a subprocess, LUMI's arguments, a config builder, a
+stage context) are in tests/helpers/.
+
+Tiers: everything under tests/e2e/ and every test marked `e2e` (a real training run, a served model, the Slurm
+cluster) is the slow tier; `make test-fast` runs the rest (`-m "not e2e"`), `make test` runs both.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+E2E_DIR = Path(__file__).resolve().parent / "e2e"
 
 
-def dfm(*args: str, cwd: Path, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
-    """`python -m dfm_hpc ARGS` as a user would type it; returns the finished process."""
-    return subprocess.run([sys.executable, "-m", "dfm_hpc", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "COLUMNS": "200", **(env or {})})
-
-
-def run_dirs(root: Path) -> list[Path]:
-    return sorted(p for p in root.glob("runs/*/*") if p.is_dir())
+def pytest_collection_modifyitems(config, items):
+    for item in items:  # the Slurm cluster's tests are end-to-end wherever they live
+        if E2E_DIR in Path(item.fspath).resolve().parents or item.get_closest_marker("slurm"):
+            item.add_marker(pytest.mark.e2e)
 
 
 def _slurm_up() -> str | None:
@@ -47,13 +46,3 @@ def slurm_cluster():
             pytest.fail(f"CI must run the real-Slurm tests: {why}")
         pytest.skip(why)
     return True
-
-
-def wait_for(predicate, timeout: float = 180, every: float = 1.0, what: str = "condition"):
-    end = time.time() + timeout
-    while time.time() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")

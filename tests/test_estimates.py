@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from dfm_hpc import estimates, lumi, schema
 
-from conftest import REPO, dfm, run_dirs
+from helpers import REPO, dfm, run_dirs
 
 MISTRAL = yaml.safe_load((REPO / "conf" / "model" / "mistral_7b.yaml").read_text())
 LLAMA2_7B = dict(hidden_size=4096, num_layers=32, num_heads=32, num_kv_heads=32, intermediate_size=11008,

@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 
-from conftest import REPO
+from helpers import REPO
 
 
 def test_gpu_bench_smoke_mode_runs_every_part(tmp_path):

@@ -13,7 +13,7 @@ import tomllib
 from packaging.markers import Marker
 from packaging.requirements import Requirement
 
-from conftest import REPO, dfm, run_dirs
+from helpers import REPO, dfm, run_dirs
 
 # lock file -> (pyproject extras in it, packages left out, Python it is resolved for); as the Makefile's lock target
 SETS = {

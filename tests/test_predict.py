@@ -13,7 +13,7 @@ from dfm_hpc import estimates, predict
 from dfm_hpc.login.launch import compose_config
 from dfm_hpc.plan import plan
 
-from conftest import dfm, run_dirs
+from helpers import dfm, run_dirs
 
 LUMI = ["cluster=lumi", "cluster.account=project_465000670"]
 # munin_cpt at the scale docs/performance.md plans (~158 h), whatever the experiment's step count

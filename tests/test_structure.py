@@ -3,7 +3,6 @@ the login node after any subcommand, stages as leaves, small modules, no dead sc
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import shutil
 import subprocess
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from helpers import DATA, REPO
 
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 HEAVY = ("torch", "transformers", "deepspeed", "trl", "peft", "datasets", "accelerate")
@@ -91,21 +90,6 @@ def test_no_fixture_literal_in_a_module():
         assert sum(s for s in sizes if s > 200) < 8000, f"{p}: {sum(sizes)} characters of string literals"
 
 
-def test_every_schema_leaf_is_read_by_some_code():
-    """A key nobody reads is a lie in docs/config.md: each leaf's name is accessed outside schema.py."""
-    from dfm_hpc.login.validate import SCHEMA_KEYS
-
-    code = "\n".join(p.read_text() for p in (REPO / "dfm_hpc").rglob("*.py") if p.name != "schema.py")
-    unread = []
-    for key, tp in SCHEMA_KEYS.items():
-        if dataclasses.is_dataclass(tp):
-            continue
-        leaf = re.escape(key.rsplit(".", 1)[-1])
-        if not re.search(rf"\.{leaf}\b|\[['\"]{leaf}['\"]\]|['\"]{leaf}['\"]", code):
-            unread.append(key)
-    assert unread == []
-
-
 @pytest.mark.parametrize("stage", ["translate", "merge", "pii", "tokenize", "cpt", "sft", "dpo", "evaluate", "card"])
 def test_every_stage_declares_run_cfg_ctx(stage):
     text = (REPO / "dfm_hpc" / "stages" / f"{stage}.py").read_text()
@@ -115,9 +99,9 @@ def test_every_stage_declares_run_cfg_ctx(stage):
 def test_run_dirs_of_the_previous_version_still_show(tmp_path):
     """tests/data/runs_v0: a finished local demo and a LUMI dry run made by the flat-layout version
     (commit 2aac914; their config.yaml has keys the schema has since dropped, e.g. model.family)."""
-    from conftest import dfm
+    from helpers import dfm
 
-    shutil.copytree(REPO / "tests" / "data" / "runs_v0", tmp_path / "runs")
+    shutil.copytree(DATA / "runs_v0", tmp_path / "runs")
     demo = sorted((tmp_path / "runs" / "demo").iterdir())[0]
     sft = sorted((tmp_path / "runs" / "munin_sft").iterdir())[0]
     assert "family:" in (sft / "config.yaml").read_text()
@@ -138,9 +122,9 @@ def test_run_dirs_of_the_previous_version_rerun_and_compare(tmp_path):
 
     from dfm_hpc import config_io
 
-    from conftest import dfm, run_dirs
+    from helpers import dfm, run_dirs
 
-    shutil.copytree(REPO / "tests" / "data" / "runs_v0", tmp_path / "runs")
+    shutil.copytree(DATA / "runs_v0", tmp_path / "runs")
     demo = sorted((tmp_path / "runs" / "demo").iterdir())[0]
     sft = sorted((tmp_path / "runs" / "munin_sft").iterdir())[0]
     for run in (demo, sft):

@@ -1,6 +1,6 @@
 """Fake replacements for the PII filter (`pii.replacement=fake`): a realistic stand-in of the same
 shape for each type, seeded from a hash of the matched text so reruns are byte-identical and one
-value always gets one fake. Every fake is found again by the detectors (tests/test_pii.py).
+value always gets one fake. Every fake is found again by the detectors (tests/text/test_pii.py).
 """
 
 from __future__ import annotations
