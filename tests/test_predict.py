@@ -13,9 +13,8 @@ from dfm_hpc import estimates, predict
 from dfm_hpc.login.launch import compose_config
 from dfm_hpc.plan import plan
 
-from helpers import dfm, run_dirs
+from helpers import LUMI, dfm, run_dirs
 
-LUMI = ["cluster=lumi", "cluster.account=project_465000670"]
 # munin_cpt at the scale docs/performance.md plans (~158 h), whatever the experiment's step count
 CPT_158H = ["+experiment=munin_cpt", "cpt.max_steps=20000"]
 

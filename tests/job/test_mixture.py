@@ -9,7 +9,7 @@ import random
 import numpy as np
 import pytest
 
-from helpers import dfm, run_dirs
+from helpers import LUMI, dfm, run_dirs
 
 pytest.importorskip("datasets")
 
@@ -136,7 +136,7 @@ def test_prefetch_lists_the_mixture_and_its_subset(tmp_path):
     from dfm_hpc.login import prefetch
     from dfm_hpc.login.launch import compose_config
 
-    cfg = compose_config(["+experiment=munin_cpt", "cluster=lumi", "cluster.account=project_465000670"])
+    cfg = compose_config(["+experiment=munin_cpt", *LUMI])
     needs = {n.key: n for n in prefetch.needs(cfg)}
     assert needs["data.mixture[2]"].repo_id == "HuggingFaceFW/fineweb-edu"
     assert needs["data.mixture[2]"].subset == "sample-10BT"

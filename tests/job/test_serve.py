@@ -19,7 +19,7 @@ import pytest
 from dfm_hpc.job import serve
 from dfm_hpc.job.rank import Preempted
 
-from helpers import REPO
+from helpers import LUMI, REPO
 
 HEALTH = textwrap.dedent("""
     import http.server, sys
@@ -188,7 +188,7 @@ def test_lumi_dry_run_renders_an_evaluate_job_with_vllm_and_euroeval_from_its_ow
 
     from helpers import dfm
 
-    over = ["+experiment=munin_pipeline", "cluster=lumi", "cluster.account=project_465000670"]
+    over = ["+experiment=munin_pipeline", *LUMI]
     p = dfm(*over, "dry_run=true", cwd=tmp_path)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     out = p.stdout
@@ -224,7 +224,7 @@ def test_lumi_dry_run_renders_an_evaluate_job_with_vllm_and_euroeval_from_its_ow
 def test_prefetch_lists_lm_eval_and_euroeval_datasets(tmp_path):
     from helpers import dfm
 
-    p = dfm("prefetch", "+experiment=munin_sft", "cluster=lumi", "cluster.account=project_465000670",
+    p = dfm("prefetch", "+experiment=munin_sft", *LUMI,
             f"cluster.env.HF_HOME={tmp_path / 'hf'}", f"cluster.env.DFM_HPC_EUROEVAL_CACHE={tmp_path / 'ee'}",
             cwd=tmp_path)
     assert p.returncode == 1, p.stdout + p.stderr  # nothing cached here
@@ -233,7 +233,7 @@ def test_prefetch_lists_lm_eval_and_euroeval_datasets(tmp_path):
         assert any(repo in ln and key in ln for ln in p.stdout.splitlines()), (repo, p.stdout)
     assert p.stdout.count("alexandrainst/m_truthfulqa") == 1  # mc1 and mc2 read the same dataset
     (tmp_path / "ee" / "EuroEval___angry-tweets-mini" / "default" / "0.0.0" / "abc").mkdir(parents=True)
-    p = dfm("prefetch", "+experiment=munin_sft", "cluster=lumi", "cluster.account=project_465000670",
+    p = dfm("prefetch", "+experiment=munin_sft", *LUMI,
             f"cluster.env.HF_HOME={tmp_path / 'hf'}", f"cluster.env.DFM_HPC_EUROEVAL_CACHE={tmp_path / 'ee'}",
             cwd=tmp_path)
     (row,) = [ln for ln in p.stdout.splitlines() if "evaluate.euroeval" in ln]

@@ -16,14 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from helpers import slurm_stubs
+from helpers import LUMI, slurm_stubs
 
 SECRETS = {"HF_TOKEN": "hf_FuzzSecretToken12345678", "WANDB_API_KEY": "wandbFuzzKey1234567890",
            "AWS_SECRET_ACCESS_KEY": "awsFuzzSecret/abcdef+123"}
 BASES = {
     "demo": ["+experiment=demo", "dry_run=true"],
     "slurm": ["+experiment=demo", "cluster=slurm", "dry_run=true"],
-    "lumi": ["+experiment=munin_sft", "cluster=lumi", "cluster.account=project_465000670", "dry_run=true"],
+    "lumi": ["+experiment=munin_sft", *LUMI, "dry_run=true"],
     "sft": ["+experiment=sft_tiny", "dry_run=true"],
     "cpt": ["+experiment=cpt_tiny", "dry_run=true"],
     "pipe": ["+experiment=pipeline_tiny", "dry_run=true"],

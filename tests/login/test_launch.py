@@ -8,7 +8,7 @@ import sys
 
 import yaml
 
-from helpers import REPO, dfm, run_dirs
+from helpers import LUMI, LUMI_ACCOUNT, REPO, dfm, run_dirs
 
 
 def test_demo_runs_locally_and_snapshots_everything(tmp_path):
@@ -105,7 +105,7 @@ def test_hydra_flags_keep_working(tmp_path):
 
 def test_every_experiment_dry_runs_on_lumi(tmp_path):
     for exp in ("oasst2_translate", "munin_cpt", "munin_sft", "munin_dpo", "munin_pipeline"):
-        p = dfm(f"+experiment={exp}", "cluster=lumi", "cluster.account=project_465000670", "dry_run=true",
+        p = dfm(f"+experiment={exp}", *LUMI, "dry_run=true",
                 cwd=tmp_path)
         assert p.returncode == 0, exp + p.stderr
     pipeline = next(tmp_path.glob("runs/munin_pipeline/*"))
@@ -177,7 +177,7 @@ def test_runs_of_another_version_still_show_and_rerun_explains(tmp_path):
 def test_sweep_points_equal_single_runs(tmp_path):
     """The fast sweep path composes exactly what a single run with the same overrides does."""
     # one stage: dev-g takes at most 2 submitted jobs per user, so 2 points of a 2-stage chain would be refused
-    common = ["+experiment=munin_sft", "stages=[sft]", "cluster.account=project_465000670", "dry_run=true",
+    common = ["+experiment=munin_sft", "stages=[sft]", f"cluster.account={LUMI_ACCOUNT}", "dry_run=true",
               "sft.time=02:00:00"]
     (tmp_path / "sweep").mkdir()
     (tmp_path / "one").mkdir()
@@ -221,7 +221,7 @@ def test_logs_show_and_follow_a_finished_stage(tmp_path):
 def test_a_plain_run_composes_what_hydra_main_does(tmp_path):
     """Plain key=value runs are composed once with Hydra's compose API; a hydra.* override takes the
     @hydra.main path (which composes twice). Both must give the same config."""
-    common = ["+experiment=munin_sft", "cluster=lumi", "cluster.account=project_465000670", "dry_run=true",
+    common = ["+experiment=munin_sft", *LUMI, "dry_run=true",
               "sft.lr=0.0003"]
     for name, extra in (("plain", []), ("hydra_main", ["hydra.job.name=dfm_hpc"])):
         (tmp_path / name).mkdir()

@@ -9,14 +9,14 @@ import pytest
 
 from dfm_hpc import lumi
 
-from helpers import GOLDEN, dfm, run_dirs
+from helpers import GOLDEN, LUMI, LUMI_ACCOUNT, dfm, lumi_args, run_dirs
 
 MASKS = ("0x00fe000000000000,0xfe00000000000000,0x0000000000fe0000,0x00000000fe000000,"
          "0x00000000000000fe,0x000000000000fe00,0x000000fe00000000,0x0000fe0000000000")
 
 
 def _dry(tmp_path, *extra):
-    p = dfm("+experiment=munin_sft", "cluster.account=project_465000670", "dry_run=true", *extra, cwd=tmp_path)
+    p = dfm("+experiment=munin_sft", f"cluster.account={LUMI_ACCOUNT}", "dry_run=true", *extra, cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     (run,) = run_dirs(tmp_path)
     return p, run
@@ -74,7 +74,7 @@ def test_mask_list_is_gcd_ordered():
 
 
 def test_single_process_stages_of_the_pipeline_take_a_gcd_slice(tmp_path):
-    p = dfm("+experiment=munin_pipeline", "cluster=lumi", "cluster.account=project_465000670", "dry_run=true",
+    p = dfm("+experiment=munin_pipeline", *LUMI, "dry_run=true",
             cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     (run,) = run_dirs(tmp_path)
@@ -84,7 +84,7 @@ def test_single_process_stages_of_the_pipeline_take_a_gcd_slice(tmp_path):
                     "dpo": "standard-g", "evaluate": "small-g", "card": "small-g"}
     # a stage given a partition, or more than one process, keeps the run's profile
     (tmp_path / "2").mkdir()
-    p = dfm("+experiment=munin_pipeline", "cluster=lumi", "cluster.account=project_465000670", "dry_run=true",
+    p = dfm("+experiment=munin_pipeline", *LUMI, "dry_run=true",
             "card.partition=standard-g", "card.gpus_per_node=8", "pii.tasks_per_node=8", "pii.gpus_per_node=8",
             cwd=tmp_path / "2")
     assert p.returncode == 0, p.stderr
@@ -190,7 +190,7 @@ def test_torchrun_mode_binds_each_rank_to_its_numa_node(tmp_path, monkeypatch):
 
 
 def test_small_g_memory_bound_and_mem0_billing(tmp_path):
-    p = dfm("+experiment=munin_sft", "cluster=lumi_small", "cluster.account=project_465000670", "dry_run=true",
+    p = dfm("+experiment=munin_sft", *lumi_args(cluster="lumi_small"), "dry_run=true",
             "cluster.mem_per_gpu=64G", cwd=tmp_path)
     assert p.returncode == 2 and "at most 60G per GCD on small-g" in p.stderr, p.stderr
     assert run_dirs(tmp_path) == []
@@ -203,7 +203,7 @@ def test_small_g_memory_bound_and_mem0_billing(tmp_path):
     assert "warning: sft: predicted 85.0 h" in p.stdout and "(8 starts)" in p.stdout
     assert "at most (every start's full walltime): 96.0 GPU(GCD)-hours, 384.0 LUMI billing units" in p.stdout
     (tmp_path / "x").mkdir()
-    p = dfm("+experiment=munin_sft", "cluster=lumi_small", "cluster.account=project_465000670", "dry_run=true",
+    p = dfm("+experiment=munin_sft", *lumi_args(cluster="lumi_small"), "dry_run=true",
             "cluster.mem=0", cwd=tmp_path / "x")
     assert p.returncode == 2 and "sbatch takes one of them" in p.stderr
 
@@ -211,14 +211,14 @@ def test_small_g_memory_bound_and_mem0_billing(tmp_path):
 def test_a_chain_dev_g_would_refuse_halfway_exits_2_and_writes_nothing(tmp_path):
     """dev-g: 2 jobs submitted, 1 running per user; a 7-stage chain cannot be queued there."""
     short = [f"{st}.time=02:00:00" for st in ("translate", "sft", "dpo")]
-    p = dfm("+experiment=munin_pipeline", "cluster=lumi_dev", "cluster.account=project_465000670", *short, cwd=tmp_path)
+    p = dfm("+experiment=munin_pipeline", *lumi_args(cluster="lumi_dev"), *short, cwd=tmp_path)
     assert p.returncode == 2, p.stdout + p.stderr
     assert "dev-g accepts at most 2 submitted jobs per user (1 running)" in p.stderr
     assert "this run is 7 stage jobs there" in p.stderr and "stages=[translate,merge]" in p.stderr
     assert "cluster=lumi" in p.stderr
     assert not (tmp_path / "runs").exists()
     # two stages fit
-    p = dfm("+experiment=munin_pipeline", "cluster=lumi_dev", "cluster.account=project_465000670", *short,
+    p = dfm("+experiment=munin_pipeline", *lumi_args(cluster="lumi_dev"), *short,
             "stages=[translate,sft]", "sft.dataset=tiny:chats", "dry_run=true", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     (run,) = run_dirs(tmp_path)
@@ -230,7 +230,7 @@ def test_a_chain_dev_g_would_refuse_halfway_exits_2_and_writes_nothing(tmp_path)
 
 def test_a_sweep_dev_g_would_refuse_halfway_exits_2(tmp_path):
     """Each point alone fits dev-g's 2 jobs; the sweep's 3 points are queued together and do not."""
-    args = ["-m", "+experiment=demo", "cluster=lumi_dev", "cluster.account=project_465000670", "stages=[demo]"]
+    args = ["-m", "+experiment=demo", *lumi_args(cluster="lumi_dev"), "stages=[demo]"]
     p = dfm(*args, "demo.value=1,2,3", cwd=tmp_path)
     assert p.returncode == 2, p.stdout + p.stderr
     assert "this sweep queues 3 jobs there (3 points)" in p.stderr and "Sweep at most 2 point(s)" in p.stderr
@@ -247,7 +247,7 @@ def test_the_single_device_place_is_merged_once_per_frozen_config_and_never_stal
     from dfm_hpc.plan import stage_cluster
 
     plain = OmegaConf.to_container(launch.compose_config(
-        ["+experiment=munin_sft", "cluster=lumi", "cluster.account=project_465000670"]), resolve=True, enum_to_str=True)
+        ["+experiment=munin_sft", *LUMI]), resolve=True, enum_to_str=True)
     cfg = OmegaConf.create(plain)
     assert stage_cluster(cfg, "evaluate").partition == "small-g" and stage_cluster(cfg, "sft") is cfg.cluster
     cfg.cluster.single_device.partition = "dev-g"

@@ -12,9 +12,8 @@ import pytest
 
 from dfm_hpc.login import launch, prefetch
 
-from helpers import dfm, run_dirs
+from helpers import LUMI, dfm, run_dirs
 
-LUMI = ["cluster=lumi", "cluster.account=project_465000670"]
 HASH = "0123456789abcdef0123456789abcdef01234567"
 
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import dfm, run_dirs, slurm_stubs
+from helpers import LUMI, dfm, run_dirs, slurm_stubs
 
 SECRETS = {"HF_TOKEN": "hf_S3cretTokenValue1234567", "WANDB_API_KEY": "wandbSecretKey0987654321",
            "AWS_SECRET_ACCESS_KEY": "awsSecretAccessKey/abc+XYZ"}
-LUMI = ["+experiment=munin_sft", "cluster=lumi", "cluster.account=project_465000670"]
+SFT = ["+experiment=munin_sft", *LUMI]
 
 
 def _payloads(mark: Path):
@@ -52,7 +52,7 @@ def test_hostile_values_in_every_field_never_run(tmp_path):
 
     mark = tmp_path / "mark"
     mark.mkdir()
-    cfg = launch.compose_config(LUMI)
+    cfg = launch.compose_config(SFT)
     OmegaConf.set_struct(cfg, False)
     cl = _hostile_cluster(cfg, mark)
     payloads = _payloads(mark)
@@ -99,7 +99,7 @@ def test_a_newline_never_reaches_the_renderer(field, tmp_path):
     from dfm_hpc.login import launch, slurm
     from dfm_hpc.plan import plan, stage_cluster
 
-    cfg = launch.compose_config(LUMI)
+    cfg = launch.compose_config(SFT)
     OmegaConf.set_struct(cfg, False)
     value = "x\ntouch pwned\n#"
     OmegaConf.update(cfg, field, [value] if field.endswith("srun_args") else value, merge=False)
@@ -141,11 +141,11 @@ def test_no_secret_in_a_dry_run_a_sweep_a_run_and_a_rerun(tmp_path):
     slurm_stubs.install(bin_dir)
     env = {**SECRETS, **slurm_stubs.env(bin_dir)}
     # a dry run (prints its scripts) and a sweep
-    p = dfm(*LUMI, "dry_run=true", *_secret_args(), cwd=tmp_path, env=env)
+    p = dfm(*SFT, "dry_run=true", *_secret_args(), cwd=tmp_path, env=env)
     assert p.returncode == 0, p.stderr
     _no_secret(p, tmp_path / "runs")
     assert 'export HF_TOKEN="${HF_TOKEN:?' in p.stdout
-    p = dfm("-m", *LUMI, "dry_run=true", "sft.lr=1e-4,2e-4", *_secret_args(), cwd=tmp_path, env=env)
+    p = dfm("-m", *SFT, "dry_run=true", "sft.lr=1e-4,2e-4", *_secret_args(), cwd=tmp_path, env=env)
     assert p.returncode == 0, p.stderr
     _no_secret(p, tmp_path / "runs")
     # a real submission (sbatch is a stub): the job gets the secrets by name from sbatch's environment
@@ -172,9 +172,9 @@ def test_no_secret_in_a_dry_run_a_sweep_a_run_and_a_rerun(tmp_path):
 
 def test_secret_in_a_setup_line_or_under_a_plain_name_is_refused(tmp_path):
     env = {"HF_TOKEN": SECRETS["HF_TOKEN"]}
-    p = dfm(*LUMI, "dry_run=true", "cluster.setup=['export HF_TOKEN=hf_abcdefghijklmnopqrstuv']", cwd=tmp_path, env=env)
+    p = dfm(*SFT, "dry_run=true", "cluster.setup=['export HF_TOKEN=hf_abcdefghijklmnopqrstuv']", cwd=tmp_path, env=env)
     assert p.returncode == 2 and "cluster.setup[0] assigns HF_TOKEN" in p.stderr
-    p = dfm(*LUMI, "dry_run=true", f"+cluster.env.PLAIN={SECRETS['HF_TOKEN']}", cwd=tmp_path, env=env)
+    p = dfm(*SFT, "dry_run=true", f"+cluster.env.PLAIN={SECRETS['HF_TOKEN']}", cwd=tmp_path, env=env)
     assert p.returncode == 2 and "cluster.env.PLAIN" in p.stderr and SECRETS["HF_TOKEN"] not in p.stderr
     assert not (tmp_path / "runs").exists()
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import dfm, run_dirs
+from helpers import LUMI, dfm, run_dirs
 
-LUMI = ["+experiment=munin_sft", "cluster=lumi", "cluster.account=project_465000670", "dry_run=true"]
+SFT_DRY = ["+experiment=munin_sft", *LUMI, "dry_run=true"]
 
 CASES = {
     "unknown key": (["+experiment=demo", "cluster.acount=x"], "Did you mean cluster.account"),
@@ -17,28 +17,28 @@ CASES = {
     "bad sweep syntax": (["-m", "+experiment=demo", "demo.value=range(1,"], "sweep syntax"),
     "wrong type": (["+experiment=demo", "demo.nodes=abc"], "demo.nodes"),
     "bad walltime": (["+experiment=demo", "demo.time=soon"], "cannot read walltime"),
-    "bad account": ([*LUMI, "cluster.account=project_123"], "project_ + 9 digits"),
+    "bad account": ([*SFT_DRY, "cluster.account=project_123"], "project_ + 9 digits"),
     "missing account": (["+experiment=munin_sft", "cluster=lumi", "dry_run=true"], "cluster.account=None"),
-    "walltime over partition max": ([*LUMI, "sft.time=72:00:00"], "over standard-g's maximum of 48 h"),
-    "dev-g walltime": ([*LUMI, "cluster=lumi_dev", "sft.time=04:00:00"], "over dev-g's maximum of 3 h"),
-    "too many nodes small-g": ([*LUMI, "cluster=lumi_small", "sft.nodes=8"], "small-g allows at most 4 nodes"),
-    "too many nodes standard-g": ([*LUMI, "sft.nodes=2000"], "standard-g allows at most 1024 nodes"),
-    "too many cores": ([*LUMI, "cluster.cpus_per_task=8"], "56 usable"),
-    "too many GPUs": ([*LUMI, "cluster.gpus_per_node=16"], "8 GCDs"),
-    "partial node on standard-g": ([*LUMI, "sft.gpus_per_node=4", "sft.tasks_per_node=4"], "allocates whole nodes"),
-    "memory over node": ([*LUMI, "cluster.mem=600G"], "at most 480G"),
-    "unreadable memory": ([*LUMI, "cluster.mem=lots"], "cannot read memory size"),
-    "batch not divisible": ([*LUMI, "sft.global_batch_size=100"], "not divisible by world size 8"),
-    "unknown partition": ([*LUMI, "cluster.partition=gpu"], "not a LUMI-G partition"),
-    "qlora with zero3": ([*LUMI, "peft=qlora"], "use deepspeed=zero2"),
+    "walltime over partition max": ([*SFT_DRY, "sft.time=72:00:00"], "over standard-g's maximum of 48 h"),
+    "dev-g walltime": ([*SFT_DRY, "cluster=lumi_dev", "sft.time=04:00:00"], "over dev-g's maximum of 3 h"),
+    "too many nodes small-g": ([*SFT_DRY, "cluster=lumi_small", "sft.nodes=8"], "small-g allows at most 4 nodes"),
+    "too many nodes standard-g": ([*SFT_DRY, "sft.nodes=2000"], "standard-g allows at most 1024 nodes"),
+    "too many cores": ([*SFT_DRY, "cluster.cpus_per_task=8"], "56 usable"),
+    "too many GPUs": ([*SFT_DRY, "cluster.gpus_per_node=16"], "8 GCDs"),
+    "partial node on standard-g": ([*SFT_DRY, "sft.gpus_per_node=4", "sft.tasks_per_node=4"], "allocates whole nodes"),
+    "memory over node": ([*SFT_DRY, "cluster.mem=600G"], "at most 480G"),
+    "unreadable memory": ([*SFT_DRY, "cluster.mem=lots"], "cannot read memory size"),
+    "batch not divisible": ([*SFT_DRY, "sft.global_batch_size=100"], "not divisible by world size 8"),
+    "unknown partition": ([*SFT_DRY, "cluster.partition=gpu"], "not a LUMI-G partition"),
+    "qlora with zero3": ([*SFT_DRY, "peft=qlora"], "use deepspeed=zero2"),
     "missing data path": (["+experiment=oasst2_translate_tiny", "data.oasst2=./nope/oasst2.jsonl", "dry_run=true"],
                           "does not exist"),
-    "missing init_from": (["+experiment=munin_dpo", *LUMI[1:], "cluster.check_paths=true",
+    "missing init_from": (["+experiment=munin_dpo", *SFT_DRY[1:], "cluster.check_paths=true",
                            "dpo.init_from=/nonexistent/run"], "no such run directory"),
     "multi-node on local": (["+experiment=demo", "demo.nodes=2"], "cluster=local runs on this machine only"),
     "unknown stage": (["+experiment=demo", "stages=[demo,trian]"], "unknown stage 'trian'"),
     "unknown launcher": (["+experiment=demo", "cluster.launcher=mpirun"], "cluster.launcher='mpirun'"),
-    "fewer shards than workers": (["+experiment=oasst2_translate", "cluster=lumi", "cluster.account=project_465000670",
+    "fewer shards than workers": (["+experiment=oasst2_translate", *LUMI,
                                    "dry_run=true", "translate.shards=16"], "16 would sit idle"),
     "unknown translator backend": (["+experiment=oasst2_translate_tiny", "translator.backend=vllm"],
                                    "translator.backend='vllm': use one of hf, ctranslate2"),
@@ -48,7 +48,7 @@ CASES = {
     "unknown tracker": (["+experiment=sft_tiny", "sft.report_to=[tensorboard,mlflow]"],
                         "sft.report_to[1]='mlflow': use one of tensorboard, wandb"),
     "bad wandb mode": (["+experiment=sft_tiny", "dpo.wandb_mode=offlne"], "dpo.wandb_mode='offlne'"),
-    "unknown pii type": (["+experiment=munin_pipeline", *LUMI[1:], "pii.types=[cpr,names]"],
+    "unknown pii type": (["+experiment=munin_pipeline", *SFT_DRY[1:], "pii.types=[cpr,names]"],
                          "pii.types[1]='names': use one of cpr, email, phone, ip, iban"),
     "misspelt pii type": (["+experiment=munin_pipeline", "pii.types=[cpr,emial]"],
                           "pii.types[1]='emial': use one of cpr, email, phone, ip, iban. Did you mean email?"),
@@ -63,7 +63,7 @@ CASES = {
                           "dpo.loss_type='sigmod': use one of sigmoid, hinge, ipo"),
     "unknown translator dtype": (["+experiment=oasst2_translate_tiny", "translator.dtype=fp16"],
                                  "translator.dtype='fp16': use one of bfloat16, float16, float32"),
-    "bad pii replacement": (["+experiment=munin_pipeline", *LUMI[1:], "pii.replacement=mask"],
+    "bad pii replacement": (["+experiment=munin_pipeline", *SFT_DRY[1:], "pii.replacement=mask"],
                             "pii.replacement='mask': use one of tags, fake"),
     "pii without input": (["+experiment=cpt_tiny", "stages=[pii,cpt]"], "pii.input is unset"),
     "evaluate unknown model": (["+experiment=sft_tiny", "stages=[sft,evaluate]", "evaluate.models=[dpo]"],
@@ -90,7 +90,7 @@ def test_bad_input_exits_2_and_leaves_nothing(name, tmp_path):
 
 
 def test_every_problem_is_reported(tmp_path):
-    p = dfm(*LUMI, "cluster.account=nope", "sft.time=99:00:00", "sft.nodes=2000", cwd=tmp_path)
+    p = dfm(*SFT_DRY, "cluster.account=nope", "sft.time=99:00:00", "sft.nodes=2000", cwd=tmp_path)
     assert p.returncode == 2
     # the batch rule fires too: 2000 nodes x 8 ranks x 4 does not divide 64
     assert "4 problems" in p.stderr
@@ -105,7 +105,7 @@ def test_every_unknown_key_is_reported_at_once(tmp_path):
 
 
 def test_a_bad_sweep_point_stops_the_whole_sweep(tmp_path):
-    p = dfm("-m", *LUMI, "sft.nodes=1,2000", cwd=tmp_path)
+    p = dfm("-m", *SFT_DRY, "sft.nodes=1,2000", cwd=tmp_path)
     assert p.returncode == 2
     assert "sft.nodes=2000" in p.stderr and "at most 1024 nodes" in p.stderr
     assert run_dirs(tmp_path) == []

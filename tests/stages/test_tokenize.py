@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import dfm, run_dirs, wait_for
+from helpers import LUMI, dfm, run_dirs, wait_for
 
 pytest.importorskip("transformers")
 
@@ -104,7 +104,7 @@ def test_tokenize_stage_feeds_cpt_locally_as_an_array(tmp_path):
 
 
 def test_munin_cpt_lumi_dry_run_renders_the_tokenize_array_before_training(tmp_path):
-    p = dfm("+experiment=munin_cpt", "cluster=lumi", "cluster.account=project_465000670", "dry_run=true", cwd=tmp_path)
+    p = dfm("+experiment=munin_cpt", *LUMI, "dry_run=true", cwd=tmp_path)
     assert p.returncode == 0, p.stdout + p.stderr
     (run,) = run_dirs(tmp_path)
     tok = (run / "stages" / "tokenize" / "sbatch.sh").read_text()
