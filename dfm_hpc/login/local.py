@@ -18,8 +18,7 @@ import time
 from pathlib import Path
 from typing import List
 
-from dfm_hpc import rundir
-from dfm_hpc.login import shell
+from dfm_hpc import jobenv, rundir
 from dfm_hpc.plan import StageJob
 
 
@@ -57,7 +56,7 @@ def run_ranks(run_dir: Path, job: StageJob, cluster, out=sys.stdout) -> int:
     """Run one stage's ranks; returns 0 when all succeed (the others are stopped on a failure)."""
     sdir = rundir.stage_dir(run_dir, job.stage)
     (sdir / rundir.LOGS).mkdir(parents=True, exist_ok=True)
-    base = {**os.environ, **{k: shell.job_value(v) for k, v in cluster.env.items()},
+    base = {**os.environ, **{k: jobenv.job_value(v) for k, v in cluster.env.items()},
             "DFM_HPC_RUN_DIR": str(Path(run_dir).resolve()),  # cancel checks it before signalling a pid
             "WORLD_SIZE": str(job.world_size), "LOCAL_WORLD_SIZE": str(job.tasks_per_node),
             "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "OMP_NUM_THREADS": "1"}

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
 
+from dfm_hpc.jobenv import cache_dirs, hf_home, snapshot  # hf_home: validate's too
 from dfm_hpc.registry import TRAINED_STAGES
 from dfm_hpc.sources import is_hub_id
 
@@ -89,25 +90,6 @@ def needs(cfg) -> List[Need]:
     return out
 
 
-def hf_home(cfg) -> Path:
-    """The HF_HOME the jobs see: the cluster profile's env, else this shell's, else the default."""
-    from dfm_hpc.login.shell import job_value  # literal, or expand:$NAME as the job expands it
-
-    env = {k: job_value(v) for k, v in cfg.cluster.env.items()}
-    home = env.get("HF_HOME") or os.environ.get("HF_HOME") or "~/.cache/huggingface"
-    return Path(home).expanduser()
-
-
-def _cache_dirs(cfg):
-    from dfm_hpc.login.shell import job_value
-
-    env = {k: job_value(v) for k, v in cfg.cluster.env.items()}
-    home = hf_home(cfg)
-    hub = env.get("HF_HUB_CACHE") or str(home / "hub")
-    data = env.get("HF_DATASETS_CACHE") or str(home / "datasets")
-    return Path(hub).expanduser(), Path(data).expanduser()
-
-
 def _snake(name: str) -> str:
     """datasets' camelcase_to_snakecase (the name of a prepared dataset's cache dir)."""
     name = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", name)
@@ -115,17 +97,12 @@ def _snake(name: str) -> str:
 
 
 def is_cached(need: Need, cfg) -> bool:
-    hub, data = _cache_dirs(cfg)
+    hub, data = cache_dirs(cfg)
     if need.kind == "euroeval":  # what EuroEval's offline load_dataset finds in its cache_dir
         cache = _euroeval_env(cfg)[1]
         return bool(cache) and any(cache.glob("EuroEval___*/*/*/*"))
     if need.kind == "model":  # what from_pretrained(repo, revision) resolves offline
-        repo = hub / f"models--{need.repo_id.replace('/', '--')}"
-        rev = need.revision or "main"
-        snap = repo / "snapshots" / rev if re.fullmatch(r"[0-9a-f]{40}", rev) else None
-        if snap is None and (repo / "refs" / rev).is_file():
-            snap = repo / "snapshots" / (repo / "refs" / rev).read_text().strip()
-        return bool(snap) and (snap / "config.json").exists()
+        return snapshot(hub, need.repo_id, need.revision) is not None
     # what offline load_dataset(repo) finds: a prepared copy under <datasets cache>/<org>___<name>/
     org, name = need.repo_id.split("/")
     root = data / f"{org}___{_snake(name)}"
@@ -138,7 +115,7 @@ def missing(cfg) -> List[Need]:
 
 def download(cfg, todo: List[Need], say=print) -> List[str]:
     """Fetch `todo` into the jobs' cache; returns the failures (one line each)."""
-    hub, data = _cache_dirs(cfg)  # before the imports: both libraries read these once
+    hub, data = cache_dirs(cfg)  # before the imports: both libraries read these once
     os.environ.update(HF_HOME=str(hf_home(cfg)), HF_HUB_CACHE=str(hub), HF_DATASETS_CACHE=str(data))
     for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
         os.environ.pop(k, None)

@@ -9,15 +9,14 @@ names (sbatch_extra). `cluster.env` values are exported literally, except in the
 
 from __future__ import annotations
 
-import os
 import re
 from typing import Any, Iterator, List, Tuple
 
-EXPAND = "expand:"
+from dfm_hpc.jobenv import EXPAND, REF
+
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SBATCH_OPTION = re.compile(r"^[a-z][a-z0-9-]*$")
-_REF = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
 
 
 def control_chars(text: str) -> List[str]:
@@ -74,7 +73,7 @@ def quote_value(value: Any) -> str:
     if not text.startswith(EXPAND):
         return f'"{_dq(text)}"'
     text, out, pos = text[len(EXPAND):], [], 0
-    for m in _REF.finditer(text):
+    for m in REF.finditer(text):
         out += [_dq(text[pos:m.start()]), m.group(0)]
         pos = m.end()
     return '"' + "".join(out + [_dq(text[pos:])]) + '"'
@@ -84,15 +83,6 @@ def export_line(key: str, value: Any) -> str:
     if check_env_key(key):
         raise ValueError(check_env_key(key)[0])
     return f"export {key}={quote_value(value)}"
-
-
-def job_value(value: Any, environ=None) -> str:
-    """What the job sees for an env value (local runs, the login node's view of HF_HOME)."""
-    text = str(value)
-    if not text.startswith(EXPAND):
-        return text
-    env = os.environ if environ is None else environ
-    return _REF.sub(lambda m: env.get(m.group(1) or m.group(2), ""), text[len(EXPAND):])
 
 
 def check_params(params: Any, where: str = "sbatch parameters") -> None:
