@@ -29,6 +29,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from dfm_hpc.model_shape import tiny_config
+
 LANG_TOKENS = ("<2da>", "<2en>", "<2de>", "<2sv>", "<2no>")
 
 T5_UNK, T5_PAD, T5_EOS = "<unk>", "<pad>", "</s>"
@@ -275,7 +277,7 @@ def build_tiny_t5(out_dir, seed: int = 0, d_model: int = 64, num_layers: int = 2
     return out
 
 
-def build_llama_tokenizer(vocab_size: int = 512):
+def build_llama_tokenizer(vocab_size: int, model_max_length: int):
     """A byte-level BPE tokenizer (any UTF-8 text round-trips) with ChatML specials and template."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -290,35 +292,33 @@ def build_llama_tokenizer(vocab_size: int = 512):
     tok.train_from_iterator(sample_text(), trainer=trainer)
     hf = PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token=LLAMA_BOS, eos_token=LLAMA_EOS, pad_token=LLAMA_PAD,
-        additional_special_tokens=["<|im_start|>"], model_max_length=2048,
+        additional_special_tokens=["<|im_start|>"], model_max_length=model_max_length,
     )
     hf.chat_template = CHAT_TEMPLATE
     return hf
 
 
-def build_tiny_llama(out_dir, seed: int = 0, hidden_size: int = 64, num_layers: int = 2,
-                     vocab_size: int = 512, num_heads: int = 4, intermediate_size: int = 128) -> Path:
-    """A random-weight LlamaForCausalLM + byte-level BPE tokenizer with a ChatML chat template."""
+def build_tiny_llama(out_dir, seed: int = 0) -> Path:
+    """A random-weight LlamaForCausalLM + byte-level BPE tokenizer with a ChatML chat template, shaped as
+    tiny/configs/llama.json says (the plan's estimates read the same file: model_shape.py)."""
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_llama_tokenizer(vocab_size)
+    spec = tiny_config("llama")
+    tokenizer = build_llama_tokenizer(spec["vocab_size"], spec["max_position_embeddings"])
+    if len(tokenizer) != spec["vocab_size"]:  # the sample must fill the vocabulary the file states
+        raise RuntimeError(f"tiny llama tokenizer has {len(tokenizer)} tokens, llama.json says {spec['vocab_size']}")
     bos, eos, pad = tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=intermediate_size,
-        num_hidden_layers=num_layers, num_attention_heads=num_heads,
-        num_key_value_heads=max(1, num_heads // 2), max_position_embeddings=2048,
-        bos_token_id=bos, eos_token_id=eos, pad_token_id=pad, tie_word_embeddings=True,
-    )
+    config = LlamaConfig(**{k: v for k, v in spec.items() if k != "model_type"},
+                         bos_token_id=bos, eos_token_id=eos, pad_token_id=pad)
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config).eval()
     model.generation_config = GenerationConfig(bos_token_id=bos, eos_token_id=eos, pad_token_id=pad)
     model.save_pretrained(out)
     _save_tokenizer(tokenizer, out)
-    _write_info(out, kind="llama", seed=seed, hidden_size=hidden_size, num_layers=num_layers,
-                vocab_size=len(tokenizer), num_heads=num_heads, intermediate_size=intermediate_size)
+    _write_info(out, kind="llama", seed=seed)  # the shape: config.json beside it
     return out
 
 
