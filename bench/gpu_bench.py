@@ -31,13 +31,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # translate_throughput's segments()
 
 SHAPES = {
-    "gpu": {"llama": dict(hidden_size=2048, num_layers=22, num_heads=32, num_kv_heads=4, intermediate_size=5632,
-                          vocab_size=32000),
+    # llama: a config.json's keys (the model is built from them, estimates count them)
+    "gpu": {"llama": dict(hidden_size=2048, num_hidden_layers=22, num_attention_heads=32, num_key_value_heads=4,
+                          intermediate_size=5632, vocab_size=32000, tie_word_embeddings=False),
             "seq": 2048, "micro": 8, "steps": 10, "warmup": 3, "lora_r": 16,
             "t5": dict(d_model=1024, num_layers=32, num_heads=16, d_ff=8192, vocab_size=256000),
             "segments": 384, "budget": 16384, "naive_batch": 16, "dtype": "bfloat16"},
-    "smoke": {"llama": dict(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=128,
-                            vocab_size=512),
+    "smoke": {"llama": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                            intermediate_size=128, vocab_size=512, tie_word_embeddings=False),
               "seq": 64, "micro": 2, "steps": 3, "warmup": 1, "lora_r": 4,
               "t5": dict(d_model=64, num_layers=2, num_heads=4, d_ff=128, vocab_size=1000),
               "segments": 12, "budget": 512, "naive_batch": 4, "dtype": "float32"},
@@ -70,10 +71,7 @@ def _llama(shape: dict, dtype):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    cfg = LlamaConfig(hidden_size=shape["hidden_size"], num_hidden_layers=shape["num_layers"],
-                      num_attention_heads=shape["num_heads"], num_key_value_heads=shape["num_kv_heads"],
-                      intermediate_size=shape["intermediate_size"], vocab_size=shape["vocab_size"],
-                      max_position_embeddings=4096, attn_implementation="sdpa", tie_word_embeddings=False)
+    cfg = LlamaConfig(**shape, max_position_embeddings=4096, attn_implementation="sdpa")
     torch.manual_seed(0)
     with torch.device(_device()):
         return LlamaForCausalLM(cfg).to(dtype)
@@ -82,8 +80,7 @@ def _llama(shape: dict, dtype):
 def _mfu(tps: float, s: dict, lora: bool, peak: float) -> float:
     from dfm_hpc import estimates
 
-    sh = s["llama"]
-    fpt = estimates.flops_per_token(estimates.param_count(sh), sh["num_layers"], sh["hidden_size"], s["seq"])
+    fpt = estimates.model_flops_per_token(s["llama"], s["seq"])
     return tps * fpt * (2 / 3 if lora else 1) / (peak * 1e12)
 
 

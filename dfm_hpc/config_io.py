@@ -21,6 +21,9 @@ RETIRED = {
     "throughput.name": "read by nothing: the throughput table's name",
     "model.family": "read by nothing since the flat layout (commit 3ca29db)",
     "cpt.prep_shards": "cpt no longer tokenizes: the tokenize stage's own shards split that work",
+    **{f"model.{key}": "the model's shape is its own config.json's (model_shape.py), not a copy in the config"
+       for key in ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size", "vocab_size",
+                   "max_position_embeddings")},
 }
 
 

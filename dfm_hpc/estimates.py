@@ -1,7 +1,8 @@
 """Training arithmetic: peak FLOP/s, FLOPs per token, MFU, parameter counts and per-device memory.
 
 Pure arithmetic (no torch): the login node imports it to refuse configs that cannot fit, and the
-compute-side stages import it to log MFU. Formulas, sources and limits: docs/performance.md.
+compute-side stages import it to log MFU. A model's shape is its config.json's (model_shape.py): a Shape,
+or a config.json dict. Formulas, sources and limits: docs/performance.md.
 """
 
 from __future__ import annotations
@@ -9,6 +10,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+from dfm_hpc import model_shape
+from dfm_hpc.model_shape import Shape
 
 # ---------------------------------------------------------------- peak FLOP/s (the MFU denominator)
 
@@ -96,63 +100,48 @@ def hfu(tokens_per_s_per_device: float, n_params: float, n_layers: int, hidden: 
     return tokens_per_s_per_device * flops_per_token(n_params, n_layers, hidden, seq_len, recompute=True) / peak
 
 
+def model_flops_per_token(model: Any, seq_len: int, recompute: bool = False) -> float:
+    """flops_per_token of a model's shape (a model_shape.Shape or a config.json dict); H is heads x head_dim."""
+    s = _shape(model)
+    return flops_per_token(param_count(s), s.layers, s.q_dim, seq_len, recompute=recompute)
+
+
 # ---------------------------------------------------------------- parameter count (Llama/Mistral)
 
-def _get(cfg: Any, key: str, default: Any = None) -> Any:
-    if isinstance(cfg, dict):
-        return cfg.get(key, default)
-    return getattr(cfg, key, default)
+def _shape(model: Any) -> Shape:
+    """A model_shape.Shape, or a config.json dict read by model_shape (what the tests and benchmarks pass)."""
+    if isinstance(model, dict):
+        model = model_shape.from_config(model, "a config.json dict")
+    if not isinstance(model, Shape):
+        raise ValueError(f"model shape unknown: {model.reason}")
+    return model
 
 
-@dataclass(frozen=True)
-class _Shape:
-    hidden: int
-    layers: int
-    heads: int
-    kv_heads: int
-    intermediate: int
-    vocab: int
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden // self.heads
-
-    @property
-    def kv_dim(self) -> int:
-        return self.kv_heads * self.head_dim
-
-    @property
-    def linears(self) -> Dict[str, Tuple[int, int]]:
-        """One decoder layer's projections: name -> (in, out)."""
-        h, kv, i = self.hidden, self.kv_dim, self.intermediate
-        return {"q_proj": (h, h), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (h, h),
-                "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
-
-    @property
-    def layer_params(self) -> int:
-        return sum(a * b for a, b in self.linears.values()) + 2 * self.hidden  # + two RMSNorms
+def _linears(s: Shape) -> Dict[str, Tuple[int, int]]:
+    """One decoder layer's projections: name -> (in, out)."""
+    h, q, kv, i = s.hidden, s.q_dim, s.kv_dim, s.intermediate
+    return {"q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h),
+            "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
 
 
-def _shape(model_cfg: Any) -> _Shape:
-    heads = int(_get(model_cfg, "num_heads"))
-    return _Shape(hidden=int(_get(model_cfg, "hidden_size")), layers=int(_get(model_cfg, "num_layers")),
-                  heads=heads, kv_heads=int(_get(model_cfg, "num_kv_heads", heads) or heads),
-                  intermediate=int(_get(model_cfg, "intermediate_size")), vocab=int(_get(model_cfg, "vocab_size")))
+def _layer_params(s: Shape) -> int:
+    return sum(a * b for a, b in _linears(s).values()) + 2 * s.hidden  # + two RMSNorms
 
 
-def param_count(model_cfg: Any) -> int:
-    """Llama/Mistral parameters: embeddings + untied lm_head + L x (GQA attention + SwiGLU MLP + 2 norms)
-    + final norm. Mistral-7B-v0.1: 7,241,732,096; Llama-2-7B: 6,738,415,616."""
-    s = _shape(model_cfg)
-    return 2 * s.vocab * s.hidden + s.layers * s.layer_params + s.hidden
+def param_count(model: Any) -> int:
+    """Llama/Mistral parameters: the embedding, the output head unless tied to it, L x (GQA attention + SwiGLU MLP
+    + 2 norms) + final norm. Mistral-7B-v0.1: 7,241,732,096; Llama-2-7B: 6,738,415,616."""
+    s = _shape(model)
+    return (1 if s.tied else 2) * s.vocab * s.hidden + s.layers * _layer_params(s) + s.hidden
 
 
-def lora_params(model_cfg: Any, r: int, target_modules: Sequence[str]) -> int:
+def lora_params(model: Any, r: int, target_modules: Sequence[str]) -> int:
     """Trainable LoRA parameters: r·(in + out) per targeted projection per layer ("all-linear": all 7).
     Names other than the Llama projections are not counted."""
-    s = _shape(model_cfg)
-    names = set(s.linears) if "all-linear" in target_modules else set(target_modules)
-    return s.layers * sum(r * (a + b) for name, (a, b) in s.linears.items() if name in names)
+    s = _shape(model)
+    linears = _linears(s)
+    names = set(linears) if "all-linear" in target_modules else set(target_modules)
+    return s.layers * sum(r * (a + b) for name, (a, b) in linears.items() if name in names)
 
 
 # ---------------------------------------------------------------- memory per device
@@ -164,7 +153,8 @@ QLORA_BYTES_PER_PARAM = 0.53  # NF4 (0.5) + double-quantized block constants and
 
 # Activation bytes per token saved by one HF Llama/Mistral decoder layer (bf16 elements x 2 bytes),
 # SDPA/flash attention (no S x S scores): 2 RMSNorms ~3h each (fp32 copy + bf16 output), rotary
-# q/k in and out (2h + 2kv), attention q/k/v/out (2h + 2kv), SwiGLU gate/up/act/product (4I).
+# q/k in and out (2q + 2kv), attention q/k/v/out (2q + 2kv), SwiGLU gate/up/act/product (4I);
+# q = heads x head_dim (= h unless config.json's head_dim says otherwise), kv the same for the KV heads.
 _LOGIT_BYTES_PER_VOCAB = 10  # bf16 logits (2) + fp32 upcast for the loss (4) + fp32 log-softmax (4)
 
 
@@ -198,7 +188,7 @@ class MemoryEstimate:
                 f"with {self.setup} ({'; '.join([self.breakdown(), *self.notes])})")
 
 
-def estimate_memory(model_cfg: Any, *, world_size: int, zero_stage: int, precision: str = "bf16",
+def estimate_memory(model: Any, *, world_size: int, zero_stage: int, precision: str = "bf16",
                     peft_method: str = "none", lora_r: int = 16,
                     target_modules: Sequence[str] = ("q_proj", "k_proj", "v_proj", "o_proj"),
                     micro_batch: int = 1, seq_len: int = 4096, gradient_checkpointing: bool = True,
@@ -222,9 +212,9 @@ def estimate_memory(model_cfg: Any, *, world_size: int, zero_stage: int, precisi
         raise ValueError(f"peft_method={peft_method!r}: none, lora or qlora")
     if not 0 <= zero_stage <= 3:
         raise ValueError(f"zero_stage={zero_stage}: 0, 1, 2 or 3")
-    s = _shape(model_cfg)
+    s = _shape(model)
     w = max(1, int(world_size))
-    n = param_count(model_cfg)
+    n = param_count(s)
     half = precision == "bf16"
     wbytes = 2 if half else 4  # weights/activations element size
     notes: List[str] = []
@@ -233,7 +223,7 @@ def estimate_memory(model_cfg: Any, *, world_size: int, zero_stage: int, precisi
     offload_optimizer = offload_optimizer and zero_stage >= 1
     offload_params = offload_params and zero_stage == 3
     # the largest block ZeRO-3 gathers at once: a decoder layer or the embedding/head matrix
-    block = max(s.layer_params, s.vocab * s.hidden)
+    block = max(_layer_params(s), s.vocab * s.hidden)
 
     def shard(total_bytes: float, on: bool) -> float:
         return total_bytes / w if on else total_bytes
@@ -245,10 +235,10 @@ def estimate_memory(model_cfg: Any, *, world_size: int, zero_stage: int, precisi
         weight_bytes = wbytes * n
     else:
         method = "LoRA" if peft_method == "lora" else "QLoRA"
-        trainable = lora_params(model_cfg, lora_r, target_modules)
+        trainable = lora_params(s, lora_r, target_modules)
         if peft_method == "qlora":  # projections in 4 bits; embeddings, head and norms stay bf16
-            proj = s.layers * sum(a * b for a, b in s.linears.values())
-            base = QLORA_BYTES_PER_PARAM * proj + 2 * (n - proj) + 2 * s.layer_params  # + one dequantized layer
+            proj = s.layers * sum(a * b for a, b in _linears(s).values())
+            base = QLORA_BYTES_PER_PARAM * proj + 2 * (n - proj) + 2 * _layer_params(s)  # + one dequantized layer
         else:
             base = wbytes * n
         weight_bytes = base + wbytes * trainable
@@ -275,7 +265,7 @@ def estimate_memory(model_cfg: Any, *, world_size: int, zero_stage: int, precisi
         gradients = shard(grad_bytes, zero_stage >= 2)
 
     # activations per token (bytes), see docs/performance.md
-    layer = (10 * s.hidden + 4 * s.kv_dim + 4 * s.intermediate) * wbytes
+    layer = (6 * s.hidden + 4 * s.q_dim + 4 * s.kv_dim + 4 * s.intermediate) * wbytes
     if attention == "eager":  # S x S scores: fp32 softmax output + bf16 probabilities per head
         layer += 3 * s.heads * seq_len * wbytes
     if gradient_checkpointing:  # layer inputs kept; one layer's activations live while recomputed
@@ -327,7 +317,7 @@ def host_memory_gb_per_rank(job, cluster) -> Optional[float]:
     return mem / max(1, job.tasks_per_node) if mem else None
 
 
-def estimate_for(job, cfg, **change) -> MemoryEstimate:
+def estimate_for(job, cfg, shape: Shape, **change) -> MemoryEstimate:
     """estimate_memory for a planned training stage of a composed config; `change` overrides its args."""
     st, ds, peft = cfg[job.stage], cfg.deepspeed, cfg.peft
     args = dict(world_size=job.world_size, zero_stage=int(ds.stage), precision=str(st.precision),
@@ -340,14 +330,14 @@ def estimate_for(job, cfg, **change) -> MemoryEstimate:
     args.update(change)
     args["reference_model"] = (job.stage == "dpo" and args["peft_method"] == "none"
                                and not bool(st.get("precompute_ref_log_probs", False)))
-    return estimate_memory(cfg.model, **args)
+    return estimate_memory(shape, **args)
 
 
 def check_fits(job, cfg) -> List[str]:
     """Problems (empty if none) when a training stage's estimate exceeds the device memory.
 
     The message names the estimate, its parts, and the alternatives that do fit (each estimated).
-    Skipped for stages without GPUs: their memory is not a GCD's.
+    Skipped for stages without GPUs (their memory is not a GCD's) and for a model whose shape is unknown.
     """
     st, cl = cfg[job.stage], cfg.cluster
     if str(st.precision) not in ("bf16", "fp32"):
@@ -356,13 +346,16 @@ def check_fits(job, cfg) -> List[str]:
     if (device_gb is None or str(cfg.peft.method) not in ("none", "lora", "qlora")
             or not 0 <= int(cfg.deepspeed.stage) <= 3 or int(st.micro_batch_size) < 1 or job.world_size < 1):
         return []  # nothing to check, or reported elsewhere
+    shape = model_shape.of(cfg)
+    if not shape:
+        return []  # nothing to estimate from; the plan's summary says why (a guess could refuse a good run)
     host_gb = host_memory_gb_per_rank(job, cl)
     dev = "GCD" if cl.system == "lumi" else "GPU"
 
     def fits(e: MemoryEstimate) -> bool:
         return e.total <= device_gb and (host_gb is None or e.cpu <= host_gb)
 
-    est = estimate_for(job, cfg)
+    est = estimate_for(job, cfg, shape)
     problems: List[str] = []
     if host_gb is not None and est.cpu > host_gb:
         problems.append(f"{job.stage}: ~{est.cpu:.0f} GB of offloaded state per rank in host memory, "
@@ -383,9 +376,10 @@ def check_fits(job, cfg) -> List[str]:
         changes.append(("peft=lora", dict(peft_method="lora")))
     mb = int(st.micro_batch_size)
     smaller = [m for m in range(mb - 1, 0, -1) if st.global_batch_size % (job.world_size * m) == 0]
-    fitting = [(label, e) for label, e in ((label, estimate_for(job, cfg, **ch)) for label, ch in changes) if fits(e)]
+    estimated = ((label, estimate_for(job, cfg, shape, **ch)) for label, ch in changes)
+    fitting = [(label, e) for label, e in estimated if fits(e)]
     for m in smaller:  # the largest micro-batch that fits alone
-        e = estimate_for(job, cfg, micro_batch=m)
+        e = estimate_for(job, cfg, shape, micro_batch=m)
         if fits(e):
             fitting.append((f"{s}.micro_batch_size={m}", e))
             break
@@ -396,11 +390,11 @@ def check_fits(job, cfg) -> List[str]:
             for lb, cb in changes[i + 1:]:
                 if la.split("=")[0] == lb.split("=")[0]:
                     continue  # two values of the same key
-                e = estimate_for(job, cfg, **{**ca, **cb})
+                e = estimate_for(job, cfg, shape, **{**ca, **cb})
                 if fits(e):
                     fitting.append((f"{la} {lb}", e))
     if not fitting and method != "qlora":  # last resort: a 4-bit base (not with ZeRO-3)
-        e = estimate_for(job, cfg, peft_method="qlora", zero_stage=min(int(ds.stage), 2), offload_params=False)
+        e = estimate_for(job, cfg, shape, peft_method="qlora", zero_stage=min(int(ds.stage), 2), offload_params=False)
         if fits(e):
             fitting.append(("peft=qlora" + (" deepspeed=zero2" if ds.stage == 3 else ""), e))
     what = est.explain().replace("per device", f"per {dev}", 1)

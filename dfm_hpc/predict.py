@@ -18,7 +18,7 @@ import re
 from dataclasses import asdict
 from typing import Dict, List, Optional
 
-from dfm_hpc import estimates
+from dfm_hpc import estimates, model_shape
 from dfm_hpc.plan import StageJob, billing, gpu_hours, stage_cluster
 from dfm_hpc.registry import STAGES, TRAINED_STAGES
 
@@ -90,13 +90,14 @@ def summary(cfg, stage: str, job: StageJob) -> str:
     st = cfg[stage]
     if stage in TRAINED_STAGES:
         method = _method(cfg, stage)
-        n = estimates.param_count(cfg.model)
+        shape = model_shape.of(cfg)
+        params = f"{_num(estimates.param_count(shape))} params" if shape else f"? params; shape unknown: {shape.reason}"
         prec = st.precision if job.gpus_per_node else "fp32 (CPU)"
         per_rank = st.micro_batch_size * job.world_size
         accum = st.global_batch_size // per_rank if per_rank and st.global_batch_size % per_rank == 0 else "?"
         extra = f", beta {st.beta}" if stage == "dpo" else (", packed" if stage == "sft" and st.packing else "")
         return (f"{stage.upper()}, {'full training' if method == 'full' else method}, of {cfg.model.name} "
-                f"({_num(n)} params), {_zero(cfg)}, {prec}, "
+                f"({params}), {_zero(cfg)}, {prec}, "
                 f"{st.attn_implementation}{', checkpointing' if st.gradient_checkpointing else ''}, seq {st.seq_len}, "
                 f"global batch {st.global_batch_size} (micro {st.micro_batch_size} x {job.world_size} ranks x "
                 f"accum {accum}), {st.max_steps:,} steps = {_num(_train_tokens(st, stage))} tokens{extra}; "
@@ -136,12 +137,15 @@ def mfu_key(cfg, stage: str) -> str:
     return "train_mfu" if _method(cfg, stage) == "full" else "lora_mfu"
 
 
-def train_flops_per_token(cfg, stage: str) -> float:
+def train_flops_per_token(cfg, stage: str) -> Optional[float]:
     """Model FLOPs per trained token: 6N + 12LHS (estimates.flops_per_token), x 2/3 for LoRA, + 2N for
-    DPO's reference forward (tokens of chosen and rejected both count)."""
-    m, st = cfg.model, cfg[stage]
-    n = estimates.param_count(m)
-    fpt = estimates.flops_per_token(n, m.num_layers, m.hidden_size, st.seq_len)
+    DPO's reference forward (tokens of chosen and rejected both count). None when the model's shape is
+    unknown (model_shape.of says why)."""
+    shape = model_shape.of(cfg)
+    if not shape:
+        return None
+    n = estimates.param_count(shape)
+    fpt = estimates.model_flops_per_token(shape, cfg[stage].seq_len)
     if _method(cfg, stage) != "full":
         fpt *= LORA_FLOPS
     return fpt + (2 * n if stage == "dpo" else 0)
@@ -151,10 +155,10 @@ def _work(cfg, stage: str, job: StageJob, dev) -> Optional[tuple]:
     """(seconds on the stage's devices, work text, rate text) from counted work, or None."""
     st, n = cfg[stage], _devices(job)
     if stage in TRAINED_STAGES:
-        mfu = dev[mfu_key(cfg, stage)]
-        if not (mfu and dev.peak_tflops):
-            return None
-        tps = mfu * dev.peak_tflops * 1e12 / train_flops_per_token(cfg, stage)
+        mfu, fpt = dev[mfu_key(cfg, stage)], train_flops_per_token(cfg, stage)
+        if not (mfu and dev.peak_tflops and fpt):
+            return None  # no figure, or no shape to count FLOPs from (the summary says why)
+        tps = mfu * dev.peak_tflops * 1e12 / fpt
         tokens = _train_tokens(st, stage)
         return (tokens / (tps * n), f"{_num(tokens)} tokens",
                 f"{tps:,.0f} tok/s x {n} devices, {_pct(mfu)} MFU of {dev.peak_tflops:g} TF")

@@ -110,16 +110,11 @@ class ClusterConfig:
 @dataclass
 class ModelConfig:
     name: str = "tiny_llama"  # the model's label in plans, logs and cards
-    name_or_path: str = "tiny:llama"  # hub id, local path, or tiny:<family> (random weights, built locally)
+    # hub id, local path, or tiny:<family> (random weights, built locally); its config.json is the model's shape
+    # for the FLOPs, memory and MFU estimates (dfm_hpc/model_shape.py)
+    name_or_path: str = "tiny:llama"
     # sft/dpo: auto (the tokenizer's if it marks assistant turns, else dfm_hpc's) | managed | keep | a .jinja file
     chat_template: str = "auto"
-    hidden_size: int = 64  # the model's shape, for FLOPs, MFU and memory estimates (and tiny: models)
-    num_layers: int = 2  # transformer blocks
-    num_heads: int = 4  # attention heads
-    num_kv_heads: int = 4  # key/value heads (grouped-query attention)
-    intermediate_size: int = 128  # MLP width
-    vocab_size: int = 512  # tokenizer vocabulary
-    max_position_embeddings: int = 512  # longest sequence the model takes
 
 
 @dataclass

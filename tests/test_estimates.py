@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import time
 from types import SimpleNamespace
 
 import pytest
-import yaml
 from omegaconf import OmegaConf
 
-from dfm_hpc import estimates, lumi, schema
+from dfm_hpc import estimates, lumi, model_shape, schema
 
-from helpers import REPO, dfm, run_dirs
+from helpers import REPO, dfm, lumi_args, run_dirs
 
-MISTRAL = yaml.safe_load((REPO / "conf" / "model" / "mistral_7b.yaml").read_text())
-LLAMA2_7B = dict(hidden_size=4096, num_layers=32, num_heads=32, num_kv_heads=32, intermediate_size=11008,
-                 vocab_size=32000)
+MISTRAL_JSON = REPO / "dfm_hpc" / "model_configs" / "mistralai--Mistral-7B-v0.1" / "config.json"
+MISTRAL = json.loads(MISTRAL_JSON.read_text())  # a model's shape is its config.json's (model_shape.py)
+LLAMA2_7B = dict(model_type="llama", hidden_size=4096, num_hidden_layers=32, num_attention_heads=32,
+                 num_key_value_heads=32, intermediate_size=11008, vocab_size=32000, tie_word_embeddings=False)
 LUMI = ["cluster.account=project_465000670", "dry_run=true"]
 
 
@@ -123,7 +125,7 @@ def test_activations_scale_with_tokens_and_checkpointing():
 
 def test_no_gpu_cluster_is_not_checked():
     cfg = OmegaConf.structured(schema.Config)
-    cfg.model = OmegaConf.merge(cfg.model, MISTRAL)
+    cfg.model.name_or_path = "mistralai/Mistral-7B-v0.1"  # its bundled config.json, or the cache's copy
     cfg.peft.method, cfg.deepspeed.stage = "none", 0
     job = SimpleNamespace(stage="sft", world_size=1, nodes=1, tasks_per_node=1, gpus_per_node=0)
     assert estimates.check_fits(job, cfg) == []
@@ -163,3 +165,129 @@ def test_cli_accepts_lora_on_one_gcd(tmp_path):
 def test_shipped_experiments_fit_on_lumi(experiment, tmp_path):
     p = dfm(f"+experiment={experiment}", "cluster=lumi", *LUMI, cwd=tmp_path)
     assert p.returncode == 0, p.stderr
+
+
+# ---------------------------------------------------------------- the shape: the model's own config.json
+
+def test_the_tiny_builder_builds_what_the_shape_reader_reads(tmp_path):
+    """tiny:llama's shape is one file (dfm_hpc/tiny/configs/llama.json): the built model has it, the plan reads it."""
+    pytest.importorskip("transformers")
+    from transformers import AutoModelForCausalLM
+
+    from dfm_hpc import tiny
+
+    planned = model_shape.find("tiny:llama", tmp_path / "hub")
+    built = model_shape.read(tiny.build_tiny_llama(tmp_path / "tiny") / "config.json")
+    assert {**vars(planned), "source": ""} == {**vars(built), "source": ""}
+    assert (built.kv_heads, built.max_positions, built.tied, built.vocab, built.layers) == (2, 2048, True, 512, 2)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "tiny")
+    assert (model.config.num_key_value_heads, model.config.max_position_embeddings) == (2, 2048)
+    assert estimates.param_count(planned) == sum(p.numel() for p in model.parameters())  # the tied head once
+
+
+@pytest.mark.parametrize("config", [
+    MISTRAL,  # GQA, untied
+    LLAMA2_7B,
+    # head_dim wider than hidden / heads, a tied 256k vocabulary
+    dict(model_type="llama", hidden_size=1024, num_hidden_layers=2, num_attention_heads=8, num_key_value_heads=2,
+         head_dim=256, intermediate_size=4096, vocab_size=256000, tie_word_embeddings=True),
+], ids=["mistral", "llama2", "head_dim_tied_256k"])
+def test_param_count_is_what_transformers_builds(config):
+    pytest.importorskip("transformers")
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with torch.device("meta"):  # shapes only, no memory
+        model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**config))
+    assert estimates.param_count(config) == sum(p.numel() for p in model.parameters())
+
+
+def test_a_local_model_dir_and_the_jobs_hf_cache_are_read(tmp_path):
+    local = tmp_path / "my-model"
+    local.mkdir()
+    (local / "config.json").write_text(json.dumps(LLAMA2_7B))
+    shape = model_shape.find(str(local), tmp_path / "hub")
+    assert shape and shape.source == str(local / "config.json") and shape.kv_heads == 32 and not shape.tied
+    assert not model_shape.find(str(tmp_path / "empty-dir"), tmp_path / "hub")
+    # a hub id: the snapshot refs/main names in the hub cache, laid out as snapshot_download leaves it
+    home = tmp_path / "hf"
+    repo = home / "hub" / "models--testorg--llama2"
+    (repo / "snapshots" / "0123456789abcdef0123456789abcdef01234567").mkdir(parents=True)
+    (repo / "snapshots" / "0123456789abcdef0123456789abcdef01234567" / "config.json").write_text(json.dumps(LLAMA2_7B))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123456789abcdef0123456789abcdef01234567")
+    from dfm_hpc.login.launch import compose_config
+
+    lumi = ["+experiment=munin_sft", "cluster=lumi", f"cluster.env.HF_HOME={home}"]  # what the jobs will read
+    cfg = compose_config([*lumi, "model.name_or_path=testorg/llama2"])
+    shape = model_shape.of(cfg)
+    assert shape and "models--testorg--llama2/snapshots/" in shape.source
+    assert estimates.param_count(shape) == 6_738_415_616
+    # a model in the cache wins over the bundled copy
+    (home / "hub" / "models--danish-foundation-models--munin-7b-alpha").symlink_to(repo)
+    cfg = compose_config(lumi)
+    assert estimates.param_count(model_shape.of(cfg)) == 6_738_415_616
+
+
+def test_munin_without_a_cache_gets_its_bases_bundled_config(tmp_path):
+    """The shipped experiments plan as before with nothing prefetched: munin-7b-alpha has Mistral-7B-v0.1's shape,
+    from the verbatim config.json in dfm_hpc/model_configs/ (README.md there: its source)."""
+    text = MISTRAL_JSON.read_text()
+    assert text == json.dumps(json.loads(text), indent=2, sort_keys=True) + "\n"  # as save_pretrained writes it
+    shape = model_shape.find("danish-foundation-models/munin-7b-alpha", tmp_path / "hub")
+    assert {**vars(shape), "source": ""} == {**vars(model_shape.read(MISTRAL_JSON)), "source": ""}
+    assert "munin-7b-alpha's base" in shape.source
+    assert (shape.kv_heads, shape.head_dim, shape.sliding_window, shape.tied) == (8, 128, 4096, False)
+    assert estimates.param_count(shape) == 7_241_732_096
+    assert estimates.estimate_memory(shape, world_size=8, zero_stage=3).total == pytest.approx(
+        estimates.estimate_memory(MISTRAL, world_size=8, zero_stage=3).total)
+
+
+def test_an_unknown_shape_is_said_never_guessed(tmp_path):
+    why = model_shape.find("testorg/not-there", tmp_path / "hub")
+    assert not why and "prefetch testorg/not-there first" in why.reason and str(tmp_path / "hub") in why.reason
+    assert not model_shape.from_config({"model_type": "t5", "d_model": 512}, "t5's config.json")
+    assert "mixture of experts" in model_shape.from_config({**MISTRAL, "num_local_experts": 8}, "moe").reason
+    with pytest.raises(ValueError, match="prefetch testorg/not-there"):
+        estimates.param_count(why)
+    p = dfm("+experiment=munin_sft", *lumi_args("dry_run=true", "model.name_or_path=testorg/not-there",
+                                                 f"cluster.env.HF_HOME={tmp_path / 'hf'}"), cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    (line,) = [ln for ln in p.stdout.splitlines() if ln.strip().startswith("sft: SFT")]
+    assert "(? params; shape unknown: prefetch testorg/not-there first: python -m dfm_hpc prefetch" in line
+    assert " B params" not in line and "tok/s" not in line  # no number made up
+    (row,) = [ln for ln in p.stdout.splitlines() if ln.startswith("sft ")]
+    assert row.split()[6] == "?"  # sft 1 x 8 standard-g 12:00 ? (pred.)
+
+
+def test_mfu_on_the_rank_counts_the_loaded_models_config(tmp_path, monkeypatch):
+    pytest.importorskip("transformers")
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from dfm_hpc import tiny
+    from dfm_hpc.job import train
+
+    # as on an H100 (the MFU branch), without one
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA H100 80GB HBM3")
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda *a: 0)
+    monkeypatch.delenv("DFM_PEAK_TFLOPS", raising=False)
+    logged = []
+    ctx = SimpleNamespace(is_main=True, log=logged.append, should_stop=lambda: False, world_size=1,
+                          stage_dir=tmp_path)
+    cfg = OmegaConf.structured(schema.Config)
+    cfg.model.name_or_path = "testorg/not-there"  # the plan could not read it; the rank has the model itself
+    cb = train.metrics_callback(cfg, ctx, cfg.cpt, tokens_per_step=4 * 10 ** 7)  # ~30 % of an H100 in 1 s
+    model = AutoModelForCausalLM.from_pretrained(tiny.build_tiny_llama(tmp_path / "tiny"))
+    cb.on_train_begin(None, None, None, model=model)
+    assert cb.shape and cb.shape.kv_heads == 2 and cb.shape.max_positions == 2048 and logged == []
+    args, state = SimpleNamespace(logging_steps=1, max_steps=10), SimpleNamespace(global_step=1)
+    cb.t = time.time() - 1.0  # the step took a second
+    cb.on_log(args, state, None, logs={"loss": 1.0, "learning_rate": 1e-4, "grad_norm": 1.0})
+    row = json.loads((tmp_path / "metrics.jsonl").read_text())
+    tps = row["tokens_per_s_per_device"]
+    want = tps * estimates.model_flops_per_token(model.config.to_dict(), cfg.cpt.seq_len) / 989e12
+    assert row["mfu"] == pytest.approx(want, rel=1e-3) and 0.05 < row["mfu"] < 1
+    cb.on_train_begin(None, None, None)
+    assert not cb.shape and "MFU not logged" in logged[-1]

@@ -115,9 +115,9 @@ def test_run_dirs_of_the_previous_version_still_show(tmp_path):
 
 
 def test_run_dirs_of_the_previous_version_rerun_and_compare(tmp_path):
-    """Keys the schema retired (config_io.RETIRED: data.name, throughput.name, model.family, cpt.prep_shards)
-    are dropped even when a config is read strictly, so tests/data/runs_v0 reruns; any other unknown key
-    still stops a strict read."""
+    """Keys the schema retired (config_io.RETIRED: data.name, throughput.name, model.family, cpt.prep_shards, the
+    model's shape model.hidden_size ...) are dropped even when a config is read strictly, so tests/data/runs_v0
+    reruns; any other unknown key still stops a strict read."""
     from omegaconf.errors import ConfigKeyError
 
     from dfm_hpc import config_io
@@ -130,13 +130,15 @@ def test_run_dirs_of_the_previous_version_rerun_and_compare(tmp_path):
     for run in (demo, sft):
         old = (run / "config.yaml").read_text()
         assert "family:" in old and "prep_shards:" in old and re.search(r"^data:\n(  .*\n)*  name:", old, re.M)
+        assert "num_kv_heads:" in old and "max_position_embeddings:" in old
         assert config_io.load_config(run).model.name  # strict
     p = dfm("rerun", str(demo), cwd=tmp_path)
     assert p.returncode == 0 and "nothing to rerun" in p.stdout + p.stderr, p.stdout + p.stderr
     p = dfm("rerun", str(sft), cwd=tmp_path)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     (new,) = [d for d in run_dirs(tmp_path) if d not in (demo, sft)]
-    assert "family:" not in (new / "config.yaml").read_text()
+    new_text = (new / "config.yaml").read_text()
+    assert "family:" not in new_text and "hidden_size:" not in new_text
     p = dfm("compare", str(demo), str(sft), cwd=tmp_path)
     # compare reads results.json only: these runs have none, which is its answer (exit 1), not an error
     assert p.returncode == 1 and "no evaluate results" in p.stdout and not p.stderr, p.stdout + p.stderr

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from dfm_hpc import estimates, predict, tiny
+from dfm_hpc import estimates, model_shape, predict, tiny
 from dfm_hpc.job import curves, ds_config
 from dfm_hpc.rundir import stage_dir
 from dfm_hpc.schema import TrainStage
@@ -182,7 +182,6 @@ def metrics_callback(cfg, ctx, st: TrainStage, tokens_per_step: int):
     import torch
     from transformers import TrainerCallback
 
-    n_params = estimates.param_count(cfg.model)
     peak = estimates.pick_peak_tflops(torch.cuda.get_device_name() if torch.cuda.is_available() else None)
 
     class Callback(TrainerCallback):
@@ -193,6 +192,14 @@ def metrics_callback(cfg, ctx, st: TrainStage, tokens_per_step: int):
             self.step = None
             self.preempted = False
             self.done = False
+            self.shape = None  # the loaded model's own (on_train_begin), for MFU
+
+        def on_train_begin(self, args, state, control, model=None, **kw):
+            config = getattr(model, "config", None)  # a PEFT model answers with its base's
+            self.shape = model_shape.from_config(config.to_dict(), "the loaded model's config") if config else \
+                model_shape.Unknown("the Trainer passed no model")
+            if not self.shape and ctx.is_main:
+                ctx.log(f"MFU not logged: shape unknown: {self.shape.reason}")
 
         def on_step_end(self, args, state, control, **kw):
             if ctx.should_stop():
@@ -239,14 +246,15 @@ def metrics_callback(cfg, ctx, st: TrainStage, tokens_per_step: int):
             self.t, self.step = now, step
             row = {"step": step, "loss": logs["loss"], "lr": logs.get("learning_rate"),
                    "grad_norm": logs.get("grad_norm"), "tokens_per_s_per_device": round(tps, 1),
-                   # MFU against a GPU's peak; none on CPU (tests, local runs)
-                   "mfu": round(estimates.mfu(tps, n_params, cfg.model.num_layers, cfg.model.hidden_size, st.seq_len,
-                                            peak), 5) if torch.cuda.is_available() else None,
+                   # MFU against a GPU's peak; none on CPU (tests, local runs) or without a shape
+                   "mfu": round(estimates.mfu(tps, estimates.param_count(self.shape), self.shape.layers,
+                                              self.shape.q_dim, st.seq_len, peak), 5)
+                   if torch.cuda.is_available() and self.shape else None,
                    "peak_memory_gb": _peak_memory_gb()}
             if ctx.is_main:
                 with open(ctx.stage_dir / "metrics.jsonl", "a") as f:
                     f.write(json.dumps(row) + "\n")
-            mfu = "n/a (CPU)" if row["mfu"] is None else f"{row['mfu']:.1%}"
+            mfu = f"{row['mfu']:.1%}" if row["mfu"] is not None else "?" if torch.cuda.is_available() else "n/a (CPU)"
             if not show:
                 return
             self.shown = now

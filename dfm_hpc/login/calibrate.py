@@ -12,7 +12,7 @@ from typing import Dict, List, Optional
 
 import yaml
 
-from dfm_hpc import config_io, predict, rundir
+from dfm_hpc import config_io, model_shape, predict, rundir
 from dfm_hpc.plan import run_jobs
 from dfm_hpc.registry import TRAINED_STAGES
 
@@ -66,9 +66,12 @@ def measure(run: Path) -> tuple:
         startup = dev.startup_s if dev else 0.0
         n = predict._devices(job)
         said = ""
-        if job.stage in TRAINED_STAGES and _train_tps(sdir) and dev and dev.peak_tflops:
+        fpt = predict.train_flops_per_token(cfg, job.stage) if job.stage in TRAINED_STAGES else None
+        if job.stage in TRAINED_STAGES and not fpt:
+            said = f"no MFU: shape unknown: {model_shape.of(cfg).reason}"
+        elif fpt and _train_tps(sdir) and dev and dev.peak_tflops:
             tps = _train_tps(sdir)
-            mfu = tps * predict.train_flops_per_token(cfg, job.stage) / (dev.peak_tflops * 1e12)
+            mfu = tps * fpt / (dev.peak_tflops * 1e12)
             key = predict.mfu_key(cfg, job.stage)  # several stages of a kind: the slowest (DPO < SFT)
             entry[key] = min(entry.get(key, 1.0), float(f"{mfu:.3g}"))
             said = f"{tps:,.0f} tok/s/device median -> {key} {mfu:.3g}"
