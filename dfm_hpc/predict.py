@@ -21,6 +21,7 @@ from typing import Dict, List, Optional
 from dfm_hpc import estimates, model_shape
 from dfm_hpc.plan import StageJob, billing, gpu_hours, stage_cluster
 from dfm_hpc.registry import STAGES, TRAINED_STAGES
+from dfm_hpc.tokens import train_tokens
 
 LORA_FLOPS = 2 / 3  # LoRA skips the weight gradients: ~2/3 of full training (TRL "LoRA without regret")
 
@@ -74,10 +75,6 @@ def _zero(cfg) -> str:
     return f"ZeRO-{ds.stage}" + (f" (offload {'+'.join(off)})" if off else "")
 
 
-def _train_tokens(st, stage: str) -> float:
-    return st.max_steps * st.global_batch_size * st.seq_len * (2 if stage == "dpo" else 1)  # DPO: chosen+rejected
-
-
 def _train_data(cfg, stage: str) -> str:
     st = cfg[stage]
     if stage == "cpt":
@@ -100,7 +97,7 @@ def summary(cfg, stage: str, job: StageJob) -> str:
                 f"({params}), {_zero(cfg)}, {prec}, "
                 f"{st.attn_implementation}{', checkpointing' if st.gradient_checkpointing else ''}, seq {st.seq_len}, "
                 f"global batch {st.global_batch_size} (micro {st.micro_batch_size} x {job.world_size} ranks x "
-                f"accum {accum}), {st.max_steps:,} steps = {_num(_train_tokens(st, stage))} tokens{extra}; "
+                f"accum {accum}), {st.max_steps:,} steps = {_num(train_tokens(st, stage))} tokens{extra}; "
                 f"data: {_train_data(cfg, stage)}")
     if stage == "translate":
         tr = cfg.translator
@@ -159,7 +156,7 @@ def _work(cfg, stage: str, job: StageJob, dev) -> Optional[tuple]:
         if not (mfu and dev.peak_tflops and fpt):
             return None  # no figure, or no shape to count FLOPs from (the summary says why)
         tps = mfu * dev.peak_tflops * 1e12 / fpt
-        tokens = _train_tokens(st, stage)
+        tokens = train_tokens(st, stage)
         return (tokens / (tps * n), f"{_num(tokens)} tokens",
                 f"{tps:,.0f} tok/s x {n} devices, {_pct(mfu)} MFU of {dev.peak_tflops:g} TF")
     if stage == "translate":

@@ -15,27 +15,21 @@ from typing import Dict, List
 
 import numpy as np
 
+from dfm_hpc import tokens
+
 
 class MixtureError(ValueError):
     pass
 
 
 def allocate(specs: List[Dict], available: List[int], total: int, seq_len: int) -> List[int]:
-    """Blocks per source: token budgets first (tokens // seq_len), the rest of `total` by weight."""
-    counts = [int(s["tokens"]) // seq_len if s.get("tokens") else 0 for s in specs]
-    weighted = [i for i, s in enumerate(specs) if not s.get("tokens")]
-    rest = total - sum(counts)
-    if weighted and rest < 0:
-        raise MixtureError(f"the token budgets ({sum(counts) * seq_len:,} tokens) exceed what training consumes "
-                           f"({total * seq_len:,}); the weighted sources would get nothing")
-    if weighted:
-        w = np.asarray([float(specs[i]["weight"]) for i in weighted])
-        exact = rest * w / w.sum()
-        base = np.floor(exact).astype(np.int64)
-        for k in np.argsort(-(exact - base), kind="stable")[: rest - int(base.sum())]:
-            base[k] += 1
-        for i, n in zip(weighted, base):
-            counts[i] = int(n)
+    """Blocks per source: token budgets first (tokens // seq_len), the rest of `total` by weight (tokens.allocate)."""
+    budgets = [int(s["tokens"]) // seq_len if s.get("tokens") else None for s in specs]
+    try:
+        counts = tokens.allocate(budgets, [s.get("weight") for s in specs], total)
+    except tokens.OverBudget:
+        raise MixtureError(f"the token budgets ({sum(b or 0 for b in budgets) * seq_len:,} tokens) exceed what "
+                           f"training consumes ({total * seq_len:,}); the weighted sources would get nothing") from None
     for s, n, a in zip(specs, counts, available):
         limit = float(s.get("epochs") or 1.0) * a
         if n > limit:

@@ -19,6 +19,7 @@ from rich.markup import escape
 from dfm_hpc import CONF_DIR, config_io, predict, redact, rundir
 from dfm_hpc.login import resources, submit, validate
 from dfm_hpc.plan import StageJob, billing, gpu_hours, plan, stage_cluster
+from dfm_hpc.tokens import allocate, train_tokens
 
 EXIT_INVALID = 2
 SWEEP_LIMIT = 256  # points; more needs --large-sweep (each point is a run dir: 4,096 took 193 MB)
@@ -287,13 +288,10 @@ def _print_mixture(cfg) -> None:
     mix = cfg.data.mixture
     if not mix or not {"cpt", "tokenize"} & set(cfg.stages):
         return
-    st = cfg.cpt
-    need = st.max_steps * st.global_batch_size * st.seq_len
-    budgets = sum(m.tokens or 0 for m in mix)
-    wsum = sum(m.weight or 0 for m in mix if m.tokens is None) or 1
+    need = train_tokens(cfg.cpt, "cpt")
+    shares = allocate([m.tokens for m in mix], [m.weight for m in mix], need)  # checked: the budgets fit
     lines = [f"mixture (seed {cfg.seed}, {need:,} training tokens):"]
-    for m in mix:
-        tokens = m.tokens if m.tokens is not None else (need - budgets) * (m.weight or 0) / wsum
+    for m, tokens in zip(mix, shares):
         how = f"budget {m.tokens:,}" if m.tokens is not None else f"weight {m.weight:g}"
         lines.append(f"  {m.name or m.source:<28} {tokens / need:6.1%}  ~{tokens:,.0f} tokens  ({how}, "
                      f"at most {m.epochs:g} epochs)  {m.source}")

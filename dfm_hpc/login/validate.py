@@ -20,6 +20,7 @@ from dfm_hpc.login.resources import check_jobs
 from dfm_hpc.plan import parse_time, plan
 from dfm_hpc.registry import STAGES
 from dfm_hpc.registry import TRAINED_STAGES as TRAIN_STAGES
+from dfm_hpc.tokens import train_tokens
 
 # ---------------------------------------------------------------- the schema as a key index
 
@@ -266,7 +267,7 @@ def check_mixture(cfg) -> List[str]:
     if not mix or not {"cpt", "tokenize"} & set(cfg.stages):
         return out
     st = cfg.cpt
-    need = st.max_steps * st.global_batch_size * st.seq_len
+    need = train_tokens(st, "cpt")
     names = [m.name or m.source for m in mix]
     for i, m in enumerate(mix):
         key = f"data.mixture[{i}]"
@@ -283,7 +284,7 @@ def check_mixture(cfg) -> List[str]:
         out.append(f"data.mixture: two sources share a name ({names}); give each a distinct name")
     budgets = sum(m.tokens for m in mix if m.tokens)
     weighted = any(m.tokens is None for m in mix)
-    if weighted and budgets > need:
+    if weighted and budgets > need:  # tokens.allocate: budgets first, the weights split the rest
         out.append(f"data.mixture: the token budgets ({budgets:,}) exceed what cpt trains on ({need:,} = max_steps x "
                    "global_batch_size x seq_len), leaving nothing for the weighted sources")
     if not weighted and budgets < need:

@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 from typing import List
 
+from dfm_hpc import tokens
 from dfm_hpc.files import atomic_open
 from dfm_hpc.job import data, reshard, train
 from dfm_hpc.job.rank import StageContext
@@ -46,7 +47,7 @@ def prepare(cfg, ctx, tokenizer, seen=None):
     ready, order = out / "READY", None
     if cfg.data.mixture:
         available = [(b - a) // st.seq_len for _, a, b in train_parts]
-        total = st.max_steps * st.global_batch_size
+        total = tokens.sequences(st)  # blocks
         mixture.allocate(plans, available, total, st.seq_len)  # every rank: a bad mixture fails them all
         if ctx.is_main and not ready.exists():
             o, counts = mixture.order(plans, available, total, st.seq_len, cfg.seed)
@@ -89,7 +90,7 @@ def run(cfg: Config, ctx: StageContext) -> None:
     if reshard.prepare_resume(cfg, ctx):  # the checkpoint was written by another number of ranks
         kwargs["deepspeed"]["checkpoint"] = {"load_universal": True}
     args = TrainingArguments(**kwargs)
-    callback = train.metrics_callback(cfg, ctx, st, tokens_per_step=st.global_batch_size * st.seq_len)
+    callback = train.metrics_callback(cfg, ctx, st, tokens_per_step=tokens.step_tokens(st, "cpt"))
     trainer = Trainer(model=train.load_model(path, st), args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                       callbacks=[callback])
 

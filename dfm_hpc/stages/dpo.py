@@ -8,6 +8,7 @@ with its adapter switched off is the reference (a deep copy is impossible under 
 
 from __future__ import annotations
 
+from dfm_hpc import tokens
 from dfm_hpc.job import data, train
 from dfm_hpc.job.rank import StageContext
 from dfm_hpc.schema import Config
@@ -22,7 +23,7 @@ def run(cfg: Config, ctx: StageContext) -> None:
     train_ds, eval_ds = data.split(data.load_chats(st.dataset, ctx, "dpo"))
     args = trl.DPOConfig(**train.training_args(cfg, ctx, st), max_length=st.seq_len, beta=st.beta,
                          loss_type=[st.loss_type], precompute_ref_log_probs=st.precompute_ref_log_probs)
-    callback = train.metrics_callback(cfg, ctx, st, tokens_per_step=2 * st.global_batch_size * st.seq_len)
+    callback = train.metrics_callback(cfg, ctx, st, tokens_per_step=tokens.step_tokens(st, "dpo"))
     trainer = trl.DPOTrainer(model=model, ref_model=None, args=args, processing_class=tokenizer,
                              train_dataset=train_ds, eval_dataset=eval_ds, peft_config=train.peft_config(cfg),
                              callbacks=[callback])

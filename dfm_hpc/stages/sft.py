@@ -9,6 +9,7 @@ model) goes to stages/sft/model/; under ZeRO-3 the weights are gathered on save,
 
 from __future__ import annotations
 
+from dfm_hpc import tokens
 from dfm_hpc.job import data, train
 from dfm_hpc.job.rank import StageContext
 from dfm_hpc.schema import Config
@@ -23,7 +24,7 @@ def run(cfg: Config, ctx: StageContext) -> None:
     train_ds, eval_ds = data.split(data.load_chats(st.dataset, ctx, "sft"))
     args = trl.SFTConfig(**train.training_args(cfg, ctx, st), max_length=st.seq_len, packing=st.packing,
                          assistant_only_loss=True)
-    callback = train.metrics_callback(cfg, ctx, st, tokens_per_step=st.global_batch_size * st.seq_len)
+    callback = train.metrics_callback(cfg, ctx, st, tokens_per_step=tokens.step_tokens(st, "sft"))
     trainer = trl.SFTTrainer(model=model, args=args, processing_class=tokenizer, train_dataset=train_ds,
                              eval_dataset=eval_ds, peft_config=train.peft_config(cfg), callbacks=[callback])
     what = f"SFT of {cfg.model.name} ({cfg.peft.method}, ZeRO-{cfg.deepspeed.stage})"
