@@ -13,13 +13,13 @@ from omegaconf import OmegaConf
 
 from dfm_hpc import estimates, lumi, model_shape, schema
 
-from helpers import REPO, dfm, lumi_args, run_dirs
+from helpers import LUMI_ACCOUNT, REPO, dfm, lumi_args, run_dirs
 
 MISTRAL_JSON = REPO / "dfm_hpc" / "model_configs" / "mistralai--Mistral-7B-v0.1" / "config.json"
 MISTRAL = json.loads(MISTRAL_JSON.read_text())  # a model's shape is its config.json's (model_shape.py)
 LLAMA2_7B = dict(model_type="llama", hidden_size=4096, num_hidden_layers=32, num_attention_heads=32,
                  num_key_value_heads=32, intermediate_size=11008, vocab_size=32000, tie_word_embeddings=False)
-LUMI = ["cluster.account=project_465000670", "dry_run=true"]
+LUMI_DRY = [f"cluster.account={LUMI_ACCOUNT}", "dry_run=true"]
 
 
 # ---------------------------------------------------------------- peaks and MFU anchors (performance.md §1)
@@ -142,7 +142,7 @@ def test_estimates_does_not_import_torch():
 # ---------------------------------------------------------------- the CLI (login-node validation)
 
 def test_cli_refuses_full_fine_tuning_on_one_gcd_and_names_what_fits(tmp_path):
-    p = dfm("+experiment=munin_sft", "cluster=lumi_small", *LUMI, "peft=none", "deepspeed=zero0", cwd=tmp_path)
+    p = dfm("+experiment=munin_sft", "cluster=lumi_small", *LUMI_DRY, "peft=none", "deepspeed=zero0", cwd=tmp_path)
     assert p.returncode == 2, p.stdout + p.stderr
     assert "GB per GCD for full fine-tuning of a 7.2B model with ZeRO-0 on 1 rank" in p.stderr
     assert "optimizer 86.9" in p.stderr and "fits: peft=lora (~" in p.stderr
@@ -151,19 +151,19 @@ def test_cli_refuses_full_fine_tuning_on_one_gcd_and_names_what_fits(tmp_path):
 
 
 def test_cli_on_standard_g_lists_zero3(tmp_path):
-    p = dfm("+experiment=munin_sft", "cluster=lumi", *LUMI, "peft=none", "deepspeed=zero0", cwd=tmp_path)
+    p = dfm("+experiment=munin_sft", "cluster=lumi", *LUMI_DRY, "peft=none", "deepspeed=zero0", cwd=tmp_path)
     assert p.returncode == 2
     assert "on 8 ranks" in p.stderr and "deepspeed=zero3 (~" in p.stderr and "peft=lora (~" in p.stderr
 
 
 def test_cli_accepts_lora_on_one_gcd(tmp_path):
-    p = dfm("+experiment=munin_sft", "cluster=lumi_small", *LUMI, "peft=lora", "deepspeed=zero0", cwd=tmp_path)
+    p = dfm("+experiment=munin_sft", "cluster=lumi_small", *LUMI_DRY, "peft=lora", "deepspeed=zero0", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
 
 
 @pytest.mark.parametrize("experiment", ["munin_sft", "munin_dpo", "munin_cpt", "munin_pipeline"])
 def test_shipped_experiments_fit_on_lumi(experiment, tmp_path):
-    p = dfm(f"+experiment={experiment}", "cluster=lumi", *LUMI, cwd=tmp_path)
+    p = dfm(f"+experiment={experiment}", "cluster=lumi", *LUMI_DRY, cwd=tmp_path)
     assert p.returncode == 0, p.stderr
 
 

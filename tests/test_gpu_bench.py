@@ -8,9 +8,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from helpers import REPO
 
 
+@pytest.mark.e2e
 def test_gpu_bench_smoke_mode_runs_every_part(tmp_path):
     env = {**os.environ, "BENCH_OUT": str(tmp_path / "out"), "BENCH_WORK": str(tmp_path),
            "PYTHON": sys.executable}  # the interpreter running the tests, wherever its venv lives

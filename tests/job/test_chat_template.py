@@ -85,6 +85,7 @@ def test_auto_keeps_a_template_with_marks_and_replaces_one_without(tmp_path):
     assert chat_template.ensure(tok, str(tmp_path / "t.jinja"), log=lambda _: None).chat_template.startswith("{% for")
 
 
+@pytest.mark.e2e
 def test_sft_starts_from_a_base_tokenizer_without_a_chat_template(tmp_path):
     """The whole stage (one rank: CI time; the 2-rank path is test_finetune's): without the managed
     template TRL refuses assistant-only loss on a tokenizer without generation marks."""

@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from helpers import dfm, run_dirs
 
 # the messages as the libraries print them (dfm_hpc's locked versions), and the modules they come from
@@ -64,6 +66,7 @@ def test_verbose_shows_the_libraries_full_output():
     assert "planted: something is really wrong" in err
 
 
+@pytest.mark.e2e
 def test_a_training_run_logs_dfm_hpc_lines_and_a_planted_warning_but_no_library_noise(tmp_path):
     site = tmp_path / "site"
     site.mkdir()

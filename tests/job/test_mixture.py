@@ -90,6 +90,7 @@ def test_budgets_and_the_epoch_limit():
         mixture.allocate(specs, [10_000, 10_000], 50, 64)
 
 
+@pytest.mark.e2e
 def test_mixture_trains_and_is_carded(tmp_path):
     """Two sources through cpt and card: the order's realised shares go to data/mixture.json and the
     card's datasheet; eval holds out each source's last documents."""

@@ -41,6 +41,7 @@ def _first_step(path, tok, ds, packing, tmp_path):
     return real / batch["input_ids"].numel(), t.train().training_loss
 
 
+@pytest.mark.e2e
 def test_packing_wastes_no_tokens_and_keeps_the_loss(tmp_path):
     import datasets
     from transformers import AutoTokenizer

@@ -123,6 +123,7 @@ EUROEVAL_PY = REPO / ".venv-euroeval" / "bin" / "python"
 
 @pytest.mark.skipif(not EUROEVAL_PY.exists() and os.environ.get("CI") != "true",
                     reason="needs .venv-euroeval (make test builds it)")
+@pytest.mark.e2e
 def test_served_tiny_model_is_scored_by_lm_eval_and_euroeval(tmp_path, monkeypatch):
     """`transformers serve` holds the tiny Llama; lm-eval (local-completions) and the real EuroEval
     (from .venv-euroeval, LiteLLM -> the server) score it on Danish tasks, offline; the server is gone after."""

@@ -6,11 +6,13 @@ import json
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from helpers import LUMI, LUMI_ACCOUNT, REPO, dfm, run_dirs
 
 
+@pytest.mark.e2e
 def test_demo_runs_locally_and_snapshots_everything(tmp_path):
     p = dfm("+experiment=demo", "demo.value=2.5", cwd=tmp_path)
     assert p.returncode == 0, p.stdout + p.stderr
@@ -34,6 +36,7 @@ def test_demo_runs_locally_and_snapshots_everything(tmp_path):
     assert st.returncode == 0 and st.stdout.count("COMPLETED") == 2
 
 
+@pytest.mark.e2e
 def test_run_dir_name_and_git_commit(tmp_path):
     p = dfm("+experiment=demo", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
@@ -113,6 +116,7 @@ def test_every_experiment_dry_runs_on_lumi(tmp_path):
     assert stages == sorted(["translate", "merge", "pii", "sft", "dpo", "evaluate", "card"])
 
 
+@pytest.mark.e2e
 def test_local_sweep_gives_one_run_dir_per_point(tmp_path):
     p = dfm("-m", "+experiment=demo", "demo.value=1,3", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
@@ -123,6 +127,7 @@ def test_local_sweep_gives_one_run_dir_per_point(tmp_path):
     assert sums == [3.0, 9.0]
 
 
+@pytest.mark.e2e
 def test_rerun_reproduces_the_config_and_reuses_finished_stages(tmp_path):
     p = dfm("+experiment=demo", "demo.value=2", "demo_check.fail=true", cwd=tmp_path)
     assert p.returncode == 1 and "stage demo_check failed" in p.stdout
@@ -203,6 +208,7 @@ def test_rerun_warns_when_the_code_changed(tmp_path):
     assert r.returncode == 0 and "the code has changed since" in r.stderr and "0123456789" in r.stderr
 
 
+@pytest.mark.e2e
 def test_logs_show_and_follow_a_finished_stage(tmp_path):
     assert dfm("+experiment=demo", cwd=tmp_path).returncode == 0
     (run,) = run_dirs(tmp_path)

@@ -39,6 +39,7 @@ def check_store_blocks(run, shards):
     assert torch.equal(torch.stack([ev.block(i) for i in range(len(ev))]), pack(texts[-n_eval:], tok, 64))
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("zero", ["zero2", "zero3"])
 def test_cpt_locally_with_zero(zero, tmp_path):
     extra = ["tokenize.shards=3"] if zero == "zero3" else []  # default: one shard per rank
@@ -58,6 +59,7 @@ def test_cpt_locally_with_zero(zero, tmp_path):
         assert summary["eval_loss"] == pytest.approx(golden["eval_loss"], rel=1e-5)
 
 
+@pytest.mark.e2e
 def test_a_second_run_reuses_the_store(tmp_path):
     """Same tokenizer and source under the same runs_root: the store is found, nothing is tokenized."""
     for _ in range(2):
@@ -69,6 +71,7 @@ def test_a_second_run_reuses_the_store(tmp_path):
     assert len(list((tmp_path / "runs").glob("tokens-*/manifest.json"))) == 1
 
 
+@pytest.mark.e2e
 def test_wandb_logs_offline_into_the_run_dir(tmp_path):
     """report_to=[wandb]: W&B runs offline (compute nodes have no internet) and writes its run,
     one per stage (rank 0), into the stage dir, ready for `wandb sync` from the login node."""
@@ -84,6 +87,7 @@ def test_wandb_logs_offline_into_the_run_dir(tmp_path):
     assert not (run / "stages" / "cpt" / "tensorboard").exists()
 
 
+@pytest.mark.e2e
 def test_checkpoints_by_minutes(tmp_path):
     """save_every_minutes: a checkpoint when that much time passed, whatever save_every_steps says
     (here every step, since a step takes longer than 0.006 s); the last keep_checkpoints stay."""
@@ -95,6 +99,7 @@ def test_checkpoints_by_minutes(tmp_path):
     assert kept == ["checkpoint-3", "checkpoint-4"]
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("zero", ["zero2", "zero3"])
 def test_resume_on_another_world_size(zero, tmp_path):
     """A checkpoint from 2 ranks, continued on 4 through DeepSpeed's universal checkpoint. ZeRO-2

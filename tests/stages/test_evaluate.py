@@ -247,6 +247,7 @@ def _train_copy(base: str, out: Path, texts: list, steps: int = 60) -> Path:
     return out
 
 
+@pytest.mark.e2e
 def test_stage_on_tiny_models(tmp_path, capsys):
     from omegaconf import OmegaConf
 
@@ -331,6 +332,7 @@ def test_model_specs_default_and_refs(tmp_path):
         evaluate.model_specs(cfg, ctx)
 
 
+@pytest.mark.e2e
 def test_cli_end_to_end(tmp_path):
     """The real CLI with the local launcher: evaluate the tiny base of the sft_tiny experiment."""
     r = dfm("+experiment=sft_tiny", "stages=[evaluate]", "evaluate.models=[base]", "evaluate.euroeval=false",
@@ -363,6 +365,7 @@ def test_perplexity_matches_the_models_own_loss_and_ignores_padding(tmp_path):
     assert batched["eval_loss"] == pytest.approx(single["eval_loss"], rel=1e-5)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("stage", ["sft", "dpo"])
 def test_without_eval_text_the_held_out_chats_are_scored(stage, tmp_path):
     """data.eval_text unset (munin_sft/munin_dpo on LUMI): the chats the stage held out (never trained
@@ -378,6 +381,7 @@ def test_without_eval_text_the_held_out_chats_are_scored(stage, tmp_path):
     assert all(m["eval_texts"] == 10 and math.isfinite(m["perplexity"]) for m in res["models"])
 
 
+@pytest.mark.e2e
 def test_without_eval_text_the_cpt_held_out_documents_are_scored(tmp_path):
     r = dfm("+experiment=cpt_tiny", "stages=[cpt,evaluate]", "data.eval_text=null", "cpt.max_steps=2",
             "evaluate.euroeval=false", "evaluate.generation_prompts=0", f"runs_root={tmp_path / 'runs'}",

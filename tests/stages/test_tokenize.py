@@ -88,6 +88,7 @@ def test_store_format_resume_and_reuse(tmp_path):
     assert store.dtype_for(65_535).itemsize == 2 and store.dtype_for(65_536).itemsize == 4
 
 
+@pytest.mark.e2e
 def test_tokenize_stage_feeds_cpt_locally_as_an_array(tmp_path):
     """stages=[tokenize, cpt]: two array copies make the store, cpt reads it and tokenizes nothing."""
     pytest.importorskip("deepspeed")

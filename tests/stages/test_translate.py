@@ -58,6 +58,7 @@ def translated(tmp_path_factory):
     return run
 
 
+@pytest.mark.e2e
 def test_translation_keeps_code_urls_and_trees(translated):
     from dfm_hpc.text import oasst
 
@@ -99,6 +100,7 @@ def test_merge_outputs_and_card(translated):
     assert "tiny" in card and "Apache-2.0" in card and str(report["messages"]) in card
 
 
+@pytest.mark.e2e
 def test_trl_accepts_the_merged_datasets(translated, tmp_path):
     """One SFTTrainer and one DPOTrainer step on the merged Danish data with a tiny local model."""
     datasets = pytest.importorskip("datasets")
@@ -172,6 +174,7 @@ def real_subset(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.e2e
 def test_real_trees_give_the_same_outputs_on_1_3_and_4_shards(real_subset, tmp_path):
     cwd = tmp_path / "cwd"
     cwd.mkdir()
