@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import List, Optional
+from dataclasses import dataclass, field, fields
+from typing import Any, List, Optional
 
 from dfm_hpc import lumi
 
@@ -20,6 +20,9 @@ class StageJob:
     partition: Optional[str]
     after: Optional[str]  # the stage this one waits for (afterok)
     array: int = 1  # copies of the job (Slurm array tasks)
+    # the cluster settings the job gets (stage_cluster), set where the job is made (plan, run_jobs); config.yaml
+    # holds them, so plan.json does not (job_record)
+    cluster: Any = field(default=None, repr=False, compare=False)
 
     @property
     def world_size(self) -> int:
@@ -73,7 +76,8 @@ def stage_cluster(cfg, stage: str):
     return merged
 
 
-# a merge is ~2.5 ms and a 64-point sweep asks ~500 times (plan, checks, predictions, scripts)
+# a merge is ~2.5 ms; plan() and run_jobs() merge once per stage and the job carries it (StageJob.cluster),
+# and a frozen config's merge is kept for whoever asks again (the same read-only object)
 _MERGED: dict = {}
 
 
@@ -95,6 +99,7 @@ def plan(cfg) -> List[StageJob]:
             partition=st.partition or cl.partition,
             after=jobs[-1].stage if jobs else None,
             array=st.array,
+            cluster=cl,
         ))
     return jobs
 
@@ -118,11 +123,15 @@ def billing(job: StageJob, cluster, hours: Optional[float] = None) -> Optional[f
                                        job.gpus_per_node, job.tasks_per_node * job.cpus_per_task, mem_gb)
 
 
-def job_from_record(record: dict) -> StageJob:
-    """A StageJob from plan.json (fields a later version added are ignored)."""
-    from dataclasses import fields
+def job_record(job: StageJob) -> dict:
+    """The job as plan.json holds it: what was planned, without its cluster (config.yaml has that)."""
+    return {f.name: getattr(job, f.name) for f in fields(StageJob) if f.name != "cluster"}
 
-    return StageJob(**{f.name: record[f.name] for f in fields(StageJob) if f.name in record})
+
+def job_from_record(record: dict, cluster=None) -> StageJob:
+    """A StageJob from plan.json (fields a later version added are ignored)."""
+    planned = {f.name: record[f.name] for f in fields(StageJob) if f.name in record and f.name != "cluster"}
+    return StageJob(**planned, cluster=cluster)
 
 
 def run_jobs(cfg, run_dir) -> List[tuple]:
@@ -133,4 +142,4 @@ def run_jobs(cfg, run_dir) -> List[tuple]:
     records = rundir.read_plan(run_dir)
     if records is None:
         return [(j, None) for j in plan(cfg)]
-    return [(job_from_record(r), r.get("prediction")) for r in records]
+    return [(job_from_record(r, stage_cluster(cfg, r["stage"])), r.get("prediction")) for r in records]

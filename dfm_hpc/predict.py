@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict
 from typing import Dict, List, Optional
 
 from dfm_hpc import estimates, model_shape
-from dfm_hpc.plan import StageJob, billing, gpu_hours, stage_cluster
+from dfm_hpc.plan import StageJob, billing, gpu_hours, job_record
 from dfm_hpc.registry import STAGES, TRAINED_STAGES
 from dfm_hpc.tokens import train_tokens
 
@@ -198,7 +197,7 @@ def predict(cfg, job: StageJob) -> Dict:
         starts = max(1, math.ceil(seconds / (wall - dev.startup_s)))
     # a stage that cannot resume runs once (and is refused if that cannot fit: problems())
     hours = (seconds + (starts if out["resumable"] else 1) * dev.startup_s) / 3600
-    b = billing(job, stage_cluster(cfg, stage), hours=hours)
+    b = billing(job, job.cluster, hours=hours)
     out.update(hours=round(hours, 4), starts=starts, requeues=starts - 1,
                gpu_hours=round(gpu_hours(job, hours) * job.array, 4),
                billing=None if b is None else round(b * job.array, 4))
@@ -207,7 +206,7 @@ def predict(cfg, job: StageJob) -> Dict:
 
 def records(cfg, jobs: List[StageJob]) -> List[Dict]:
     """plan.json's stages: each job's fields with its prediction."""
-    return [{**asdict(j), "prediction": predict(cfg, j)} for j in jobs]
+    return [{**job_record(j), "prediction": predict(cfg, j)} for j in jobs]
 
 
 def duration(seconds: float) -> str:

@@ -18,7 +18,7 @@ from rich.markup import escape
 
 from dfm_hpc import CONF_DIR, config_io, predict, redact, rundir
 from dfm_hpc.login import resources, submit, validate
-from dfm_hpc.plan import StageJob, billing, gpu_hours, plan, stage_cluster
+from dfm_hpc.plan import StageJob, billing, gpu_hours, plan
 from dfm_hpc.tokens import allocate, train_tokens
 
 EXIT_INVALID = 2
@@ -251,7 +251,7 @@ def _print_plan(cfg, jobs: List[StageJob], n_points: int, reuse: Dict[str, Path]
             continue
         p = rec["prediction"]
         n = p.get("starts") or 1  # a stage that needs requeues can use every start's full walltime
-        g, b = gpu_hours(j) * n, billing(j, stage_cluster(cfg, j.stage))
+        g, b = gpu_hours(j) * n, billing(j, j.cluster)
         b = None if b is None else b * n
         tot["gpu"], tot["bill"] = tot["gpu"] + g, tot["bill"] + (b or 0)
         tot["pgpu"], tot["pbill"] = tot["pgpu"] + (p["gpu_hours"] or 0), tot["pbill"] + (p["billing"] or 0)

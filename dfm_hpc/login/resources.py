@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import List
 
 from dfm_hpc import lumi
-from dfm_hpc.plan import StageJob, stage_cluster
+from dfm_hpc.plan import StageJob
 from dfm_hpc.registry import TRAINED_STAGES
 
 MAX_ARRAY = 1000  # Slurm's default MaxArraySize is 1001 (indices 0-1000)
@@ -18,7 +18,7 @@ def check_jobs(cfg, jobs) -> List[str]:
 
     out: List[str] = []
     for job in jobs:
-        out += _check_resources(job, stage_cluster(cfg, job.stage))
+        out += _check_resources(job, job.cluster)
     out += _check_job_limits(cfg, jobs)
     for job in jobs:
         if job.stage in TRAINED_STAGES:

@@ -11,7 +11,7 @@ from rich.markup import escape
 from dfm_hpc import accounting, config_io, predict, rundir
 from dfm_hpc.login import usage
 from dfm_hpc.login.errors import errors, fail, why
-from dfm_hpc.plan import billing, gpu_hours, run_jobs, stage_cluster
+from dfm_hpc.plan import billing, gpu_hours, run_jobs
 
 FINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
          "DEADLINE"}
@@ -136,7 +136,7 @@ def stage_rows(run: Path, rows: Dict[str, Tuple[str, int, int]]) -> List[dict]:
         if sdir.is_symlink():  # linked from (and run in) an earlier run's dir
             state += f" (in {sdir.resolve().parent.parent.name})"
         hours = secs / 3600
-        b = billing(job, stage_cluster(cfg, job.stage), hours)
+        b = billing(job, job.cluster, hours)
         last = _last_line(sdir)
         if not last and out:  # never started: say what it is waiting for, or why it will not run
             before = out[-1]

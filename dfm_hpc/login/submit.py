@@ -14,7 +14,7 @@ from rich.markup import escape
 
 from dfm_hpc import redact, rundir
 from dfm_hpc.login import shell
-from dfm_hpc.plan import StageJob, stage_cluster
+from dfm_hpc.plan import StageJob, job_record
 
 
 def _console(stderr: bool = False):
@@ -44,7 +44,7 @@ def dry_run(cfgs, plans, points, dirs, sweep) -> int:
                         f"{sys.executable} -m dfm_hpc.job.rank {d} {j.stage}\n")
             else:
                 dep = f"afterok:<job id of {j.after}>" if j.after and j.after not in p.reuse else None
-                params = slurm.executor_params(j, stage_cluster(cfg, j.stage), _job_name(cfg, j.stage), dep)
+                params = slurm.executor_params(j, j.cluster, _job_name(cfg, j.stage), dep)
                 text = slurm.render(params, sdir / rundir.SUBMITIT, slurm.python_command(cfg.cluster), j.array)
             (sdir / rundir.SBATCH).write_text(text)
             if i == 0:
@@ -67,7 +67,7 @@ def run_local(cfgs, plans, points, dirs) -> int:
             logs = rundir.stage_dir(d, j.stage).relative_to(d) / rundir.LOGS  # the run dir was printed above
             con.rule(escape(f"{j.stage}: {j.world_size} local rank{'s' * (j.world_size != 1)} (logs: {logs})"))
             try:
-                code = local.run_ranks(d, j, cfg.cluster)
+                code = local.run_ranks(d, j, j.cluster)
             except local.Interrupted as e:
                 con.print(f"interrupted ({e}): stopped the ranks of stage {j.stage}, marked it CANCELLED; "
                           f"continue with: python -m dfm_hpc rerun {d}", markup=False)
@@ -98,7 +98,7 @@ def submit_slurm(cfgs, plans, points, dirs, sweep) -> int:
     python = slurm.python_command(cfg.cluster)
     # secrets reach the jobs by name: sbatch passes its environment on (--export=ALL), the script has none
     os.environ.update(shell.secret_env(cfg.cluster.env))
-    same = len({json.dumps([vars(j) for j in _todo(jobs, p)]) for jobs, p in zip(plans, points)}) == 1
+    same = len({json.dumps([job_record(j) for j in _todo(jobs, p)]) for jobs, p in zip(plans, points)}) == 1
     arrays = any(j.array > 1 for jobs in plans for j in jobs)  # a stage array can't also be a sweep array
     groups = [list(range(len(points)))] if same and not arrays else [[i] for i in range(len(points))]
     queued: List[str] = []
@@ -134,7 +134,7 @@ def _submit_groups(cfgs, plans, points, dirs, groups, python, queued: List[str])
                 dep = None
             else:  # point i waits for its own point of the previous array; else the whole job
                 dep = f"aftercorr:{prev}" if len(members) > 1 else f"afterok:{prev}"
-            params = slurm.executor_params(j, stage_cluster(cfgs[members[0]], j.stage), _job_name(cfg, j.stage), dep)
+            params = slurm.executor_params(j, j.cluster, _job_name(cfg, j.stage), dep)
             run_dirs = [dirs[i] for i in members]
             folder = (dirs[0].parent / rundir.SWEEP_SUBMITIT / j.stage) if len(members) > 1 else \
                 rundir.stage_dir(run_dirs[0], j.stage) / rundir.SUBMITIT

@@ -19,7 +19,7 @@ from typing import Dict, List, Optional
 
 from dfm_hpc import results, templates
 from dfm_hpc.job.rank import StageContext
-from dfm_hpc.plan import billing, plan, run_jobs, stage_cluster
+from dfm_hpc.plan import billing, plan, run_jobs
 from dfm_hpc.registry import TRAINED_STAGES
 from dfm_hpc.rundir import COMMAND, ELAPSED, JOB_ID, PROVENANCE, SUBMITIT, SWEEP_SUBMITIT, stage_dir
 from dfm_hpc.schema import Config
@@ -64,7 +64,7 @@ def compute_used(cfg, run_dir: Path) -> Dict:
                 rows.append({"stage": job.stage, "where": f"Slurm job {job_file.read_text().strip()}", "hours": None})
                 continue
             gpu_h = node_h * job.gpus_per_node
-            bill = billing(job, stage_cluster(cfg, job.stage), hours=node_h / max(job.nodes, 1))
+            bill = billing(job, job.cluster, hours=node_h / max(job.nodes, 1))
             rows.append({"stage": job.stage, "where": f"Slurm job {job_file.read_text().strip()}",
                          "nodes": job.nodes, "hours": round(node_h, 4), "gpu_hours": round(gpu_h, 4),
                          "billing_units": None if bill is None else round(bill, 4)})
