@@ -117,7 +117,7 @@ def _main(argv: List[str]) -> int:
             from dfm_hpc.login import calibrate
 
             return calibrate.calibrate(args.run, args.runs_root)
-        from dfm_hpc.login import launch, status
+        from dfm_hpc.login import status
 
         if args.cmd == "status":
             return status.status(args.run, args.runs_root)
@@ -134,7 +134,7 @@ def _main(argv: List[str]) -> int:
 
             return rerun.rerun(args.run, args.overrides, args.fresh, args.runs_root)
         if args.cmd == "prefetch":
-            return launch.prefetch(_default_cluster(args.overrides), args.download)
+            return _prefetch(_default_cluster(args.overrides), args.download)
         return status.list_all(args.runs_root)
     if "--help" in argv or "-h" in argv:  # dfm_hpc's own, from conf/'s files: Hydra's composes for seconds
         from dfm_hpc.login import usage
@@ -143,7 +143,17 @@ def _main(argv: List[str]) -> int:
         return 0
     from dfm_hpc.login import launch
 
-    return launch.hydra_main(_default_cluster(argv))
+    return launch.main(_default_cluster(argv))
+
+
+def _prefetch(overrides: List[str], download: bool) -> int:
+    from dfm_hpc.login import compose, console, prefetch
+
+    try:
+        cfg = compose.compose_config(overrides)
+    except ValueError as e:  # compose.Problems, one per line
+        return console.report_problems(str(e).splitlines())
+    return prefetch.run(cfg, download)
 
 
 if __name__ == "__main__":

@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import List
 
 from omegaconf import OmegaConf
-from rich.markup import escape
 
 from dfm_hpc import config_io, redact, rundir
-from dfm_hpc.login import validate
-from dfm_hpc.login.launch import Point, _console, _hint, launch, report_problems
+from dfm_hpc.login import console, validate
+from dfm_hpc.login.compose import hint
+from dfm_hpc.login.console import report_problems
+from dfm_hpc.login.launch import launch
+from dfm_hpc.login.point import LaunchPoint
 
 # a stage that has started
 _MARKS = (rundir.LOGS, rundir.JOB_ID, rundir.RANKS, rundir.PIDS, *rundir.ENDINGS)
@@ -59,7 +61,6 @@ def _read_snapshot(old: Path):
 def rerun(ref: str, overrides: List[str], fresh: bool, runs_root: str = "runs") -> int:
     from omegaconf.errors import OmegaConfBaseException
 
-    con = _console(stderr=True)
     try:
         old_top = rundir.resolve(ref, runs_root)
         olds = rundir.point_dirs(old_top)
@@ -71,7 +72,7 @@ def rerun(ref: str, overrides: List[str], fresh: bool, runs_root: str = "runs") 
     problems += validate.check_overrides([o for o in overrides if o.split("=")[0].lstrip("+") not in groups])
     if problems:
         return report_problems(problems)
-    points: List[Point] = []
+    points: List[LaunchPoint] = []
     for old in olds:
         try:
             cfg = _read_snapshot(old)
@@ -81,7 +82,7 @@ def rerun(ref: str, overrides: List[str], fresh: bool, runs_root: str = "runs") 
         try:
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([o.lstrip("+") for o in overrides]))
         except OmegaConfBaseException as e:
-            return report_problems([_hint(validate.explain_hydra_error(e), [])])
+            return report_problems([hint(validate.explain_hydra_error(e), [])])
         problems = _secrets_back(cfg, old / rundir.CONFIG)
         if problems:
             return report_problems(problems)
@@ -94,25 +95,17 @@ def rerun(ref: str, overrides: List[str], fresh: bool, runs_root: str = "runs") 
         old_overrides = [str(o) for o in (rundir.read_yaml(old / rundir.OVERRIDES) or []) if isinstance(o, str)] \
             if (old / rundir.OVERRIDES).is_file() else []
         config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-        points.append(Point(config, old_overrides + list(overrides),
-                            reuse=reuse, resume=resume, rerun_of=old.resolve()))
-    then = rundir.provenance(olds[0]).get("git_commit")
-    now = rundir.git_state()["commit"]
+        points.append(LaunchPoint(config, old_overrides + list(overrides),
+                                  reuse=reuse, resume=resume, rerun_of=old.resolve()))
+    then, now = rundir.provenance(olds[0]).get("git_commit"), rundir.git_state()["commit"]
     if then != now:
-        con.print(f"[yellow]warning[/]: the code has changed since {escape(str(old_top))} ran "
-                  f"(git {str(then)[:10]} then, {str(now)[:10]} now); the config is the same, the results may not be")
+        console.code_changed(old_top, then, now)
     drift = rundir.package_drift(olds[0])
-    if drift:
-        # the snapshot's requirements.txt against this environment (make setup installs the lock)
-        reqs = escape(str(olds[0] / rundir.REQUIREMENTS))
-        con.print(f"[yellow]warning[/]: the installed packages differ from {reqs}: "
-                  + escape("; ".join(drift)))
-    if points[0].reuse:
-        con.print(f"reusing finished stages: {', '.join(points[0].reuse)} (--fresh runs them again)")
-    if points[0].resume:
-        con.print(f"continuing unfinished stages where they stopped: {', '.join(points[0].resume)}")
+    if drift:  # the snapshot's requirements.txt against this environment (make setup installs the lock)
+        console.packages_differ(olds[0] / rundir.REQUIREMENTS, drift)
+    console.rerun_stages(points[0].reuse, points[0].resume)
     if all(set(p.reuse) == set(config_io.typed(p.config).stages) for p in points):
-        con.print("every stage of this run is done; nothing to rerun (use --fresh to run it again)")
+        console.rerun_nothing_to_do()
         return 0
     argv = ["python", "-m", "dfm_hpc", "rerun", ref, *overrides] + (["--fresh"] if fresh else [])
     return launch(points, argv, sweep=rundir.is_sweep_dir(old_top))

@@ -1,0 +1,223 @@
+"""Everything a launch prints on the login node: the problems, the plan table, the mixture and OASST summaries,
+the run dir, and what each way of ending says (a dry run's scripts, local stages, queued jobs), and rerun's
+notes. The text only: what happens is decided in launch.py, submit.py and rerun.py. Tests compare this text.
+
+Config values and messages are untrusted text: printed with markup=False, or escaped into markup.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+from rich.markup import escape
+
+from dfm_hpc import predict, redact
+from dfm_hpc.login.point import LaunchPoint
+from dfm_hpc.plan import StageJob, billing, gpu_hours
+from dfm_hpc.tokens import allocate, train_tokens
+
+EXIT_INVALID = 2
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def report_problems(problems: List[str]) -> int:
+    con = _console(stderr=True)
+    n = len(problems)
+    con.print(f"[bold red]dfm_hpc: {n} problem{'s' * (n != 1)} in the config[/]; nothing was created or submitted:")
+    values = redact.secret_values()
+    for i, p in enumerate(problems, 1):  # untrusted text: never markup, never a secret
+        con.print(f"  {i}. {redact.redact_text(p, values)}", markup=False)
+    return EXIT_INVALID
+
+
+# ---------------------------------------------------------------- the plan
+
+def _short(x: Optional[float]) -> str:
+    return "?" if x is None else f"{x:,.0f}" if x >= 100 else f"{x:.1f}"
+
+
+def plan_table(point: LaunchPoint, n_points: int) -> None:
+    """The point's stages (a sweep's first point stands for all), what each runs, and the cost."""
+    from rich.table import Table
+
+    cfg, jobs, reuse = point.cfg, point.jobs, point.reuse
+    con = _console()
+    title = f"{cfg.name}: {len(jobs)} stage{'s' * (len(jobs) != 1)} on cluster={cfg.cluster.name}, in order"
+    if n_points > 1:
+        title += f", x {n_points} sweep points"
+    # GCD-h: GPU devices x hours as Slurm counts them; LUMI bills an MI250X (2 GCDs) hour as 1 unit (BU).
+    # predicted: the stage's work / conf/throughput (docs/performance.md#predictions), every start included
+    cols = ("stage", "nodes×ranks", "partition", "wall", "pred.", "GCD-h pred/max", "BU pred/max")
+    tot = {"gpu": 0.0, "bill": 0.0, "pgpu": 0.0, "pbill": 0.0}
+    lines, rows = [], []
+    for j, rec in zip(jobs, point.records):
+        if j.stage in reuse:
+            rows.append((j.stage, "reused", str(reuse[j.stage].parent.parent.name), "", "", "", ""))
+            continue
+        p = rec["prediction"]
+        n = p.get("starts") or 1  # a stage that needs requeues can use every start's full walltime
+        g, b = gpu_hours(j) * n, billing(j, j.cluster)
+        b = None if b is None else b * n
+        tot["gpu"], tot["bill"] = tot["gpu"] + g, tot["bill"] + (b or 0)
+        tot["pgpu"], tot["pbill"] = tot["pgpu"] + (p["gpu_hours"] or 0), tot["pbill"] + (p["billing"] or 0)
+        shape = f"{j.nodes} x {j.tasks_per_node}" + (f" (x{j.array} array)" if j.array > 1 else "")
+        pred = "?" if p["hours"] is None else predict.fmt_hours(p["hours"]) + ("~" if p["basis"] == "fixed" else "")
+        rows.append((j.stage, shape, j.partition or "-", f"{j.minutes // 60}:{j.minutes % 60:02d}", pred,
+                     f"{_short(p['gpu_hours'])}/{_short(g)}",
+                     "-" if b is None else f"{_short(p['billing'])}/{_short(b)}"))
+        how = f" [dim]-> {escape(p['work'])} at {escape(p['rate'])} ({p['device']})[/]" if p["basis"] == "work" else ""
+        lines.append(f"  [bold]{j.stage}[/]: {escape(p['summary'])}{how}")
+    # stages run in order, each after the one before (afterok); pred. ending in ~: a fixed guess
+    t = Table(title=title, title_justify="left", box=None, pad_edge=False, header_style="bold")
+    for i, col in enumerate(cols):  # every column as wide as its values (a stage name is never cut)
+        t.add_column(col, justify="right" if col in ("wall", "pred.") or "/" in col else "left",
+                     no_wrap=True, min_width=max([len(col)] + [len(r[i]) for r in rows]))
+    for r in rows:
+        t.add_row(*r)
+    con.print(t)
+    # what each stage runs; a local run's rank 0 says it again when the stage starts (its log is the console)
+    for line in lines if cfg.cluster.scheduler == "slurm" or cfg.dry_run else []:
+        con.print(line)
+    for w in predict.warnings(point.records):
+        con.print(f"[yellow]warning[/]: {escape(w)}")
+    if cfg.cluster.scheduler == "slurm":
+        lumi = cfg.cluster.system == "lumi"
+        con.print(f"cost predicted: {tot['pgpu'] * n_points:,.1f} GPU(GCD)-hours"
+                  + (f", {tot['pbill'] * n_points:,.1f} LUMI billing units" if lumi else "")
+                  + f"; at most (every start's full walltime): {tot['gpu'] * n_points:,.1f} GPU(GCD)-hours"
+                  + (f", {tot['bill'] * n_points:,.1f} LUMI billing units" if lumi else ""))
+
+
+def mixture(cfg) -> None:
+    """data.mixture as cpt will sample it (docs/training.md#mixtures): shares, budgets, epoch limits."""
+    mix = cfg.data.mixture
+    if not mix or not {"cpt", "tokenize"} & set(cfg.stages):
+        return
+    need = train_tokens(cfg.cpt, "cpt")
+    shares = allocate([m.tokens for m in mix], [m.weight for m in mix], need)  # checked: the budgets fit
+    lines = [f"mixture (seed {cfg.seed}, {need:,} training tokens):"]
+    for m, tokens in zip(mix, shares):
+        how = f"budget {m.tokens:,}" if m.tokens is not None else f"weight {m.weight:g}"
+        lines.append(f"  {m.name or m.source:<28} {tokens / need:6.1%}  ~{tokens:,.0f} tokens  ({how}, "
+                     f"at most {m.epochs:g} epochs)  {m.source}")
+    _console().print("\n".join(lines), markup=False)
+
+
+def plain_lines(lines: List[str]) -> None:
+    """Lines of untrusted text (the OASST summary)."""
+    for line in lines:
+        _console().print(line, markup=False)
+
+
+# ---------------------------------------------------------------- the run dir
+
+def write_failed(runs_root: str, e: OSError) -> int:
+    return report_problems([f"cannot write the run dir under runs_root={runs_root!r}: "
+                            f"{e.strerror or e}{f' ({e.filename})' if e.filename else ''}; give a writable "
+                            "directory, e.g. runs_root=/scratch/<project>/runs"])
+
+
+def write_interrupted() -> int:
+    _console(stderr=True).print("interrupted: no run dir was left behind", markup=False)
+    return 130
+
+
+def run_dir(top: Path) -> None:
+    _console().print(f"run dir: [bold]{escape(str(top))}[/]")
+
+
+# ---------------------------------------------------------------- a dry run
+
+def script(stage: str, path: Path, text: str, srun: Optional[str]) -> None:
+    """A stage's rendered script (the first point's), with its srun line on Slurm."""
+    con = _console()
+    con.rule(f"{stage}: {path}")
+    con.print(text, markup=False)
+    if srun is not None:
+        con.print(f"# srun line:\n{srun}", markup=False)
+
+
+def dry_run_done(n_points: Optional[int]) -> None:
+    """n_points: a sweep's, whose other scripts were not printed."""
+    con = _console()
+    if n_points is not None:
+        con.print(f"(scripts of all {n_points} points are in their run dirs)")
+    con.print("[bold]dry run[/]: nothing was submitted")
+
+
+# ---------------------------------------------------------------- cluster=local
+
+def local_stage(job: StageJob, logs: Path) -> None:
+    _console().rule(escape(f"{job.stage}: {job.world_size} local rank{'s' * (job.world_size != 1)} (logs: {logs})"))
+
+
+def local_interrupted(why: str, stage: str, run: Path) -> None:
+    _console().print(f"interrupted ({why}): stopped the ranks of stage {stage}, marked it CANCELLED; "
+                     f"continue with: python -m dfm_hpc rerun {run}", markup=False)
+
+
+def local_failed(stage: str, code: int, run: Path) -> None:
+    _console().print(f"[bold red]stage {stage} failed[/] (exit {code}); later stages not run. "
+                     f"See: python -m dfm_hpc logs {run} --stage {stage}")
+
+
+def local_done(top: Path, opened: List[tuple]) -> None:
+    """opened: (what, path) a person wants to open next (the model card, the evaluation)."""
+    con = _console()
+    con.print(f"status: python -m dfm_hpc status {top}")
+    for name, path in opened:
+        con.print(f"{name}: {path}")
+
+
+# ---------------------------------------------------------------- Slurm
+
+def queued_stage(job: StageJob, ids: str, dependency: Optional[str]) -> None:
+    _console().print(f"  {job.stage:<10} job {ids}  {job.nodes} node(s) x {job.tasks_per_node} rank(s)"
+                     + (f", after {dependency}" if dependency else ""))
+
+
+def queued(top: Path, first: Path) -> None:
+    _console().print("queued; follow with:\n"
+                     f"  python -m dfm_hpc status {top}\n"
+                     f"  python -m dfm_hpc logs {first} --follow\n"
+                     f"  python -m dfm_hpc cancel {top}")
+
+
+def submit_failed(why: str, cancelled: List[str], top: Path) -> None:
+    con = _console()
+    con.print(f"[bold red]submission failed[/]: {escape(why)}")
+    if cancelled:
+        con.print(f"cancelled the jobs this launch had queued: {', '.join(cancelled)}")
+    con.print(f"the snapshot stays in {top}; fix the cause, then "
+              "python -m dfm_hpc rerun <that dir>", markup=False)
+
+
+# ---------------------------------------------------------------- rerun
+
+def code_changed(old_top: Path, then, now) -> None:
+    _console(stderr=True).print(
+        f"[yellow]warning[/]: the code has changed since {escape(str(old_top))} ran "
+        f"(git {str(then)[:10]} then, {str(now)[:10]} now); the config is the same, the results may not be")
+
+
+def packages_differ(requirements: Path, drift: List[str]) -> None:
+    _console(stderr=True).print(f"[yellow]warning[/]: the installed packages differ from "
+                                f"{escape(str(requirements))}: " + escape("; ".join(drift)))
+
+
+def rerun_stages(reuse: dict, resume: dict) -> None:
+    con = _console(stderr=True)
+    if reuse:
+        con.print(f"reusing finished stages: {', '.join(reuse)} (--fresh runs them again)")
+    if resume:
+        con.print(f"continuing unfinished stages where they stopped: {', '.join(resume)}")
+
+
+def rerun_nothing_to_do() -> None:
+    _console(stderr=True).print("every stage of this run is done; nothing to rerun (use --fresh to run it again)")
