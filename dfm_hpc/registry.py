@@ -1,42 +1,119 @@
-"""The one stage registry: which stages exist, in the recipe's order, and what the login node needs
-to know about each (its config class, the inputs it reads, whether it trains or can resume)."""
+"""The one stage registry: which stages exist, in the recipe's order, and what the login node needs to know
+about each: its config class, what it reads (config keys naming sources, and earlier stages' outputs), what
+it writes under stages/<name>/, whether it can resume. The checks, prefetch and docs/pipeline.md's table
+(docs/gen_stages.py) read it."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict
+from typing import Dict, List, Optional, Tuple
 
 from dfm_hpc import schema
+
+MODEL, DATASET = "model", "dataset"
+TEXT = ("text",)
+
+
+@dataclass(frozen=True)
+class Reads:
+    """A config key naming what a stage reads: a hub id, a local path or tiny:NAME (sources.py)."""
+
+    key: str  # dotted
+    kind: str = DATASET  # what prefetch fetches for a hub id: MODEL or DATASET
+    columns: Tuple[str, ...] = ()  # a local data file must have them in its first record (checks/paths.py)
+    revision: Optional[str] = None  # the key of the hub revision it loads
+    run_dir: bool = False  # may name a run dir instead (its pii, else merge, outputs)
+    unless: Optional[str] = None  # a key that, when set, is read instead (data.corpus: unless data.mixture)
+    entries: bool = False  # a list of entries (data.mixture[]): each one's source, revision and subset
 
 
 @dataclass(frozen=True)
 class StageSpec:
-    """One stage of the recipe: what the login node plans and what a rank imports."""
+    """One stage of the recipe: what the login node plans and checks, and what a rank imports."""
 
     name: str
     config: type  # its config class (a field of Config of the same name)
-    inputs: tuple = ()  # config keys naming sources it reads (local ones must exist at plan time)
-    trained: bool = False  # writes stages/<name>/model/ (evaluate and card pick these up)
+    reads: Tuple[Reads, ...] = ()  # local ones must exist at plan time, hub ones be in an offline job's cache
+    uses: Tuple[str, ...] = ()  # earlier stages whose outputs it reads when the run has them
+    writes: Tuple[str, ...] = ()  # under stages/<name>/, besides logs/ and the markers (rundir.py)
     resumable: bool = False  # a restart continues from its files (checkpoints, chunks): may be requeued
+
+    @property
+    def trained(self) -> bool:  # evaluate and card pick up its model/
+        return "model/" in self.writes
 
     @property
     def module(self) -> str:  # imported only in a rank (it imports torch & co.)
         return f"dfm_hpc.stages.{self.name}"
 
 
+_MODEL = Reads("model.name_or_path", MODEL)  # the model trained or scored (tokenize: its tokenizer)
+_CORPUS = (Reads("data.corpus", columns=TEXT, unless="data.mixture"),
+           Reads("data.mixture", columns=TEXT, run_dir=True, entries=True))
+_TRAINED = ("model/", "checkpoints/", "metrics.jsonl", "loss.png", "summary.json")
+_MERGED = ("merged/",)  # merge_adapter: the adapter merged into its base
+
 STAGES: Dict[str, StageSpec] = {s.name: s for s in (
-    StageSpec("demo", schema.DemoStage),
-    StageSpec("demo_check", schema.DemoCheckStage),
-    StageSpec("lumi_check", schema.LumiCheckStage),
-    StageSpec("translate", schema.TranslateStage, inputs=("data.oasst2",), resumable=True),
-    StageSpec("merge", schema.MergeStage),
-    StageSpec("pii", schema.PiiStage, inputs=("pii.input", "pii.ner"), resumable=True),
-    StageSpec("tokenize", schema.TokenizeStage, inputs=("data.corpus",)),  # data.mixture: validate.check_mixture
-    StageSpec("cpt", schema.CptStage, inputs=("data.corpus",), trained=True, resumable=True),
-    # sft/dpo.dataset are checked with the stage (they may be run dirs)
-    StageSpec("sft", schema.SftStage, trained=True, resumable=True),
-    StageSpec("dpo", schema.DpoStage, trained=True, resumable=True),
-    StageSpec("evaluate", schema.EvaluateStage, inputs=("data.eval_text",)),
-    StageSpec("card", schema.CardStage),
+    StageSpec("demo", schema.DemoStage, writes=("result.json",)),
+    StageSpec("demo_check", schema.DemoCheckStage, uses=("demo",), writes=("check.json",)),
+    StageSpec("lumi_check", schema.LumiCheckStage, writes=("verdict.md", "result.json")),
+    StageSpec("translate", schema.TranslateStage, resumable=True, writes=("plan.json", "shards/"),
+              reads=(Reads("translator.name_or_path", MODEL, revision="translator.revision"),
+                     Reads("data.oasst2", revision="data.oasst2_revision"))),
+    StageSpec("merge", schema.MergeStage, uses=("translate",),
+              writes=("messages.jsonl", "sft.jsonl", "dpo.jsonl", "*.parquet", "report.json", "README.md")),
+    StageSpec("pii", schema.PiiStage, resumable=True, uses=("merge",),
+              reads=(Reads("pii.input", columns=TEXT), Reads("pii.ner", MODEL, revision="pii.ner_revision")),
+              writes=("plan.json", "shards/", "sft.jsonl", "dpo.jsonl", "corpus.jsonl", "*.parquet", "report.json")),
+    # the token stores go under tokenize.store_root (default: runs_root), shared by the runs there
+    StageSpec("tokenize", schema.TokenizeStage, reads=(_MODEL, *_CORPUS), uses=("pii",), writes=("stores.json",)),
+    StageSpec("cpt", schema.CptStage, resumable=True, reads=(_MODEL, *_CORPUS), uses=("tokenize", "pii"),
+              writes=(*_TRAINED, "data/")),
+    StageSpec("sft", schema.SftStage, resumable=True, uses=("pii", "merge", "cpt"), writes=_TRAINED + _MERGED,
+              reads=(_MODEL, Reads("sft.dataset", columns=("messages",), run_dir=True))),
+    StageSpec("dpo", schema.DpoStage, resumable=True, uses=("pii", "merge", "sft", "cpt"), writes=_TRAINED + _MERGED,
+              reads=(_MODEL, Reads("dpo.dataset", columns=("prompt", "chosen", "rejected"), run_dir=True))),
+    StageSpec("evaluate", schema.EvaluateStage, reads=(_MODEL, Reads("data.eval_text", columns=TEXT)),
+              uses=("cpt", "sft", "dpo", "pii"), writes=("results.json", "results.md", "samples.jsonl", "samples.md")),
+    StageSpec("card", schema.CardStage, uses=("merge", "pii", "cpt", "sft", "dpo", "evaluate"),
+              writes=("README.md", "card.json", "loss_*.png", "datasheets/")),
 )}
 TRAINED_STAGES = tuple(n for n, s in STAGES.items() if s.trained)
+
+
+@dataclass(frozen=True)
+class Input:
+    """One source a run's stage reads, as the run's config names it."""
+
+    stage: str  # the first stage of the run that reads it
+    reads: Reads
+    key: str  # where the value is: sft.dataset, data.mixture[2].source
+    value: str
+    revision: Optional[str] = None
+    subset: Optional[str] = None  # a hub dataset's config name (data.mixture[i].subset)
+    entry: Optional[str] = None  # the list entry it is in: data.mixture[2]
+
+
+def _get(cfg, dotted: str):
+    node = cfg
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def inputs(cfg) -> List[Input]:
+    """Every source the run's stages read, in the run's order: each key once, unset ones left out."""
+    out: List[Input] = []
+    seen = set()
+    for stage in cfg.stages:
+        for r in STAGES[stage].reads if stage in STAGES else ():
+            if r.key in seen or (r.unless and _get(cfg, r.unless)):
+                continue
+            seen.add(r.key)
+            value = _get(cfg, r.key)
+            if r.entries:
+                out += [Input(stage, r, f"{r.key}[{i}].source", str(m.source), m.revision, m.subset, f"{r.key}[{i}]")
+                        for i, m in enumerate(value or []) if m.source]
+            elif value:
+                out.append(Input(stage, r, r.key, str(value), _get(cfg, r.revision) if r.revision else None))
+    return out

@@ -30,7 +30,7 @@ def _choice(name: str, values: str):
 
 
 def ranged(default, *, gt=None, ge=None, lt=None, le=None, hint: str = "{rule}"):
-    """A number field and its range (login/ranges.py checks it, docs/config.md shows it); `hint` is what a user
+    """A number field and its range (login/checks/ranges.py checks it, docs/config.md shows it); `hint` is what a user
     reads when a value is outside, {rule} the range in words. A subclass changing the default keeps the range."""
     bounds = {k: v for k, v in dict(gt=gt, ge=ge, lt=lt, le=le).items() if v is not None}
     return field(default=default, metadata={**bounds, "hint": hint})

@@ -18,7 +18,7 @@ import tokenize
 import typing
 
 from dfm_hpc import schema
-from dfm_hpc.login.ranges import ranged_fields, words
+from dfm_hpc.login.checks.ranges import ranged_fields, words
 
 INTRO = """# Config reference
 
@@ -145,7 +145,7 @@ def section(cls, prefix: str, lines: list) -> None:
 
 
 def main() -> str:
-    from dfm_hpc.login.validate import groups
+    from dfm_hpc.login.checks import groups
 
     rows = "\n".join(f"| `{g}` | {', '.join(opts)} |" for g, opts in sorted(groups().items()))
     lines = [INTRO.format(groups=rows)]

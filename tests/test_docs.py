@@ -20,7 +20,7 @@ def test_config_reference_is_current():
 
 
 def test_every_schema_key_is_documented():
-    from dfm_hpc.login.validate import SCHEMA_KEYS
+    from dfm_hpc.login.checks import SCHEMA_KEYS
 
     text = (REPO / "docs" / "config.md").read_text()
     missing = [k for k in SCHEMA_KEYS if f"`{k}`" not in text]
@@ -45,7 +45,7 @@ def _rows() -> dict:
 
 def test_every_key_has_a_meaning():
     """One comment per schema field feeds the meaning column; no key of the schema may go without one."""
-    from dfm_hpc.login.validate import SCHEMA_KEYS
+    from dfm_hpc.login.checks import SCHEMA_KEYS
 
     rows = _rows()
     assert set(SCHEMA_KEYS) <= set(rows), set(SCHEMA_KEYS) - set(rows)
@@ -55,7 +55,7 @@ def test_every_key_has_a_meaning():
 
 def test_a_key_shows_its_range_or_its_allowed_values():
     from dfm_hpc import schema
-    from dfm_hpc.login.ranges import ranged_fields, words
+    from dfm_hpc.login.checks.ranges import ranged_fields, words
 
     rows = _rows()
     assert rows["sft.lr"]["allowed"] == "positive" and rows["deepspeed.stage"]["allowed"] == "0 to 3"

@@ -17,7 +17,7 @@ from typing import Dict, List
 from omegaconf import OmegaConf
 
 from dfm_hpc import CONF_DIR, config_io
-from dfm_hpc.login import validate
+from dfm_hpc.login import checks
 from dfm_hpc.login.point import LaunchPoint
 
 SWEEP_LIMIT = 256  # points; more needs --large-sweep (each point is a run dir: 4,096 took 193 MB)
@@ -55,13 +55,13 @@ def compose_config(overrides: List[str]):
     from omegaconf.errors import OmegaConfBaseException
 
     config_io.register()
-    problems = validate.check_overrides(overrides)
+    problems = checks.check_overrides(overrides)
     if problems:
         raise Problems(problems)
     try:
         return config_io.typed(_compose(overrides))
     except (HydraException, OmegaConfBaseException) as e:
-        raise Problems([validate.explain_hydra_error(e)]) from None
+        raise Problems([checks.explain_hydra_error(e)]) from None
 
 
 def _compose(overrides: List[str]) -> dict:
@@ -79,7 +79,7 @@ def command_line(argv: List[str]) -> Composition:
     large = LARGE_SWEEP in argv
     argv = [a for a in argv if a != LARGE_SWEEP]
     command = ["python", "-m", "dfm_hpc", *argv]
-    problems = validate.check_overrides(split_overrides(argv))
+    problems = checks.check_overrides(split_overrides(argv))
     if problems:
         raise Problems(problems)
     if any(a in ("-m", "--multirun") for a in argv) and not any(
@@ -120,7 +120,7 @@ def _run_once(argv: List[str]) -> LaunchPoint:
     try:
         return LaunchPoint(_compose(argv), list(argv))
     except (HydraException, OmegaConfBaseException, ValueError) as e:
-        raise Problems([hint(validate.explain_hydra_error(e), argv)]) from None
+        raise Problems([hint(checks.explain_hydra_error(e), argv)]) from None
 
 
 def _sweep(argv: List[str], large: bool = False) -> List[LaunchPoint]:
@@ -137,11 +137,11 @@ def _sweep(argv: List[str], large: bool = False) -> List[LaunchPoint]:
     from omegaconf.errors import OmegaConfBaseException
 
     parser = OverridesParser.create()
-    group_names = set(validate.groups())
+    group_names = set(checks.groups())
     try:
         combos = BasicSweeper.split_arguments(parser.parse_overrides(split_overrides(argv)), None)[0]
     except HydraException as e:
-        raise Problems([validate.explain_hydra_error(e)]) from None
+        raise Problems([checks.explain_hydra_error(e)]) from None
     if len(combos) > SWEEP_LIMIT and not large:
         raise Problems([f"the sweep has {len(combos):,} points, over the limit of {SWEEP_LIMIT} (each point is "
                         f"a run dir and an array task); narrow it, or add {LARGE_SWEEP} if you mean it"])
@@ -160,7 +160,7 @@ def _sweep(argv: List[str], large: bool = False) -> List[LaunchPoint]:
                 ConfigLoaderImpl._apply_overrides_to_config(parser.parse_overrides(values_part), cfg)
                 points.append(LaunchPoint(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), list(combo)))
             except (HydraException, OmegaConfBaseException, ValueError) as e:
-                problems.append(f"[{' '.join(combo)}] {hint(validate.explain_hydra_error(e), argv)}")
+                problems.append(f"[{' '.join(combo)}] {hint(checks.explain_hydra_error(e), argv)}")
     if problems:
         raise Problems(problems)
     return points
@@ -184,7 +184,7 @@ def _collect(cfg) -> None:
         _collected.append(LaunchPoint(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), overrides))
     except Exception as e:  # e.g. an interpolation that cannot resolve
         prefix = f"[{' '.join(overrides)}] " if _multirun else ""
-        _collect_problems.append(prefix + validate.explain_hydra_error(e))
+        _collect_problems.append(prefix + checks.explain_hydra_error(e))
 
 
 def _through_hydra_main(argv: List[str]) -> tuple:
@@ -201,7 +201,7 @@ def _through_hydra_main(argv: List[str]) -> tuple:
     try:
         app()
     except (HydraException, OmegaConfBaseException, ValueError) as e:
-        raise Problems([hint(validate.explain_hydra_error(e), argv)]) from None
+        raise Problems([hint(checks.explain_hydra_error(e), argv)]) from None
     finally:
         sys.argv = saved
     if _collect_problems:

@@ -14,7 +14,7 @@ from typing import List
 from omegaconf import OmegaConf
 
 from dfm_hpc import predict, redact, rundir
-from dfm_hpc.login import compose, console, resources, submit, validate
+from dfm_hpc.login import checks, compose, console, submit
 from dfm_hpc.login.compose import compose_config  # noqa: F401  (where the tests and helpers find it)
 from dfm_hpc.login.point import LaunchPoint
 from dfm_hpc.plan import plan
@@ -40,7 +40,7 @@ def _make_dirs(points: List[LaunchPoint], sweep: bool, argv: List[str]) -> None:
 
     root = Path(points[0].cfg.runs_root).resolve()
     parent = root / points[0].cfg.name
-    if not rundir.inside(parent, root) or parent == root:  # validate.check_names refuses such names too
+    if not rundir.inside(parent, root) or parent == root:  # checks/safety.check_names refuses such names too
         raise OSError(f"the run dir {parent} would be outside runs_root {root}")
     top = rundir.new_run_dir(parent)
     try:
@@ -93,7 +93,7 @@ def _oasst_plan(cfgs) -> tuple:
     for cfg in todo:  # layout, review and sft_path values are Choice fields: checked when composed
         filters = oasst.Filters.from_config(cfg)
         key = (cfg.data.oasst2, cfg.data.oasst2_layout, repr(filters))
-        if key in seen or not validate._should_check_paths(cfg):
+        if key in seen or not checks.should_check_paths(cfg):
             continue
         seen.add(key)
         try:
@@ -112,12 +112,12 @@ def launch(points: List[LaunchPoint], argv: List[str], sweep: bool) -> int:
     # Points come typed from Hydra's composition or from config_io.typed() (rerun); re-typing costs 40 ms each
     for p in points:
         p.cfg = OmegaConf.create(p.config, flags={"readonly": True})  # what runs is what was checked
-        p.jobs = None if validate.check_stages(p.cfg) else plan(p.cfg)  # made once, used by all
+        p.jobs = None if checks.check_stages(p.cfg) else plan(p.cfg)  # made once, used by all
     problems: List[str] = []
     for p in points:
-        problems += [p.label(sweep) + x for x in validate.check_config(p.cfg, p.jobs)]
+        problems += [p.label(sweep) + x for x in checks.check_config(p.cfg, p.jobs)]
     cfgs = [p.cfg for p in points]
-    problems += resources.check_sweep_job_limits(cfgs, [p.jobs for p in points]) if not problems else []
+    problems += checks.check_sweep_job_limits(cfgs, [p.jobs for p in points]) if not problems else []
     kinds = {(c.cluster.scheduler, c.dry_run) for c in cfgs}
     if len(kinds) > 1:
         problems.append("a sweep cannot mix schedulers or dry_run values; sweep over one cluster at a time")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from dfm_hpc.jobenv import cache_dirs, hf_home, snapshot  # hf_home: validate's too
-from dfm_hpc.registry import TRAINED_STAGES
+from dfm_hpc.registry import inputs
 from dfm_hpc.sources import is_hub_id
 
 
@@ -52,34 +52,13 @@ def _euroeval_env(cfg):
 
 
 def needs(cfg) -> List[Need]:
-    """The hub models and datasets the run's stages load (local paths and tiny:* need nothing)."""
-    stages, out = set(cfg.stages), []
-
-    def add(kind, name, revision, key, subset=None):
-        if is_hub_id(name) and all(n.repo_id != name for n in out):
-            out.append(Need(kind, name, revision, key, subset))
-
-    if "translate" in stages:
-        add("model", cfg.translator.name_or_path, cfg.translator.revision, "translator.name_or_path")
-        add("dataset", cfg.data.oasst2, cfg.data.oasst2_revision, "data.oasst2")
-    if stages & {*TRAINED_STAGES, "evaluate"}:
-        add("model", cfg.model.name_or_path, None, "model.name_or_path")
-    if stages & {"cpt", "tokenize"}:
-        if "tokenize" in stages:  # it loads the model's tokenizer
-            add("model", cfg.model.name_or_path, None, "model.name_or_path")
-        if not cfg.data.mixture:
-            add("dataset", cfg.data.corpus, None, "data.corpus")
-        for i, m in enumerate(cfg.data.mixture):
-            add("dataset", m.source, m.revision, f"data.mixture[{i}]", m.subset)
-    for s in ("sft", "dpo"):
-        if s in stages:
-            add("dataset", cfg[s].dataset, None, f"{s}.dataset")
-    if "pii" in stages:
-        add("dataset", cfg.pii.input, None, "pii.input")
-        if cfg.pii.ner:  # the optional NER pass's token-classification model
-            add("model", cfg.pii.ner, cfg.pii.ner_revision, "pii.ner")
-    if "evaluate" in stages:
-        add("dataset", cfg.data.eval_text, None, "data.eval_text")
+    """The hub models and datasets the run's stages load (registry.inputs; local paths and tiny:* need nothing),
+    and the evaluate stage's benchmarks."""
+    out: List[Need] = []
+    for i in inputs(cfg):
+        if is_hub_id(i.value) and all(n.repo_id != i.value for n in out):
+            out.append(Need(i.reads.kind, i.value, i.revision, i.entry or i.key, i.subset))
+    if "evaluate" in cfg.stages:
         for task in cfg.evaluate.lm_eval_tasks:  # tiny:* and unknown tasks: nothing to fetch here
             if task in LM_EVAL_DATASETS and all((n.repo_id, n.subset) != LM_EVAL_DATASETS[task] for n in out):
                 repo, config = LM_EVAL_DATASETS[task]

@@ -13,7 +13,7 @@ from typing import List
 from omegaconf import OmegaConf
 
 from dfm_hpc import config_io, redact, rundir
-from dfm_hpc.login import console, validate
+from dfm_hpc.login import checks, console
 from dfm_hpc.login.compose import hint
 from dfm_hpc.login.console import report_problems
 from dfm_hpc.login.launch import launch
@@ -54,7 +54,7 @@ def _read_snapshot(old: Path):
     try:
         return config_io.typed(raw)
     except OmegaConfBaseException as e:
-        raise ValueError(f"{f} does not fit this dfm_hpc version's schema ({validate.explain_hydra_error(e)}); "
+        raise ValueError(f"{f} does not fit this dfm_hpc version's schema ({checks.explain_hydra_error(e)}); "
                          "rerun it with the code it ran with (provenance.json: git commit), or launch it anew")
 
 
@@ -66,10 +66,10 @@ def rerun(ref: str, overrides: List[str], fresh: bool, runs_root: str = "runs") 
         olds = rundir.point_dirs(old_top)
     except (LookupError, OSError, ValueError, KeyError, TypeError) as e:
         return report_problems([f"{ref}: {e}"])
-    groups = validate.groups()
+    groups = checks.groups()
     problems = [f"{o!r}: rerun takes key=value overrides; to change the config group {o.split('=')[0]!r}, "
                 "launch anew" for o in overrides if o.split("=")[0].lstrip("+") in groups]
-    problems += validate.check_overrides([o for o in overrides if o.split("=")[0].lstrip("+") not in groups])
+    problems += checks.check_overrides([o for o in overrides if o.split("=")[0].lstrip("+") not in groups])
     if problems:
         return report_problems(problems)
     points: List[LaunchPoint] = []
@@ -82,7 +82,7 @@ def rerun(ref: str, overrides: List[str], fresh: bool, runs_root: str = "runs") 
         try:
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([o.lstrip("+") for o in overrides]))
         except OmegaConfBaseException as e:
-            return report_problems([hint(validate.explain_hydra_error(e), [])])
+            return report_problems([hint(checks.explain_hydra_error(e), [])])
         problems = _secrets_back(cfg, old / rundir.CONFIG)
         if problems:
             return report_problems(problems)

@@ -120,9 +120,9 @@ def _typed(**over):
 
 
 def test_ranges_are_read_from_the_schema_one_checker_for_all():
-    """A key's range is its field's metadata (schema.ranged); login/ranges.py checks every group that is
+    """A key's range is its field's metadata (schema.ranged); login/checks/ranges.py checks every group that is
     not a stage, a stage's group only when it runs, and a range a subclass inherits (sft.lr)."""
-    from dfm_hpc.login.ranges import check_ranges
+    from dfm_hpc.login.checks.ranges import check_ranges
 
     cfg = _typed(stages=["demo"], sft={"lr": 0.0}, peft={"dropout": 1.0}, cluster={"signal_delay_s": -1})
     assert check_ranges(cfg) == ["cluster.signal_delay_s=-1: 0 or more seconds before the time limit",
@@ -134,7 +134,7 @@ def test_ranges_are_read_from_the_schema_one_checker_for_all():
 
 
 def test_ranges_reach_lists_maps_and_the_single_device_settings():
-    from dfm_hpc.login.ranges import check_ranges
+    from dfm_hpc.login.checks.ranges import check_ranges
 
     cfg = _typed(stages=["cpt"], data={"mixture": [{"source": "tiny:corpus", "weight": 1},
                                                    {"source": "tiny:corpus", "weight": -2, "epochs": 0}]},
@@ -151,7 +151,7 @@ def test_every_range_hint_says_the_rule():
     import dataclasses
 
     from dfm_hpc import schema
-    from dfm_hpc.login.ranges import ranged_fields
+    from dfm_hpc.login.checks.ranges import ranged_fields
 
     classes = [c for c in vars(schema).values() if dataclasses.is_dataclass(c)]
     fields = [(c.__name__, name, meta) for c in classes for name, meta, _ in ranged_fields(c)]

@@ -1,8 +1,10 @@
-"""Validation of what each job asks the scheduler for: nodes, tasks, cores, GPUs, memory and walltime
-against the partition (LUMI's limits in lumi.py), per-user job limits, and the training batch layout."""
+"""What each job asks the scheduler for: the cluster profile's memory and account forms, walltimes in Slurm's
+form, nodes, tasks, cores, GPUs, memory and walltime against the partition (LUMI's limits in lumi.py), per-user
+job limits, the stop signal within the walltime, and the training batch layout."""
 
 from __future__ import annotations
 
+import re
 from typing import List
 
 from dfm_hpc import lumi
@@ -10,6 +12,59 @@ from dfm_hpc.plan import StageJob
 from dfm_hpc.registry import TRAINED_STAGES
 
 MAX_ARRAY = 1000  # Slurm's default MaxArraySize is 1001 (indices 0-1000)
+
+
+def check_cluster(cfg, jobs) -> List[str]:
+    cl, out = cfg.cluster, []
+    for key in ("mem", "mem_per_gpu"):
+        try:
+            lumi.parse_mem_gb(cl[key])
+        except ValueError as e:
+            out.append(f"cluster.{key}: {e}")
+    if cl.system == "lumi" and (not cl.account or not lumi.ACCOUNT_RE.match(str(cl.account))):
+        out.append(f"cluster.account={cl.account!r}: LUMI accounts are project_ + 9 digits, e.g. "
+                   "cluster.account=project_465000670 (or export SBATCH_ACCOUNT)")
+    return out
+
+
+def _walltime(text: str) -> str:
+    """Why a walltime is not Slurm's form, or ''. parse_time reads 99:99 as 1:40; Slurm would not."""
+    m = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", str(text).strip())
+    if not m:
+        return "not [D-]HH:MM:SS"
+    days, a, b, c = m.groups()
+    rest = [x for x in (b, c) if x is not None]
+    if any(len(x) != 2 or int(x) > 59 for x in rest):
+        return "minutes and seconds are two digits, 00-59"
+    if days is not None and int(a) > 23:
+        return "with a day count the hours are 0-23"
+    return ""
+
+
+def check_times(cfg, jobs) -> List[str]:
+    out = []
+    for s in cfg.stages:
+        why = _walltime(cfg[s].time)
+        if why:
+            out.append(f"{s}.time={cfg[s].time!r}: {why}; e.g. {s}.time=12:00:00 or 2-00:00:00")
+    return out
+
+
+def check_relations(cfg, jobs) -> List[str]:
+    """Rules between a job's keys: the stop signal within the walltime, GPUs on a GPU partition."""
+    out: List[str] = []
+    cl = cfg.cluster
+    for j in jobs:
+        if cl.scheduler == "slurm" and cl.signal_delay_s > j.minutes * 60 > 0:
+            out.append(f"cluster.signal_delay_s={cl.signal_delay_s}: longer than {j.stage}'s walltime "
+                       f"({j.minutes} min); the stop signal would come at the start")
+            break
+    if cl.system == "lumi":
+        for j in jobs:
+            if j.gpus_per_node == 0 and (j.partition or "").endswith("-g"):
+                out.append(f"{j.stage}: gpus_per_node=0 on {j.partition}, a GPU partition (billed per GCD or node); "
+                           f"give {j.stage}.gpus_per_node=1 or more")
+    return out
 
 
 def check_jobs(cfg, jobs) -> List[str]:
@@ -114,7 +169,7 @@ def _mem_or_none(text):
     try:
         return lumi.parse_mem_gb(text)
     except ValueError:
-        return None  # reported once by check_config
+        return None  # reported once, by check_cluster
 
 
 def _check_batch(job: StageJob, st) -> List[str]:

@@ -1,0 +1,42 @@
+"""Every check of a launch on the login node, one module per concern; each checker returns its problems, and
+the CLI prints them all and exits 2 before anything is created.
+
+    keys.py       the command line, before Hydra composes: unknown keys and group options, sweep syntax
+    stages.py     the stage list and walltimes (the plan needs them), the rules between a stage's keys
+    ranges.py     every key's own number range (the schema's `ranged` metadata)
+    resources.py  what each job asks the scheduler for: partition and per-user job limits, batch layout
+    paths.py      what the stages read (registry.STAGES): local inputs exist and are readable, the offline cache
+    safety.py     text that reaches scripts, names, secrets
+
+The entry points: `check_overrides` (a command line) and `check_config` (a composed config).
+"""
+
+from __future__ import annotations
+
+from typing import List
+
+from dfm_hpc.login.checks import paths, ranges, resources, safety, stages
+from dfm_hpc.login.checks.keys import SCHEMA_KEYS, check_overrides, explain_hydra_error, groups
+from dfm_hpc.login.checks.paths import should_check_paths
+from dfm_hpc.login.checks.resources import check_sweep_job_limits
+from dfm_hpc.login.checks.stages import check_stages
+from dfm_hpc.plan import plan
+
+__all__ = ["SCHEMA_KEYS", "check_config", "check_overrides", "check_stages", "check_sweep_job_limits",
+           "explain_hydra_error", "groups", "should_check_paths"]
+
+# The checkers of a composed config, `(cfg, jobs) -> problems`, in the order their problems are printed.
+CHECKS = [resources.check_cluster, ranges.check_ranges, resources.check_jobs, stages.check_translate,
+          stages.check_pii, stages.check_evaluate, stages.check_finetune, paths.check_inputs, safety.check_names,
+          safety.check_text, resources.check_times, stages.check_relations, resources.check_relations,
+          paths.check_data_files, stages.check_mixture]
+
+
+def check_config(cfg, jobs=None) -> List[str]:
+    """Every problem of a composed config. The stage list and walltimes first (the plan needs them), then
+    each checker. `jobs`: plan(cfg), if made."""
+    problems = check_stages(cfg)
+    if problems:
+        return problems
+    jobs = plan(cfg) if jobs is None else jobs
+    return [p for check in CHECKS for p in check(cfg, jobs)]
