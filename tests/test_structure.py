@@ -42,6 +42,22 @@ def test_the_import_contract_catches_a_stage_importing_a_stage_and_login_importi
     assert "dfm_hpc.login.status -> torch" in p.stdout
 
 
+def test_the_import_contract_catches_a_cycle_between_login_modules(tmp_path):
+    """login/checks/keys.py importing launch (which imports checks), and checks/paths.py importing checks/stages
+    (which imports paths): a cycle among login's modules and one inside login/checks/, each named."""
+    shutil.copytree(REPO / "dfm_hpc", tmp_path / "dfm_hpc", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "pyproject.toml", tmp_path)
+    checks = tmp_path / "dfm_hpc" / "login" / "checks"
+    for name, target in (("keys.py", "dfm_hpc.login import launch"), ("paths.py", "dfm_hpc.login.checks import stages")):
+        (checks / name).write_text((checks / name).read_text() + f"\n\ndef _cycle():\n    from {target}  # noqa\n")
+    p = _lint_imports(tmp_path)
+    assert p.returncode == 1, p.stdout[-3000:]
+    assert "No cycles are allowed in dfm_hpc.login.\n" in p.stdout
+    assert re.search(r"- \.(checks -> \.launch|launch -> \.checks) ", p.stdout), p.stdout[-3000:]
+    assert "No cycles are allowed in dfm_hpc.login.checks.\n" in p.stdout
+    assert re.search(r"- \.(paths -> \.stages|stages -> \.paths) ", p.stdout), p.stdout[-3000:]
+
+
 def test_no_stage_imports_another_stage():
     hits = [f"{p.name}: {line.strip()}" for p in (REPO / "dfm_hpc" / "stages").glob("*.py")
             for line in p.read_text().splitlines() if re.search(r"from dfm_hpc\.stages|import dfm_hpc\.stages", line)]
