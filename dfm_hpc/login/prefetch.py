@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
 
-from dfm_hpc.jobenv import cache_dirs, hf_home, snapshot  # hf_home: validate's too
+from dfm_hpc.jobenv import cache_dirs, hf_home, snapshot  # hf_home: checks/paths.py's too
 from dfm_hpc.registry import inputs
 from dfm_hpc.sources import is_hub_id
 
