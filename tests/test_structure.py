@@ -48,7 +48,8 @@ def test_the_import_contract_catches_a_cycle_between_login_modules(tmp_path):
     shutil.copytree(REPO / "dfm_hpc", tmp_path / "dfm_hpc", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "pyproject.toml", tmp_path)
     checks = tmp_path / "dfm_hpc" / "login" / "checks"
-    for name, target in (("keys.py", "dfm_hpc.login import launch"), ("paths.py", "dfm_hpc.login.checks import stages")):
+    for name, target in (("keys.py", "dfm_hpc.login import launch"),
+                         ("paths.py", "dfm_hpc.login.checks import stages")):
         (checks / name).write_text((checks / name).read_text() + f"\n\ndef _cycle():\n    from {target}  # noqa\n")
     p = _lint_imports(tmp_path)
     assert p.returncode == 1, p.stdout[-3000:]
