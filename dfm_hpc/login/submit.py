@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import List, Optional
 
@@ -81,17 +82,14 @@ def submit_slurm(points: List[LaunchPoint], sweep: bool) -> int:
     """Stage by stage; sweep points with identical jobs go out as one array (aftercorr chains)."""
     from dfm_hpc.login import slurm
 
-    cfg = points[0].cfg
-    python = slurm.python_command(cfg.cluster)
-    # secrets reach the jobs by name: sbatch passes its environment on (--export=ALL), the script has none
-    os.environ.update(shell.secret_env(cfg.cluster.env))
-    same = len({json.dumps([job_record(j) for j in p.todo]) for p in points}) == 1
+    same = len({_submission(p) for p in points}) == 1
     arrays = any(j.array > 1 for p in points for j in p.jobs)  # a stage array can't also be a sweep array
     groups = [points] if same and not arrays else [[p] for p in points]
     queued: List[str] = []
     try:
         for members in groups:
-            _submit_group(members, cfg, python, queued)
+            with _secrets_in_env(members[0].cfg):
+                _submit_group(members, members[0].cfg, slurm.python_command(members[0].cfg.cluster), queued)
     except (Exception, KeyboardInterrupt) as e:  # sbatch refused, or SIGINT: withdraw what this launch queued
         if queued:
             subprocess.run(["scancel", "--", *queued], capture_output=True)
@@ -100,6 +98,34 @@ def submit_slurm(points: List[LaunchPoint], sweep: bool) -> int:
         return 130 if isinstance(e, KeyboardInterrupt) else 1
     console.queued(_top(points, sweep), points[0].run_dir)
     return 0
+
+
+def _submission(p: LaunchPoint) -> str:
+    """What Slurm gets for a point: its planned jobs and the cluster settings their scripts are made of. Sweep
+    points go out as one array (the first point's script) only when these are equal, so that a sweep over
+    cluster.env, the image or the account never runs every point with the first point's settings."""
+    from dfm_hpc.login import slurm
+
+    jobs = [[job_record(j), slurm.executor_params(j, j.cluster, "")] for j in p.todo]
+    return json.dumps([jobs, slurm.python_command(p.cfg.cluster), shell.secret_env(p.cfg.cluster.env)],
+                      sort_keys=True, default=str)
+
+
+@contextmanager
+def _secrets_in_env(cfg):
+    """Secrets reach the jobs by name: sbatch passes its environment on (--export=ALL) and the script has none.
+    Set for this point's submissions only, so that one point's secret never reaches another point's jobs."""
+    secrets = shell.secret_env(cfg.cluster.env)
+    saved = {k: os.environ.get(k) for k in secrets}
+    os.environ.update(secrets)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _submit_group(members: List[LaunchPoint], cfg, python: str, queued: List[str]) -> None:
