@@ -25,7 +25,7 @@ REAL = REPO / "tests" / "data" / "en_100_tree.jsonl.gz"
 
 
 def run_once(source: str, shards: int, backend: str, max_messages, root: Path) -> dict:
-    from dfm_hpc.login.launch import compose_config
+    from dfm_hpc.login.compose import compose_config
     from dfm_hpc.stages import merge, translate
     from dfm_hpc.text import translators
 

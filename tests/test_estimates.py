@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 from dfm_hpc import estimates, lumi, model_shape, schema
 
-from helpers import LUMI_ACCOUNT, REPO, dfm, lumi_args, run_dirs
+from helpers import LUMI_ACCOUNT, REPO, dfm, lumi_args, make_cfg, run_dirs
 
 MISTRAL_JSON = REPO / "dfm_hpc" / "model_configs" / "mistralai--Mistral-7B-v0.1" / "config.json"
 MISTRAL = json.loads(MISTRAL_JSON.read_text())  # a model's shape is its config.json's (model_shape.py)
@@ -216,16 +216,15 @@ def test_a_local_model_dir_and_the_jobs_hf_cache_are_read(tmp_path):
     (repo / "snapshots" / "0123456789abcdef0123456789abcdef01234567" / "config.json").write_text(json.dumps(LLAMA2_7B))
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text("0123456789abcdef0123456789abcdef01234567")
-    from dfm_hpc.login.launch import compose_config
 
     lumi = ["+experiment=munin_sft", "cluster=lumi", f"cluster.env.HF_HOME={home}"]  # what the jobs will read
-    cfg = compose_config([*lumi, "model.name_or_path=testorg/llama2"])
+    cfg = make_cfg(*lumi, "model.name_or_path=testorg/llama2")
     shape = model_shape.of(cfg)
     assert shape and "models--testorg--llama2/snapshots/" in shape.source
     assert estimates.param_count(shape) == 6_738_415_616
     # a model in the cache wins over the bundled copy
     (home / "hub" / "models--danish-foundation-models--munin-7b-alpha").symlink_to(repo)
-    cfg = compose_config(lumi)
+    cfg = make_cfg(*lumi)
     assert estimates.param_count(model_shape.of(cfg)) == 6_738_415_616
 
 

@@ -10,17 +10,16 @@ import shutil
 import pytest
 
 from dfm_hpc import estimates, predict
-from dfm_hpc.login.launch import compose_config
 from dfm_hpc.plan import plan
 
-from helpers import LUMI, dfm, run_dirs
+from helpers import LUMI, dfm, make_cfg, run_dirs
 
 # munin_cpt at the scale docs/performance.md plans (~158 h), whatever the experiment's step count
 CPT_158H = ["+experiment=munin_cpt", "cpt.max_steps=20000"]
 
 
 def records(*overrides):
-    cfg = compose_config(list(overrides))
+    cfg = make_cfg(*overrides)
     return cfg, {r["stage"]: r for r in predict.records(cfg, plan(cfg))}
 
 

@@ -15,11 +15,8 @@ from omegaconf import OmegaConf
 
 from dfm_hpc import predict, redact, rundir
 from dfm_hpc.login import checks, compose, console, submit
-from dfm_hpc.login.compose import compose_config  # noqa: F401  (where the tests and helpers find it)
 from dfm_hpc.login.point import LaunchPoint
 from dfm_hpc.plan import plan
-
-Point = LaunchPoint  # the name the tests use
 
 
 def main(argv: List[str]) -> int:

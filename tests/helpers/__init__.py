@@ -52,7 +52,7 @@ def make_cfg(*overrides: str, **values):
 
     if not overrides:
         return typed(values)
-    from dfm_hpc.login.launch import compose_config
+    from dfm_hpc.login.compose import compose_config
 
     cfg = compose_config(list(overrides))
     return typed(OmegaConf.merge(cfg, values)) if values else cfg

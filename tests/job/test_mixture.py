@@ -9,7 +9,7 @@ import random
 import numpy as np
 import pytest
 
-from helpers import LUMI, dfm, run_dirs
+from helpers import LUMI, dfm, make_cfg, run_dirs
 
 pytest.importorskip("datasets")
 
@@ -135,9 +135,8 @@ def test_bad_mixtures_are_refused_at_plan_time(tmp_path):
 
 def test_prefetch_lists_the_mixture_and_its_subset(tmp_path):
     from dfm_hpc.login import prefetch
-    from dfm_hpc.login.launch import compose_config
 
-    cfg = compose_config(["+experiment=munin_cpt", *LUMI])
+    cfg = make_cfg("+experiment=munin_cpt", *LUMI)
     needs = {n.key: n for n in prefetch.needs(cfg)}
     assert needs["data.mixture[2]"].repo_id == "HuggingFaceFW/fineweb-edu"
     assert needs["data.mixture[2]"].subset == "sample-10BT"

@@ -19,7 +19,7 @@ import pytest
 from dfm_hpc.job import serve
 from dfm_hpc.job.rank import Preempted
 
-from helpers import LUMI, REPO
+from helpers import LUMI, REPO, make_cfg
 
 HEALTH = textwrap.dedent("""
     import http.server, sys
@@ -184,7 +184,6 @@ def test_lumi_dry_run_renders_an_evaluate_job_with_vllm_and_euroeval_from_its_ow
     from dfm_hpc import dist
     from dfm_hpc.job import harness
     from dfm_hpc.job.rank import StageContext
-    from dfm_hpc.login.launch import compose_config
     from dfm_hpc.stages import evaluate
 
     from helpers import dfm
@@ -200,7 +199,7 @@ def test_lumi_dry_run_renders_an_evaluate_job_with_vllm_and_euroeval_from_its_ow
     assert "# evaluate: vLLM server in this job" in job and "# evaluate:" not in sft_job  # evaluate_setup
     assert "#SBATCH --partition=small-g" in job and "singularity run" in job
 
-    cfg = compose_config(over)
+    cfg = make_cfg(*over)
     ev = cfg.evaluate
     assert ev.server == "vllm" and ev.euroeval and "belebele_dan_Latn" in ev.lm_eval_tasks
     run = tmp_path / "run"

@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers import LUMI, slurm_stubs
+from dfm_hpc.login.point import LaunchPoint
+
+from helpers import LUMI, make_cfg, slurm_stubs
 
 SECRETS = {"HF_TOKEN": "hf_FuzzSecretToken12345678", "WANDB_API_KEY": "wandbFuzzKey1234567890",
            "AWS_SECRET_ACCESS_KEY": "awsFuzzSecret/abcdef+123"}
@@ -33,14 +35,13 @@ BASES = {
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """Stubs, a payload marker, composed base configs, data files and run dirs of every kind."""
-    from dfm_hpc.login import launch
     from dfm_hpc.rundir import INCOMPLETE
 
     root = tmp_path_factory.mktemp("fuzz")
     w = {"root": root, "bin": root / "bin", "mark": root / "mark", "data": root / "data"}
     slurm_stubs.install(w["bin"])
     w["mark"].mkdir()
-    w["bases"] = {k: launch.compose_config(v) for k, v in BASES.items()}
+    w["bases"] = {k: make_cfg(*v) for k, v in BASES.items()}
     d = w["data"]
     d.mkdir()
     (d / "dir").mkdir()
@@ -261,7 +262,7 @@ def test_bad_config_value(case, world, env, capsys):
     cfg = OmegaConf.to_container(world["bases"][base], resolve=True, enum_to_str=True)
     for k, v in updates.items():
         _set(cfg, k, _fill(v, world))
-    point = launch.Point(cfg, [f"{k}=..." for k in updates])
+    point = LaunchPoint(cfg, [f"{k}=..." for k in updates])
     _check(world, capsys, lambda: launch.launch([point], ["python", "-m", "dfm_hpc"], sweep=False), expect, env)
 
 
@@ -274,7 +275,7 @@ def test_the_bases_themselves_launch(world, env, capsys):
     for name, base in world["bases"].items():
         cfg = OmegaConf.to_container(base, resolve=True, enum_to_str=True)
         cfg["runs_root"] = str(env / "ok")
-        assert launch.launch([launch.Point(cfg, [])], ["x"], sweep=False) == 0, (name, capsys.readouterr().err)
+        assert launch.launch([LaunchPoint(cfg, [])], ["x"], sweep=False) == 0, (name, capsys.readouterr().err)
 
 
 # ---------------------------------------------------------------- command lines and subcommands

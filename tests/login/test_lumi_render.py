@@ -9,7 +9,7 @@ import pytest
 
 from dfm_hpc import lumi
 
-from helpers import GOLDEN, LUMI, LUMI_ACCOUNT, dfm, lumi_args, run_dirs
+from helpers import GOLDEN, LUMI, LUMI_ACCOUNT, dfm, lumi_args, make_cfg, run_dirs
 
 MASKS = ("0x00fe000000000000,0xfe00000000000000,0x0000000000fe0000,0x00000000fe000000,"
          "0x00000000000000fe,0x000000000000fe00,0x000000fe00000000,0x0000fe0000000000")
@@ -243,11 +243,9 @@ def test_the_single_device_place_is_merged_once_per_frozen_config_and_never_stal
     for those, and a config that can still change is merged afresh each time."""
     from omegaconf import OmegaConf
 
-    from dfm_hpc.login import launch
     from dfm_hpc.plan import stage_cluster
 
-    plain = OmegaConf.to_container(launch.compose_config(
-        ["+experiment=munin_sft", *LUMI]), resolve=True, enum_to_str=True)
+    plain = OmegaConf.to_container(make_cfg("+experiment=munin_sft", *LUMI), resolve=True, enum_to_str=True)
     cfg = OmegaConf.create(plain)
     assert stage_cluster(cfg, "evaluate").partition == "small-g" and stage_cluster(cfg, "sft") is cfg.cluster
     cfg.cluster.single_device.partition = "dev-g"

@@ -10,15 +10,15 @@ import sys
 
 import pytest
 
-from dfm_hpc.login import launch, prefetch
+from dfm_hpc.login import prefetch
 
-from helpers import LUMI, dfm, run_dirs
+from helpers import LUMI, dfm, make_cfg, run_dirs
 
 HASH = "0123456789abcdef0123456789abcdef01234567"
 
 
 def test_needs_of_the_whole_recipe():
-    cfg = launch.compose_config(["+experiment=munin_pipeline", *LUMI])
+    cfg = make_cfg("+experiment=munin_pipeline", *LUMI)
     assert [(n.kind, n.repo_id, n.key) for n in prefetch.needs(cfg)] == [
         ("model", "google/madlad400-3b-mt", "translator.name_or_path"),
         ("dataset", "OpenAssistant/oasst2", "data.oasst2"),
@@ -31,7 +31,7 @@ def test_needs_of_the_whole_recipe():
         ("dataset", "alexandrainst/m_truthfulqa", "lm-eval truthfulqa_da_mc1"),
         ("euroeval", "EuroEval Danish", "evaluate.euroeval")]
     assert str(prefetch.hf_home(cfg)) == "/scratch/project_465000670/hf-cache"  # the jobs' HF_HOME
-    assert prefetch.needs(launch.compose_config(["+experiment=pipeline_tiny"])) == []  # tiny:* and local only
+    assert prefetch.needs(make_cfg("+experiment=pipeline_tiny")) == []  # tiny:* and local only
 
 
 def _hub_model(home, repo):
@@ -73,7 +73,7 @@ def test_cache_check_matches_what_offline_loading_reads(tmp_path):
     _prepared_dataset(home, "testorg/TinySet")
     args = ["+experiment=sft_tiny", "stages=[evaluate]", "model.name_or_path=testorg/tiny-llama",
             "data.eval_text=testorg/TinySet", f"+cluster.env.HF_HOME={home}"]
-    cfg = launch.compose_config(args)
+    cfg = make_cfg(*args)
     assert [n.repo_id for n in prefetch.needs(cfg)] == ["testorg/tiny-llama", "testorg/TinySet"]
     assert prefetch.missing(cfg) == []
     # ...and that is exactly what transformers and datasets find with the hub out of reach
@@ -83,13 +83,13 @@ def test_cache_check_matches_what_offline_loading_reads(tmp_path):
     out = subprocess.run([sys.executable, "-c", load], capture_output=True, text=True,
                          env={**os.environ, "HF_HOME": str(home), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
     assert out.returncode == 0 and out.stdout.split() == ["llama", "Hej", "med", "dig."], out.stderr[-2000:]
-    other = launch.compose_config(args[:-1] + [f"+cluster.env.HF_HOME={tmp_path / 'empty'}"])
+    other = make_cfg(*args[:-1], f"+cluster.env.HF_HOME={tmp_path / 'empty'}")
     assert [n.repo_id for n in prefetch.missing(other)] == ["testorg/tiny-llama", "testorg/TinySet"]
-    pinned = launch.compose_config(["+experiment=oasst2_translate_tiny", "translator.name_or_path=testorg/tiny-llama",
-                                 f"translator.revision={HASH}", f"+cluster.env.HF_HOME={home}"])
+    pinned = make_cfg("+experiment=oasst2_translate_tiny", "translator.name_or_path=testorg/tiny-llama",
+                      f"translator.revision={HASH}", f"+cluster.env.HF_HOME={home}")
     assert prefetch.missing(pinned) == []
-    wrong = launch.compose_config(["+experiment=oasst2_translate_tiny", "translator.name_or_path=testorg/tiny-llama",
-                                "translator.revision=v2", f"+cluster.env.HF_HOME={home}"])
+    wrong = make_cfg("+experiment=oasst2_translate_tiny", "translator.name_or_path=testorg/tiny-llama",
+                     "translator.revision=v2", f"+cluster.env.HF_HOME={home}")
     assert [n.repo_id for n in prefetch.missing(wrong)] == ["testorg/tiny-llama"]
 
 

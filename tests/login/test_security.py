@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import LUMI, dfm, run_dirs, slurm_stubs
+from helpers import LUMI, dfm, make_cfg, run_dirs, slurm_stubs
 
 SECRETS = {"HF_TOKEN": "hf_S3cretTokenValue1234567", "WANDB_API_KEY": "wandbSecretKey0987654321",
            "AWS_SECRET_ACCESS_KEY": "awsSecretAccessKey/abc+XYZ"}
@@ -47,12 +47,12 @@ def test_hostile_values_in_every_field_never_run(tmp_path):
     and runs with stub commands; nothing executes and srun gets each value literally."""
     from omegaconf import OmegaConf
 
-    from dfm_hpc.login import launch, slurm
+    from dfm_hpc.login import slurm
     from dfm_hpc.plan import plan, stage_cluster
 
     mark = tmp_path / "mark"
     mark.mkdir()
-    cfg = launch.compose_config(SFT)
+    cfg = make_cfg(*SFT)
     OmegaConf.set_struct(cfg, False)
     cl = _hostile_cluster(cfg, mark)
     payloads = _payloads(mark)
@@ -96,10 +96,10 @@ def test_hostile_values_in_every_field_never_run(tmp_path):
 def test_a_newline_never_reaches_the_renderer(field, tmp_path):
     from omegaconf import OmegaConf
 
-    from dfm_hpc.login import launch, slurm
+    from dfm_hpc.login import slurm
     from dfm_hpc.plan import plan, stage_cluster
 
-    cfg = launch.compose_config(SFT)
+    cfg = make_cfg(*SFT)
     OmegaConf.set_struct(cfg, False)
     value = "x\ntouch pwned\n#"
     OmegaConf.update(cfg, field, [value] if field.endswith("srun_args") else value, merge=False)
