@@ -66,19 +66,10 @@ def stage_cluster(cfg, stage: str):
     from omegaconf import OmegaConf
 
     cl = cfg.cluster
-    hit = _MERGED.get(id(cl))
-    if hit and hit[0] is cl:
-        return hit[1]
     merged = OmegaConf.merge(cl, {**cl.single_device, "single_device": None})
-    if OmegaConf.is_readonly(cl):  # launch freezes its configs: this one cannot change under the cache
+    if OmegaConf.is_readonly(cl):  # a launch's frozen config gives frozen jobs: what runs is what was checked
         OmegaConf.set_readonly(merged, True)
-        _MERGED[id(cl)] = (cl, merged)
-    return merged
-
-
-# a merge is ~2.5 ms; plan() and run_jobs() merge once per stage and the job carries it (StageJob.cluster),
-# and a frozen config's merge is kept for whoever asks again (the same read-only object)
-_MERGED: dict = {}
+    return merged  # ~2.5 ms: plan() and run_jobs() merge once per stage, and the job carries it (StageJob.cluster)
 
 
 def plan(cfg) -> List[StageJob]:

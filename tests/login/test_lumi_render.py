@@ -238,12 +238,12 @@ def test_a_sweep_dev_g_would_refuse_halfway_exits_2(tmp_path):
     assert dfm(*args, "demo.value=1,2", "dry_run=true", cwd=tmp_path).returncode == 0
 
 
-def test_the_single_device_place_is_merged_once_per_frozen_config_and_never_stale():
-    """A sweep asks for a stage's cluster ~500 times; launch freezes its configs, so the merge is cached
-    for those, and a config that can still change is merged afresh each time."""
+def test_a_single_process_stage_gets_the_single_device_place_never_a_stale_one():
+    """plan() merges cluster.single_device over the profile once per job, which carries it (StageJob.cluster);
+    a config that changed is merged afresh, and a launch's frozen config gives a frozen merge."""
     from omegaconf import OmegaConf
 
-    from dfm_hpc.plan import stage_cluster
+    from dfm_hpc.plan import plan, stage_cluster
 
     plain = OmegaConf.to_container(make_cfg("+experiment=munin_sft", *LUMI), resolve=True, enum_to_str=True)
     cfg = OmegaConf.create(plain)
@@ -251,7 +251,7 @@ def test_the_single_device_place_is_merged_once_per_frozen_config_and_never_stal
     cfg.cluster.single_device.partition = "dev-g"
     assert stage_cluster(cfg, "evaluate").partition == "dev-g"
     frozen = OmegaConf.create(plain, flags={"readonly": True})
-    first = stage_cluster(frozen, "evaluate")
-    assert first is stage_cluster(frozen, "evaluate") and first.partition == "small-g"
+    jobs = {j.stage: j for j in plan(frozen)}
+    assert jobs["evaluate"].cluster.partition == "small-g" and jobs["sft"].cluster is frozen.cluster
     with pytest.raises(Exception, match="read-only|ReadOnly"):
-        first.partition = "standard-g"  # shared between callers: nobody may change it
+        jobs["evaluate"].cluster.partition = "standard-g"  # what was checked is what is submitted
