@@ -24,11 +24,11 @@ from pathlib import Path
 
 
 def segments(n: int, seed: int = 0) -> list[str]:
-    from dfm_hpc.text import oasst, segment
+    from dfm_hpc.text import oasst, oasst_filter, segment
     from dfm_hpc.tiny import data as tiny_data
 
     with tempfile.TemporaryDirectory() as d:
-        msgs, _ = oasst.filter_messages(oasst.load_messages(str(tiny_data.write_fixture(d)["messages"])))
+        msgs, _ = oasst_filter.filter_messages(oasst.load_messages(str(tiny_data.write_fixture(d)["messages"])))
     pieces = [p.text for m in msgs for p in segment.segment(m["text"]) if p.translate]
     rng = random.Random(seed)
     out = list(pieces)

@@ -1,7 +1,7 @@
 """The typed config tree: one dataclass per concern, choices as Enums, number ranges as field metadata.
 
-Longer than ~400 lines on purpose: every key a user can set lives here, with its type, default, allowed values
-and meaning (one comment per field, trailing or a block right above it; docs/config.md is generated from them).
+Every key a user can set lives here, with its type, default, allowed values and meaning (one comment per
+field, trailing or a block right above it; docs/config.md is generated from them).
 YAML files under conf/ only pick values; Hydra merges them into these dataclasses in struct mode, so a misspelled
 key or a value of the wrong type or outside its set fails on the login node, before anything is queued.
 """

@@ -84,24 +84,24 @@ def _oasst_plan(cfgs) -> tuple:
     todo = [c for c in cfgs if "translate" in c.stages]
     if not todo:
         return [], []
-    from dfm_hpc.text import oasst
+    from dfm_hpc.text import oasst_filter
 
     problems, lines, seen = [], [], set()
     for cfg in todo:  # layout, review and sft_path values are Choice fields: checked when composed
-        filters = oasst.Filters.from_config(cfg)
+        filters = oasst_filter.Filters.from_config(cfg)
         key = (cfg.data.oasst2, cfg.data.oasst2_layout, repr(filters))
         if key in seen or not checks.should_check_paths(cfg):
             continue
         seen.add(key)
         try:
-            summary = oasst.summarize(cfg.data.oasst2, cfg.data.oasst2_layout, filters)
+            summary = oasst_filter.summarize(cfg.data.oasst2, cfg.data.oasst2_layout, filters)
         except FileNotFoundError:
             continue  # check_config says so
         except ValueError as e:  # oasst.OasstFormatError
             problems.append(f"data.oasst2={cfg.data.oasst2!r} cannot be read completely: {e}")
             continue
         if summary:
-            lines.append(oasst.format_summary(summary))
+            lines.append(oasst_filter.format_summary(summary))
     return problems, lines
 
 

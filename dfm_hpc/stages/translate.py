@@ -26,12 +26,12 @@ KEEP = ("message_id", "parent_id", "message_tree_id", "role", "lang", "rank", "t
 
 def plan_messages(cfg, ctx, count_tokens) -> Dict:
     """The deterministic plan every rank computes: messages, their segments and the shards."""
-    from dfm_hpc.text import oasst, segment
+    from dfm_hpc.text import oasst_filter, segment
 
     source = resolve_source(cfg.data.oasst2, ctx.run_dir / "cache")
-    filters = oasst.Filters.from_config(cfg)
-    messages, summary = oasst.prepare(source, cfg.data.oasst2_revision, cfg.data.oasst2_layout, filters)
-    ctx.log(oasst.format_summary(summary))
+    filters = oasst_filter.Filters.from_config(cfg)
+    messages, summary = oasst_filter.prepare(source, cfg.data.oasst2_revision, cfg.data.oasst2_layout, filters)
+    ctx.log(oasst_filter.format_summary(summary))
     counts = summary["filter_counts"]
     if cfg.translate.max_messages:
         messages = messages[: cfg.translate.max_messages]

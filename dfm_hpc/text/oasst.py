@@ -1,7 +1,6 @@
 """OpenAssistant OASST2: read it completely in every published layout, refuse what cannot be read, filter it.
 
-Longer than ~400 lines on purpose: the whole OASST input contract (layouts, checks, duplicates, filters,
-the plan-time summary) in the one standard-library module the login node may import.
+What is translated (filters, the plan-time summary) is oasst_filter.py.
 
 Layouts (https://huggingface.co/datasets/OpenAssistant/oasst2 and LAION-AI/Open-Assistant's tools):
 
@@ -26,21 +25,17 @@ from __future__ import annotations
 import gzip
 import json
 import math
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 from dfm_hpc import sources
+from dfm_hpc.schema import OasstLayout
 
 FIELDS = ("message_id", "parent_id", "message_tree_id", "role", "lang", "rank", "text",
           "review_result", "deleted", "synthetic")
-LAYOUTS = ("auto", "trees", "nested", "messages", "parquet", "arrow")
-REVIEW = ("any", "not_failed", "passed")
+LAYOUTS = tuple(OasstLayout.values())  # data.oasst2_layout
 ROLES = ("prompter", "assistant")
-# filter reasons, in the order a dropped message is counted (first that applies)
-REASONS = ("tree_state", "deleted", "review_failed", "unreviewed", "synthetic", "empty_text",
-           "other_language", "orphaned")
 
 
 class OasstFormatError(ValueError):
@@ -76,7 +71,7 @@ def load(source: str, revision: Optional[str] = None, layout: str = "auto") -> L
         raise ValueError(f"OASST layout {layout!r}: use one of {', '.join(LAYOUTS)}")
     path = Path(source).expanduser()
     if path.is_dir():
-        files = _dir_files(path)
+        files = dir_files(path)
         if files is None:
             return _finish(_read_datasets(str(path), load_from_disk=_is_saved(path)), "parquet", [str(path)])
     elif path.is_file():
@@ -105,7 +100,7 @@ def load_messages(source: str, revision: Optional[str] = None, layout: str = "au
     return load(source, revision, layout).messages
 
 
-def _dir_files(path: Path) -> Optional[List[Path]]:
+def dir_files(path: Path) -> Optional[List[Path]]:
     """A directory: its one messages/trees file (messages preferred), else its Parquet/Arrow splits
     (train before validation), else None (a save_to_disk directory or a hub repo copy: `datasets`)."""
     if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
@@ -325,131 +320,7 @@ def _root(mid: str, first: dict, memo: Dict[str, str]) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------
-# Filtering, summary and structure
-
-
-@dataclass
-class Filters:
-    """What is translated; defaults as OASST2's own "ready" exports: ready_for_export trees, no
-    deleted, review-failed or synthetic messages, English. A message whose tree_state is unknown
-    (None) passes the tree-state filter."""
-
-    langs: Sequence[str] = ("en",)
-    tree_states: Sequence[str] = ("ready_for_export",)  # empty: every state
-    drop_deleted: bool = True
-    review: str = "not_failed"  # any | not_failed (unreviewed kept) | passed
-    drop_synthetic: bool = True
-
-    def __post_init__(self):
-        if self.review not in REVIEW:
-            raise ValueError(f"review={self.review!r}: use one of {', '.join(REVIEW)}")
-
-    @classmethod
-    def from_config(cls, cfg) -> "Filters":
-        t = cfg.translate
-        return cls(langs=list(t.source_langs), tree_states=list(t.tree_states), drop_deleted=t.drop_deleted,
-                   review=str(t.review), drop_synthetic=t.drop_synthetic)
-
-
-def _reason(m: dict, f: Filters, langs: set, states: set) -> Optional[str]:
-    if states and m.get("tree_state") is not None and m["tree_state"] not in states:
-        return "tree_state"
-    if f.drop_deleted and m.get("deleted"):
-        return "deleted"
-    if f.review != "any" and m.get("review_result") is False:
-        return "review_failed"
-    if f.review == "passed" and m.get("review_result") is None:
-        return "unreviewed"
-    if f.drop_synthetic and m.get("synthetic"):
-        return "synthetic"
-    if isinstance(m.get("text"), str) and not m["text"].strip():
-        return "empty_text"
-    if m.get("lang") not in langs:
-        return "other_language"
-    return None
-
-
-def filter_messages(messages: List[dict], langs: Sequence[str] = ("en",),
-                    filters: Optional[Filters] = None) -> Tuple[List[dict], dict]:
-    """Keep what `filters` (default: Filters(langs=langs)) lets through; a message whose parent was
-    dropped (or is not in `messages` at all) is dropped too, so kept trees stay connected.
-
-    Returns (kept, counts): counts has "input", "kept" and one count per REASONS entry; each dropped
-    message is counted once, under the first reason in that order. Kept messages are the input dicts
-    themselves, in input order. The input order need not be parents-first.
-    """
-    f = filters or Filters(langs=tuple(langs))
-    langs_, states = set(f.langs), set(f.tree_states)
-    by_id = {m["message_id"]: m for m in messages}
-    reason = {m["message_id"]: _reason(m, f, langs_, states) for m in messages}
-    memo: Dict[str, bool] = {}
-
-    def kept(mid: str) -> bool:
-        """Walk up to the root (iteratively); every message on the way shares the answer."""
-        path: List[str] = []
-        on_path = set()
-        cur: Optional[str] = mid
-        while True:
-            if cur in memo:
-                ok = memo[cur]
-                break
-            if cur not in by_id or reason[cur] is not None or cur in on_path:  # missing parent, dropped, cycle
-                ok = False
-                break
-            path.append(cur)
-            on_path.add(cur)
-            cur = by_id[cur].get("parent_id")
-            if cur is None:
-                ok = True
-                break
-        for p in path:
-            memo[p] = ok
-        return ok
-
-    counts = {"input": len(messages), "kept": 0, **{r: 0 for r in REASONS}}
-    out = []
-    for m in messages:
-        mid = m["message_id"]
-        if reason[mid] is not None:
-            counts[reason[mid]] += 1
-        elif kept(mid):
-            out.append(m)
-        else:
-            counts["orphaned"] += 1
-    counts["kept"] = len(out)
-    return out, counts
-
-
-def prepare(source: str, revision: Optional[str] = None, layout: str = "auto",
-            filters: Optional[Filters] = None) -> Tuple[List[dict], dict]:
-    """Load and filter: (kept messages, summary) with the summary as `summarize` gives it."""
-    loaded = load(source, revision, layout)
-    kept, counts = filter_messages(loaded.messages, filters=filters or Filters())
-    ms = loaded.messages
-    summary = {"source": source, "layout": loaded.layout, "messages": len(ms), "duplicates": loaded.duplicates,
-               "trees": len({m["message_tree_id"] for m in ms}),
-               "languages": dict(Counter(m["lang"] for m in ms).most_common()),
-               "tree_states": dict(Counter(m.get("tree_state") for m in ms).most_common()),
-               "filter_counts": counts, "kept_trees": len({m["message_tree_id"] for m in kept})}
-    return kept, summary
-
-
-def summarize(source: str, layout: str = "auto", filters: Optional[Filters] = None) -> Optional[dict]:
-    """The plan-time summary of a local source (trees, messages, languages, what each filter drops);
-    None for a hub id or tiny: source, which are not loaded on the login node. Raises OasstFormatError."""
-    path = Path(source).expanduser()
-    if not path.exists() or (path.is_dir() and _dir_files(path) is None):  # those need `datasets`
-        return None
-    return prepare(source, layout=layout, filters=filters)[1]
-
-
-def format_summary(s: dict) -> str:
-    langs = ", ".join(f"{k} {v}" for k, v in list(s["languages"].items())[:8])
-    drops = ", ".join(f"{k} {v}" for k, v in s["filter_counts"].items() if k not in ("input", "kept") and v)
-    dup = f", {s['duplicates']} identical duplicates dropped" if s["duplicates"] else ""
-    return (f"OASST source {s['source']} ({s['layout']}): {s['trees']} trees, {s['messages']} messages{dup}; "
-            f"languages: {langs or '-'}; filters drop: {drops or 'nothing'}; "
-            f"to translate: {s['filter_counts']['kept']} messages in {s['kept_trees']} trees")
+# Structure
 
 
 def children(messages: Iterable[dict]) -> Dict[Optional[str], List[dict]]:

@@ -16,7 +16,7 @@ import pytest
 from dfm_hpc import config_io
 from dfm_hpc.job.shards import balance
 from dfm_hpc.stages import merge, translate
-from dfm_hpc.text import oasst
+from dfm_hpc.text import oasst, oasst_filter
 
 from helpers import DATA
 
@@ -25,7 +25,7 @@ REAL = DATA / "en_100_tree.jsonl.gz"
 
 @pytest.fixture(scope="module")
 def kept() -> list:
-    return oasst.prepare(str(REAL))[0]  # the default filters, as the translate stage applies them
+    return oasst_filter.prepare(str(REAL))[0]  # the default filters, as the translate stage applies them
 
 
 def _rows(messages: list, text_da=lambda m: m["text"]) -> list:

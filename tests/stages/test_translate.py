@@ -60,12 +60,12 @@ def translated(tmp_path_factory):
 
 @pytest.mark.e2e
 def test_translation_keeps_code_urls_and_trees(translated):
-    from dfm_hpc.text import oasst
+    from dfm_hpc.text import oasst, oasst_filter
 
     t = translated / "stages" / "translate"
     plan = json.loads((t / "plan.json").read_text())
     assert plan["balance_max_over_mean"] <= 1.05 or plan["messages"] < 200
-    source = oasst.filter_messages(oasst.load_messages(plan["source"]), ["en"])[0]
+    source = oasst_filter.filter_messages(oasst.load_messages(plan["source"]), ["en"])[0]
     rows = [json.loads(x) for f in sorted((t / "shards").glob("*.jsonl")) for x in f.read_text().splitlines()]
     assert len(rows) == len(source) == len({r["message_id"] for r in rows})  # every message exactly once
     by_id = {r["message_id"]: r for r in rows}

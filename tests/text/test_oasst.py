@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from dfm_hpc.text import oasst
+from dfm_hpc.text import oasst, oasst_filter
 from dfm_hpc.tiny import data as tiny_data
 
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
@@ -134,12 +134,12 @@ def test_minimal_records_get_every_field(tmp_path):
     a, b = oasst.load_messages(str(p))
     assert set(oasst.FIELDS) <= a.keys() and a["parent_id"] is None and a["deleted"] is None
     assert b["rank"] == 0 and isinstance(b["rank"], int) and b["extra"] == [1, 2]
-    assert oasst.filter_messages([a, b])[1]["kept"] == 2
+    assert oasst_filter.filter_messages([a, b])[1]["kept"] == 2
 
 
 def test_no_heavy_imports():
-    code = "import sys, dfm_hpc.text.oasst; bad = {'datasets', 'torch', 'pandas', 'pyarrow'} & set(sys.modules); " \
-           "assert not bad, bad"
+    code = "import sys, dfm_hpc.text.oasst, dfm_hpc.text.oasst_filter; " \
+           "bad = {'datasets', 'torch', 'pandas', 'pyarrow'} & set(sys.modules); assert not bad, bad"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -200,7 +200,7 @@ def test_fixture_content_is_realistic(msgs):
 
 
 def test_filter_counts_and_orphans(msgs):
-    kept, counts = oasst.filter_messages(msgs)
+    kept, counts = oasst_filter.filter_messages(msgs)
     assert counts == EN_COUNTS
     assert counts["input"] == counts["kept"] + sum(counts[k] for k in ("deleted", "review_failed",
                                                                        "other_language", "orphaned"))
@@ -216,10 +216,10 @@ def test_filter_counts_and_orphans(msgs):
     assert kept == [m for m in msgs if m["message_id"] in kept_ids]
     assert all(k is m for k, m in zip(kept, (m for m in msgs if m["message_id"] in kept_ids)))
 
-    kept3, counts3 = oasst.filter_messages(msgs, ["en", "de", "es"])
+    kept3, counts3 = oasst_filter.filter_messages(msgs, ["en", "de", "es"])
     assert counts3 == {**EN_COUNTS, "kept": 95, "other_language": 0}
     assert {m["lang"] for m in kept3} == {"en", "de", "es"}
-    assert oasst.filter_messages(msgs, langs=("de",))[1]["kept"] == 5
+    assert oasst_filter.filter_messages(msgs, langs=("de",))[1]["kept"] == 5
 
 
 def _ancestors(m: dict, by_id: dict) -> set:
@@ -249,12 +249,12 @@ def test_filter_rules_on_handmade_messages():
         msg("loop1", "loop2"),
         msg("loop2", "loop1"),
     ]
-    kept, counts = oasst.filter_messages(ms)
+    kept, counts = oasst_filter.filter_messages(ms)
     assert [m["message_id"] for m in kept] == ["c", "b", "a", "r"]
-    zero = {r: 0 for r in oasst.REASONS}
+    zero = {r: 0 for r in oasst_filter.REASONS}
     assert counts == {**zero, "input": 13, "kept": 4, "deleted": 1, "review_failed": 1, "other_language": 1,
                       "orphaned": 6}
-    assert oasst.filter_messages([])[1] == {**zero, "input": 0, "kept": 0}
+    assert oasst_filter.filter_messages([])[1] == {**zero, "input": 0, "kept": 0}
 
 
 # ------------------------------------------------------------------------------------------ determinism
@@ -275,7 +275,7 @@ def test_fixture_is_deterministic(tmp_path, msgs):
     assert {m["message_id"] for m in other}.isdisjoint(m["message_id"] for m in msgs)
     assert Counter(m["text"] for m in other) == Counter(m["text"] for m in msgs)  # same content, new order
     assert [m["text"] for m in other] != [m["text"] for m in msgs]
-    assert oasst.filter_messages(other)[1] == EN_COUNTS
+    assert oasst_filter.filter_messages(other)[1] == EN_COUNTS
 
 
 # ------------------------------------------------------------------------------------- datasets branch
@@ -300,7 +300,7 @@ def test_datasets_directories(msgs, tmp_path, monkeypatch):
     got = oasst.load_messages(str(repo))
     assert got == want  # train then validation, in row order
     assert all(m["rank"] is None or type(m["rank"]) is int for m in got)
-    assert oasst.filter_messages(got)[1] == EN_COUNTS
+    assert oasst_filter.filter_messages(got)[1] == EN_COUNTS
 
     saved = tmp_path / "saved"
     datasets.DatasetDict({"train": train, "validation": val}).save_to_disk(str(saved))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from dfm_hpc.text import oasst
+from dfm_hpc.text import oasst, oasst_filter
 
 from helpers import DATA, dfm
 
@@ -207,32 +207,32 @@ def test_empty_text_deleted_synthetic_and_tree_state_are_filtered_and_counted(tm
     ms = oasst.load_messages(str(p))
     size = Counter(m["message_tree_id"] for m in ms)
     c_id, d_id = c["message_tree_id"], d["message_tree_id"]
-    kept, c = oasst.filter_messages(ms)
+    kept, c = oasst_filter.filter_messages(ms)
     assert c["empty_text"] == 1 and c["deleted"] == 1
     assert c["tree_state"] == size[c_id] + size[d_id]
     assert c["review_failed"] == 1 and c["other_language"] == 1 and c["synthetic"] == N_SYNTHETIC
-    assert c["input"] == N_MESSAGES and c["kept"] == N_MESSAGES - sum(c[r] for r in oasst.REASONS)
+    assert c["input"] == N_MESSAGES and c["kept"] == N_MESSAGES - sum(c[r] for r in oasst_filter.REASONS)
     assert c["orphaned"] >= below
     assert not any(m["synthetic"] or m["deleted"] or not m["text"].strip() for m in kept)
     assert {m["tree_state"] for m in kept} == {"ready_for_export"}
     # every filter can be turned off
-    everything = oasst.Filters(tree_states=(), drop_deleted=False, review="any", drop_synthetic=False,
+    everything = oasst_filter.Filters(tree_states=(), drop_deleted=False, review="any", drop_synthetic=False,
                                langs=("en", "de"))
-    assert oasst.filter_messages(ms, filters=everything)[1]["kept"] == N_MESSAGES - 1 - below  # the empty one
-    assert oasst.filter_messages(ms, filters=oasst.Filters(review="passed"))[1]["unreviewed"] == 0
+    assert oasst_filter.filter_messages(ms, filters=everything)[1]["kept"] == N_MESSAGES - 1 - below  # the empty one
+    assert oasst_filter.filter_messages(ms, filters=oasst_filter.Filters(review="passed"))[1]["unreviewed"] == 0
     with pytest.raises(ValueError, match="review"):
-        oasst.Filters(review="sometimes")
+        oasst_filter.Filters(review="sometimes")
 
 
 def test_defaults_on_the_real_fixture(real):
-    kept, summary = oasst.prepare(str(REAL))
+    kept, summary = oasst_filter.prepare(str(REAL))
     c = summary["filter_counts"]
     assert c["synthetic"] == N_SYNTHETIC and c["kept"] == N_MESSAGES - N_SYNTHETIC - c["orphaned"]
     assert summary["trees"] == N_TREES and summary["messages"] == N_MESSAGES
     assert summary["languages"] == {"en": N_MESSAGES} and summary["layout"] == "trees"
-    text = oasst.format_summary(summary)
+    text = oasst_filter.format_summary(summary)
     assert f"{N_TREES} trees, {N_MESSAGES} messages" in text and f"synthetic {N_SYNTHETIC}" in text
-    assert oasst.summarize("OpenAssistant/oasst2") is None  # hub ids are not loaded at plan time
+    assert oasst_filter.summarize("OpenAssistant/oasst2") is None  # hub ids are not loaded at plan time
 
 
 # ------------------------------------------------------------------------------------- the command line
