@@ -109,12 +109,32 @@ def _md(text: str) -> str:
 
 
 def allowed(cls, name: str, tp) -> str:
-    """A key's allowed values (its Enum) or range (its metadata), as the table shows them."""
+    """A key's allowed values (its Enum), range (its metadata), or else what its type admits: every key says."""
     choices = _choices(tp)
     if choices:
         return " \\| ".join(f"`{m.value}`" for m in choices)
     ranges = {n: (meta, optional) for n, meta, optional in ranged_fields(cls)}
-    return _md(words(*ranges[name])) if name in ranges else ""
+    if name in ranges:
+        return _md(words(*ranges[name]))
+    return _by_type(tp)
+
+
+# what a type admits (every text is one printable line: checks/safety.py refuses anything else)
+_ADMITS = {bool: "`true` \\| `false`", str: "one line of text", int: "an integer", float: "a number"}
+
+
+def _by_type(tp) -> str:
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    optional = typing.get_origin(tp) is typing.Union and len(args) < len(typing.get_args(tp))
+    if optional:
+        return _by_type(args[0]) + ", or null"
+    if dataclasses.is_dataclass(tp):
+        return "the keys below"
+    if typing.get_origin(tp) is list:
+        return "entries below" if dataclasses.is_dataclass(args[0]) else f"a list; each: {_by_type(args[0])}"
+    if typing.get_origin(tp) is dict:
+        return "named entries below" if dataclasses.is_dataclass(args[1]) else f"a map; each value: {_by_type(args[1])}"
+    return _ADMITS.get(tp, "any")
 
 
 def _entries(tp, key: str):

@@ -80,6 +80,11 @@ def test_a_key_shows_its_range_or_its_allowed_values():
         for name, meta, optional in ranged_fields(schema.CptStage if stage == "cpt" else
                                                  schema.SftStage if stage == "sft" else schema.DpoStage):
             assert rows[f"{stage}.{name}"]["allowed"] == words(meta, optional), name
+    # a key without a choice or a range says what its type admits: no key goes without its allowed values
+    assert [k for k, row in rows.items() if not row["allowed"]] == []
+    assert rows["dry_run"]["allowed"] == r"`true` \| `false`" and rows["runs_root"]["allowed"] == "one line of text"
+    assert rows["cluster.account"]["allowed"] == "one line of text, or null"
+    assert rows["cluster.env"]["allowed"] == "a map; each value: one line of text"
 
 
 def test_a_field_has_one_comment(tmp_path, monkeypatch):
