@@ -65,12 +65,37 @@ def compose_config(overrides: List[str]):
 
 
 def _compose(overrides: List[str]) -> dict:
-    """The resolved config of `overrides`, composed once with Hydra's compose API (no sweep)."""
+    """The resolved config of `overrides`, composed once with Hydra's compose API (no sweep).
+
+    OmegaConf stops at the first value outside a choice field's Enum. So that every such value is reported at
+    once, each one found is set aside (its key given an allowed value, a list emptied) and the config composed
+    again, once more per bad key; then all of them are raised as Problems. Other errors are raised as they come."""
     from hydra import compose, initialize_config_dir
 
+    problems: List[str] = []
+    todo, set_aside = list(overrides), set()
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR), job_name="dfm_hpc"):
-        composed = compose("config", overrides=list(overrides))
+        while True:
+            try:
+                composed = compose("config", overrides=todo)
+                break
+            except Exception as e:  # noqa: BLE001  (Hydra wraps OmegaConf's errors in its own)
+                bad = checks.invalid_choice(e)
+                key = bad and bad[0].partition("[")[0]  # merge.drop[0] -> merge.drop: the whole list
+                if not bad or key in set_aside or len(set_aside) >= MAX_BAD_CHOICES:
+                    if problems:
+                        raise Problems(problems) from None
+                    raise
+                problems.append(checks.explain_hydra_error(e))
+                set_aside.add(key)
+                stand_in = f"{key}=[]" if key != bad[0] else f"{key}={bad[1][0]}"
+                todo = [o for o in todo if o.lstrip("+~").partition("=")[0] != key] + [stand_in]
+    if problems:
+        raise Problems(problems)
     return OmegaConf.to_container(composed, resolve=True, enum_to_str=True)
+
+
+MAX_BAD_CHOICES = 20  # one composition (~0.1 s) per bad value found
 
 
 def command_line(argv: List[str]) -> Composition:
@@ -119,6 +144,8 @@ def _run_once(argv: List[str]) -> LaunchPoint:
 
     try:
         return LaunchPoint(_compose(argv), list(argv))
+    except Problems:
+        raise
     except (HydraException, OmegaConfBaseException, ValueError) as e:
         raise Problems([hint(checks.explain_hydra_error(e), argv)]) from None
 

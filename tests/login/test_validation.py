@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from dfm_hpc import CONF_DIR
+
 from helpers import LUMI, dfm, run_dirs
 
 SFT_DRY = ["+experiment=munin_sft", *LUMI, "dry_run=true"]
@@ -102,6 +104,30 @@ def test_every_unknown_key_is_reported_at_once(tmp_path):
     p = dfm("+experiment=demo", "demo.valeu=2", "cluster.acount=x", "+experiment=nope", cwd=tmp_path)
     assert p.returncode == 2
     assert "3 problems" in p.stderr and "demo.value" in p.stderr and "cluster.account" in p.stderr
+
+
+def test_every_bad_choice_is_reported_at_once(tmp_path):
+    """OmegaConf stops at the first value outside a choice; the user still hears of all the command line's in
+    one go, from a launch and from a subcommand. One in an experiment's YAML is merged before any override, so
+    it stops the composition: it is named as clearly (Hydra's wrapper said only 'ValidationError raised')."""
+    bad = ["pii.types=[cpr,emial]", "cluster.container.runtime=docker", "dpo.loss_type=sigmoidd",
+           "merge.drop=[emtpy,empty]"]
+    p = dfm("+experiment=munin_sft", *bad, cwd=tmp_path)
+    assert p.returncode == 2 and "4 problems" in p.stderr, p.stderr
+    for text in ("pii.types[1]='emial'", "runtime='docker'", "loss_type='sigmoidd'", "merge.drop[0]='emtpy'"):
+        assert text in p.stderr
+    assert not (tmp_path / "runs").exists()
+    p = dfm("prefetch", "+experiment=munin_sft", "cluster.container.verb=execute", "translator.dtype=bf16",
+            cwd=tmp_path)
+    assert p.returncode == 2 and "2 problems" in p.stderr and "Did you mean bfloat16" in p.stderr, p.stderr
+    experiment = tmp_path / "conf" / "experiment"
+    experiment.mkdir(parents=True)
+    for group in CONF_DIR.iterdir():  # a conf/ whose experiment sets a bad choice in its YAML
+        if group.name != "experiment":
+            (tmp_path / "conf" / group.name).symlink_to(group)
+    (experiment / "bad.yaml").write_text("# @package _global_\nstages: [sft]\nsft:\n  precision: fp8\n")
+    p = dfm("+experiment=bad", "dpo.loss_type=sigmoidd", cwd=tmp_path, env={"DFM_HPC_CONF": str(tmp_path / "conf")})
+    assert p.returncode == 2 and "sft.precision='fp8': use one of bf16, fp32" in p.stderr, p.stderr
 
 
 def test_a_bad_sweep_point_stops_the_whole_sweep(tmp_path):

@@ -16,14 +16,14 @@ from __future__ import annotations
 from typing import List
 
 from dfm_hpc.login.checks import paths, ranges, resources, safety, stages
-from dfm_hpc.login.checks.keys import SCHEMA_KEYS, check_overrides, explain_hydra_error, groups
+from dfm_hpc.login.checks.keys import SCHEMA_KEYS, check_overrides, explain_hydra_error, groups, invalid_choice
 from dfm_hpc.login.checks.paths import should_check_paths
 from dfm_hpc.login.checks.resources import check_sweep_job_limits
 from dfm_hpc.login.checks.stages import check_stages
 from dfm_hpc.plan import plan
 
 __all__ = ["SCHEMA_KEYS", "check_config", "check_overrides", "check_stages", "check_sweep_job_limits",
-           "explain_hydra_error", "groups", "should_check_paths"]
+           "explain_hydra_error", "groups", "invalid_choice", "should_check_paths"]
 
 # The checkers of a composed config, `(cfg, jobs) -> problems`, in the order their problems are printed.
 CHECKS = [resources.check_cluster, ranges.check_ranges, resources.check_jobs, stages.check_translate,

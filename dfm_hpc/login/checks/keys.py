@@ -86,11 +86,30 @@ def check_overrides(overrides: List[str]) -> List[str]:
     return problems
 
 
+def _root_cause(exc: BaseException) -> BaseException:
+    """The error under Hydra's wrappers. Hydra raises its ConfigCompositionException inside the handler of
+    OmegaConf's error without `from` (a bad value in an experiment's YAML), so that one is its context."""
+    while True:
+        inner = exc.__cause__
+        if inner is None and type(exc).__name__ == "ConfigCompositionException":
+            inner = exc.__context__
+        if inner is None:
+            return exc
+        exc = inner
+
+
+def invalid_choice(exc: BaseException) -> Optional[tuple]:
+    """(key, allowed values) when `exc` is a value outside a choice field's Enum, else None."""
+    cause = _root_cause(exc)
+    lines = str(cause).strip().splitlines()
+    match = _INVALID_CHOICE.match(lines[0]) if lines else None
+    key = getattr(cause, "full_key", None)
+    return (key, match.group(2).split(", ")) if key and match else None
+
+
 def explain_hydra_error(exc: BaseException) -> str:
     """A Hydra/OmegaConf composition error as one readable line."""
-    cause: Optional[BaseException] = exc
-    while cause is not None and cause.__cause__ is not None:
-        cause = cause.__cause__
+    cause: Optional[BaseException] = _root_cause(exc)
     text = str(cause or exc).strip().splitlines()
     main = text[0] if text else type(exc).__name__
     key = getattr(cause, "full_key", None)
