@@ -54,6 +54,8 @@ CASES = {
                          "pii.types[1]='names': use one of cpr, email, phone, ip, iban"),
     "misspelt pii type": (["+experiment=munin_pipeline", "pii.types=[cpr,emial]"],
                           "pii.types[1]='emial': use one of cpr, email, phone, ip, iban. Did you mean email?"),
+    "sequence over the model's positions": (["+experiment=sft_tiny", "sft.seq_len=4096"],
+                                            "sft.seq_len=4096: longer than the 2,048 positions the model has"),
     "misspelt merge flag": (["+experiment=munin_sft", "merge.drop=[emtpy]"],
                             "merge.drop[0]='emtpy': use one of empty, untranslated, repetition, length_ratio. "
                             "Did you mean empty?"),

@@ -27,9 +27,9 @@ __all__ = ["SCHEMA_KEYS", "check_config", "check_overrides", "check_stages", "ch
 
 # The checkers of a composed config, `(cfg, jobs) -> problems`, in the order their problems are printed.
 CHECKS = [resources.check_cluster, ranges.check_ranges, resources.check_jobs, stages.check_translate,
-          stages.check_pii, stages.check_evaluate, stages.check_finetune, paths.check_inputs, safety.check_names,
-          safety.check_text, resources.check_times, stages.check_relations, resources.check_relations,
-          paths.check_data_files, stages.check_mixture]
+          stages.check_pii, stages.check_evaluate, stages.check_finetune, stages.check_context, paths.check_inputs,
+          safety.check_names, safety.check_text, resources.check_times, stages.check_relations,
+          resources.check_relations, paths.check_data_files, stages.check_mixture]
 
 
 def check_config(cfg, jobs=None) -> List[str]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List
 
-from dfm_hpc import sources
+from dfm_hpc import model_shape, sources
 from dfm_hpc.login.checks.keys import suggest
 from dfm_hpc.login.checks.paths import should_check_paths
 from dfm_hpc.plan import parse_time
@@ -85,6 +85,18 @@ def check_finetune(cfg, jobs) -> List[str]:
     if cfg.peft.method == "qlora" and cfg.deepspeed.stage == 3 and any(s in TRAINED_STAGES for s in cfg.stages):
         out.append("peft=qlora with deepspeed=zero3: 4-bit bases are not sharded by ZeRO-3; use deepspeed=zero2")
     return out
+
+
+def check_context(cfg, jobs) -> List[str]:
+    """A training sequence fits the model's positions (max_position_embeddings in its own config.json); a model
+    whose shape is unknown is not checked here (the plan says so)."""
+    trained = [s for s in cfg.stages if s in TRAINED_STAGES]
+    shape = model_shape.of(cfg) if trained else None
+    if not shape or not shape.max_positions:
+        return []
+    return [f"{s}.seq_len={cfg[s].seq_len}: longer than the {shape.max_positions:,} positions the model has "
+            f"(max_position_embeddings in {shape.source}); use {s}.seq_len={shape.max_positions} or less"
+            for s in trained if cfg[s].seq_len > shape.max_positions]
 
 
 def check_relations(cfg, jobs) -> List[str]:
