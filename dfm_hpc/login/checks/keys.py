@@ -10,6 +10,7 @@ import typing
 from typing import Dict, List, Optional
 
 from dfm_hpc import CONF_DIR, schema
+from dfm_hpc.login import usage
 
 
 def _schema_keys(cls=schema.Config, prefix: str = "") -> Dict[str, object]:
@@ -28,8 +29,8 @@ SCHEMA_KEYS = _schema_keys()
 
 
 def groups() -> Dict[str, List[str]]:
-    """Config group -> its options (the YAML files in conf/<group>/)."""
-    return {d.name: sorted(p.stem for p in d.glob("*.yaml")) for d in CONF_DIR.iterdir() if d.is_dir()}
+    """Config group -> its options: what --help lists (usage.groups, the one reader of conf/'s groups)."""
+    return usage.groups(CONF_DIR)
 
 
 def suggest(word: str, choices: List[str]) -> str:
