@@ -113,7 +113,7 @@ class ModelConfig:
     # hub id, local path, or tiny:<family> (random weights, built locally); its config.json is the model's shape
     # for the FLOPs, memory and MFU estimates (dfm_hpc/model_shape.py)
     name_or_path: str = "tiny:llama"
-    # sft/dpo: auto (the tokenizer's if it marks assistant turns, else dfm_hpc's) | managed | keep | a .jinja file
+    # sft/dpo: auto (the tokenizer's own; dfm_hpc's managed one only when it has none) | managed | keep | a .jinja file
     chat_template: str = "auto"
 
 
@@ -275,6 +275,8 @@ class TokenizeStage(StageConfig):
     # where token stores live (tokens-<key>/, by tokenizer and source, shared by runs); unset: runs_root
     store_root: Optional[str] = None
     batch_docs: int = ranged(1000, ge=1)  # documents per tokenizer call
+    # also tokenize the run's sft/dpo chats (token ids + assistant mask) into the store, for sft and dpo to read
+    chats: bool = False
     tasks_per_node: Optional[int] = 1
     gpus_per_node: Optional[int] = 0
     time: str = "04:00:00"
@@ -292,6 +294,7 @@ class TrainStage(StageConfig):
     precision: Precision = Precision.bf16  # fp32 on CPU
     gradient_checkpointing: bool = True  # recompute activations in the backward pass (less memory, ~30% slower)
     attn_implementation: Attention = Attention.sdpa  # flash_attention_2 needs flash-attn in the container
+    liger_kernel: bool = False  # Liger's fused linear cross-entropy (less memory at long context); GPUs only
     # checkpoint interval in steps (a checkpoint is also saved on Slurm's pre-timeout signal)
     save_every_steps: int = ranged(500, ge=1, hint="{rule} (a checkpoint every N steps)")
     # also checkpoint this many minutes after the last one (uneven steps, preemptible queues); null: by steps only
@@ -320,6 +323,9 @@ class SftStage(TrainStage):
     # chats with `messages`: unset = this run's merge stage; or a run dir, a .parquet/.jsonl file, a hub id, tiny:chats
     dataset: Optional[str] = None
     packing: bool = True  # pack several chats per sequence (attention kept per chat)
+    # Ulysses sequence parallelism: ranks sharing one sequence (divides heads, seq_len and world size; ZeRO-3)
+    sequence_parallel: int = ranged(1, ge=1, hint="{rule} (1: off; 2, 4 or 8 ranks per sequence)")
+    train_reasoning: bool = False  # train the assistant's reasoning (reasoning_content) too; false: drop it
     lr: float = 1e-4
     # also write the base with the adapter merged in (stages/<stage>/merged/: a plain HF model to serve or upload)
     merge_adapter: bool = False
