@@ -30,6 +30,7 @@ import tempfile
 from pathlib import Path
 
 from dfm_hpc.model_shape import tiny_config
+from dfm_hpc.tiny.families import BUILDERS as FAMILY_BUILDERS
 
 LANG_TOKENS = ("<2da>", "<2en>", "<2de>", "<2sv>", "<2no>")
 
@@ -336,7 +337,7 @@ def _write_info(out: Path, **info) -> None:
     (out / "tiny_model.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
 
 
-BUILDERS = {"t5": build_tiny_t5, "llama": build_tiny_llama}
+BUILDERS = {"t5": build_tiny_t5, "llama": build_tiny_llama, **FAMILY_BUILDERS}
 
 
 def default_cache_dir() -> Path:
@@ -344,7 +345,8 @@ def default_cache_dir() -> Path:
 
 
 def resolve(name_or_path: str, cache_dir=None) -> str:
-    """'tiny:t5' / 'tiny:llama' -> a built model dir under cache_dir (built once); others unchanged.
+    """'tiny:t5' / 'tiny:llama' / 'tiny:<family>' (families.py) -> a built model dir under cache_dir (built
+    once); others unchanged.
 
     Race-safe: each builder writes into a private temp dir next to the target and moves it into
     place with os.replace; a process that loses the race throws its copy away and uses the winner's.
