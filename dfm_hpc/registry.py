@@ -25,6 +25,7 @@ class Reads:
     run_dir: bool = False  # may name a run dir instead (its pii, else merge, outputs)
     unless: Optional[str] = None  # a key that, when set, is read instead (data.corpus: unless data.mixture)
     entries: bool = False  # a list of entries (data.mixture[]): each one's source, revision and subset
+    when: Optional[str] = None  # read only when this key is true (tokenize reads sft.dataset when tokenize.chats)
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,11 @@ STAGES: Dict[str, StageSpec] = {s.name: s for s in (
               reads=(Reads("pii.input", columns=TEXT), Reads("pii.ner", MODEL, revision="pii.ner_revision")),
               writes=("plan.json", "shards/", "sft.jsonl", "dpo.jsonl", "corpus.jsonl", "*.parquet", "report.json")),
     # the token stores go under tokenize.store_root (default: runs_root), shared by the runs there
-    StageSpec("tokenize", schema.TokenizeStage, reads=(_MODEL, *_CORPUS), uses=("pii",), writes=("stores.json",)),
+    # tokenize.chats: also the sft/dpo chats the run trains on, as those stages read them (chat_store.py)
+    StageSpec("tokenize", schema.TokenizeStage, uses=("pii", "merge"), writes=("stores.json", "chat_stores.json"),
+              reads=(_MODEL, *_CORPUS, Reads("sft.dataset", columns=("messages",), run_dir=True, when="tokenize.chats"),
+                     Reads("dpo.dataset", columns=("prompt", "chosen", "rejected"), run_dir=True,
+                           when="tokenize.chats"))),
     StageSpec("cpt", schema.CptStage, resumable=True, reads=(_MODEL, *_CORPUS), uses=("tokenize", "pii"),
               writes=(*_TRAINED, "data/")),
     StageSpec("sft", schema.SftStage, resumable=True, uses=("pii", "merge", "cpt"), writes=_TRAINED + _MERGED,
@@ -107,7 +112,7 @@ def inputs(cfg) -> List[Input]:
     seen = set()
     for stage in cfg.stages:
         for r in STAGES[stage].reads if stage in STAGES else ():
-            if r.key in seen or (r.unless and _get(cfg, r.unless)):
+            if r.key in seen or (r.unless and _get(cfg, r.unless)) or (r.when and not _get(cfg, r.when)):
                 continue
             seen.add(r.key)
             value = _get(cfg, r.key)

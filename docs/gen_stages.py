@@ -23,6 +23,7 @@ def _reads(r: Reads) -> str:
     notes.append("or a run dir" if r.run_dir else "")
     notes.append(f"revision `{r.revision}`" if r.revision else "")
     notes.append(f"unless `{r.unless}` is set" if r.unless else "")
+    notes.append(f"when `{r.when}` is true" if r.when else "")
     notes = [n for n in notes if n]
     return f"`{key}`" + (f" ({'; '.join(notes)})" if notes else "")
 

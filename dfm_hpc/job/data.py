@@ -115,3 +115,15 @@ def split(ds, fraction: float = 0.05, seed: int = 0):
     n_eval = max(1, int(len(ds) * fraction))
     parts = ds.train_test_split(test_size=n_eval, seed=seed, shuffle=True)
     return parts["train"], parts["test"]
+
+
+def chats_path(source, ctx, kind: str) -> str:
+    """The file (or hub id) load_chats reads for `source`: what the chat store is keyed by."""
+    if source is None:
+        source = str(ctx.run_dir)
+    source = tiny.resolve_data(source, ctx.run_dir / "cache", kind)
+    p = Path(source)
+    for stage in ("pii", "merge"):
+        if p.is_dir() and (stage_dir(p, stage) / f"{kind}.parquet").exists():
+            return str(stage_dir(p, stage) / f"{kind}.parquet")
+    return source

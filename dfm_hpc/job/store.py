@@ -120,14 +120,15 @@ def write_shard(store: Path, shard: int, rows, tokenizer, dtype, batch: int, sho
     return info
 
 
-def finish(store: Path, meta: Dict, n_shards: int) -> Optional[Dict]:
-    """The manifest, once every shard is done (whoever sees that writes it; the content is the same)."""
+def finish(store: Path, meta: Dict, n_shards: int, fmt: str = FORMAT) -> Optional[Dict]:
+    """The manifest, once every shard is done (whoever sees that writes it; the content is the same).
+    Also the chat store's (chat_store.py: its shards' `documents` are chats)."""
     dones = [store / f"shard-{s:05d}.done" for s in range(n_shards)]
     if not all(d.exists() for d in dones):
         return None
     shards = [json.loads(d.read_text()) for d in dones]
     checksum = hashlib.sha256("".join(s["sha256"] for s in shards).encode()).hexdigest()
-    manifest = {**meta, "format": FORMAT, "shards": shards, "documents": sum(s["documents"] for s in shards),
+    manifest = {**meta, "format": fmt, "shards": shards, "documents": sum(s["documents"] for s in shards),
                 "tokens": sum(s["tokens"] for s in shards), "checksum": checksum}
     write_atomic(store / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     return manifest
@@ -258,7 +259,7 @@ def sources(cfg, ctx) -> List[Dict]:
     return out
 
 
-def _cached_fingerprint(resolved: str, spec: Dict, where: Path) -> str:
+def cached_fingerprint(resolved: str, spec: Dict, where: Path) -> str:
     """fingerprint(), remembered per (path, size, mtime): a big file is hashed once, not by every worker."""
     p = Path(resolved)
     if not p.is_file():
@@ -280,10 +281,19 @@ def locate(cfg, ctx, tokenizer) -> List[Dict]:
     out = []
     for spec in sources(cfg, ctx):
         resolved = resolve(str(spec["source"]), cache)
-        fp = _cached_fingerprint(resolved, spec, where)
+        fp = cached_fingerprint(resolved, spec, where)
         out.append({**spec, "resolved": resolved, "fingerprint": fp, "tokenizer_hash": th,
                     "store": str(where / store_key(th, fp))})
     return out
+
+
+def shard_count(store_dir: Path, cfg, num_workers: int) -> int:
+    """The store's shard count: fixed by the first attempt in layout.json (a resume keeps it)."""
+    layout = store_dir / "layout.json"
+    if not layout.exists():
+        store_dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(layout, json.dumps({"shards": cfg.tokenize.shards or num_workers}) + "\n")
+    return json.loads(layout.read_text())["shards"]
 
 
 def build(cfg, ctx, tokenizer, worker: int, num_workers: int) -> List[Dict]:
@@ -293,12 +303,7 @@ def build(cfg, ctx, tokenizer, worker: int, num_workers: int) -> List[Dict]:
     todo = [p for p in plans if not (Path(p["store"]) / "manifest.json").exists()]
     items = []
     for p in todo:
-        d = Path(p["store"])
-        d.mkdir(parents=True, exist_ok=True)
-        layout = d / "layout.json"  # the first attempt fixes the shard count (a resume keeps it)
-        if not layout.exists():
-            write_atomic(layout, json.dumps({"shards": cfg.tokenize.shards or num_workers}) + "\n")
-        p["shards"] = json.loads(layout.read_text())["shards"]
+        p["shards"] = shard_count(Path(p["store"]), cfg, num_workers)
         items += [(p, s) for s in range(p["shards"])]
     mine = items[worker::num_workers]
     dtype = dtype_for(len(tokenizer))

@@ -1,0 +1,202 @@
+"""Pretokenized chats in the token store (`tokenize.chats`): written by the tokenize stage, read by sft and dpo.
+
+Format (docs/training.md#pretokenized-chats), one directory per (tokenizer, chat template, train_reasoning,
+kind, source), beside the corpus stores:
+
+    <store_root>/chats-<key>/      key = sha256(format, tokenizer hash, template hash, train_reasoning, kind,
+                                   source fingerprint)[:16]
+      shard-NNNNN.arrow            the shard's chats, one row each, in source order (an Arrow stream, memory-mapped
+                                   when read): sft: input_ids (int32), assistant_masks (int8, 1 = trained);
+                                   dpo: prompt_input_ids, chosen_input_ids, rejected_input_ids (int32)
+      shard-NNNNN.done             JSON: documents (chats), tokens, trained (sft), sha256 of the .arrow
+      layout.json, manifest.json   as the corpus stores (store.py)
+
+Rows are the source's chats one for one (chat_template.render's ids and mask, nothing dropped), so
+data.split's seeded split of the store is the same train/eval split as on the fly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from dfm_hpc.files import atomic_open, write_atomic
+from dfm_hpc.job import data, store
+
+FORMAT = "dfm_hpc-chat-store/1"
+COLUMNS = {"sft": ("input_ids", "assistant_masks"), "dpo": ("prompt_input_ids", "chosen_input_ids",
+                                                          "rejected_input_ids")}
+
+
+def kinds(cfg) -> List[str]:
+    """The chat kinds this run pretokenizes: its sft and dpo stages', when tokenize.chats is on."""
+    return [k for k in ("sft", "dpo") if k in cfg.stages] if cfg.tokenize.chats else []
+
+
+def train_reasoning(cfg, kind: str) -> bool:
+    return bool(cfg.sft.train_reasoning) if kind == "sft" else False
+
+
+def tokenizer_for(cfg, ctx, kind: str):
+    """The tokenizer `kind` will train with, as train.load_base gives it: init_from's model when that is
+    a run dir with one (this run's own models do not exist yet: they carry the base's tokenizer), else
+    model.name_or_path; with model.chat_template applied."""
+    from transformers import AutoTokenizer
+
+    from dfm_hpc.job import chat_template, train
+    from dfm_hpc.rundir import stage_dir
+
+    path = train.model_path(cfg, ctx)
+    init = cfg[kind].init_from
+    for prev in ("sft", "cpt") if init else ():
+        if (stage_dir(Path(init), prev) / "model").is_dir():
+            path = str(stage_dir(Path(init), prev) / "model")
+            break
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    chat_template.ensure(tokenizer, cfg.model.chat_template, log=lambda _: None)
+    return tokenizer
+
+
+def template_hash(tokenizer) -> str:
+    return hashlib.sha256(str(getattr(tokenizer, "chat_template", None) or "").encode()).hexdigest()
+
+
+def store_key(tok_hash: str, tpl_hash: str, reasoning: bool, kind: str, fp: str) -> str:
+    body = f"{FORMAT}\n{tok_hash}\n{tpl_hash}\n{int(reasoning)}\n{kind}\n{fp}"
+    return "chats-" + hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
+def locate(cfg, ctx, tokenizer, kind: str) -> Dict:
+    """`kind`'s chat store: its source as sft/dpo read it (sft.dataset / dpo.dataset, this run's pii or
+    merge view) and its content-addressed path."""
+    where = store.root(cfg, ctx)
+    resolved = data.chats_path(cfg[kind].dataset, ctx, kind)
+    fp = store.cached_fingerprint(resolved, {}, where)
+    th, tpl, reasoning = store.tokenizer_hash(tokenizer), template_hash(tokenizer), train_reasoning(cfg, kind)
+    return {"kind": kind, "source": str(cfg[kind].dataset or ctx.run_dir), "resolved": resolved, "fingerprint": fp,
+            "tokenizer_hash": th, "template_hash": tpl, "train_reasoning": reasoning,
+            "store": str(where / store_key(th, tpl, reasoning, kind, fp))}
+
+
+def render_rows(kind: str, rows: Dict[str, list], tokenizer, reasoning: bool) -> Dict[str, list]:
+    """A batch of source rows -> the store's columns, through chat_template's renderer (the one sft/dpo use)."""
+    from dfm_hpc.job import chat_template
+
+    out: Dict[str, list] = {c: [] for c in COLUMNS[kind]}
+    if kind == "sft":
+        for messages in rows["messages"]:
+            r = chat_template.render(tokenizer, messages, train_reasoning=reasoning)
+            out["input_ids"].append(list(r.ids))
+            out["assistant_masks"].append([int(bool(m)) for m in r.mask])
+        return out
+    for prompt, chosen, rejected in zip(rows["prompt"], rows["chosen"], rows["rejected"]):
+        pair = chat_template.render_pair(tokenizer, prompt, chosen, rejected)
+        for c in COLUMNS[kind]:
+            out[c].append(list(pair[c]))
+    return out
+
+
+def _schema(kind: str):
+    import pyarrow as pa
+
+    return pa.schema([(c, pa.list_(pa.int8() if c == "assistant_masks" else pa.int32())) for c in COLUMNS[kind]])
+
+
+def write_shard(d: Path, shard: int, kind: str, rows, tokenizer, reasoning: bool, batch: int, should_stop) -> Dict:
+    """Render `rows` (a Dataset slice) into shard-NNNNN.arrow, then its .done. The .arrow is written to a
+    temporary file and renamed when complete, so an interrupted shard is redone from its start."""
+    import pyarrow as pa
+
+    base = d / f"shard-{shard:05d}"
+    info = {"documents": 0, "tokens": 0, "trained": 0}
+    schema = _schema(kind)
+    with atomic_open(f"{base}.arrow", "wb") as f, pa.ipc.new_stream(f, schema) as w:
+        for i in range(0, len(rows), batch):
+            if should_stop():
+                from dfm_hpc.job.rank import Preempted
+
+                raise Preempted(f"stopped in chat shard {shard}")
+            cols = render_rows(kind, rows[i:i + batch], tokenizer, reasoning)
+            w.write_batch(pa.record_batch([pa.array(cols[c], type=schema.field(c).type) for c in COLUMNS[kind]],
+                                          schema=schema))
+            first = cols[COLUMNS[kind][0]]
+            info["documents"] += len(first)
+            info["tokens"] += sum(len(x) for c in COLUMNS[kind] if c != "assistant_masks" for x in cols[c])
+            info["trained"] += sum(sum(m) for m in cols.get("assistant_masks", ()))
+    info["sha256"] = store.file_sha256(Path(f"{base}.arrow"))
+    Path(f"{base}.done").write_text(json.dumps(info) + "\n")
+    return info
+
+
+def build(cfg, ctx, worker: int, num_workers: int) -> List[Dict]:
+    """Render the chat stores this run needs that are not finished: (kind, shard) items dealt to the
+    workers (item i to worker i mod W), done shards skipped, as store.build does for corpora."""
+    plans, items = [], []
+    for kind in kinds(cfg):
+        tokenizer = tokenizer_for(cfg, ctx, kind)
+        p = {**locate(cfg, ctx, tokenizer, kind), "tokenizer": tokenizer}
+        plans.append(p)
+        if not (Path(p["store"]) / "manifest.json").exists():
+            p["shards"] = store.shard_count(Path(p["store"]), cfg, num_workers)
+            items += [(p, s) for s in range(p["shards"])]
+    mine = items[worker::num_workers]
+    rows_of: Dict[str, object] = {}
+    t0, n_tok = time.time(), 0
+    for p, s in mine:
+        d = Path(p["store"])
+        if not (d / f"shard-{s:05d}.done").exists():
+            if p["store"] not in rows_of:
+                ctx.log(f"tokenizing {p['kind']} chats {p['resolved']} into {d}")
+                rows_of[p["store"]] = data.load_chats(p["resolved"], ctx, p["kind"])
+            rows = rows_of[p["store"]]
+            rng = store.shard_ranges(len(rows), p["shards"])[s]
+            info = write_shard(d, s, p["kind"], rows.select(rng), p["tokenizer"], p["train_reasoning"],
+                               cfg.tokenize.batch_docs, ctx.should_stop)
+            n_tok += info["tokens"]
+        meta = {"tokenizer": cfg.model.name_or_path, "chat_template": cfg.model.chat_template,
+                **{k: p[k] for k in ("kind", "tokenizer_hash", "template_hash", "train_reasoning", "source",
+                                     "resolved", "fingerprint")}, "columns": list(COLUMNS[p["kind"]])}
+        store.finish(d, meta, p["shards"], FORMAT)
+    if mine:
+        el = max(time.time() - t0, 1e-9)
+        ctx.log(f"tokenized {len(mine)} of {len(items)} chat shards: {n_tok:,} tokens, {n_tok / el:,.0f} tokens/s")
+    for p in plans:
+        p.pop("tokenizer")
+    return plans
+
+
+def open_store(path) -> "datasets.Dataset":  # noqa: F821
+    """A finished chat store as one datasets.Dataset (its shards memory-mapped, in order)."""
+    import datasets
+
+    path = Path(path)
+    m = json.loads((path / "manifest.json").read_text())
+    parts = [datasets.Dataset.from_file(str(path / f"shard-{i:05d}.arrow")) for i in range(len(m["shards"]))]
+    return datasets.concatenate_datasets(parts)
+
+
+def load(cfg, ctx, kind: str, tokenizer) -> Optional["datasets.Dataset"]:  # noqa: F821
+    """`kind`'s chats from the store, for the stage's own tokenizer (after its chat template is set); None
+    when tokenize.chats is off or no finished store matches (then the stage tokenizes on the fly)."""
+    if kind not in kinds(cfg):
+        return None
+    p = locate(cfg, ctx, tokenizer, kind)
+    d = Path(p["store"])
+    if not (d / "manifest.json").exists():
+        ctx.log(f"{kind} data: no finished chat store {d} for this tokenizer, template and data "
+                "(tokenize.chats: run the tokenize stage first); tokenizing on the fly")
+        return None
+    ds = open_store(d)
+    m = json.loads((d / "manifest.json").read_text())
+    ctx.log(f"{kind} data: chat store {d} ({m['documents']:,} chats, {m['tokens']:,} tokens; {p['resolved']})")
+    return ds
+
+
+def write_list(ctx, plans: List[Dict]) -> None:
+    """stages/tokenize/chat_stores.json: the run's chat stores (cpt's stores.json lists the corpora)."""
+    keep = ("kind", "source", "resolved", "fingerprint", "train_reasoning", "store")
+    write_atomic(ctx.stage_dir / "chat_stores.json", json.dumps([{k: p[k] for k in keep} for p in plans],
+                                                                 indent=2) + "\n")
