@@ -34,13 +34,7 @@ FAMILIES = ("llama3", "qwen3", "qwen3_5", "gemma3", "gemma4", "apertus", "minist
 
 def family_tokenizer(family: str, vocab_size: int, model_max_length: int):
     """The family's tiny tokenizer, exactly vocab_size tokens long (the model's embedding rows)."""
-    try:  # TODO(#21): the family tokenizers are landing; until then the tiny Llama's ChatML one
-        from dfm_hpc.tiny.tokenizers import build_family_tokenizer
-    except ImportError:
-        from dfm_hpc.tiny.models import build_llama_tokenizer
-
-        def build_family_tokenizer(family, vocab_size, model_max_length):
-            return build_llama_tokenizer(vocab_size, model_max_length)
+    from dfm_hpc.tiny.tokenizers import build_family_tokenizer
 
     tokenizer = build_family_tokenizer(family, vocab_size, model_max_length)
     if len(tokenizer) != vocab_size:  # every id the model can emit must be a token, and no more
