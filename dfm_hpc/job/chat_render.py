@@ -1,0 +1,124 @@
+"""Chats to token ids with an exact assistant-loss mask, from the chat template's own renders.
+
+Real templates (Qwen3/3.5, Llama-3.x, Gemma-3/4, Apertus, Ministral-3) have no {% generation %} marks,
+so the mask is not read from marks: for each assistant message i the template renders
+`messages[:i]` with the generation prompt and `messages[:i+1]`; the assistant's tokens are what the
+second adds to the first (its end-of-turn token included). That only holds if every render is a
+prefix of the next and of the whole chat, in text AND in tokens (a BPE merge can straddle the
+boundary): checked for each turn. A template that rewrites earlier turns (Qwen3 drops an earlier
+turn's empty <think> block) or whose generation prompt is not how it renders the turn is refused
+with TemplateSplitError; a mask is never guessed.
+
+`train_reasoning` (sft.train_reasoning): false drops `reasoning_content` and renders with the
+template's thinking off (`enable_thinking=False`, which templates without the switch ignore); true
+keeps it, trained as part of the turn. A template that closes a turn only when the next one starts
+(Apertus writes <|assistant_end|> before the next user turn) gets that eos counted to the turn it closes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+class TemplateSplitError(ValueError):
+    """The chat template cannot be split into turns: a turn changes the tokens before it."""
+
+
+@dataclass
+class Rendered:
+    ids: list[int] = field(default_factory=list)
+    mask: list[int] = field(default_factory=list)  # 1 = a trained assistant token
+
+
+def template_name(tokenizer) -> str:
+    """'<name_or_path> (own|managed|file <path>)': which template, for error messages."""
+    which = getattr(tokenizer, "dfm_template_source", None) or "own"
+    return f"{getattr(tokenizer, 'name_or_path', '') or '<tokenizer>'} ({which} template)"
+
+
+def _prepare(messages, train_reasoning: bool) -> list[dict]:
+    out = []
+    for m in messages:
+        m = {k: v for k, v in dict(m).items() if v is not None}
+        if not train_reasoning:
+            m.pop("reasoning_content", None)
+        out.append(m)
+    return out
+
+
+def _diff(a: str, b: str) -> str:
+    i = next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    return f"at char {i}: {a[max(0, i - 40):i + 40]!r} became {b[max(0, i - 40):i + 40]!r}"
+
+
+def render(tokenizer, messages, *, train_reasoning: bool = False, tools=None, index=None) -> Rendered:
+    """`messages` (dicts with role/content, tool_calls, reasoning_content) -> Rendered(ids, mask). `index`
+    (the conversation's row) only goes into error messages."""
+    msgs = _prepare(messages, train_reasoning)
+    kw = {"tools": tools, "enable_thinking": train_reasoning}
+
+    def text(k: int, gen: bool) -> str:
+        return tokenizer.apply_chat_template(msgs[:k], tokenize=False, add_generation_prompt=gen, **kw)
+
+    def encode(s: str) -> list[int]:
+        return tokenizer(s, add_special_tokens=False)["input_ids"]
+
+    def fail(turn: int, what: str) -> TemplateSplitError:
+        where = f"conversation {index}, " if index is not None else ""
+        role = msgs[turn]["role"] if turn < len(msgs) else "end"
+        return TemplateSplitError(f"chat template of {template_name(tokenizer)} cannot be split into turns: "
+                                  f"{where}turn {turn} ({role}): {what}")
+
+    full = text(len(msgs), False)
+    ids = encode(full)
+    mask = [0] * len(ids)
+    prev_text, prev_len = "", 0
+    eos = tokenizer.eos_token_id
+    for i, m in enumerate(msgs):
+        if m["role"] != "assistant" or (i + 1 < len(msgs) and msgs[i + 1]["role"] == "assistant"):
+            continue  # consecutive assistant messages are one turn: split at the last
+        bounds = []
+        for k, gen in ((_turn_start(msgs, i), True), (i + 1, False)):
+            s = text(k, gen)
+            turn = k if gen else i
+            if not s.startswith(prev_text):
+                raise fail(turn, f"this render changes the text before it, {_diff(prev_text, s)}")
+            if not full.startswith(s):
+                raise fail(turn, f"a later turn changes this render's text, {_diff(s, full)}")
+            t = encode(s)
+            if t != ids[:len(t)] or len(t) < prev_len:
+                raise fail(turn, f"tokens merge across the turn boundary (the render ends {s[-40:]!r})")
+            bounds.append(len(t))
+            prev_text, prev_len = s, len(t)
+        start, end = bounds
+        if end <= start:
+            raise fail(i, "the assistant turn adds no tokens")
+        if end < len(ids) and ids[end] == eos and (end == 0 or ids[end - 1] != eos):
+            end += 1  # a turn closed only when the next begins (Apertus): its eos is the assistant's
+        mask[start:end] = [1] * (end - start)
+    return Rendered(ids=ids, mask=mask)
+
+
+def _turn_start(msgs, i: int) -> int:
+    """The first of the consecutive assistant messages ending at i."""
+    while i > 0 and msgs[i - 1]["role"] == "assistant":
+        i -= 1
+    return i
+
+
+def render_pair(tokenizer, prompt, chosen, rejected, *, train_reasoning: bool = False, tools=None,
+                index=None) -> dict:
+    """One DPO pair, rendered as sft renders: prompt (a list of messages), chosen/rejected (the assistant's
+    message(s)) -> TRL 1.16's pre-tokenized columns prompt_ids, chosen_ids, rejected_ids (the completions
+    without the prompt). The prompt's render with the generation prompt must be a prefix of both."""
+    out = {}
+    for key, completion in (("chosen", chosen), ("rejected", rejected)):
+        r = render(tokenizer, list(prompt) + list(completion), train_reasoning=train_reasoning, tools=tools,
+                   index=index)
+        n = r.mask.index(1) if 1 in r.mask else len(r.ids)
+        if "prompt_ids" in out and out["prompt_ids"] != r.ids[:n]:
+            raise TemplateSplitError(f"chat template of {template_name(tokenizer)}: conversation {index}: the prompt "
+                                     "renders differently before the chosen and the rejected answer")
+        out["prompt_ids"] = r.ids[:n]
+        out[f"{key}_ids"] = r.ids[n:]
+    return out
