@@ -1,16 +1,23 @@
-"""The chat template sft and dpo train with (`model.chat_template`).
+"""The chat template sft and dpo train with (`model.chat_template`), and the rows they train on.
 
-TRL's assistant-only loss needs a template that marks the assistant's turns ({% generation %});
-DPO needs a template at all. Base tokenizers (Mistral-7B's, Munin's) have none, or one without the
-marks. `auto` keeps a tokenizer's template when it has the marks and otherwise installs the managed
-one (dfm_hpc/templates/chat_template.jinja); the tokenizer saved with the model carries it on to
-dpo, evaluate and inference.
+`auto` keeps the tokenizer's own template whenever it has one (a fine-tuned Qwen keeps ChatML; no
+{% generation %} marks needed: job/chat_render.py computes the assistant mask from the template's own
+renders) and installs dfm_hpc's managed one (templates/chat_template.jinja, Mistral's [INST] format)
+only when it has none (Mistral-7B's and Munin's base tokenizers). `keep` keeps whatever it has,
+`managed` or a .jinja path replaces it. save_pretrained writes the template beside the model
+(chat_template.jinja), so dpo, evaluate and inference use the one sft trained with.
+
+`chat_rows` / `pair_rows` render a dataset of chats / preference pairs into the token columns TRL
+takes as they are (input_ids + assistant_masks; prompt_ids + chosen_ids + rejected_ids). A
+pre-tokenized chat store can hand those columns in instead.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+
+from dfm_hpc.job.chat_render import Rendered, TemplateSplitError, render, render_pair  # noqa: F401 (the API)
 
 MANAGED = Path(__file__).resolve().parent.parent / "templates" / "chat_template.jinja"
 MODES = ("auto", "managed", "keep")  # or a path to a .jinja file
@@ -22,15 +29,48 @@ def has_generation_marks(template) -> bool:
 
 
 def ensure(tokenizer, mode: str = "auto", log=print):
-    """Give `tokenizer` the template to train with (in place); returns it. `mode`: auto, managed,
-    keep (the tokenizer's own, whatever it is) or a template file."""
+    """Give `tokenizer` the template to train with (in place); returns it. `mode`: auto (its own, the
+    managed one if it has none), managed, keep (its own, whatever it is) or a template file."""
     own = getattr(tokenizer, "chat_template", None)
-    if mode == "keep" or (mode == "auto" and has_generation_marks(own)):
+    if mode == "keep" or (mode == "auto" and own):
+        tokenizer.dfm_template_source = "own"  # named in TemplateSplitError's message
+        if mode == "auto":
+            log("chat template: the tokenizer's own")
         return tokenizer
     path = MANAGED if mode in ("auto", "managed") else Path(mode)
     tokenizer.chat_template = path.read_text()
-    why = "no chat template" if not own else "a chat template without generation marks"
-    log(f"chat template: {path}" + (f" (the tokenizer had {why})" if mode == "auto" else ""))
+    tokenizer.dfm_template_source = "managed" if path == MANAGED else f"file {path}"
+    log(f"chat template: {path}" + (" (the tokenizer had no chat template)" if mode == "auto" else ""))
     if tokenizer.pad_token is None:  # Mistral's base tokenizer has none; padding is masked anyway
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def _tools(row):
+    import json
+
+    tools = row.get("tools")
+    return json.loads(tools) if isinstance(tools, str) else tools
+
+
+def chat_rows(ds, tokenizer, st):
+    """sft: a `messages` dataset -> input_ids + assistant_masks (TRL uses them as they are: the masks
+    become labels -100, packing included). A template that cannot be split raises TemplateSplitError."""
+    reasoning = bool(getattr(st, "train_reasoning", False))
+
+    def one(row, idx):
+        r = render(tokenizer, row["messages"], train_reasoning=reasoning, tools=_tools(row), index=idx)
+        return {"input_ids": r.ids, "assistant_masks": r.mask}
+
+    return ds.map(one, with_indices=True, remove_columns=ds.column_names, desc="rendering chats")
+
+
+def pair_rows(ds, tokenizer, st):
+    """dpo: prompt/chosen/rejected -> prompt_ids + chosen_ids + rejected_ids, rendered as sft renders."""
+    reasoning = bool(getattr(st, "train_reasoning", False))
+
+    def one(row, idx):
+        return render_pair(tokenizer, row["prompt"], row["chosen"], row["rejected"], train_reasoning=reasoning,
+                           tools=_tools(row), index=idx)
+
+    return ds.map(one, with_indices=True, remove_columns=ds.column_names, desc="rendering pairs")

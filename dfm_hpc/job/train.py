@@ -374,7 +374,7 @@ def peft_config(cfg):
                       target_modules=list(cfg.peft.target_modules), task_type="CAUSAL_LM")
 
 
-def load_base(cfg, ctx, st: TrainStage, stage: str):
+def load_base(cfg, ctx, st: TrainStage, stage: str, before_model=None):
     """(model, tokenizer, where the model came from). The model to fine-tune: `init_from` (a run dir: its sft
     or cpt model), else the model an earlier stage of this run made (dpo after sft, sft after cpt), else
     `model.name_or_path`.
@@ -395,6 +395,8 @@ def load_base(cfg, ctx, st: TrainStage, stage: str):
         from dfm_hpc.job import chat_template
 
         chat_template.ensure(tokenizer, cfg.model.chat_template, log=ctx.log if ctx.is_main else lambda _: None)
+    if before_model is not None:  # sft/dpo render their chats here: a template that cannot split stops before the load
+        before_model(tokenizer)
     if cfg.peft.method == "qlora":
         import torch
         from transformers import AutoModelForCausalLM, BitsAndBytesConfig

@@ -4,12 +4,14 @@
 pairs (unset: this run's merge stage). With PEFT there is no separate reference model: the policy
 with its adapter switched off is the reference (a deep copy is impossible under ZeRO-3).
 `dpo.precompute_ref_log_probs` computes the reference log-probs once before training.
+The pairs are rendered with the model's chat template as sft renders chats (job/chat_template.pair_rows)
+before the model is loaded; TRL gets prompt_ids/chosen_ids/rejected_ids and uses them as they are.
 """
 
 from __future__ import annotations
 
 from dfm_hpc import tokens
-from dfm_hpc.job import data, train
+from dfm_hpc.job import chat_template, data, train
 from dfm_hpc.job.rank import StageContext
 from dfm_hpc.schema import Config
 
@@ -19,13 +21,35 @@ def run(cfg: Config, ctx: StageContext) -> None:
 
     st = cfg.dpo
     train.accelerate_deepspeed_cpu_compat()
-    model, tokenizer, base = train.load_base(cfg, ctx, st, "dpo")
-    train_ds, eval_ds = data.split(data.load_chats(st.dataset, ctx, "dpo"))
+    rows = {}
+
+    def render(tokenizer):
+        pairs = data.split(data.load_chats(st.dataset, ctx, "dpo"))
+        rows["train"], rows["eval"] = (None if d is None else chat_template.pair_rows(d, tokenizer, st) for d in pairs)
+
+    model, tokenizer, base = train.load_base(cfg, ctx, st, "dpo", before_model=render)
+    train_ds, eval_ds = rows["train"], rows["eval"]
     args = trl.DPOConfig(**train.training_args(cfg, ctx, st), max_length=st.seq_len, beta=st.beta,
                          loss_type=[st.loss_type], precompute_ref_log_probs=st.precompute_ref_log_probs)
     callback = train.metrics_callback(cfg, ctx, st, tokens_per_step=tokens.step_tokens(st, "dpo"))
-    trainer = trl.DPOTrainer(model=model, ref_model=None, args=args, processing_class=tokenizer,
+    trainer = _trainer_class(trl)(model=model, ref_model=None, args=args, processing_class=tokenizer,
                              train_dataset=train_ds, eval_dataset=eval_ds, peft_config=train.peft_config(cfg),
                              callbacks=[callback])
     train.fit(trainer, ctx, callback, tokenizer, f"DPO of {cfg.model.name} ({cfg.peft.method}, beta {st.beta})",
               eval_keys=("eval_loss", "eval_rewards/accuracies", "eval_rewards/margins"), base=base, st=st)
+
+
+def _trainer_class(trl):
+    """TRL 1.16's DPOTrainer re-tokenizes every pair with apply_chat_template; rows already rendered
+    (prompt_ids/chosen_ids/rejected_ids) only get its max_length filter."""
+
+    class PreRenderedDPOTrainer(trl.DPOTrainer):
+        def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+            if "prompt_ids" not in dataset.column_names:
+                return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+            if args.max_length is not None and args.truncation_mode == "keep_start":
+                # as TRL: a prompt that fills max_length leaves no completion token to learn from
+                dataset = dataset.filter(lambda row: len(row["prompt_ids"]) < args.max_length)
+            return dataset
+
+    return PreRenderedDPOTrainer

@@ -3,14 +3,16 @@
 Data (`sft.dataset`): unset = this run's PII-filtered chats (`stages/pii/sft.parquet`), else its merge
 stage's (`stages/merge/sft.parquet`); a run dir with those; a Parquet/JSONL file with a `messages` column;
 a hub id; or `tiny:chats`.
-Loss on assistant tokens only (the tokenizer's chat template marks them). The adapter (or the full
+Loss on assistant tokens only: the chats are rendered with the model's own chat template into input_ids +
+assistant_masks (job/chat_template.chat_rows, exact masks from the template's renders) before the model is
+loaded, so a template that cannot be split into turns stops the stage first. The adapter (or the full
 model) goes to stages/sft/model/; under ZeRO-3 the weights are gathered on save, so it is complete.
 """
 
 from __future__ import annotations
 
 from dfm_hpc import tokens
-from dfm_hpc.job import data, train
+from dfm_hpc.job import chat_template, data, train
 from dfm_hpc.job.rank import StageContext
 from dfm_hpc.schema import Config
 
@@ -20,8 +22,14 @@ def run(cfg: Config, ctx: StageContext) -> None:
 
     st = cfg.sft
     train.accelerate_deepspeed_cpu_compat()
-    model, tokenizer, base = train.load_base(cfg, ctx, st, "sft")
-    train_ds, eval_ds = data.split(data.load_chats(st.dataset, ctx, "sft"))
+    rows = {}
+
+    def render(tokenizer):  # TRL takes input_ids + assistant_masks as they are
+        chats = data.split(data.load_chats(st.dataset, ctx, "sft"))
+        rows["train"], rows["eval"] = (None if d is None else chat_template.chat_rows(d, tokenizer, st) for d in chats)
+
+    model, tokenizer, base = train.load_base(cfg, ctx, st, "sft", before_model=render)
+    train_ds, eval_ds = rows["train"], rows["eval"]
     args = trl.SFTConfig(**train.training_args(cfg, ctx, st), max_length=st.seq_len, packing=st.packing,
                          assistant_only_loss=True)
     callback = train.metrics_callback(cfg, ctx, st, tokens_per_step=tokens.step_tokens(st, "sft"))

@@ -67,7 +67,9 @@ def test_managed_template_masks_each_assistant_turn_with_its_eos():
     assert "hovedstad" not in masked and "hjælpsom" not in masked
 
 
-def test_auto_keeps_a_template_with_marks_and_replaces_one_without(tmp_path):
+def test_auto_keeps_the_tokenizers_own_template_marks_or_not(tmp_path):
+    """Issue #21: `auto` keeps any template the tokenizer has (a fine-tuned Qwen keeps ChatML); the managed one
+    only for a tokenizer without one."""
     from transformers import AutoTokenizer
 
     from dfm_hpc import tiny
@@ -77,8 +79,9 @@ def test_auto_keeps_a_template_with_marks_and_replaces_one_without(tmp_path):
     own = tok.chat_template
     assert chat_template.ensure(tok, "auto", log=lambda _: None).chat_template == own
     tok.chat_template = own.replace("{% generation %}", "").replace("{% endgeneration %}", "")
-    chat_template.ensure(tok, "auto", log=lambda _: None)
-    assert tok.chat_template == chat_template.MANAGED.read_text()
+    unmarked = tok.chat_template
+    assert chat_template.ensure(tok, "auto", log=lambda _: None).chat_template == unmarked
+    assert chat_template.ensure(tok, "managed", log=lambda _: None).chat_template == chat_template.MANAGED.read_text()
     tok.chat_template = "x"
     assert chat_template.ensure(tok, "keep").chat_template == "x"
     (tmp_path / "t.jinja").write_text("{% for m in messages %}{{ m['content'] }}{% endfor %}")
