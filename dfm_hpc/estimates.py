@@ -100,10 +100,25 @@ def hfu(tokens_per_s_per_device: float, n_params: float, n_layers: int, hidden: 
     return tokens_per_s_per_device * flops_per_token(n_params, n_layers, hidden, seq_len, recompute=True) / peak
 
 
-def model_flops_per_token(model: Any, seq_len: int, recompute: bool = False) -> float:
-    """flops_per_token of a model's shape (a model_shape.Shape or a config.json dict); H is heads x head_dim."""
+def attention_span(model: Any, seq_len: int) -> int:
+    """Σ over the attention layers of heads·head_dim x the tokens each attends to: L·H·S for a Llama, less where a
+    layer's sliding window is shorter than the sequence; linear-attention layers attend to no sequence."""
     s = _shape(model)
-    return flops_per_token(param_count(s), s.layers, s.q_dim, seq_len, recompute=recompute)
+    return sum(la.o * min(seq_len, la.window or seq_len) for la in s.per_layer if la.kind != "linear_attention")
+
+
+def model_flops_per_token(model: Any, seq_len: int, recompute: bool = False) -> float:
+    """flops_per_token of a model's shape (a model_shape.Shape or a config.json dict): 6·N + 12·Σ(H·S) over its
+    attention layers (= 12·L·H·S for a Llama; sliding layers count their window, linear-attention layers none)."""
+    s = _shape(model)
+    passes = 4 if recompute else 3
+    return passes * (2.0 * param_count(s) + 4.0 * attention_span(s, seq_len))
+
+
+def model_mfu(tokens_per_s_per_device: float, model: Any, seq_len: int,
+              peak_tflops: Union[str, float, None] = None) -> float:
+    """mfu() of a model's shape, its attention counted per layer (model_flops_per_token)."""
+    return tokens_per_s_per_device * model_flops_per_token(model, seq_len) / (pick_peak_tflops(peak_tflops) * 1e12)
 
 
 # ---------------------------------------------------------------- parameter count (Llama/Mistral)
@@ -117,31 +132,49 @@ def _shape(model: Any) -> Shape:
     return model
 
 
-def _linears(s: Shape) -> Dict[str, Tuple[int, int]]:
-    """One decoder layer's projections: name -> (in, out)."""
-    h, q, kv, i = s.hidden, s.q_dim, s.kv_dim, s.intermediate
-    return {"q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h),
-            "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
+def _linears(la, h: int) -> Dict[str, Tuple[int, int]]:
+    """One decoder layer's projections: name -> (in, out); a Gated DeltaNet layer's in-projections as one."""
+    out: Dict[str, Tuple[int, int]] = {}
+    if la.kind == "linear_attention":
+        out.update(in_proj=(h, la.linear), out_proj=(la.linear_out, h))
+    else:
+        out.update(q_proj=(h, la.q), k_proj=(h, la.k), v_proj=(h, la.v), o_proj=(la.o, h))
+    if la.mlp_matrices == 3:
+        out["gate_proj"] = (h, la.mlp)
+    out.update(up_proj=(h, la.mlp), down_proj=(la.mlp, h))
+    return out
 
 
-def _layer_params(s: Shape) -> int:
-    return sum(a * b for a, b in _linears(s).values()) + 2 * s.hidden  # + two RMSNorms
+def _layer_params(la, h: int) -> int:
+    return sum(a * b for a, b in _linears(la, h).values()) + la.extra  # + norms and small weights
+
+
+def _max_layer(s: Shape) -> int:
+    return max(_layer_params(la, s.hidden) for la in s.per_layer)
 
 
 def param_count(model: Any) -> int:
-    """Llama/Mistral parameters: the embedding, the output head unless tied to it, L x (GQA attention + SwiGLU MLP
-    + 2 norms) + final norm. Mistral-7B-v0.1: 7,241,732,096; Llama-2-7B: 6,738,415,616."""
+    """Parameters as transformers builds the (text) model: the embedding, the output head unless tied to it, each
+    layer's attention (or Gated DeltaNet) and MLP projections, norms and small weights, the final norm.
+    Mistral-7B-v0.1: 7,241,732,096; Llama-2-7B: 6,738,415,616 (tests/test_estimates.py checks each family against
+    transformers' own count of the model)."""
     s = _shape(model)
-    return (1 if s.tied else 2) * s.vocab * s.hidden + s.layers * _layer_params(s) + s.hidden
+    layers = sum(_layer_params(la, s.hidden) for la in s.per_layer)
+    return (1 if s.tied else 2) * s.vocab * s.hidden + layers + s.hidden + s.embed_extra
 
 
 def lora_params(model: Any, r: int, target_modules: Sequence[str]) -> int:
-    """Trainable LoRA parameters: r·(in + out) per targeted projection per layer ("all-linear": all 7).
-    Names other than the Llama projections are not counted."""
+    """Trainable LoRA parameters: r·(in + out) per targeted projection per layer ("all-linear": all of them;
+    a Gated DeltaNet layer's four in-projections count as r·(4·in + out)). Other names are not counted."""
     s = _shape(model)
-    linears = _linears(s)
-    names = set(linears) if "all-linear" in target_modules else set(target_modules)
-    return s.layers * sum(r * (a + b) for name, (a, b) in linears.items() if name in names)
+    total = 0
+    for la in s.per_layer:
+        linears = _linears(la, s.hidden)
+        names = set(linears) if "all-linear" in target_modules else set(target_modules)
+        for name, (a, b) in linears.items():
+            if name in names and b:
+                total += r * ((4 * a if name == "in_proj" else a) + b)
+    return total
 
 
 # ---------------------------------------------------------------- memory per device
@@ -194,7 +227,8 @@ def estimate_memory(model: Any, *, world_size: int, zero_stage: int, precision: 
                     micro_batch: int = 1, seq_len: int = 4096, gradient_checkpointing: bool = True,
                     offload_optimizer: bool = False, offload_params: bool = False,
                     sequences_per_sample: int = 1, reference_model: bool = False,
-                    attention: str = "sdpa") -> MemoryEstimate:
+                    attention: str = "sdpa", sequence_parallel: int = 1, packing: bool = False,
+                    liger_kernel: bool = False) -> MemoryEstimate:
     """Peak memory of one rank, as in the ZeRO paper (Rajbhandari et al. 2020), in GB.
 
     Mixed-precision Adam keeps 2 (bf16 weights) + 2 (bf16 grads) + 12 (fp32 master, m, v) bytes per
@@ -205,6 +239,9 @@ def estimate_memory(model: Any, *, world_size: int, zero_stage: int, precision: 
     4 bits for the layers' projections) and train adapters with full Adam state.
     DPO: sequences_per_sample=2 (chosen + rejected in one forward), reference_model=True for a
     separate frozen copy (full fine-tuning without precomputed reference log-probs).
+    sequence_parallel=N: Ulysses, each rank holds 1/N of every sequence's activations. packing: rows are full
+    (seq_len tokens, the case counted anyway) and, unless flash attention, carry an S x S mask. liger_kernel:
+    no whole logits.
     """
     if precision not in ("bf16", "fp32"):
         raise ValueError(f"precision={precision!r}: bf16 or fp32")
@@ -223,7 +260,7 @@ def estimate_memory(model: Any, *, world_size: int, zero_stage: int, precision: 
     offload_optimizer = offload_optimizer and zero_stage >= 1
     offload_params = offload_params and zero_stage == 3
     # the largest block ZeRO-3 gathers at once: a decoder layer or the embedding/head matrix
-    block = max(_layer_params(s), s.vocab * s.hidden)
+    block = max(_max_layer(s), s.vocab * s.hidden)
 
     def shard(total_bytes: float, on: bool) -> float:
         return total_bytes / w if on else total_bytes
@@ -237,8 +274,8 @@ def estimate_memory(model: Any, *, world_size: int, zero_stage: int, precision: 
         method = "LoRA" if peft_method == "lora" else "QLoRA"
         trainable = lora_params(s, lora_r, target_modules)
         if peft_method == "qlora":  # projections in 4 bits; embeddings, head and norms stay bf16
-            proj = s.layers * sum(a * b for a, b in _linears(s).values())
-            base = QLORA_BYTES_PER_PARAM * proj + 2 * (n - proj) + 2 * _layer_params(s)  # + one dequantized layer
+            proj = sum(a * b for la in s.per_layer for a, b in _linears(la, s.hidden).values())
+            base = QLORA_BYTES_PER_PARAM * proj + 2 * (n - proj) + 2 * _max_layer(s)  # + one dequantized layer
         else:
             base = wbytes * n
         weight_bytes = base + wbytes * trainable
@@ -264,17 +301,31 @@ def estimate_memory(model: Any, *, world_size: int, zero_stage: int, precision: 
         optimizer = shard(opt_bytes, zero_stage >= 1)
         gradients = shard(grad_bytes, zero_stage >= 2)
 
-    # activations per token (bytes), see docs/performance.md
-    layer = (6 * s.hidden + 4 * s.q_dim + 4 * s.kv_dim + 4 * s.intermediate) * wbytes
-    if attention == "eager":  # S x S scores: fp32 softmax output + bf16 probabilities per head
-        layer += 3 * s.heads * seq_len * wbytes
+    # activations per token (bytes), see docs/performance.md; each rank holds seq_len / sequence_parallel tokens
+    # (Ulysses gives attention the whole sequence for 1/N of the heads: the same bytes)
+    def layer_bytes(la) -> float:
+        if la.kind == "linear_attention":  # projections in and out, the gated output, the chunked recurrence
+            act = 6 * s.hidden + 4 * la.linear + 4 * la.linear_out
+        else:
+            act = 6 * s.hidden + 4 * la.q + 4 * la.k + 4 * max(la.v, la.k)
+            if attention == "eager":  # S x S scores: fp32 softmax output + bf16 probabilities per head
+                act += 3 * s.heads * seq_len
+        return (act + (4 if la.mlp_matrices == 3 else 3) * la.mlp) * wbytes
+
+    per_layer = [layer_bytes(la) for la in s.per_layer]
     if gradient_checkpointing:  # layer inputs kept; one layer's activations live while recomputed
-        per_token = s.layers * s.hidden * wbytes + layer
+        per_token = s.layers * s.hidden * wbytes + max(per_layer)
     else:
-        per_token = s.layers * layer
-    per_token += _LOGIT_BYTES_PER_VOCAB * s.vocab
-    tokens = micro_batch * sequences_per_sample * seq_len
+        per_token = sum(per_layer)
+    if liger_kernel:  # fused linear cross-entropy: the logits never exist whole, a chunk at a time
+        notes.append("logits not counted: liger's fused cross-entropy computes them in chunks")
+    else:
+        per_token += _LOGIT_BYTES_PER_VOCAB * s.vocab
+    sp = max(1, int(sequence_parallel))
+    tokens = micro_batch * sequences_per_sample * seq_len / sp
     activations = per_token * tokens
+    if packing and attention != "flash_attention_2":  # packed rows: a block-causal S x S mask (bool) per row
+        activations += micro_batch * sequences_per_sample * seq_len * seq_len
 
     sub = weights + gradients + optimizer + activations
     overhead = CONTEXT_GB * GB + FRAGMENTATION * sub
@@ -285,37 +336,15 @@ def estimate_memory(model: Any, *, world_size: int, zero_stage: int, precision: 
                                                          ("params", offload_params)) if v) + ")"
     setup += (f" on {w} rank{'s' if w > 1 else ''}, micro-batch {micro_batch}"
               f"{f' x {sequences_per_sample} sequences' if sequences_per_sample > 1 else ''} x {seq_len} tokens"
+              f"{f', sequence parallel {sequence_parallel}' if sequence_parallel > 1 else ''}"
+              f"{', packed' if packing else ''}{', liger' if liger_kernel else ''}"
               f"{', checkpointing' if gradient_checkpointing else ', no checkpointing'}")
     return MemoryEstimate(weights=weights / GB, gradients=gradients / GB, optimizer=optimizer / GB,
                           activations=activations / GB, overhead=overhead / GB, cpu=cpu / GB, n_params=n,
                           trainable_params=trainable, method=method, setup=setup, notes=notes)
 
 
-# ---------------------------------------------------------------- the login-node check
-
-def device_memory_gb(job, cluster) -> Optional[float]:
-    """Memory of one device of this job, or None when it runs without GPUs (nothing to check)."""
-    if not job.gpus_per_node:
-        return None
-    from dfm_hpc import lumi
-
-    return float(lumi.GCD_MEMORY_GB)  # LUMI's GCD; other GPU clusters are held to the same budget
-
-
-def host_memory_gb_per_rank(job, cluster) -> Optional[float]:
-    """Host memory a rank may use (for offloaded state), or None when the profile does not say."""
-    from dfm_hpc import lumi
-
-    try:
-        if cluster.mem_per_gpu:
-            return lumi.parse_mem_gb(cluster.mem_per_gpu) * max(1, job.gpus_per_node) / max(1, job.tasks_per_node)
-        mem = lumi.parse_mem_gb(cluster.mem)
-    except ValueError:
-        return None
-    if mem == 0 and cluster.system == "lumi":
-        mem = float(lumi.NODE_MEMORY_GB)
-    return mem / max(1, job.tasks_per_node) if mem else None
-
+# ---------------------------------------------------------------- a planned stage's estimate
 
 def estimate_for(job, cfg, shape: Shape, **change) -> MemoryEstimate:
     """estimate_memory for a planned training stage of a composed config; `change` overrides its args."""
@@ -326,83 +355,10 @@ def estimate_for(job, cfg, shape: Shape, **change) -> MemoryEstimate:
                 gradient_checkpointing=bool(st.gradient_checkpointing),
                 offload_optimizer=bool(ds.offload_optimizer), offload_params=bool(ds.offload_params),
                 sequences_per_sample=2 if job.stage == "dpo" else 1,
-                attention="eager" if str(st.get("attn_implementation", "sdpa")) == "eager" else "sdpa")
+                attention=str(st.get("attn_implementation", "sdpa")),
+                sequence_parallel=int(st.get("sequence_parallel", 1)), packing=bool(st.get("packing", False)),
+                liger_kernel=bool(st.get("liger_kernel", False)))
     args.update(change)
     args["reference_model"] = (job.stage == "dpo" and args["peft_method"] == "none"
                                and not bool(st.get("precompute_ref_log_probs", False)))
     return estimate_memory(shape, **args)
-
-
-def check_fits(job, cfg) -> List[str]:
-    """Problems (empty if none) when a training stage's estimate exceeds the device memory.
-
-    The message names the estimate, its parts, and the alternatives that do fit (each estimated).
-    Skipped for stages without GPUs (their memory is not a GCD's) and for a model whose shape is unknown.
-    """
-    st, cl = cfg[job.stage], cfg.cluster
-    if str(st.precision) not in ("bf16", "fp32"):
-        return [f"{job.stage}.precision={st.precision!r}: use bf16 or fp32"]
-    device_gb = device_memory_gb(job, cl)
-    if (device_gb is None or str(cfg.peft.method) not in ("none", "lora", "qlora")
-            or not 0 <= int(cfg.deepspeed.stage) <= 3 or int(st.micro_batch_size) < 1 or job.world_size < 1):
-        return []  # nothing to check, or reported elsewhere
-    shape = model_shape.of(cfg)
-    if not shape:
-        return []  # nothing to estimate from; the plan's summary says why (a guess could refuse a good run)
-    host_gb = host_memory_gb_per_rank(job, cl)
-    dev = "GCD" if cl.system == "lumi" else "GPU"
-
-    def fits(e: MemoryEstimate) -> bool:
-        return e.total <= device_gb and (host_gb is None or e.cpu <= host_gb)
-
-    est = estimate_for(job, cfg, shape)
-    problems: List[str] = []
-    if host_gb is not None and est.cpu > host_gb:
-        problems.append(f"{job.stage}: ~{est.cpu:.0f} GB of offloaded state per rank in host memory, "
-                        f"over the {host_gb:.0f} GB a rank gets ({est.explain()})")
-    if est.total <= device_gb:
-        return problems
-
-    s, ds, method = job.stage, cfg.deepspeed, str(cfg.peft.method)
-    # single changes, each estimated; if none fits, pairs of them
-    changes: List[Tuple[str, Dict[str, Any]]] = []
-    if ds.stage < 3 and method != "qlora":
-        changes.append(("deepspeed=zero3", dict(zero_stage=3, offload_optimizer=False, offload_params=False)))
-    if method != "qlora" and not (ds.offload_optimizer and ds.offload_params and ds.stage == 3):
-        changes.append(("deepspeed=zero3_offload", dict(zero_stage=3, offload_optimizer=True, offload_params=True)))
-    if not st.gradient_checkpointing:
-        changes.append((f"{s}.gradient_checkpointing=true", dict(gradient_checkpointing=True)))
-    if method == "none":
-        changes.append(("peft=lora", dict(peft_method="lora")))
-    mb = int(st.micro_batch_size)
-    smaller = [m for m in range(mb - 1, 0, -1) if st.global_batch_size % (job.world_size * m) == 0]
-    estimated = ((label, estimate_for(job, cfg, shape, **ch)) for label, ch in changes)
-    fitting = [(label, e) for label, e in estimated if fits(e)]
-    for m in smaller:  # the largest micro-batch that fits alone
-        e = estimate_for(job, cfg, shape, micro_batch=m)
-        if fits(e):
-            fitting.append((f"{s}.micro_batch_size={m}", e))
-            break
-    if not fitting:
-        if smaller:
-            changes.append((f"{s}.micro_batch_size={smaller[-1]}", dict(micro_batch=smaller[-1])))
-        for i, (la, ca) in enumerate(changes):
-            for lb, cb in changes[i + 1:]:
-                if la.split("=")[0] == lb.split("=")[0]:
-                    continue  # two values of the same key
-                e = estimate_for(job, cfg, shape, **{**ca, **cb})
-                if fits(e):
-                    fitting.append((f"{la} {lb}", e))
-    if not fitting and method != "qlora":  # last resort: a 4-bit base (not with ZeRO-3)
-        e = estimate_for(job, cfg, shape, peft_method="qlora", zero_stage=min(int(ds.stage), 2), offload_params=False)
-        if fits(e):
-            fitting.append(("peft=qlora" + (" deepspeed=zero2" if ds.stage == 3 else ""), e))
-    what = est.explain().replace("per device", f"per {dev}", 1)
-    if fitting:
-        options = ", or ".join(f"{label} (~{e.total:.0f} GB)" for label, e in fitting[:4])
-        tail = f"fits: {options}"
-    else:
-        tail = (f"nothing simple fits; use more nodes with deepspeed=zero3, a shorter {s}.seq_len, "
-                "or a smaller model")
-    problems.append(f"{s}: {what} > {device_gb:.0f} GB per {dev}; {tail}")
-    return problems

@@ -12,6 +12,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from dfm_hpc import estimates, lumi, model_shape, schema
+from dfm_hpc.login.checks import memory
 
 from helpers import LUMI_ACCOUNT, REPO, dfm, lumi_args, make_cfg, run_dirs
 
@@ -128,9 +129,9 @@ def test_no_gpu_cluster_is_not_checked():
     cfg.model.name_or_path = "mistralai/Mistral-7B-v0.1"  # its bundled config.json, or the cache's copy
     cfg.peft.method, cfg.deepspeed.stage = "none", 0
     job = SimpleNamespace(stage="sft", world_size=1, nodes=1, tasks_per_node=1, gpus_per_node=0)
-    assert estimates.check_fits(job, cfg) == []
+    assert memory.check_fits(job, cfg) == []
     job.gpus_per_node = 1
-    (problem,) = estimates.check_fits(job, cfg)
+    (problem,) = memory.check_fits(job, cfg)
     assert "per GPU" in problem and "peft=lora" in problem
 
 
@@ -290,3 +291,100 @@ def test_mfu_on_the_rank_counts_the_loaded_models_config(tmp_path, monkeypatch):
     assert row["mfu"] == pytest.approx(want, rel=1e-3) and 0.05 < row["mfu"] < 1
     cb.on_train_begin(None, None, None)
     assert not cb.shape and "MFU not logged" in logged[-1]
+
+
+# ---------------------------------------------------------------- current architectures, counted as transformers builds them
+
+def _families():
+    import transformers as T
+
+    return {
+        "llama": T.LlamaConfig(num_hidden_layers=2),
+        "qwen3": T.Qwen3Config(num_hidden_layers=2),
+        "qwen3_5 (nested, hybrid)": T.Qwen3_5Config(text_config=dict(num_hidden_layers=8)),
+        "gemma3 (sliding/full)": T.Gemma3TextConfig(num_hidden_layers=6),
+        "gemma4 (per-layer inputs)": T.Gemma4TextConfig(num_hidden_layers=6),
+        "gemma4 (shared KV, k=v)": T.Gemma4TextConfig(num_hidden_layers=12, num_kv_shared_layers=6,
+                                                      use_double_wide_mlp=True, attention_k_eq_v=True,
+                                                      num_global_key_value_heads=1),
+        "apertus": T.ApertusConfig(num_hidden_layers=2),
+        "ministral3": T.Ministral3Config(num_hidden_layers=2),
+    }
+
+
+@pytest.mark.parametrize("family", list(_families()))
+def test_param_count_is_transformers_own(family):
+    """Every family's parameters as transformers instantiates the model (meta device: no memory), to the
+    parameter: GQA, q/k norms, Qwen3.5's gated q and Gated DeltaNet layers, Gemma's four norms, per-layer
+    inputs and shared-KV layers, Apertus' plain MLP and xIELU, tied and untied heads."""
+    import torch
+    import transformers as T
+
+    config = _families()[family]
+    with torch.device("meta"):
+        model = T.AutoModelForCausalLM.from_config(config)
+    shape = model_shape.from_config(config.to_dict(), family)
+    assert shape, shape
+    assert estimates.param_count(shape) == sum(p.numel() for p in model.parameters())
+
+
+def test_tiny_configs_are_counted():
+    """Each tiny:<family> config.json the tiny builder ships parses, and counts as transformers builds it."""
+    import torch
+    import transformers as T
+
+    for path in sorted(model_shape.TINY_CONFIGS.glob("*.json")):
+        raw = json.loads(path.read_text())
+        config = T.AutoConfig.for_model(**raw)
+        with torch.device("meta"):
+            model = T.AutoModelForCausalLM.from_config(config)
+        shape = model_shape.read(path)
+        assert shape, shape
+        assert estimates.param_count(shape) == sum(p.numel() for p in model.parameters()), path.name
+
+
+def test_hybrid_and_sliding_attention_flops():
+    """Attention FLOPs per layer: a sliding layer attends to its window, a linear-attention layer to no sequence
+    (said in the shape's notes); a Llama keeps 12·L·H·S."""
+    import transformers as T
+
+    qwen = model_shape.from_config(T.Qwen3_5TextConfig(num_hidden_layers=8).to_dict(), "qwen3.5")
+    assert qwen.linear_attention_layers == 6 and "linear-attention" in qwen.notes[0]
+    assert estimates.attention_span(qwen, 4096) == 2 * 16 * 256 * 4096
+    gemma = model_shape.from_config(T.Gemma3TextConfig(num_hidden_layers=6, sliding_window=512).to_dict(), "g3")
+    full = sum(1 for la in gemma.per_layer if la.kind == "full_attention")
+    assert estimates.attention_span(gemma, 8192) == gemma.q_dim * (full * 8192 + (6 - full) * 512)
+    llama = {"num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 4, "intermediate_size": 128,
+             "vocab_size": 100}
+    assert estimates.model_flops_per_token(llama, 16) == estimates.flops_per_token(
+        estimates.param_count(llama), 2, 64, 16)
+
+
+def test_moe_and_unknown_families():
+    """A mixture of experts is not estimated (its reason says so); an unknown dense model_type is counted as a
+    Llama and the plan says so."""
+    moe = model_shape.from_config({"model_type": "qwen3_5_moe", "text_config": {
+        "model_type": "qwen3_5_moe_text", "num_hidden_layers": 2, "hidden_size": 8, "num_attention_heads": 2,
+        "intermediate_size": 8, "vocab_size": 8, "num_experts": 4}}, "moe")
+    assert not moe and "mixture of experts" in moe.reason
+    other = model_shape.from_config({"model_type": "olmo2", "num_hidden_layers": 2, "hidden_size": 8,
+                                     "num_attention_heads": 2, "intermediate_size": 8, "vocab_size": 8}, "x")
+    assert other and "counted as a Llama-style decoder" in other.notes[0]
+
+
+def test_sequence_parallel_packing_and_liger_in_the_memory_estimate():
+    """SP=N divides the activations by N; packing without flash attention adds the S x S mask; liger drops the
+    logits (a 248k vocabulary at 16k tokens is ~40 GB of them)."""
+    import transformers as T
+
+    shape = model_shape.from_config(T.Qwen3_5TextConfig(num_hidden_layers=32, vocab_size=248320).to_dict(), "q")
+    kw = dict(world_size=32, zero_stage=3, seq_len=16384)
+    one, four = (estimates.estimate_memory(shape, sequence_parallel=n, **kw) for n in (1, 4))
+    assert four.activations == pytest.approx(one.activations / 4)
+    assert "sequence parallel 4" in four.setup
+    packed = estimates.estimate_memory(shape, packing=True, **kw)
+    assert packed.activations - one.activations == pytest.approx(16384 ** 2 / 1e9)
+    flash = estimates.estimate_memory(shape, packing=True, attention="flash_attention_2", **kw)
+    assert flash.activations == pytest.approx(one.activations)
+    liger = estimates.estimate_memory(shape, liger_kernel=True, **kw)
+    assert one.activations - liger.activations == pytest.approx(10 * 248320 * 16384 / 1e9)

@@ -69,7 +69,7 @@ def check_relations(cfg, jobs) -> List[str]:
 
 def check_jobs(cfg, jobs) -> List[str]:
     """Resources against the partition; for training stages the batch and the memory per GPU."""
-    from dfm_hpc.estimates import check_fits  # memory per GCD/GPU (docs/performance.md)
+    from dfm_hpc.login.checks.memory import check_fits  # memory per GCD/GPU (docs/performance.md)
 
     out: List[str] = []
     for job in jobs:
