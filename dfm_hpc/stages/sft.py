@@ -31,7 +31,7 @@ def run(cfg: Config, ctx: StageContext) -> None:
     model, tokenizer, base = train.load_base(cfg, ctx, st, "sft", before_model=render)
     train_ds, eval_ds = rows["train"], rows["eval"]
     args = trl.SFTConfig(**train.training_args(cfg, ctx, st), max_length=st.seq_len, packing=st.packing,
-                         assistant_only_loss=True)
+                         assistant_only_loss=False)  # the rendered assistant_masks become the labels as they are
     callback = train.metrics_callback(cfg, ctx, st, tokens_per_step=tokens.step_tokens(st, "sft"))
     trainer = trl.SFTTrainer(model=model, args=args, processing_class=tokenizer, train_dataset=train_ds,
                              eval_dataset=eval_ds, peft_config=train.peft_config(cfg), callbacks=[callback])
