@@ -7,6 +7,22 @@ import math
 from typing import List, Optional, Sequence
 
 
+def sequence_parallel(st) -> int:
+    """Ranks sharing one sequence (sft.sequence_parallel, Ulysses); 1 for stages without the key."""
+    return max(1, int(getattr(st, "sequence_parallel", 1) or 1))
+
+
+def data_parallel(st, world_size: int) -> int:
+    """Ranks that read different sequences: the world size / sequence_parallel (the ranks of one group share a
+    sequence, so global_batch_size counts sequences per data-parallel rank, not per rank)."""
+    return max(1, world_size // sequence_parallel(st))
+
+
+def accumulation(st, world_size: int) -> int:
+    """Gradient accumulation steps: global_batch_size / (data-parallel ranks x micro_batch_size), at least 1."""
+    return max(1, st.global_batch_size // (data_parallel(st, world_size) * st.micro_batch_size))
+
+
 def sequences(st) -> int:
     """Sequences a training stage consumes (cpt: blocks of seq_len tokens): max_steps x global_batch_size."""
     return st.max_steps * st.global_batch_size

@@ -293,7 +293,7 @@ def test_mfu_on_the_rank_counts_the_loaded_models_config(tmp_path, monkeypatch):
     assert not cb.shape and "MFU not logged" in logged[-1]
 
 
-# ---------------------------------------------------------------- current architectures, counted as transformers builds them
+# ---------------------------------------------------------------- current architectures, as transformers builds them
 
 def _families():
     import transformers as T

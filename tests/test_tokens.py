@@ -42,3 +42,16 @@ def test_an_allocation_is_whole_exact_and_near_each_share():
             assert sum(counts) == total
             rest, wsum = total - sum(b or 0 for b in budgets), sum(weights[i] for i in weighted)
             assert all(abs(counts[i] - rest * weights[i] / wsum) < 1 for i in weighted)
+
+
+def test_ranks_sharing_a_sequence():
+    """With sft.sequence_parallel=N, N ranks read one sequence: data-parallel ranks = world / N, and the
+    accumulation fills the global batch with those (global 64, micro 1, 32 ranks, SP 4: 8 x 8)."""
+    from types import SimpleNamespace
+
+    from dfm_hpc import tokens
+
+    sft = SimpleNamespace(sequence_parallel=4, global_batch_size=64, micro_batch_size=1)
+    assert (tokens.data_parallel(sft, 32), tokens.accumulation(sft, 32)) == (8, 8)
+    cpt = SimpleNamespace(global_batch_size=64, micro_batch_size=1)  # no key: every rank its own sequences
+    assert (tokens.data_parallel(cpt, 32), tokens.accumulation(cpt, 32)) == (32, 2)

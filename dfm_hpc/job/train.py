@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from dfm_hpc import estimates, model_shape, predict, tiny
+from dfm_hpc import estimates, model_shape, predict, tiny, tokens
 from dfm_hpc.job import curves, ds_config
 from dfm_hpc.rundir import stage_dir
 from dfm_hpc.schema import TrainStage
@@ -143,22 +143,44 @@ def training_args(cfg, ctx, st: TrainStage) -> dict:
     world = ctx.world_size
     report = reporters(ctx, st)
     bf16 = st.precision == "bf16" and on_gpu()  # CPUs (tests, local runs) train in fp32
-    ds = ds_config.render(cfg.deepspeed, st, world)
+    # ranks of one sequence-parallel group read the same batch: DeepSpeed's batch counts data-parallel ranks
+    ds = ds_config.render(cfg.deepspeed, st, tokens.data_parallel(st, world))
     ds["bf16"]["enabled"] = bf16
     return dict(
         output_dir=str(ctx.stage_dir / "checkpoints"),
         per_device_train_batch_size=st.micro_batch_size,
-        gradient_accumulation_steps=max(1, st.global_batch_size // (world * st.micro_batch_size)),
+        gradient_accumulation_steps=tokens.accumulation(st, world),
         learning_rate=st.lr, warmup_steps=st.warmup_steps, lr_scheduler_type="cosine", max_steps=st.max_steps,
         logging_steps=st.log_every_steps, save_steps=st.save_every_steps, save_total_limit=st.keep_checkpoints,
         save_strategy="steps", bf16=bf16, seed=cfg.seed, data_seed=cfg.seed,
         **{_checkpointing_arg(): st.gradient_checkpointing}, deepspeed=ds,
         report_to=report, disable_tqdm=True,
         dataloader_num_workers=0, remove_unused_columns=False, use_cpu=False,
+        # Liger's kernels (fused linear cross-entropy, RMSNorm, RoPE, SwiGLU); GPUs only, refused on CPU at plan
+        # time; needs liger-kernel in the container
+        **(dict(use_liger_kernel=True) if st.liger_kernel else {}),
+        **_sequence_parallel(st),
         # held-out loss during training: the Trainer's own evaluation loop on the stage's eval split
         **(dict(eval_strategy="steps", eval_steps=st.eval_every_steps, per_device_eval_batch_size=st.micro_batch_size)
            if getattr(st, "eval_every_steps", None) else {}),
     )
+
+
+def _sequence_parallel(st) -> dict:
+    """Ulysses sequence parallelism (DeepSpeed ALST) through accelerate's ParallelismConfig, which the Trainer
+    and TRL's SFTTrainer wire up (ZeRO-3; the sequence split across sp_size ranks, attention all-to-all by heads)."""
+    n = tokens.sequence_parallel(st)
+    if n == 1:
+        return {}
+    from accelerate.parallelism_config import ParallelismConfig
+    from accelerate.utils import DeepSpeedSequenceParallelConfig
+
+    handler = DeepSpeedSequenceParallelConfig(
+        sp_seq_length=st.seq_len, sp_seq_length_is_variable=True,  # packed/padded rows are at most seq_len
+        sp_attn_implementation=str(st.attn_implementation))
+    # each row is split into n equal chunks: rows padded to a multiple of n (SFTConfig's collator)
+    return dict(parallelism_config=ParallelismConfig(sp_backend="deepspeed", sp_size=n, sp_handler=handler),
+                pad_to_multiple_of=n)
 
 
 def _checkpointing_arg() -> str:
@@ -247,8 +269,7 @@ def metrics_callback(cfg, ctx, st: TrainStage, tokens_per_step: int):
             row = {"step": step, "loss": logs["loss"], "lr": logs.get("learning_rate"),
                    "grad_norm": logs.get("grad_norm"), "tokens_per_s_per_device": round(tps, 1),
                    # MFU against a GPU's peak; none on CPU (tests, local runs) or without a shape
-                   "mfu": round(estimates.mfu(tps, estimates.param_count(self.shape), self.shape.layers,
-                                              self.shape.q_dim, st.seq_len, peak), 5)
+                   "mfu": round(estimates.model_mfu(tps, self.shape, st.seq_len, peak), 5)
                    if torch.cuda.is_available() and self.shape else None,
                    "peak_memory_gb": _peak_memory_gb()}
             if ctx.is_main:

@@ -13,8 +13,10 @@ from typing import List, Optional
 from rich.markup import escape
 
 from dfm_hpc import predict, redact
+from dfm_hpc.login.checks import memory
 from dfm_hpc.login.point import LaunchPoint
 from dfm_hpc.plan import StageJob, billing, gpu_hours
+from dfm_hpc.registry import TRAINED_STAGES
 from dfm_hpc.tokens import allocate, train_tokens
 
 EXIT_INVALID = 2
@@ -73,6 +75,8 @@ def plan_table(point: LaunchPoint, n_points: int) -> None:
                      "-" if b is None else f"{_short(p['billing'])}/{_short(b)}"))
         how = f" [dim]-> {escape(p['work'])} at {escape(p['rate'])} ({p['device']})[/]" if p["basis"] == "work" else ""
         lines.append(f"  [bold]{j.stage}[/]: {escape(p['summary'])}{how}")
+        if j.stage in TRAINED_STAGES and (mem := memory.plan_line(j, cfg)):
+            lines.append(f"    memory: {escape(mem)}")
     # stages run in order, each after the one before (afterok); pred. ending in ~: a fixed guess
     t = Table(title=title, title_justify="left", box=None, pad_edge=False, header_style="bold")
     for i, col in enumerate(cols):  # every column as wide as its values (a stage name is never cut)

@@ -5,6 +5,8 @@ the CLI prints them all and exits 2 before anything is created.
     stages.py     the stage list and walltimes (the plan needs them), the rules between a stage's keys
     ranges.py     every key's own number range (the schema's `ranged` metadata)
     resources.py  what each job asks the scheduler for: partition and per-user job limits, batch layout
+    memory.py     a training stage's memory per GCD/GPU (estimates.py), the changes that fit
+    parallel.py   sequence parallelism against the model, the sequence and the ranks; Liger needs GPUs
     paths.py      what the stages read (registry.STAGES): local inputs exist and are readable, the offline cache
     safety.py     text that reaches scripts, names, secrets
 
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 from typing import List
 
-from dfm_hpc.login.checks import paths, ranges, resources, safety, stages
+from dfm_hpc.login.checks import parallel, paths, ranges, resources, safety, stages
 from dfm_hpc.login.checks.keys import SCHEMA_KEYS, check_overrides, explain_hydra_error, groups, invalid_choice
 from dfm_hpc.login.checks.paths import should_check_paths
 from dfm_hpc.login.checks.resources import check_sweep_job_limits
@@ -29,7 +31,8 @@ __all__ = ["SCHEMA_KEYS", "check_config", "check_overrides", "check_stages", "ch
 CHECKS = [resources.check_cluster, ranges.check_ranges, resources.check_jobs, stages.check_translate,
           stages.check_pii, stages.check_evaluate, stages.check_finetune, stages.check_context, paths.check_inputs,
           safety.check_names, safety.check_text, resources.check_times, stages.check_relations,
-          resources.check_relations, paths.check_data_files, stages.check_mixture]
+          resources.check_relations, paths.check_data_files, stages.check_mixture, parallel.check_sequence_parallel,
+          parallel.check_liger]
 
 
 def check_config(cfg, jobs=None) -> List[str]:

@@ -7,6 +7,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from dfm_hpc import model_shape
 from dfm_hpc.estimates import MemoryEstimate, estimate_for
+from dfm_hpc.tokens import sequence_parallel
 
 
 def device_memory_gb(job, cluster) -> Optional[float]:
@@ -106,3 +107,25 @@ def check_fits(job, cfg) -> List[str]:
                 "or a smaller model")
     problems.append(f"{s}: {what} > {device_gb:.0f} GB per {dev}; {tail}")
     return problems
+
+
+def plan_line(job, cfg) -> Optional[str]:
+    """The plan's memory line of a training stage on GPUs: its estimate per device and, for sft, which
+    sequence-parallel degrees (1/2/4/8) fit the device (each estimated; one line). None without GPUs or a shape."""
+    device_gb = device_memory_gb(job, cfg.cluster)
+    shape = model_shape.of(cfg)
+    if device_gb is None or not shape or str(cfg.peft.method) not in ("none", "lora", "qlora"):
+        return None
+    dev = "GCD" if cfg.cluster.system == "lumi" else "GPU"
+    st = cfg[job.stage]
+    est = estimate_for(job, cfg, shape)
+    line = f"~{est.total:.0f} GB per {dev} of {device_gb:.0f}"
+    if "sequence_parallel" in st:
+        degrees = [n for n in (1, 2, 4, 8) if not job.world_size % n and not st.seq_len % n]
+        totals = {n: estimate_for(job, cfg, shape, sequence_parallel=n).total for n in degrees}
+        fits = [f"{n} ~{gb:.0f} GB{' fits' if gb <= device_gb else ''}" for n, gb in totals.items()]
+        line += (f" (sequence_parallel {sequence_parallel(st)}); at {st.seq_len:,} tokens sequence_parallel "
+                 + ", ".join(fits))
+        if shape.linear_attention_layers:
+            line += " (only 1 for this model: linear-attention layers)"
+    return line + (f"; {'; '.join(shape.notes)}" if shape.notes else "")

@@ -10,6 +10,7 @@ from typing import List
 from dfm_hpc import lumi
 from dfm_hpc.plan import StageJob
 from dfm_hpc.registry import TRAINED_STAGES
+from dfm_hpc.tokens import data_parallel
 
 MAX_ARRAY = 1000  # Slurm's default MaxArraySize is 1001 (indices 0-1000)
 
@@ -173,13 +174,15 @@ def _mem_or_none(text):
 
 
 def _check_batch(job: StageJob, st) -> List[str]:
-    per_step = job.world_size * st.micro_batch_size
+    dp = data_parallel(st, job.world_size)  # ranks reading different sequences (world / sequence_parallel)
+    per_step = dp * st.micro_batch_size
     if per_step < 1 or st.global_batch_size < 1:  # said by check_ranges
         return []
     if st.global_batch_size % per_step:
         fits = [g for g in range(per_step, 4 * st.global_batch_size + per_step, per_step)]
         near = min(fits, key=lambda g: abs(g - st.global_batch_size))
-        return [f"{job.stage}.global_batch_size={st.global_batch_size} is not divisible by world size "
-                f"{job.world_size} x micro_batch_size {st.micro_batch_size} = {per_step}; "
-                f"e.g. {job.stage}.global_batch_size={near}"]
+        ranks = (f"world size {job.world_size}" if dp == job.world_size else
+                 f"{dp} data-parallel ranks (world size {job.world_size} / sequence_parallel {job.world_size // dp})")
+        return [f"{job.stage}.global_batch_size={st.global_batch_size} is not divisible by {ranks} x "
+                f"micro_batch_size {st.micro_batch_size} = {per_step}; e.g. {job.stage}.global_batch_size={near}"]
     return []
