@@ -7,11 +7,11 @@ kind, source), beside the corpus stores:
                                    source fingerprint)[:16]
       shard-NNNNN.arrow            the shard's chats, one row each, in source order (an Arrow stream, memory-mapped
                                    when read): sft: input_ids (int32), assistant_masks (int8, 1 = trained);
-                                   dpo: prompt_input_ids, chosen_input_ids, rejected_input_ids (int32)
+                                   dpo: prompt_ids, chosen_ids, rejected_ids (int32; TRL 1.16's columns)
       shard-NNNNN.done             JSON: documents (chats), tokens, trained (sft), sha256 of the .arrow
       layout.json, manifest.json   as the corpus stores (store.py)
 
-Rows are the source's chats one for one (chat_template.render's ids and mask, nothing dropped), so
+Rows are the source's chats one for one (what chat_template.chat_rows / pair_rows give, nothing dropped), so
 data.split's seeded split of the store is the same train/eval split as on the fly.
 """
 
@@ -27,8 +27,7 @@ from dfm_hpc.files import atomic_open, write_atomic
 from dfm_hpc.job import data, store
 
 FORMAT = "dfm_hpc-chat-store/1"
-COLUMNS = {"sft": ("input_ids", "assistant_masks"), "dpo": ("prompt_input_ids", "chosen_input_ids",
-                                                          "rejected_input_ids")}
+COLUMNS = {"sft": ("input_ids", "assistant_masks"), "dpo": ("prompt_ids", "chosen_ids", "rejected_ids")}
 
 
 def kinds(cfg) -> List[str]:
@@ -81,21 +80,22 @@ def locate(cfg, ctx, tokenizer, kind: str) -> Dict:
             "store": str(where / store_key(th, tpl, reasoning, kind, fp))}
 
 
-def render_rows(kind: str, rows: Dict[str, list], tokenizer, reasoning: bool) -> Dict[str, list]:
-    """A batch of source rows -> the store's columns, through chat_template's renderer (the one sft/dpo use)."""
+def render_rows(kind: str, rows, first: int, tokenizer, reasoning: bool) -> Dict[str, list]:
+    """Source rows (a Dataset slice starting at row `first`) -> the store's columns, rendered by the calls
+    sft/dpo make on the fly (chat_template.chat_rows / pair_rows: render, render_pair)."""
     from dfm_hpc.job import chat_template
 
     out: Dict[str, list] = {c: [] for c in COLUMNS[kind]}
-    if kind == "sft":
-        for messages in rows["messages"]:
-            r = chat_template.render(tokenizer, messages, train_reasoning=reasoning)
+    for j, row in enumerate(rows):
+        kw = {"train_reasoning": reasoning, "tools": chat_template._tools(row), "index": first + j}
+        if kind == "sft":
+            r = chat_template.render(tokenizer, row["messages"], **kw)
             out["input_ids"].append(list(r.ids))
-            out["assistant_masks"].append([int(bool(m)) for m in r.mask])
-        return out
-    for prompt, chosen, rejected in zip(rows["prompt"], rows["chosen"], rows["rejected"]):
-        pair = chat_template.render_pair(tokenizer, prompt, chosen, rejected)
-        for c in COLUMNS[kind]:
-            out[c].append(list(pair[c]))
+            out["assistant_masks"].append(list(r.mask))
+        else:
+            pair = chat_template.render_pair(tokenizer, row["prompt"], row["chosen"], row["rejected"], **kw)
+            for c in COLUMNS[kind]:
+                out[c].append(list(pair[c]))
     return out
 
 
@@ -105,7 +105,8 @@ def _schema(kind: str):
     return pa.schema([(c, pa.list_(pa.int8() if c == "assistant_masks" else pa.int32())) for c in COLUMNS[kind]])
 
 
-def write_shard(d: Path, shard: int, kind: str, rows, tokenizer, reasoning: bool, batch: int, should_stop) -> Dict:
+def write_shard(d: Path, shard: int, kind: str, rows, first: int, tokenizer, reasoning: bool, batch: int,
+                should_stop) -> Dict:
     """Render `rows` (a Dataset slice) into shard-NNNNN.arrow, then its .done. The .arrow is written to a
     temporary file and renamed when complete, so an interrupted shard is redone from its start."""
     import pyarrow as pa
@@ -119,11 +120,10 @@ def write_shard(d: Path, shard: int, kind: str, rows, tokenizer, reasoning: bool
                 from dfm_hpc.job.rank import Preempted
 
                 raise Preempted(f"stopped in chat shard {shard}")
-            cols = render_rows(kind, rows[i:i + batch], tokenizer, reasoning)
+            cols = render_rows(kind, rows.select(range(i, min(i + batch, len(rows)))), first + i, tokenizer, reasoning)
             w.write_batch(pa.record_batch([pa.array(cols[c], type=schema.field(c).type) for c in COLUMNS[kind]],
                                           schema=schema))
-            first = cols[COLUMNS[kind][0]]
-            info["documents"] += len(first)
+            info["documents"] += len(cols[COLUMNS[kind][0]])
             info["tokens"] += sum(len(x) for c in COLUMNS[kind] if c != "assistant_masks" for x in cols[c])
             info["trained"] += sum(sum(m) for m in cols.get("assistant_masks", ()))
     info["sha256"] = store.file_sha256(Path(f"{base}.arrow"))
@@ -153,7 +153,7 @@ def build(cfg, ctx, worker: int, num_workers: int) -> List[Dict]:
                 rows_of[p["store"]] = data.load_chats(p["resolved"], ctx, p["kind"])
             rows = rows_of[p["store"]]
             rng = store.shard_ranges(len(rows), p["shards"])[s]
-            info = write_shard(d, s, p["kind"], rows.select(rng), p["tokenizer"], p["train_reasoning"],
+            info = write_shard(d, s, p["kind"], rows.select(rng), rng.start, p["tokenizer"], p["train_reasoning"],
                                cfg.tokenize.batch_docs, ctx.should_stop)
             n_tok += info["tokens"]
         meta = {"tokenizer": cfg.model.name_or_path, "chat_template": cfg.model.chat_template,

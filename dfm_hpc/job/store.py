@@ -128,8 +128,8 @@ def finish(store: Path, meta: Dict, n_shards: int, fmt: str = FORMAT) -> Optiona
         return None
     shards = [json.loads(d.read_text()) for d in dones]
     checksum = hashlib.sha256("".join(s["sha256"] for s in shards).encode()).hexdigest()
-    manifest = {**meta, "format": fmt, "shards": shards, "documents": sum(s["documents"] for s in shards),
-                "tokens": sum(s["tokens"] for s in shards), "checksum": checksum}
+    totals = {k: sum(s[k] for s in shards) for k in ("documents", "tokens", "trained") if k in shards[0]}
+    manifest = {**meta, "format": fmt, "shards": shards, **totals, "checksum": checksum}
     write_atomic(store / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     return manifest
 

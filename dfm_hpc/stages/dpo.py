@@ -11,7 +11,7 @@ before the model is loaded; TRL gets prompt_ids/chosen_ids/rejected_ids and uses
 from __future__ import annotations
 
 from dfm_hpc import tokens
-from dfm_hpc.job import chat_template, data, train
+from dfm_hpc.job import chat_store, chat_template, data, train
 from dfm_hpc.job.rank import StageContext
 from dfm_hpc.schema import Config
 
@@ -24,6 +24,10 @@ def run(cfg: Config, ctx: StageContext) -> None:
     rows = {}
 
     def render(tokenizer):
+        stored = chat_store.load(cfg, ctx, "dpo", tokenizer)  # tokenize.chats: rendered by the tokenize stage
+        if stored is not None:
+            rows["train"], rows["eval"] = data.split(stored)
+            return
         pairs = data.split(data.load_chats(st.dataset, ctx, "dpo"))
         rows["train"], rows["eval"] = (None if d is None else chat_template.pair_rows(d, tokenizer, st) for d in pairs)
 

@@ -12,7 +12,7 @@ model) goes to stages/sft/model/; under ZeRO-3 the weights are gathered on save,
 from __future__ import annotations
 
 from dfm_hpc import tokens
-from dfm_hpc.job import chat_template, data, train
+from dfm_hpc.job import chat_store, chat_template, data, train
 from dfm_hpc.job.rank import StageContext
 from dfm_hpc.schema import Config
 
@@ -25,6 +25,10 @@ def run(cfg: Config, ctx: StageContext) -> None:
     rows = {}
 
     def render(tokenizer):  # TRL takes input_ids + assistant_masks as they are
+        stored = chat_store.load(cfg, ctx, "sft", tokenizer)  # tokenize.chats: rendered by the tokenize stage
+        if stored is not None:
+            rows["train"], rows["eval"] = data.split(stored)
+            return
         chats = data.split(data.load_chats(st.dataset, ctx, "sft"))
         rows["train"], rows["eval"] = (None if d is None else chat_template.chat_rows(d, tokenizer, st) for d in chats)
 

@@ -1,0 +1,148 @@
+"""Pretokenized chats (tokenize.chats, dfm_hpc/job/chat_store.py): the store holds exactly what
+chat_template.render / render_pair give, one row per chat, so the seeded train/eval split is the one on the
+fly; an interrupted build resumes to the same bytes, another run reuses it, and a change of template,
+train_reasoning or data gives another store. Packing (TRL's bfd, as sft configures it): position ids restart
+at each conversation, and with sdpa and eager a conversation does not see the one packed before it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from helpers import make_cfg, stage_ctx
+
+pytest.importorskip("transformers")
+
+
+def _cfg(**tokenize):
+    return make_cfg(model={"name_or_path": "tiny:llama"}, stages=["tokenize", "sft", "dpo"],
+                    sft={"dataset": "tiny:chats"}, dpo={"dataset": "tiny:chats"},
+                    tokenize={"chats": True, "shards": 3, "batch_docs": 16, **tokenize})
+
+
+def _run(root: Path) -> Path:
+    run = root / "runs" / "x" / "run"
+    run.mkdir(parents=True, exist_ok=True)
+    return run
+
+
+def _build(run: Path, cfg, stop_after=None):
+    from dfm_hpc.job import chat_store
+
+    ctx = stage_ctx(run, "tokenize")
+    calls = []
+    ctx.should_stop = lambda: calls.append(1) or (stop_after is not None and len(calls) > stop_after)
+    return {p["kind"]: p for p in chat_store.build(cfg, ctx, 0, 1)}
+
+
+def test_the_store_is_what_render_gives_and_splits_as_on_the_fly(tmp_path):
+    from dfm_hpc.job import chat_store, chat_template, data
+
+    cfg, run = _cfg(), _run(tmp_path)
+    plans = _build(run, cfg)
+    ctx = stage_ctx(run, "sft")
+    tok = chat_store.tokenizer_for(cfg, ctx, "sft")
+    sft = chat_store.load(cfg, ctx, "sft", tok)
+    chats = data.load_chats("tiny:chats", ctx, "sft")
+    assert sft.column_names == ["input_ids", "assistant_masks"] and len(sft) == len(chats) == 200
+    for row, messages in zip(sft, chats["messages"]):
+        r = chat_template.render(tok, messages)
+        assert row["input_ids"] == r.ids and row["assistant_masks"] == r.mask and 1 in r.mask
+    # the same seeded split, and the rows sft renders on the fly (chat_rows) for it
+    for stored, fly in zip(data.split(sft), data.split(chats)):
+        want = chat_template.chat_rows(fly, tok, cfg.sft)
+        assert stored["input_ids"] == want["input_ids"] and stored["assistant_masks"] == want["assistant_masks"]
+    dpo = chat_store.load(cfg, stage_ctx(run, "dpo"), "dpo", tok)
+    pairs = data.load_chats("tiny:chats", ctx, "dpo")
+    assert dpo.column_names == ["prompt_ids", "chosen_ids", "rejected_ids"]
+    for stored, fly in zip(data.split(dpo), data.split(pairs)):
+        want = chat_template.pair_rows(fly, tok, cfg.dpo)
+        assert all(stored[c] == want[c] for c in chat_store.COLUMNS["dpo"])
+    m = json.loads((Path(plans["sft"]["store"]) / "manifest.json").read_text())
+    assert m["format"] == chat_store.FORMAT and m["documents"] == 200 and m["kind"] == "sft"
+    assert m["tokens"] == sum(len(x) for x in sft["input_ids"]) and 0 < m["trained"] < m["tokens"]
+
+
+def test_an_interrupted_build_resumes_to_the_same_store_and_is_reused(tmp_path):
+    from dfm_hpc.job import chat_store
+    from dfm_hpc.job.rank import Preempted
+
+    cfg = _cfg()
+    clean = _build(_run(tmp_path / "clean"), cfg)
+    cut_run = _run(tmp_path / "cut")
+    with pytest.raises(Preempted):  # stopped inside a shard
+        _build(cut_run, cfg, stop_after=5)
+    done = list((tmp_path / "cut" / "runs").glob("chats-*/shard-*.done"))
+    assert 0 < len(done) < 6 and not list((tmp_path / "cut" / "runs").glob("chats-*/manifest.json"))
+    cut = _build(cut_run, cfg)  # the rerun
+    for kind in ("sft", "dpo"):
+        a, b = Path(clean[kind]["store"]), Path(cut[kind]["store"])
+        assert a.name == b.name and not list(b.glob("*.tmp"))
+        for f in sorted(x.name for x in a.iterdir() if x.suffix in (".arrow", ".done")):
+            assert (a / f).read_bytes() == (b / f).read_bytes(), f
+    again = _build(_run(tmp_path / "clean"), cfg)  # the manifests are there: nothing to do
+    assert all("shards" not in p for p in again.values())
+    assert again["sft"]["store"] == clean["sft"]["store"]
+    # another template or train_reasoning is another store; tokenize.chats off or no sft stage: none
+    ctx = stage_ctx(_run(tmp_path / "clean"), "sft")
+    tok = chat_store.tokenizer_for(cfg, ctx, "sft")
+    other = make_cfg(model={"name_or_path": "tiny:llama"}, stages=["tokenize", "sft"],
+                     sft={"dataset": "tiny:chats", "train_reasoning": True}, tokenize={"chats": True})
+    assert chat_store.locate(other, ctx, tok, "sft")["store"] != clean["sft"]["store"]
+    assert chat_store.load(other, ctx, "sft", tok) is None  # no such store yet: on the fly
+    tok.chat_template = tok.chat_template + " "
+    assert chat_store.locate(cfg, ctx, tok, "sft")["store"] != clean["sft"]["store"]
+    assert chat_store.load(_cfg(), ctx, "sft", tok) is None
+    off = make_cfg(model={"name_or_path": "tiny:llama"}, stages=["tokenize", "sft"], sft={"dataset": "tiny:chats"})
+    assert chat_store.kinds(off) == [] and chat_store.load(off, ctx, "sft", tok) is None
+
+
+def _conversations(tok):
+    msgs = [[{"role": "user", "content": f"Hvad er {w}?"}, {"role": "assistant", "content": f"{w} er et ord."}]
+            for w in ("hus", "sol og vind", "en meget lang sætning om ingenting")]
+    out = [tok.apply_chat_template(m, tokenize=True, return_dict=True)["input_ids"] for m in msgs]
+    return [{"input_ids": ids, "assistant_masks": [0] * (len(ids) // 2) + [1] * (len(ids) - len(ids) // 2)}
+            for ids in out]
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_a_packed_row_restarts_positions_and_keeps_conversations_apart(tmp_path, attn):
+    """Rows as chat_store.load gives them, through SFTTrainer as the sft stage packs (bfd, padding-free):
+    the position ids restart at each conversation, and each conversation's logits in the packed row are
+    its logits alone. transformers 5.24 builds a block-diagonal causal mask from restarting position ids
+    for sdpa/eager/flex (masking_utils.find_packed_sequence_indices) only without a KV cache:
+    SFTTrainer.compute_loss passes use_cache=False; with a cache the conversations see each other."""
+    import datasets
+    import torch
+    import trl
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from dfm_hpc import tiny
+
+    path = tiny.resolve("tiny:llama", tmp_path / "cache")
+    tok = AutoTokenizer.from_pretrained(path)
+    rows = _conversations(tok)
+    model = AutoModelForCausalLM.from_pretrained(path, attn_implementation=attn)
+    args = trl.SFTConfig(output_dir=str(tmp_path / "out"), max_steps=1, report_to=[], use_cpu=True, bf16=False,
+                         per_device_train_batch_size=1, max_length=512, packing=True, save_strategy="no")
+    t = trl.SFTTrainer(model=model, args=args, processing_class=tok, train_dataset=datasets.Dataset.from_list(rows))
+    batch = next(iter(t.get_train_dataloader()))
+    assert batch["input_ids"].shape[0] == 1 and "attention_mask" not in batch  # one packed row, padding-free
+    pos, ids = batch["position_ids"][0].tolist(), batch["input_ids"][0].tolist()
+    starts = [i for i, p in enumerate(pos) if p == 0]
+    lengths = [b - a for a, b in zip(starts, starts[1:] + [len(pos)])]
+    assert sorted(lengths) == sorted(len(r["input_ids"]) for r in rows)  # one restart per conversation
+    model.eval()
+    with torch.no_grad():
+        _, out = t.compute_loss(model, dict(batch), return_outputs=True)
+        cached = model(**batch, use_cache=True).logits[0]
+        for a, n in zip(starts, lengths):
+            assert pos[a:a + n] == list(range(n))
+            assert any(ids[a:a + n] == r["input_ids"] for r in rows)  # each conversation whole
+            assert int(batch["labels"][0, a]) == -100  # nothing trained across the boundary
+            alone = model(torch.tensor([ids[a:a + n]])).logits[0]
+            assert torch.allclose(out.logits[0, a:a + n], alone, atol=1e-5)
+        later = starts[-1]  # the check would see cross-attention: with a KV cache the mask is plain causal
+        assert not torch.allclose(cached[later:], out.logits[0, later:], atol=1e-3)
