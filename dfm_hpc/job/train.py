@@ -178,9 +178,11 @@ def _sequence_parallel(st) -> dict:
     handler = DeepSpeedSequenceParallelConfig(
         sp_seq_length=st.seq_len, sp_seq_length_is_variable=True,  # packed/padded rows are at most seq_len
         sp_attn_implementation=str(st.attn_implementation))
-    # each row is split into n equal chunks: rows padded to a multiple of n (SFTConfig's collator)
+    # each row is split into n equal chunks, so rows are padded to a multiple of n (SFTConfig's collator); packed
+    # rows, and any row on CPU, to seq_len: the group gathers its ranks' batches, and gloo only gathers equal shapes
+    pad = st.seq_len if st.packing or not on_gpu() else n
     return dict(parallelism_config=ParallelismConfig(sp_backend="deepspeed", sp_size=n, sp_handler=handler),
-                pad_to_multiple_of=n)
+                pad_to_multiple_of=pad)
 
 
 def _checkpointing_arg() -> str:

@@ -58,3 +58,60 @@ def test_a_data_file_must_have_the_columns_its_stage_reads(tmp_path):
             in checks.check_config(cfg))
     cfg = _cfg(tmp_path, ["sft"], sft={"dataset": str(chats)})
     assert not [p for p in checks.check_config(cfg) if "sft.dataset" in p]
+
+
+# ---------------------------------------------------------------- sequence parallelism and Liger (checks/parallel.py)
+
+def _problems(*overrides):
+    from dfm_hpc.login.checks import check_config
+
+    return check_config(make_cfg(*overrides))
+
+
+def test_sequence_parallel_against_the_model_the_sequence_and_the_ranks():
+    """sft.sequence_parallel=N: heads and KV heads (read from the model's config.json), seq_len and the world size
+    divisible, ZeRO-3, an attention Ulysses wraps; a model with linear-attention layers is refused."""
+    lumi = ("+experiment=munin_sft", "cluster=lumi", "cluster.account=project_465000670")
+    assert not [p for p in _problems(*lumi, "sft.sequence_parallel=4") if "sequence_parallel" in p]
+    bad = [p for p in _problems(*lumi, "sft.sequence_parallel=3", "sft.global_batch_size=48") if "sequence_par" in p]
+    assert any("world size 8" in p for p in bad) and any("seq_len=4096 is not divisible by 3" in p for p in bad)
+    assert any("32 attention heads are not divisible by 3" in p for p in bad)
+    assert any("8 key/value heads and 3" in p for p in bad)
+    zero2 = _problems(*lumi, "sft.sequence_parallel=2", "deepspeed=zero2")
+    assert any("use deepspeed=zero3" in p for p in zero2)
+    eager = _problems(*lumi, "sft.sequence_parallel=2", "sft.attn_implementation=eager")
+    assert any("attn_implementation=eager" in p for p in eager)
+    # a batch counts data-parallel ranks: 8 ranks / SP 4 = 2, x micro 4 = 8 sequences per step
+    batch = _problems(*lumi, "sft.sequence_parallel=4", "sft.global_batch_size=12")
+    assert any("2 data-parallel ranks (world size 8 / sequence_parallel 4)" in p for p in batch)
+
+
+def test_sequence_parallel_refuses_linear_attention_layers(tmp_path):
+    import transformers as T
+
+    model = tmp_path / "qwen35"
+    model.mkdir()
+    T.Qwen3_5TextConfig(num_hidden_layers=4, max_position_embeddings=8192).save_pretrained(model)
+    problems = _problems("+experiment=munin_sft", "cluster=lumi", "cluster.account=project_465000670",
+                         f"model.name_or_path={model}", "sft.sequence_parallel=2")
+    assert any("3 linear-attention layers" in p and "sequence_parallel=1" in p for p in problems), problems
+
+
+def test_liger_needs_gpus():
+    """Liger's kernels: refused for a stage without GPUs (a local CPU run), fine on LUMI's GCDs."""
+    local = _problems("+experiment=sft_tiny", "sft.liger_kernel=true")
+    assert any("sft.liger_kernel=true: Liger's kernels run on GPUs only" in p for p in local), local
+    lumi = _problems("+experiment=munin_sft", "cluster=lumi", "cluster.account=project_465000670",
+                     "sft.liger_kernel=true")
+    assert not [p for p in lumi if "liger" in p]
+
+
+def test_a_bad_degree_or_liger_on_cpu_exits_2_and_writes_nothing(tmp_path):
+    from helpers import dfm
+
+    for args in (("+experiment=munin_sft", "cluster=lumi", "cluster.account=project_465000670", "dry_run=true",
+                  "sft.sequence_parallel=3"),
+                 ("+experiment=sft_tiny", "sft.liger_kernel=true")):
+        p = dfm(*args, f"runs_root={tmp_path / 'runs'}", cwd=tmp_path)
+        assert p.returncode == 2, p.stdout + p.stderr
+        assert "nothing was created" in p.stderr and not (tmp_path / "runs").exists()
