@@ -47,7 +47,7 @@ FAMILIES = {
                        "<|assistant_end|>", "<|inner_prefix|>", "<|inner_suffix|>", "<|tools_prefix|>",
                        "<|tools_suffix|>"),
                       "<s>", "<|assistant_end|>", "<pad>"),
-    "ministral3": Family(_MISTRAL + ("<pad>", "[IMG]", "[IMG_BREAK]", "[IMG_END]"), "<s>", "</s>", "<pad>"),
+    "ministral3": Family(_MISTRAL + ("<pad>", "[IMG]", "[IMG_BREAK]", "[IMG_END]", "[ARGS]"), "<s>", "</s>", "<pad>"),
     "mistral": Family(_MISTRAL, "<s>", "</s>", None),
 }
 
