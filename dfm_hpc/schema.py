@@ -326,6 +326,8 @@ class SftStage(TrainStage):
     # Ulysses sequence parallelism: ranks sharing one sequence (divides heads, seq_len and world size; ZeRO-3)
     sequence_parallel: int = ranged(1, ge=1, hint="{rule} (1: off; 2, 4 or 8 ranks per sequence)")
     train_reasoning: bool = False  # train the assistant's reasoning (reasoning_content) too; false: drop it
+    # one sample per assistant turn, its history as inference renders it (templates that rewrite earlier turns: Qwen3)
+    split_turns: bool = False
     lr: float = 1e-4
     # also write the base with the adapter merged in (stages/<stage>/merged/: a plain HF model to serve or upload)
     merge_adapter: bool = False

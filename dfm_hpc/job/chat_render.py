@@ -51,11 +51,28 @@ def _diff(a: str, b: str) -> str:
     return f"at char {i}: {a[max(0, i - 40):i + 40]!r} became {b[max(0, i - 40):i + 40]!r}"
 
 
-def render(tokenizer, messages, *, train_reasoning: bool = False, tools=None, index=None) -> Rendered:
+def _kwargs(tokenizer, tools, train_reasoning: bool) -> dict:
+    """Template variables: enable_thinking only where the template reads it (as inference would pass it)."""
+    kw = {"tools": tools}
+    if "enable_thinking" in (getattr(tokenizer, "chat_template", None) or ""):
+        kw["enable_thinking"] = train_reasoning
+    return kw
+
+
+def assistant_turns(messages) -> list[int]:
+    """The index of each assistant turn's last message (consecutive assistant messages are one turn)."""
+    return [i for i, m in enumerate(messages) if m["role"] == "assistant"
+            and not (i + 1 < len(messages) and messages[i + 1]["role"] == "assistant")]
+
+
+def render(tokenizer, messages, *, train_reasoning: bool = False, tools=None, index=None,
+           last_turn_only: bool = False) -> Rendered:
     """`messages` (dicts with role/content, tool_calls, reasoning_content) -> Rendered(ids, mask). `index`
-    (the conversation's row) only goes into error messages."""
+    (the conversation's row) only goes into error messages. `last_turn_only`: train (and split at) only the
+    final assistant turn; the history before it is the prompt exactly as inference renders it
+    (sft.split_turns, DPO)."""
     msgs = _prepare(messages, train_reasoning)
-    kw = {"tools": tools, "enable_thinking": train_reasoning}
+    kw = _kwargs(tokenizer, tools, train_reasoning)
 
     def text(k: int, gen: bool) -> str:
         return tokenizer.apply_chat_template(msgs[:k], tokenize=False, add_generation_prompt=gen, **kw)
@@ -66,17 +83,19 @@ def render(tokenizer, messages, *, train_reasoning: bool = False, tools=None, in
     def fail(turn: int, what: str) -> TemplateSplitError:
         where = f"conversation {index}, " if index is not None else ""
         role = msgs[turn]["role"] if turn < len(msgs) else "end"
+        hint = "" if last_turn_only else " (sft.split_turns=true trains each assistant turn on the history " \
+                                          "as inference renders it)"
         return TemplateSplitError(f"chat template of {template_name(tokenizer)} cannot be split into turns: "
-                                  f"{where}turn {turn} ({role}): {what}")
+                                  f"{where}turn {turn} ({role}): {what}{hint}")
 
     full = text(len(msgs), False)
     ids = encode(full)
     mask = [0] * len(ids)
     prev_text, prev_len = "", 0
-    eos = tokenizer.eos_token_id
-    for i, m in enumerate(msgs):
-        if m["role"] != "assistant" or (i + 1 < len(msgs) and msgs[i + 1]["role"] == "assistant"):
-            continue  # consecutive assistant messages are one turn: split at the last
+    turns = assistant_turns(msgs)
+    if last_turn_only:
+        turns = turns[-1:]
+    for i in turns:
         bounds = []
         for k, gen in ((_turn_start(msgs, i), True), (i + 1, False)):
             s = text(k, gen)
@@ -93,10 +112,26 @@ def render(tokenizer, messages, *, train_reasoning: bool = False, tools=None, in
         start, end = bounds
         if end <= start:
             raise fail(i, "the assistant turn adds no tokens")
-        if end < len(ids) and ids[end] == eos and (end == 0 or ids[end - 1] != eos):
+        if end < len(ids) and ids[end] == tokenizer.eos_token_id and ids[end - 1] != tokenizer.eos_token_id:
             end += 1  # a turn closed only when the next begins (Apertus): its eos is the assistant's
         mask[start:end] = [1] * (end - start)
+    if turns and turns[-1] == len(msgs) - 1:
+        _close_final_turn(tokenizer, msgs, kw, full, ids, mask)
     return Rendered(ids=ids, mask=mask)
+
+
+def _close_final_turn(tokenizer, msgs, kw, full: str, ids: list[int], mask: list[int]) -> None:
+    """A template that writes a turn's end only when the next turn starts (Apertus' <|assistant_end|>)
+    leaves a chat's final turn open, so the model would never learn to stop. The closing is taken from
+    the template itself: what a following user turn writes first, when that is the eos token."""
+    eos, eos_id = tokenizer.eos_token, tokenizer.eos_token_id
+    if not eos or (ids and ids[-1] == eos_id):
+        return
+    probe = msgs + [{"role": "user", "content": "."}]
+    nxt = tokenizer.apply_chat_template(probe, tokenize=False, add_generation_prompt=False, **kw)
+    if nxt.startswith(full) and nxt[len(full):].startswith(eos) and not full.rstrip().endswith(eos):
+        ids.append(eos_id)
+        mask.append(1)
 
 
 def _turn_start(msgs, i: int) -> int:
@@ -114,7 +149,7 @@ def render_pair(tokenizer, prompt, chosen, rejected, *, train_reasoning: bool = 
     out = {}
     for key, completion in (("chosen", chosen), ("rejected", rejected)):
         r = render(tokenizer, list(prompt) + list(completion), train_reasoning=train_reasoning, tools=tools,
-                   index=index)
+                   index=index, last_turn_only=True)
         n = r.mask.index(1) if 1 in r.mask else len(r.ids)
         if "prompt_ids" in out and out["prompt_ids"] != r.ids[:n]:
             raise TemplateSplitError(f"chat template of {template_name(tokenizer)}: conversation {index}: the prompt "

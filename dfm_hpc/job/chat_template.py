@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from dfm_hpc.job import chat_render
 from dfm_hpc.job.chat_render import Rendered, TemplateSplitError, render, render_pair  # noqa: F401 (the API)
 
 MANAGED = Path(__file__).resolve().parent.parent / "templates" / "chat_template.jinja"
@@ -55,14 +56,25 @@ def _tools(row):
 
 def chat_rows(ds, tokenizer, st):
     """sft: a `messages` dataset -> input_ids + assistant_masks (TRL uses them as they are: the masks
-    become labels -100, packing included). A template that cannot be split raises TemplateSplitError."""
+    become labels -100, packing included). A template that cannot be split raises TemplateSplitError.
+    `sft.split_turns`: one row per assistant turn, its history as inference renders it, only that turn
+    trained (templates that rewrite earlier turns: Qwen3/3.5 drop an earlier turn's empty <think>)."""
     reasoning = bool(getattr(st, "train_reasoning", False))
+    split = bool(getattr(st, "split_turns", False))
 
-    def one(row, idx):
-        r = render(tokenizer, row["messages"], train_reasoning=reasoning, tools=_tools(row), index=idx)
-        return {"input_ids": r.ids, "assistant_masks": r.mask}
+    def one(rows, idxs):
+        out = {"input_ids": [], "assistant_masks": []}
+        for msgs, tools, idx in zip(rows["messages"], rows["tools"] if "tools" in rows else [None] * len(idxs), idxs):
+            kw = {"train_reasoning": reasoning, "tools": _tools({"tools": tools}), "index": idx}
+            ends = chat_render.assistant_turns(msgs) if split else [len(msgs) - 1]
+            for end in ends:
+                r = render(tokenizer, msgs[:end + 1] if split else msgs, last_turn_only=split, **kw)
+                out["input_ids"].append(r.ids)
+                out["assistant_masks"].append(r.mask)
+        return out
 
-    return ds.map(one, with_indices=True, remove_columns=ds.column_names, desc="rendering chats")
+    return ds.map(one, with_indices=True, batched=True, batch_size=64, remove_columns=ds.column_names,
+                  desc="rendering chats" + (" (one row per assistant turn)" if split else ""))
 
 
 def pair_rows(ds, tokenizer, st):
