@@ -80,11 +80,11 @@ def render(tokenizer, messages, *, train_reasoning: bool = False, tools=None, in
     def encode(s: str) -> list[int]:
         return tokenizer(s, add_special_tokens=False)["input_ids"]
 
-    def fail(turn: int, what: str) -> TemplateSplitError:
+    def fail(turn: int, what: str, hint: bool = False) -> TemplateSplitError:
         where = f"conversation {index}, " if index is not None else ""
         role = msgs[turn]["role"] if turn < len(msgs) else "end"
-        hint = "" if last_turn_only else " (sft.split_turns=true trains each assistant turn on the history " \
-                                          "as inference renders it)"
+        hint = " (sft.split_turns=true trains each assistant turn on the history as inference renders it)" \
+            if hint and not last_turn_only else ""
         return TemplateSplitError(f"chat template of {template_name(tokenizer)} cannot be split into turns: "
                                   f"{where}turn {turn} ({role}): {what}{hint}")
 
@@ -103,7 +103,11 @@ def render(tokenizer, messages, *, train_reasoning: bool = False, tools=None, in
             if not s.startswith(prev_text):
                 raise fail(turn, f"this render changes the text before it, {_diff(prev_text, s)}")
             if not full.startswith(s):
-                raise fail(turn, f"a later turn changes this render's text, {_diff(s, full)}")
+                own = text(i + 1, False)  # this turn's own render: does the generation prompt lead to it?
+                if gen and not own.startswith(s):
+                    raise fail(i, "the generation prompt (what inference sends) is not how the template renders "
+                                  f"the answer, {_diff(s, own)}")
+                raise fail(turn, f"a later turn changes this render's text, {_diff(s, full)}", hint=True)
             t = encode(s)
             if t != ids[:len(t)] or len(t) < prev_len:
                 raise fail(turn, f"tokens merge across the turn boundary (the render ends {s[-40:]!r})")

@@ -3,6 +3,8 @@ tiny family tokenizers carrying the families' real templates (dfm_hpc/tiny/chat_
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 pytest.importorskip("transformers")
@@ -15,7 +17,10 @@ CONV = [
     {"role": "assistant", "content": "Aarhus, i Østjylland."},
 ]
 # the end of the assistant's turn as each template writes it (trained: the model learns to stop)
-TURN_END = {"qwen3": "<|im_end|>\n", "qwen3_5": "<|im_end|>\n", "llama3": "<|eot_id|>"}
+TURN_END = {"qwen3": "<|im_end|>\n", "qwen3_5": "<|im_end|>\n", "llama3": "<|eot_id|>", "gemma3": "<end_of_turn>\n",
+            "apertus": "<|assistant_end|>", "ministral3": "</s>", "mistral": "</s>"}
+FAMILIES = ("qwen3", "qwen3_5", "llama3", "gemma3", "gemma4", "apertus", "ministral3", "mistral")
+SPLITTABLE = ("llama3", "gemma3", "apertus", "ministral3", "mistral")  # multi-turn chats split as they are
 
 
 def tok(family):
@@ -34,22 +39,85 @@ def runs(r):
     return out + ([cur] if cur else [])
 
 
-@pytest.mark.parametrize("family", ["llama3", "qwen3", "qwen3_5"])
+def own_ids(t, conv, **kw):
+    """The template's own render, as inference code calls it (enable_thinking only where it is read)."""
+    if "enable_thinking" in t.chat_template:
+        kw.setdefault("enable_thinking", False)
+    return t.apply_chat_template(conv, tokenize=True, return_dict=True, **kw)["input_ids"]
+
+
+def conv_for(family):
+    return CONV[1:] if family == "mistral" else CONV  # Mistral's v0.1/v0.2 template has no system role
+
+
+@pytest.mark.parametrize("family", [f for f in FAMILIES if f != "gemma4"])
 def test_single_and_multi_turn_masks_are_the_assistant_turns(family):
     from dfm_hpc.job.chat_render import TemplateSplitError, render
 
     t = tok(family)
-    convs = [CONV[:3], CONV]
-    for conv in convs:
+    conv = conv_for(family)
+    for n in (len(conv) - 2, len(conv)):
+        c = conv[:n]
         try:
-            r = render(t, conv)
+            r = render(t, c)
         except TemplateSplitError as e:  # Qwen3/3.5 rewrite an earlier turn (its empty <think> block)
-            assert family.startswith("qwen") and len(conv) == 5 and "turn 2 (assistant)" in str(e)
+            assert family not in SPLITTABLE and n == len(conv) and "turn 2 (assistant)" in str(e)
+            assert "sft.split_turns=true" in str(e)
             continue
-        own = t.apply_chat_template(conv, tokenize=True, return_dict=True, enable_thinking=False)["input_ids"]
-        assert r.ids == own
-        answers = [m["content"] for m in conv if m["role"] == "assistant"]
+        # Apertus closes a turn only when the next starts: the final turn gets the <|assistant_end|> it writes then
+        assert r.ids == own_ids(t, c) + ([t.eos_token_id] if family == "apertus" else [])
+        answers = [m["content"] for m in c if m["role"] == "assistant"]
         assert [t.decode(run) for run in runs(r)] == [a + TURN_END[family] for a in answers]
+
+
+@pytest.mark.parametrize("family", ["qwen3", "qwen3_5"])
+def test_split_turns_trains_each_turn_on_the_history_inference_sends(family):
+    """sft.split_turns: one row per assistant turn; the prompt is the template's generation-prompt render of
+    the history (what inference sends), only that turn trained."""
+    import datasets
+
+    from dfm_hpc.job.chat_template import chat_rows
+    from dfm_hpc.schema import SftStage
+
+    t = tok(family)
+    ds = datasets.Dataset.from_list([{"messages": CONV}])
+    rows = chat_rows(ds, t, SftStage(split_turns=True))
+    assert len(rows) == 2
+    for row, k in zip(rows, (2, 4)):  # assistant turns at 2 and 4
+        prompt = own_ids(t, CONV[:k], add_generation_prompt=True)
+        assert row["input_ids"] == own_ids(t, CONV[:k + 1])
+        assert row["input_ids"][:len(prompt)] == prompt and not any(row["assistant_masks"][:len(prompt)])
+        assert all(row["assistant_masks"][len(prompt):])
+        assert t.decode(row["input_ids"][len(prompt):]) == CONV[k]["content"] + TURN_END[family]
+    with pytest.raises(Exception, match="split_turns"):
+        chat_rows(ds, t, SftStage())
+
+
+def test_gemma4_is_refused_with_thinking_off_and_split_with_it_on():
+    """Gemma-4's generation prompt with thinking off adds an empty thought channel that its render of the
+    answer lacks: not what inference sends, so refused (even single-turn). With thinking on (train_reasoning)
+    the generation prompt is '<|turn>model\n' and the turns split; the template drops thoughts from content."""
+    from dfm_hpc.job.chat_render import TemplateSplitError, render
+
+    t = tok("gemma4")
+    with pytest.raises(TemplateSplitError, match=r"turn 2 \(assistant\): the generation prompt .*<\|channel>thought"):
+        render(t, CONV[:3])
+    r = render(t, CONV, train_reasoning=True)
+    assert r.ids == own_ids(t, CONV, enable_thinking=True)
+    assert [t.decode(run) for run in runs(r)] == ["København.<turn|>\n", "Aarhus, i Østjylland.<turn|>\n"]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_saved_and_reloaded_tokenizer_keeps_the_template(family, tmp_path):
+    from transformers import AutoTokenizer
+
+    from dfm_hpc.job import chat_template
+
+    t = chat_template.ensure(tok(family), "auto", log=lambda _: None)
+    own = t.chat_template
+    assert own == (Path(__file__).parents[2] / "dfm_hpc/tiny/chat_templates" / f"{family}.jinja").read_text()
+    t.save_pretrained(tmp_path)
+    assert AutoTokenizer.from_pretrained(tmp_path).chat_template == own
 
 
 def test_llama3_tool_call_and_result():
@@ -84,12 +152,53 @@ def test_a_template_that_rewrites_earlier_turns_is_refused_by_name():
         render(t, CONV, index=7)
 
 
-def test_saved_tokenizer_keeps_its_template(tmp_path):
-    from transformers import AutoTokenizer
+TOOLS = [{"type": "function", "function": {"name": "vejret", "description": "Vejret i en by", "parameters": {
+    "type": "object", "properties": {"by": {"type": "string", "description": "byen"}}, "required": ["by"]}}}]
 
-    from dfm_hpc.job import chat_template
 
-    t = chat_template.ensure(tok("llama3"), "auto", log=lambda _: None)
-    own = t.chat_template
-    t.save_pretrained(tmp_path)
-    assert AutoTokenizer.from_pretrained(tmp_path).chat_template == own
+def tool_chat(arguments):
+    call = {"id": "abc123def", "type": "function", "function": {"name": "vejret", "arguments": arguments}}
+    return [{"role": "user", "content": "Hvordan er vejret i Aarhus?"}, {"role": "assistant", "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "abc123def", "content": "12 grader"},
+            {"role": "assistant", "content": "Det er 12 grader."}]
+
+
+@pytest.mark.parametrize("family,reasoning,call", [
+    ("qwen3_5", False,
+     "<tool_call>\n<function=vejret>\n<parameter=by>\nAarhus\n</parameter>\n</function>\n</tool_call>"),
+    ("ministral3", False, '[TOOL_CALLS]vejret[ARGS]{"by": "Aarhus"}'),
+    ("gemma4", True, '<|tool_call>call:vejret{by:<|"|>Aarhus<|"|>}<tool_call|>'),
+])
+def test_tool_call_and_result_are_masked_as_the_template_writes_them(family, reasoning, call):
+    """The call is trained, the tool's result is not; ids are the template's own (tools declared)."""
+    from dfm_hpc.job.chat_render import render
+
+    t = tok(family)
+    conv = tool_chat({"by": "Aarhus"})
+    r = render(t, conv, tools=TOOLS, train_reasoning=reasoning)
+    assert r.ids == own_ids(t, conv, tools=TOOLS, **({"enable_thinking": True} if reasoning else {}))
+    assert [t.decode(run) for run in runs(r)] == [call + TURN_END.get(family, "<turn|>\n"),
+                                                  "Det er 12 grader." + TURN_END.get(family, "<turn|>\n")]
+
+
+def test_apertus_tool_results_inside_the_assistant_turn_are_refused():
+    """Apertus writes a tool's result inside the open assistant turn, but its generation prompt opens a new
+    <|assistant_start|>: what inference sends after a tool result is not the trained render, so refused."""
+    import json
+
+    from dfm_hpc.job.chat_render import TemplateSplitError, render
+
+    with pytest.raises(TemplateSplitError, match=r"turn 3 \(assistant\): the generation prompt"):
+        render(tok("apertus"), tool_chat(json.dumps({"by": "Aarhus"})), tools=TOOLS)
+
+
+def test_apertus_final_turn_ends_with_its_end_token():
+    """Apertus closes a turn only when the next starts: the final turn's mask must still end with
+    <|assistant_end|> (the model learns to stop), taken from what a following turn writes."""
+    from dfm_hpc.job.chat_render import render
+
+    t = tok("apertus")
+    r = render(t, CONV[:3])
+    assert r.ids[-1] == t.convert_tokens_to_ids("<|assistant_end|>") == t.eos_token_id and r.mask[-1] == 1
+    following = t.apply_chat_template(CONV[:4], tokenize=False)
+    assert following.startswith(t.decode(r.ids))  # exactly the text the template writes once a user turn follows
