@@ -20,7 +20,7 @@ from typing import Dict, List, Optional
 from dfm_hpc import estimates, model_shape
 from dfm_hpc.plan import StageJob, billing, gpu_hours, job_record
 from dfm_hpc.registry import STAGES, TRAINED_STAGES
-from dfm_hpc.tokens import train_tokens
+from dfm_hpc.tokens import data_parallel, sequence_parallel, train_tokens
 
 LORA_FLOPS = 2 / 3  # LoRA skips the weight gradients: ~2/3 of full training (TRL "LoRA without regret")
 
@@ -89,13 +89,17 @@ def summary(cfg, stage: str, job: StageJob) -> str:
         shape = model_shape.of(cfg)
         params = f"{_num(estimates.param_count(shape))} params" if shape else f"? params; shape unknown: {shape.reason}"
         prec = st.precision if job.gpus_per_node else "fp32 (CPU)"
-        per_rank = st.micro_batch_size * job.world_size
+        dp = data_parallel(st, job.world_size)  # ranks sharing a sequence read one batch
+        per_rank = st.micro_batch_size * dp
         accum = st.global_batch_size // per_rank if per_rank and st.global_batch_size % per_rank == 0 else "?"
         extra = f", beta {st.beta}" if stage == "dpo" else (", packed" if stage == "sft" and st.packing else "")
+        if sequence_parallel(st) > 1:
+            extra += f", sequence parallel {sequence_parallel(st)}"
         return (f"{stage.upper()}, {'full training' if method == 'full' else method}, of {cfg.model.name} "
                 f"({params}), {_zero(cfg)}, {prec}, "
                 f"{st.attn_implementation}{', checkpointing' if st.gradient_checkpointing else ''}, seq {st.seq_len}, "
-                f"global batch {st.global_batch_size} (micro {st.micro_batch_size} x {job.world_size} ranks x "
+                f"global batch {st.global_batch_size} (micro {st.micro_batch_size} x {dp} "
+                f"{'data-parallel ' if dp != job.world_size else ''}ranks x "
                 f"accum {accum}), {st.max_steps:,} steps = {_num(train_tokens(st, stage))} tokens{extra}; "
                 f"data: {_train_data(cfg, stage)}")
     if stage == "translate":

@@ -4,6 +4,7 @@ exist, a data file have its stage's columns, each key once; a source a set key r
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from helpers import make_cfg
 
@@ -115,3 +116,39 @@ def test_a_bad_degree_or_liger_on_cpu_exits_2_and_writes_nothing(tmp_path):
         p = dfm(*args, f"runs_root={tmp_path / 'runs'}", cwd=tmp_path)
         assert p.returncode == 2, p.stdout + p.stderr
         assert "nothing was created" in p.stderr and not (tmp_path / "runs").exists()
+
+
+# ---------------------------------------------------------------- the 2026 recipes (conf/experiment/*_sft.yaml)
+
+def _hub_with(tmp_path, repo_id: str, config) -> Path:
+    """A jobs' HF cache holding `repo_id`'s config.json, as prefetch leaves it (snapshots/<commit>, refs/main)."""
+    snap = tmp_path / "hf" / "hub" / f"models--{repo_id.replace('/', '--')}" / "snapshots" / ("0" * 40)
+    config.save_pretrained(snap)
+    (snap.parents[1] / "refs").mkdir()
+    (snap.parents[1] / "refs" / "main").write_text("0" * 40)
+    return tmp_path / "hf"
+
+
+def test_the_2026_recipes_dry_run_on_lumi_with_hours_cost_and_sp(tmp_path):
+    """qwen35_sft and apertus_sft dry-run on LUMI (exit 0) and plan predicted hours, cost and the sequence-parallel
+    degree. Their bases' config.json are not shipped (no verbatim copy was found): the cache here holds configs of
+    the same shape made with transformers' classes (Qwen3.5-9B's text model: 32 layers, 3 Gated DeltaNet : 1 full
+    attention, 4096 wide, 248,320 tokens; Apertus-8B: 32 layers, 4096 wide, 21,504 MLP, 8 KV heads, 131,072)."""
+    import transformers as T
+
+    from helpers import dfm
+
+    qwen = T.Qwen3_5Config(text_config=dict(max_position_embeddings=262144))
+    apertus = T.ApertusConfig(intermediate_size=21504, num_key_value_heads=8)
+    for name, repo, config, sp in (("qwen35_sft", "Qwen/Qwen3.5-9B-Base", qwen, "sequence_parallel 1"),
+                                   ("apertus_sft", "swiss-ai/Apertus-8B-2509", apertus, "sequence_parallel 2")):
+        home = _hub_with(tmp_path / name, repo, config)
+        p = dfm(f"+experiment={name}", "cluster=lumi", "cluster.account=project_465000670", "dry_run=true",
+                f"runs_root={tmp_path / 'runs'}", f"cluster.env.HF_HOME={home}", cwd=tmp_path)
+        assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+        sft = next(line for line in p.stdout.splitlines() if line.startswith("sft "))
+        assert ":" in sft.split()[6] and "?" not in sft, sft  # predicted hours, GCD-hours and billing units
+        assert "cost predicted:" in p.stdout and "LUMI billing units" in p.stdout
+        memory = next(line for line in p.stdout.splitlines() if "memory:" in line)
+        assert f"({sp})" in memory and "fits" in memory, memory
+        assert name != "qwen35_sft" or "only 1 for this model: linear-attention layers" in memory
