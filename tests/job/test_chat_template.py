@@ -125,3 +125,77 @@ def test_add_generation_prompt_is_not_a_generation_mark():
     assert not chat_template.has_generation_marks("{% if add_generation_prompt %}x{% endif %}")
     assert chat_template.has_generation_marks("{%- generation %}a{%- endgeneration %}")
     assert chat_template.has_generation_marks(chat_template.MANAGED.read_text())
+
+
+def mistral_7b_tokenizer():
+    """Mistral-7B's real tokenizer (mistral-common ships it: tokenizer.model.v1) as transformers loads
+    Mistral-7B's: LlamaTokenizer (BPE, byte fallback, legacy ▁ prefix) from the SentencePiece model's
+    own vocabulary and merges. No chat template, as the base model has none."""
+    from pathlib import Path
+
+    import mistral_common
+    from tokenizers.models import BPE
+    from transformers import LlamaTokenizer
+    from transformers.convert_slow_tokenizer import SentencePieceExtractor
+
+    spm = SentencePieceExtractor(str(Path(mistral_common.__file__).parent / "data" / "tokenizer.model.v1")).extract(BPE)
+    tok = LlamaTokenizer(vocab=spm["vocab"], merges=spm["merges"], legacy=True)
+    tok.name_or_path = "mistralai/Mistral-7B-v0.1"
+    assert len(tok) == 32000 and tok.chat_template is None
+    return tok
+
+
+def mistral_reference(conv):
+    """mistral-common's reference encoding of the chat (v1 instruct: Mistral-7B) and which ids are the
+    assistant's (each answer + </s>), message by message as its instruct tokenizer encodes them."""
+    from mistral_common.protocol.instruct.messages import AssistantMessage, UserMessage
+    from mistral_common.protocol.instruct.request import InstructRequest
+    from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
+
+    inst = MistralTokenizer.v1().instruct_tokenizer
+    system = next((m["content"] for m in conv if m["role"] == "system"), None)
+    msgs = [UserMessage(content=m["content"]) if m["role"] == "user" else AssistantMessage(content=m["content"])
+            for m in conv if m["role"] != "system"]
+    ids = inst.encode_instruct(InstructRequest(messages=msgs, system_prompt=system)).tokens
+    mask = [0] * len(ids)
+    for k, m in enumerate(msgs):  # the request up to each answer: its tokens are the answer's
+        if isinstance(m, AssistantMessage):
+            n = len(inst.encode_instruct(InstructRequest(messages=msgs[:k + 1], system_prompt=system)).tokens)
+            a = len(inst.encode_assistant_message(m, False))
+            mask[n - a:n] = [1] * a
+    return ids, mask
+
+
+@pytest.mark.parametrize("conv", [CONV[1:], CONV], ids=["no-system", "system"])
+def test_mistral_7b_trains_on_mistral_commons_reference_ids(conv):
+    """Issue #21: for Mistral-7B (no chat template: the managed one) the ids dfm_hpc trains on are
+    mistral-common's reference encoding, and the mask is exactly the assistant's tokens (+ </s>)."""
+    from dfm_hpc.job import chat_template
+    from dfm_hpc.job.chat_render import render
+
+    tok = chat_template.ensure(mistral_7b_tokenizer(), "auto", log=lambda _: None)
+    r = render(tok, conv)
+    ids, mask = mistral_reference(conv)
+    assert r.ids == ids and r.mask == mask
+    assert sum(mask) == sum(len(tok(m["content"], add_special_tokens=False)["input_ids"]) + 1
+                            for m in conv if m["role"] == "assistant")
+
+
+def test_mistral_7b_real_template_differs_from_the_reference_at_each_answers_first_token():
+    """Mistral-7B-Instruct's own (v0.1/v0.2-era) template writes '[/INST]' + answer with no space, so
+    transformers tokenizes the answer's first word without SentencePiece's ▁ while mistral-common encodes
+    each answer on its own (with ▁): recorded here, and why `auto` with the managed template is the
+    reference for Mistral-7B's base tokenizer."""
+    from dfm_hpc.job.chat_render import render
+    from dfm_hpc.tiny.tokenizers import template
+
+    tok = mistral_7b_tokenizer()
+    tok.chat_template = template("mistral")
+    r = render(tok, CONV[1:])
+    ids, mask = mistral_reference(CONV[1:])
+    assert len(r.ids) == len(ids) and r.mask == mask
+    differ = [k for k, (a, b) in enumerate(zip(r.ids, ids)) if a != b]
+    firsts = [k for k in range(len(mask)) if mask[k] and not mask[k - 1]]
+    assert differ == firsts
+    assert all(tok.convert_ids_to_tokens(ids[k]).startswith("▁") for k in firsts)
+    assert not any(tok.convert_ids_to_tokens(r.ids[k]).startswith("▁") for k in firsts)
