@@ -131,8 +131,8 @@ def _hub_with(tmp_path, repo_id: str, config) -> Path:
 
 def test_the_2026_recipes_dry_run_on_lumi_with_hours_cost_and_sp(tmp_path):
     """qwen35_sft and apertus_sft dry-run on LUMI (exit 0) and plan predicted hours, cost and the sequence-parallel
-    degree. Their bases' config.json are not shipped (no verbatim copy was found): the cache here holds configs of
-    the same shape made with transformers' classes (Qwen3.5-9B's text model: 32 layers, 3 Gated DeltaNet : 1 full
+    degree, from the shape files shipped for their bases (dfm_hpc/model_configs/README.md) and from a prefetched
+    config.json, which wins. The cache here holds configs made with transformers' classes (Qwen3.5-9B's text model: 32 layers, 3 Gated DeltaNet : 1 full
     attention, 4096 wide, 248,320 tokens; Apertus-8B: 32 layers, 4096 wide, 21,504 MLP, 8 KV heads, 131,072)."""
     import transformers as T
 
@@ -143,6 +143,10 @@ def test_the_2026_recipes_dry_run_on_lumi_with_hours_cost_and_sp(tmp_path):
     for name, repo, config, sp in (("qwen35_sft", "Qwen/Qwen3.5-9B-Base", qwen, "sequence_parallel 1"),
                                    ("apertus_sft", "swiss-ai/Apertus-8B-2509", apertus, "sequence_parallel 2")):
         home = _hub_with(tmp_path / name, repo, config)
+        shipped = dfm(f"+experiment={name}", "cluster=lumi", "cluster.account=project_465000670", "dry_run=true",
+                      f"runs_root={tmp_path / 'runs'}", cwd=tmp_path)
+        assert shipped.returncode == 0 and "cost predicted:" in shipped.stdout, shipped.stdout[-3000:]
+        assert "?" not in next(line for line in shipped.stdout.splitlines() if line.startswith("sft "))
         p = dfm(f"+experiment={name}", "cluster=lumi", "cluster.account=project_465000670", "dry_run=true",
                 f"runs_root={tmp_path / 'runs'}", f"cluster.env.HF_HOME={home}", cwd=tmp_path)
         assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
