@@ -132,7 +132,10 @@ def _close_final_turn(tokenizer, msgs, kw, full: str, ids: list[int], mask: list
     if not eos or (ids and ids[-1] == eos_id):
         return
     probe = msgs + [{"role": "user", "content": "."}]
-    nxt = tokenizer.apply_chat_template(probe, tokenize=False, add_generation_prompt=False, **kw)
+    try:
+        nxt = tokenizer.apply_chat_template(probe, tokenize=False, add_generation_prompt=False, **kw)
+    except Exception:  # a template that refuses a following user turn has nothing to say about closing
+        return
     if nxt.startswith(full) and nxt[len(full):].startswith(eos) and not full.rstrip().endswith(eos):
         ids.append(eos_id)
         mask.append(1)
