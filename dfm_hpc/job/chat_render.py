@@ -9,10 +9,15 @@ boundary): checked for each turn. A template that rewrites earlier turns (Qwen3 
 turn's empty <think> block) or whose generation prompt is not how it renders the turn is refused
 with TemplateSplitError; a mask is never guessed.
 
+`last_turn_only` (sft.split_turns, DPO) splits at the final assistant turn only: its history is the
+template's generation-prompt render, exactly what inference sends, so a template that rewrites earlier
+turns still trains exactly, one sample per turn.
+
 `train_reasoning` (sft.train_reasoning): false drops `reasoning_content` and renders with the
-template's thinking off (`enable_thinking=False`, which templates without the switch ignore); true
-keeps it, trained as part of the turn. A template that closes a turn only when the next one starts
-(Apertus writes <|assistant_end|> before the next user turn) gets that eos counted to the turn it closes.
+template's thinking off (`enable_thinking=False`, passed only to templates that read it); true keeps
+it, trained as part of the turn. A template that closes a turn only when the next one starts (Apertus
+writes <|assistant_end|> before the next user turn) gets that eos counted to the turn it closes, the
+final turn included (taken from what a following user turn would write).
 """
 
 from __future__ import annotations
