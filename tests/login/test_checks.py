@@ -132,8 +132,8 @@ def _hub_with(tmp_path, repo_id: str, config) -> Path:
 def test_the_2026_recipes_dry_run_on_lumi_with_hours_cost_and_sp(tmp_path):
     """qwen35_sft and apertus_sft dry-run on LUMI (exit 0) and plan predicted hours, cost and the sequence-parallel
     degree, from the shape files shipped for their bases (dfm_hpc/model_configs/README.md) and from a prefetched
-    config.json, which wins. The cache here holds configs made with transformers' classes (Qwen3.5-9B's text model: 32 layers, 3 Gated DeltaNet : 1 full
-    attention, 4096 wide, 248,320 tokens; Apertus-8B: 32 layers, 4096 wide, 21,504 MLP, 8 KV heads, 131,072)."""
+    config.json, which wins. The cache here holds configs made with transformers' classes (another shape than the
+    shipped one for Apertus: 21,504 MLP, 8 KV heads), so the prefetched file is what the plan reads."""
     import transformers as T
 
     from helpers import dfm
