@@ -113,3 +113,17 @@ def test_the_families_keep_what_makes_them(built):
 def test_unknown_tiny_name_lists_the_families(tmp_path):
     with pytest.raises(ValueError, match="tiny:qwen3_5"):
         tiny.resolve("tiny:qwen4", tmp_path)
+
+
+def test_the_plans_parameter_count_from_the_config_file_is_the_built_models(built):
+    """The plan reads tiny/configs/<family>.json (model_shape) without building anything: it must count what the
+    builder builds (GQA, tied heads, Qwen3.5's linear-attention layers, Gemma-4's wider global head and per-layer
+    embeddings)."""
+    from transformers import AutoModelForCausalLM
+
+    from dfm_hpc import estimates, model_shape
+
+    for f in FAMILIES:
+        shape = model_shape.find(f"tiny:{f}", Path("/nonexistent"))
+        model = AutoModelForCausalLM.from_pretrained(built[f])
+        assert estimates.param_count(shape) == sum(p.numel() for p in model.parameters()), f

@@ -1,0 +1,99 @@
+"""Every tiny current-architecture family (tiny:<family>) through the training stages as a user runs them: one
+`+experiment=families_tiny model=tiny_<family>` run each, CPT -> SFT -> DPO on 1 CPU rank under ZeRO-3, LoRA and
+full fine-tuning alternating over the families (peft is one setting for sft and dpo). Each saved model, adapter
+and merged model reloads (AutoModelForCausalLM + AutoTokenizer, adapter chains followed) with the trained model's
+logits, keeps the family's architecture and chat template, and generates.
+
+Duration (2 shared cores): about 35 s per family, 4-5 min for the file."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from dfm_hpc.model_shape import tiny_config
+
+from helpers import dfm, run_dirs
+from helpers.outputs import check_chain
+
+pytest.importorskip("deepspeed")
+pytest.importorskip("trl")
+
+# (family, peft): LoRA and full alternate. Full fine-tuning on the bases DFM fine-tunes fully (Munin 1.0: Apertus,
+# Ministral-3, Qwen3.5); LoRA on the others.
+PLAN = [("llama3", "lora"), ("qwen3", "lora"), ("qwen3_5", "none"), ("gemma3", "lora"), ("gemma4", "lora"),
+        ("apertus", "none"), ("ministral3", "none")]
+XFAIL = {  # known and reported: xfail for exactly this reason (any other failure fails); passes once fixed
+    "gemma4": "Gemma-4's template renders the generation prompt (an empty thought channel) unlike the answer it "
+              "renders in history: chat_render refuses the split (TemplateSplitError) before SFT trains",
+}
+STEPS = {"cpt": 3, "sft": 3, "dpo": 2}  # conf/experiment/families_tiny.yaml
+
+
+def _summary(stage_dir):
+    summary = json.loads((stage_dir / "summary.json").read_text())
+    rows = [json.loads(x) for x in (stage_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, STEPS[stage_dir.name] + 1))
+    assert all(math.isfinite(r["loss"]) and r["loss"] > 0 for r in rows), rows  # it trained on some tokens
+    return summary
+
+
+def _user_loads_and_generates(model_dir, family):
+    """The model a user takes away: plain transformers, the family's own template kept, a few greedy tokens."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from dfm_hpc.tiny.tokenizers import template
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    assert model.config.model_type == tiny_config(family)["model_type"]
+    if template(family) is not None:
+        assert tok.chat_template == template(family)
+    chat = [{"role": "user", "content": "Hvad er Danmarks hovedstad?"}]
+    ids = tok.apply_chat_template(chat, add_generation_prompt=True, return_dict=True, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        out = model.generate(ids, max_new_tokens=4, do_sample=False, pad_token_id=tok.pad_token_id)
+    assert out.shape[1] > ids.shape[1] and (out[0, : ids.shape[1]] == ids[0]).all()
+
+
+@pytest.mark.parametrize(("family", "peft"), PLAN, ids=[f"{f}-{'lora' if p == 'lora' else 'full'}" for f, p in PLAN])
+def test_family_through_cpt_sft_dpo_save_merge_reload(tmp_path, family, peft):
+    extra = [] if peft == "lora" else ["sft.merge_adapter=false", "dpo.merge_adapter=false"]
+    if family == "qwen3_5":
+        # transformers refuses packed rows in Gated DeltaNet layers without the causal-conv1d kernel (none on CPU)
+        extra.append("sft.packing=false")
+        if peft == "lora":  # its attention is mostly Gated DeltaNet: adapt that too
+            extra.append("peft.target_modules=[q_proj,v_proj,in_proj_qkv,out_proj]")
+    p = dfm("+experiment=families_tiny", f"model=tiny_{family}", f"peft={peft}", *extra, cwd=tmp_path, timeout=600)
+    (run,) = run_dirs(tmp_path)
+    s = run / "stages"
+    sft_log = s / "sft" / "logs" / "rank-0.log"
+    if p.returncode != 0 and family in XFAIL and "TemplateSplitError" in sft_log.read_text():
+        pytest.xfail(XFAIL[family])
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    for stage in STEPS:
+        assert (s / stage / "DONE").exists() and _summary(s / stage)["steps"] == STEPS[stage]
+
+    # CPT trains the full model: saved (gathered from ZeRO-3) as the family's architecture, as its tiny config says
+    spec = tiny_config(family)
+    saved = json.loads((s / "cpt" / "model" / "config.json").read_text())
+    assert {k: saved.get(k) for k in spec} == spec
+    check_chain(s / "cpt")
+
+    for stage in ("sft", "dpo"):
+        model_dir = s / stage / "model"
+        if peft == "lora":
+            assert (model_dir / "adapter_model.safetensors").stat().st_size > 1000
+            merged = s / stage / "merged"
+            assert (merged / "model.safetensors").exists() and not (merged / "adapter_config.json").exists()
+            check_chain(s / stage, merged)  # the merged plain model gives the trained model's logits
+        else:
+            assert (model_dir / "model.safetensors").exists() and not (model_dir / "adapter_config.json").exists()
+        check_chain(s / stage)  # model/ as saved (an adapter: on its base chain, dpo -> sft -> cpt)
+    base = json.loads((s / "sft" / "model" / "adapter_config.json").read_text())["base_model_name_or_path"] \
+        if peft == "lora" else None
+    assert base in (None, str(s / "cpt" / "model"))  # sft started from cpt's model
+    _user_loads_and_generates(s / "dpo" / ("merged" if peft == "lora" else "model"), family)
