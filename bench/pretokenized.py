@@ -5,8 +5,9 @@
 The chats are the real OASST conversations in /work/shared/data/oasst (every root-to-assistant path of its
 100 English trees), repeated --copies times. On the fly is what the sft stage does in every rank:
 data.load_chats + data.split + chat_template.chat_rows for both splits. From the store is chat_store.load
-+ data.split. Both then read every row's input_ids once (what TRL's preparation reads next). The store is
-written once beforehand (the tokenize stage's cost, reported too). Prints seconds, tokens/s, the ratio.
+(the same seeded split, by chat). Both then read every row's input_ids once (what TRL's preparation reads
+next). The store is written once beforehand (the tokenize stage's cost, reported too). Prints seconds,
+tokens/s, the ratio.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def main() -> None:
         return [chat_template.chat_rows(d, tok, cfg.sft) for d in parts]
 
     def stored():
-        return list(data.split(chat_store.load(cfg, ctx("sft"), "sft", tok)))
+        return list(chat_store.load(cfg, ctx("sft"), "sft", tok))  # (train, eval), the same split by chat
 
     res = {}
     for name, fn in (("on the fly", fly), ("chat store", stored)):

@@ -1,18 +1,21 @@
 """Pretokenized chats in the token store (`tokenize.chats`): written by the tokenize stage, read by sft and dpo.
 
 Format (docs/training.md#pretokenized-chats), one directory per (tokenizer, chat template, train_reasoning,
-kind, source), beside the corpus stores:
+split_turns, kind, source), beside the corpus stores:
 
-    <store_root>/chats-<key>/      key = sha256(format, tokenizer hash, template hash, train_reasoning, kind,
-                                   source fingerprint)[:16]
-      shard-NNNNN.arrow            the shard's chats, one row each, in source order (an Arrow stream, memory-mapped
-                                   when read): sft: input_ids (int32), assistant_masks (int8, 1 = trained);
-                                   dpo: prompt_ids, chosen_ids, rejected_ids (int32; TRL 1.16's columns)
-      shard-NNNNN.done             JSON: documents (chats), tokens, trained (sft), sha256 of the .arrow
+    <store_root>/chats-<key>/      key = sha256(format, tokenizer key, template hash, train_reasoning,
+                                   split_turns, kind, source fingerprint)[:16]
+      shard-NNNNN.arrow            the shard's rows in source order (an Arrow stream, memory-mapped when read):
+                                   chat (int64: the source chat it came from), then sft: input_ids (int32),
+                                   assistant_masks (int8, 1 = trained); dpo: prompt_ids, chosen_ids,
+                                   rejected_ids (int32; TRL 1.16's columns)
+      shard-NNNNN.done             JSON: chats, documents (rows), tokens, trained (sft), sha256 of the .arrow
       layout.json, manifest.json   as the corpus stores (store.py)
 
-Rows are the source's chats one for one (what chat_template.chat_rows / pair_rows give, nothing dropped), so
-data.split's seeded split of the store is the same train/eval split as on the fly.
+Each chat's rows are what chat_template.chat_rows / pair_rows give for it (the same per-chat calls:
+chat_samples, pair_sample): one, or with sft.split_turns one per assistant turn. On the fly, data.split
+splits the chats and then renders each part; `split` does the same seeded split over the chat indices
+and takes each chat's rows, so both paths train and evaluate on the same rows in the same order.
 """
 
 from __future__ import annotations
@@ -21,12 +24,13 @@ import hashlib
 import json
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 from dfm_hpc.files import atomic_open, write_atomic
 from dfm_hpc.job import data, store
 
-FORMAT = "dfm_hpc-chat-store/1"
+FORMAT = "dfm_hpc-chat-store/2"
+CHAT = "chat"  # the source chat a row came from: the train/eval split is by chat
 COLUMNS = {"sft": ("input_ids", "assistant_masks"), "dpo": ("prompt_ids", "chosen_ids", "rejected_ids")}
 
 
@@ -35,8 +39,11 @@ def kinds(cfg) -> List[str]:
     return [k for k in ("sft", "dpo") if k in cfg.stages] if cfg.tokenize.chats else []
 
 
-def train_reasoning(cfg, kind: str) -> bool:
-    return bool(cfg.sft.train_reasoning) if kind == "sft" else False
+def options(cfg, kind: str) -> dict:
+    """How `kind` renders (chat_template.options of its stage): sft's train_reasoning and split_turns."""
+    from dfm_hpc.job import chat_template
+
+    return chat_template.options(cfg[kind])
 
 
 def tokenizer_for(cfg, ctx, kind: str):
@@ -63,8 +70,21 @@ def template_hash(tokenizer) -> str:
     return hashlib.sha256(str(getattr(tokenizer, "chat_template", None) or "").encode()).hexdigest()
 
 
-def store_key(tok_hash: str, tpl_hash: str, reasoning: bool, kind: str, fp: str) -> str:
-    body = f"{FORMAT}\n{tok_hash}\n{tpl_hash}\n{int(reasoning)}\n{kind}\n{fp}"
+def tokenizer_key(tokenizer) -> str:
+    """What rendering depends on, hashed: the tokenizer's definition (vocabulary, merges, normalizer,
+    added/special tokens) and the special tokens the renderer reads. Not its class name, path, or the
+    truncation/padding settings, which a save_pretrained + reload may change: dpo after sft loads the sft
+    model's saved copy of the tokenizer the tokenize stage rendered with, and must find the same store."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:  # a slow tokenizer: the corpus stores' hash
+        return store.tokenizer_hash(tokenizer)
+    spec = {k: v for k, v in json.loads(backend.to_str()).items() if k not in ("truncation", "padding")}
+    special = [tokenizer.bos_token, tokenizer.eos_token, tokenizer.eos_token_id, len(tokenizer)]
+    return hashlib.sha256(json.dumps([spec, special], sort_keys=True).encode()).hexdigest()
+
+
+def store_key(tok_hash: str, tpl_hash: str, opts: dict, kind: str, fp: str) -> str:
+    body = f"{FORMAT}\n{tok_hash}\n{tpl_hash}\n{int(opts['train_reasoning'])}\n{int(opts['split_turns'])}\n{kind}\n{fp}"
     return "chats-" + hashlib.sha256(body.encode()).hexdigest()[:16]
 
 
@@ -74,45 +94,46 @@ def locate(cfg, ctx, tokenizer, kind: str) -> Dict:
     where = store.root(cfg, ctx)
     resolved = data.chats_path(cfg[kind].dataset, ctx, kind)
     fp = store.cached_fingerprint(resolved, {}, where)
-    th, tpl, reasoning = store.tokenizer_hash(tokenizer), template_hash(tokenizer), train_reasoning(cfg, kind)
+    th, tpl, opts = tokenizer_key(tokenizer), template_hash(tokenizer), options(cfg, kind)
     return {"kind": kind, "source": str(cfg[kind].dataset or ctx.run_dir), "resolved": resolved, "fingerprint": fp,
-            "tokenizer_hash": th, "template_hash": tpl, "train_reasoning": reasoning,
-            "store": str(where / store_key(th, tpl, reasoning, kind, fp))}
+            "tokenizer_hash": th, "template_hash": tpl, **opts,
+            "store": str(where / store_key(th, tpl, opts, kind, fp))}
 
 
-def render_rows(kind: str, rows, first: int, tokenizer, reasoning: bool) -> Dict[str, list]:
-    """Source rows (a Dataset slice starting at row `first`) -> the store's columns, rendered by the calls
-    sft/dpo make on the fly (chat_template.chat_rows / pair_rows: render, render_pair)."""
+def render_rows(kind: str, rows, first: int, tokenizer, opts: dict) -> Dict[str, list]:
+    """Source rows (a Dataset slice starting at chat `first`) -> the store's columns, rendered by the per-chat
+    calls chat_rows / pair_rows make on the fly (chat_template.chat_samples, pair_sample)."""
     from dfm_hpc.job import chat_template
 
-    out: Dict[str, list] = {c: [] for c in COLUMNS[kind]}
+    out: Dict[str, list] = {c: [] for c in (CHAT, *COLUMNS[kind])}
     for j, row in enumerate(rows):
-        kw = {"train_reasoning": reasoning, "tools": chat_template._tools(row), "index": first + j}
         if kind == "sft":
-            r = chat_template.render(tokenizer, row["messages"], **kw)
-            out["input_ids"].append(list(r.ids))
-            out["assistant_masks"].append(list(r.mask))
+            samples = [{"input_ids": r.ids, "assistant_masks": r.mask} for r in chat_template.chat_samples(
+                tokenizer, row["messages"], tools=chat_template._tools(row), index=first + j, **opts)]
         else:
-            pair = chat_template.render_pair(tokenizer, row["prompt"], row["chosen"], row["rejected"], **kw)
+            samples = [chat_template.pair_sample(tokenizer, row, index=first + j, **opts)]
+        for sample in samples:
+            out[CHAT].append(first + j)
             for c in COLUMNS[kind]:
-                out[c].append(list(pair[c]))
+                out[c].append(list(sample[c]))
     return out
 
 
 def _schema(kind: str):
     import pyarrow as pa
 
-    return pa.schema([(c, pa.list_(pa.int8() if c == "assistant_masks" else pa.int32())) for c in COLUMNS[kind]])
+    return pa.schema([(CHAT, pa.int64())] + [(c, pa.list_(pa.int8() if c == "assistant_masks" else pa.int32()))
+                                             for c in COLUMNS[kind]])
 
 
-def write_shard(d: Path, shard: int, kind: str, rows, first: int, tokenizer, reasoning: bool, batch: int,
+def write_shard(d: Path, shard: int, kind: str, rows, first: int, tokenizer, opts: dict, batch: int,
                 should_stop) -> Dict:
     """Render `rows` (a Dataset slice) into shard-NNNNN.arrow, then its .done. The .arrow is written to a
     temporary file and renamed when complete, so an interrupted shard is redone from its start."""
     import pyarrow as pa
 
     base = d / f"shard-{shard:05d}"
-    info = {"documents": 0, "tokens": 0, "trained": 0}
+    info = {"chats": len(rows), "documents": 0, "tokens": 0, "trained": 0}
     schema = _schema(kind)
     with atomic_open(f"{base}.arrow", "wb") as f, pa.ipc.new_stream(f, schema) as w:
         for i in range(0, len(rows), batch):
@@ -120,8 +141,8 @@ def write_shard(d: Path, shard: int, kind: str, rows, first: int, tokenizer, rea
                 from dfm_hpc.job.rank import Preempted
 
                 raise Preempted(f"stopped in chat shard {shard}")
-            cols = render_rows(kind, rows.select(range(i, min(i + batch, len(rows)))), first + i, tokenizer, reasoning)
-            w.write_batch(pa.record_batch([pa.array(cols[c], type=schema.field(c).type) for c in COLUMNS[kind]],
+            cols = render_rows(kind, rows.select(range(i, min(i + batch, len(rows)))), first + i, tokenizer, opts)
+            w.write_batch(pa.record_batch([pa.array(cols[c], type=schema.field(c).type) for c in schema.names],
                                           schema=schema))
             info["documents"] += len(cols[COLUMNS[kind][0]])
             info["tokens"] += sum(len(x) for c in COLUMNS[kind] if c != "assistant_masks" for x in cols[c])
@@ -153,12 +174,13 @@ def build(cfg, ctx, worker: int, num_workers: int) -> List[Dict]:
                 rows_of[p["store"]] = data.load_chats(p["resolved"], ctx, p["kind"])
             rows = rows_of[p["store"]]
             rng = store.shard_ranges(len(rows), p["shards"])[s]
-            info = write_shard(d, s, p["kind"], rows.select(rng), rng.start, p["tokenizer"], p["train_reasoning"],
+            opts = {k: p[k] for k in ("train_reasoning", "split_turns")}
+            info = write_shard(d, s, p["kind"], rows.select(rng), rng.start, p["tokenizer"], opts,
                                cfg.tokenize.batch_docs, ctx.should_stop)
             n_tok += info["tokens"]
         meta = {"tokenizer": cfg.model.name_or_path, "chat_template": cfg.model.chat_template,
-                **{k: p[k] for k in ("kind", "tokenizer_hash", "template_hash", "train_reasoning", "source",
-                                     "resolved", "fingerprint")}, "columns": list(COLUMNS[p["kind"]])}
+                **{k: p[k] for k in ("kind", "tokenizer_hash", "template_hash", "train_reasoning", "split_turns",
+                                     "source", "resolved", "fingerprint")}, "columns": [CHAT, *COLUMNS[p["kind"]]]}
         store.finish(d, meta, p["shards"], FORMAT)
     if mine:
         el = max(time.time() - t0, 1e-9)
@@ -178,9 +200,29 @@ def open_store(path) -> "datasets.Dataset":  # noqa: F821
     return datasets.concatenate_datasets(parts)
 
 
-def load(cfg, ctx, kind: str, tokenizer) -> Optional["datasets.Dataset"]:  # noqa: F821
-    """`kind`'s chats from the store, for the stage's own tokenizer (after its chat template is set); None
-    when tokenize.chats is off or no finished store matches (then the stage tokenizes on the fly)."""
+def split(ds, chats: int):
+    """(train, eval) rows of a store `ds` of `chats` source chats: data.split's seeded split of the chats (as
+    on the fly, where chat_rows then renders each part), each chat's rows in that order; the chat column
+    dropped."""
+    import datasets
+    import numpy as np
+
+    col = ds.data.column(CHAT).to_numpy()  # non-decreasing: the store is in source order
+    ids = np.arange(chats)
+    starts, ends = np.searchsorted(col, ids, "left"), np.searchsorted(col, ids, "right")
+    out = []
+    for part in data.split(datasets.Dataset.from_dict({CHAT: ids})):
+        c = np.asarray(part[CHAT], dtype=np.int64)
+        n = ends[c] - starts[c]
+        rows = np.repeat(starts[c] - (np.cumsum(n) - n), n) + np.arange(n.sum())
+        out.append(ds.select(rows).remove_columns(CHAT))
+    return tuple(out)
+
+
+def load(cfg, ctx, kind: str, tokenizer):
+    """`kind`'s (train, eval) rows from the store (`split`), for the stage's own tokenizer (after its chat
+    template is set); None when tokenize.chats is off or no finished store matches (then the stage
+    tokenizes on the fly)."""
     if kind not in kinds(cfg):
         return None
     p = locate(cfg, ctx, tokenizer, kind)
@@ -189,14 +231,15 @@ def load(cfg, ctx, kind: str, tokenizer) -> Optional["datasets.Dataset"]:  # noq
         ctx.log(f"{kind} data: no finished chat store {d} for this tokenizer, template and data "
                 "(tokenize.chats: run the tokenize stage first); tokenizing on the fly")
         return None
-    ds = open_store(d)
     m = json.loads((d / "manifest.json").read_text())
-    ctx.log(f"{kind} data: chat store {d} ({m['documents']:,} chats, {m['tokens']:,} tokens; {p['resolved']})")
-    return ds
+    chats = sum(s["chats"] for s in m["shards"])
+    ctx.log(f"{kind} data: chat store {d} ({chats:,} chats, {m['documents']:,} rows, {m['tokens']:,} tokens; "
+            f"{p['resolved']})")
+    return split(open_store(d), chats)
 
 
 def write_list(ctx, plans: List[Dict]) -> None:
     """stages/tokenize/chat_stores.json: the run's chat stores (cpt's stores.json lists the corpora)."""
-    keep = ("kind", "source", "resolved", "fingerprint", "train_reasoning", "store")
+    keep = ("kind", "source", "resolved", "fingerprint", "train_reasoning", "split_turns", "store")
     write_atomic(ctx.stage_dir / "chat_stores.json", json.dumps([{k: p[k] for k in keep} for p in plans],
                                                                  indent=2) + "\n")

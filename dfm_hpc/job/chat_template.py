@@ -54,35 +54,50 @@ def _tools(row):
     return json.loads(tools) if isinstance(tools, str) else tools
 
 
+def options(st) -> dict:
+    """A stage's rendering options (sft: train_reasoning, split_turns; dpo has neither: both off)."""
+    return {"train_reasoning": bool(getattr(st, "train_reasoning", False)),
+            "split_turns": bool(getattr(st, "split_turns", False))}
+
+
+def chat_samples(tokenizer, messages, *, tools=None, index=None, train_reasoning: bool = False,
+                 split_turns: bool = False) -> list:
+    """One chat's training rows (Rendered): the whole chat, or with `split_turns` one per assistant turn, its
+    history as inference renders it, only that turn trained. chat_rows and the chat store both render here."""
+    kw = {"train_reasoning": train_reasoning, "tools": tools, "index": index}
+    if not split_turns:
+        return [render(tokenizer, messages, **kw)]
+    return [render(tokenizer, messages[:end + 1], last_turn_only=True, **kw)
+            for end in chat_render.assistant_turns(messages)]
+
+
+def pair_sample(tokenizer, row, *, index=None, train_reasoning: bool = False, **_) -> dict:
+    """One preference pair's row (prompt_ids, chosen_ids, rejected_ids); pair_rows and the chat store."""
+    return render_pair(tokenizer, row["prompt"], row["chosen"], row["rejected"], train_reasoning=train_reasoning,
+                       tools=_tools(row), index=index)
+
+
 def chat_rows(ds, tokenizer, st):
     """sft: a `messages` dataset -> input_ids + assistant_masks (TRL uses them as they are: the masks
     become labels -100, packing included). A template that cannot be split raises TemplateSplitError.
     `sft.split_turns`: one row per assistant turn, its history as inference renders it, only that turn
     trained (templates that rewrite earlier turns: Qwen3/3.5 drop an earlier turn's empty <think>)."""
-    reasoning = bool(getattr(st, "train_reasoning", False))
-    split = bool(getattr(st, "split_turns", False))
+    opts = options(st)
 
     def one(rows, idxs):
         out = {"input_ids": [], "assistant_masks": []}
         for msgs, tools, idx in zip(rows["messages"], rows["tools"] if "tools" in rows else [None] * len(idxs), idxs):
-            kw = {"train_reasoning": reasoning, "tools": _tools({"tools": tools}), "index": idx}
-            ends = chat_render.assistant_turns(msgs) if split else [len(msgs) - 1]
-            for end in ends:
-                r = render(tokenizer, msgs[:end + 1] if split else msgs, last_turn_only=split, **kw)
+            for r in chat_samples(tokenizer, msgs, tools=_tools({"tools": tools}), index=idx, **opts):
                 out["input_ids"].append(r.ids)
                 out["assistant_masks"].append(r.mask)
         return out
 
     return ds.map(one, with_indices=True, batched=True, batch_size=64, remove_columns=ds.column_names,
-                  desc="rendering chats" + (" (one row per assistant turn)" if split else ""))
+                  desc="rendering chats" + (" (one row per assistant turn)" if opts["split_turns"] else ""))
 
 
 def pair_rows(ds, tokenizer, st):
     """dpo: prompt/chosen/rejected -> prompt_ids + chosen_ids + rejected_ids, rendered as sft renders."""
-    reasoning = bool(getattr(st, "train_reasoning", False))
-
-    def one(row, idx):
-        return render_pair(tokenizer, row["prompt"], row["chosen"], row["rejected"], train_reasoning=reasoning,
-                           tools=_tools(row), index=idx)
-
-    return ds.map(one, with_indices=True, remove_columns=ds.column_names, desc="rendering pairs")
+    opts = options(st)
+    return ds.map(lambda row, idx: pair_sample(tokenizer, row, index=idx, **opts), with_indices=True,
+                  remove_columns=ds.column_names, desc="rendering pairs")

@@ -122,7 +122,7 @@ def write_shard(store: Path, shard: int, rows, tokenizer, dtype, batch: int, sho
 
 def finish(store: Path, meta: Dict, n_shards: int, fmt: str = FORMAT) -> Optional[Dict]:
     """The manifest, once every shard is done (whoever sees that writes it; the content is the same).
-    Also the chat store's (chat_store.py: its shards' `documents` are chats)."""
+    Also the chat store's (chat_store.py: its shards' `documents` are rows)."""
     dones = [store / f"shard-{s:05d}.done" for s in range(n_shards)]
     if not all(d.exists() for d in dones):
         return None

@@ -25,8 +25,8 @@ def run(cfg: Config, ctx: StageContext) -> None:
 
     def render(tokenizer):
         stored = chat_store.load(cfg, ctx, "dpo", tokenizer)  # tokenize.chats: rendered by the tokenize stage
-        if stored is not None:
-            rows["train"], rows["eval"] = data.split(stored)
+        if stored is not None:  # (train, eval), split by chat as below
+            rows["train"], rows["eval"] = stored
             return
         pairs = data.split(data.load_chats(st.dataset, ctx, "dpo"))
         rows["train"], rows["eval"] = (None if d is None else chat_template.pair_rows(d, tokenizer, st) for d in pairs)

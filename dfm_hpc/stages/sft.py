@@ -26,8 +26,8 @@ def run(cfg: Config, ctx: StageContext) -> None:
 
     def render(tokenizer):  # TRL takes input_ids + assistant_masks as they are
         stored = chat_store.load(cfg, ctx, "sft", tokenizer)  # tokenize.chats: rendered by the tokenize stage
-        if stored is not None:
-            rows["train"], rows["eval"] = data.split(stored)
+        if stored is not None:  # (train, eval), split by chat as below
+            rows["train"], rows["eval"] = stored
             return
         chats = data.split(data.load_chats(st.dataset, ctx, "sft"))
         rows["train"], rows["eval"] = (None if d is None else chat_template.chat_rows(d, tokenizer, st) for d in chats)

@@ -6,8 +6,8 @@ for tokenization. Work items are (source, shard) pairs dealt over every worker (
 each finished shard leaves a .done marker, so a requeued or rerun job continues with the shards that
 are missing; whoever finishes a store's last shard writes its manifest. Stores are content-addressed
 (tokenizer hash + source fingerprint) under tokenize.store_root: a store another run made is reused
-as it is (a chat store's key also has the chat template and sft.train_reasoning). A run with chats and
-no cpt tokenizes no corpus. Format: dfm_hpc/job/store.py, chat_store.py and docs/training.md.
+as it is (a chat store's key also has the chat template, sft.train_reasoning and sft.split_turns). A run
+with chats and no cpt tokenizes no corpus. Format: dfm_hpc/job/store.py, chat_store.py and docs/training.md.
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
-"""Pretokenized chats (tokenize.chats, dfm_hpc/job/chat_store.py): the store holds exactly what
-chat_template.render / render_pair give, one row per chat, so the seeded train/eval split is the one on the
-fly; an interrupted build resumes to the same bytes, another run reuses it, and a change of template,
-train_reasoning or data gives another store. Packing (TRL's bfd, as sft configures it): position ids restart
-at each conversation, and with sdpa and eager a conversation does not see the one packed before it."""
+"""Pretokenized chats (tokenize.chats, dfm_hpc/job/chat_store.py): the store's train and eval rows are
+exactly what chat_template.chat_rows / pair_rows give for the on-the-fly split, split_turns included (several
+rows per chat: split by chat); an interrupted build resumes to the same bytes, another run reuses it, a change
+of template, train_reasoning, split_turns or data gives another store, and dpo after sft (the sft model's saved
+copy of the tokenizer) finds the store the tokenize stage made with the base's. Packing (TRL's bfd, as sft
+configures it): position ids restart at each conversation, and with sdpa and eager a conversation does not see
+the one packed before it."""
 
 from __future__ import annotations
 
@@ -37,32 +39,98 @@ def _build(run: Path, cfg, stop_after=None):
     return {p["kind"]: p for p in chat_store.build(cfg, ctx, 0, 1)}
 
 
-def test_the_store_is_what_render_gives_and_splits_as_on_the_fly(tmp_path):
+def _same_rows_as_on_the_fly(cfg, run, kind):
+    """The store's (train, eval) rows == chat_rows / pair_rows of data.split's chats; returns the stored parts."""
     from dfm_hpc.job import chat_store, chat_template, data
 
+    ctx = stage_ctx(run, kind)
+    tok = chat_store.tokenizer_for(cfg, ctx, kind)
+    stored = chat_store.load(cfg, ctx, kind, tok)
+    fly = data.split(data.load_chats(cfg[kind].dataset, ctx, kind))
+    rows = chat_template.chat_rows if kind == "sft" else chat_template.pair_rows
+    for part, chats in zip(stored, fly):
+        want = rows(chats, tok, cfg[kind])
+        assert part.column_names == list(chat_store.COLUMNS[kind]) and len(part) == len(want) > 0
+        assert all(list(part[c]) == list(want[c]) for c in chat_store.COLUMNS[kind])
+    return stored
+
+
+def test_the_store_is_what_chat_rows_gives_on_each_split(tmp_path):
     cfg, run = _cfg(), _run(tmp_path)
     plans = _build(run, cfg)
-    ctx = stage_ctx(run, "sft")
-    tok = chat_store.tokenizer_for(cfg, ctx, "sft")
-    sft = chat_store.load(cfg, ctx, "sft", tok)
-    chats = data.load_chats("tiny:chats", ctx, "sft")
-    assert sft.column_names == ["input_ids", "assistant_masks"] and len(sft) == len(chats) == 200
-    for row, messages in zip(sft, chats["messages"]):
-        r = chat_template.render(tok, messages)
-        assert row["input_ids"] == r.ids and row["assistant_masks"] == r.mask and 1 in r.mask
-    # the same seeded split, and the rows sft renders on the fly (chat_rows) for it
-    for stored, fly in zip(data.split(sft), data.split(chats)):
-        want = chat_template.chat_rows(fly, tok, cfg.sft)
-        assert stored["input_ids"] == want["input_ids"] and stored["assistant_masks"] == want["assistant_masks"]
-    dpo = chat_store.load(cfg, stage_ctx(run, "dpo"), "dpo", tok)
-    pairs = data.load_chats("tiny:chats", ctx, "dpo")
-    assert dpo.column_names == ["prompt_ids", "chosen_ids", "rejected_ids"]
-    for stored, fly in zip(data.split(dpo), data.split(pairs)):
-        want = chat_template.pair_rows(fly, tok, cfg.dpo)
-        assert all(stored[c] == want[c] for c in chat_store.COLUMNS["dpo"])
+    train, ev = _same_rows_as_on_the_fly(cfg, run, "sft")
+    assert len(train) + len(ev) == 200 and 1 in train[0]["assistant_masks"]  # one row per chat
+    _same_rows_as_on_the_fly(cfg, run, "dpo")
     m = json.loads((Path(plans["sft"]["store"]) / "manifest.json").read_text())
-    assert m["format"] == chat_store.FORMAT and m["documents"] == 200 and m["kind"] == "sft"
-    assert m["tokens"] == sum(len(x) for x in sft["input_ids"]) and 0 < m["trained"] < m["tokens"]
+    assert m["format"] == "dfm_hpc-chat-store/2" and m["documents"] == 200 and m["kind"] == "sft"
+    assert m["tokens"] == sum(len(x) for p in (train, ev) for x in p["input_ids"]) and 0 < m["trained"] < m["tokens"]
+
+
+def _multi_turn(path: Path, n: int = 40) -> str:
+    """n chats of 1 to 3 assistant turns (some with reasoning), as JSONL: Qwen3.5's template drops an earlier
+    turn's <think>, so only split_turns renders them."""
+    rows = []
+    for i in range(n):
+        msgs = [{"role": "system", "content": "Svar kort."}] if i % 4 == 0 else []
+        for t in range(1 + i % 3):
+            msgs += [{"role": "user", "content": f"Spørgsmål {i}.{t}: hvad er {i * 7 + t}?"},
+                     {"role": "assistant", "content": f"Det er {i * 7 + t}.",
+                      **({"reasoning_content": "Jeg tænker."} if (i + t) % 2 else {})}]
+        rows.append({"messages": msgs})
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return str(path)
+
+
+def test_split_turns_stores_a_row_per_turn_split_by_chat_on_qwen3_5(tmp_path):
+    from dfm_hpc.job import chat_store
+    from dfm_hpc.job.chat_template import TemplateSplitError
+    from dfm_hpc.tiny.tokenizers import build_family_tokenizer
+
+    build_family_tokenizer("qwen3_5", 512, 2048).save_pretrained(str(tmp_path / "qwen3_5"))
+    chats = _multi_turn(tmp_path / "multi.jsonl")
+
+    def cfg(split: bool):
+        return make_cfg(model={"name_or_path": str(tmp_path / "qwen3_5")}, stages=["tokenize", "sft"],
+                        sft={"dataset": chats, "split_turns": split}, tokenize={"chats": True, "shards": 3})
+
+    on, off = cfg(True), cfg(False)
+    run = _run(tmp_path)
+    plans = _build(run, on)
+    train, ev = _same_rows_as_on_the_fly(on, run, "sft")
+    assert len(train) + len(ev) == 79  # 40 chats of 1, 2 or 3 turns (14, 13, 13)
+    m = json.loads((Path(plans["sft"]["store"]) / "manifest.json").read_text())
+    assert m["split_turns"] is True and sum(s["chats"] for s in m["shards"]) == 40 and m["documents"] == 79
+    ctx = stage_ctx(run, "sft")
+    tok = chat_store.tokenizer_for(on, ctx, "sft")
+    assert chat_store.locate(off, ctx, tok, "sft")["store"] != plans["sft"]["store"]
+    with pytest.raises(TemplateSplitError, match="split_turns"):  # whole multi-turn Qwen chats: refused
+        _build(_run(tmp_path / "off"), off)
+
+
+def test_dpo_after_sft_finds_the_store_through_the_saved_tokenizer(tmp_path):
+    """[tokenize, sft, dpo]: tokenize renders dpo's pairs with the base tokenizer; dpo loads the copy sft saved
+    (stages/sft/model, template kept): the same key, so the same store."""
+    from transformers import AutoTokenizer
+
+    from dfm_hpc.job import chat_store, chat_template
+    from dfm_hpc.rundir import stage_dir
+    from dfm_hpc.tiny.tokenizers import build_family_tokenizer
+
+    for family in ("qwen3_5", "mistral", "llama3"):  # mistral has no template: the managed one, saved by sft
+        base = chat_template.ensure(build_family_tokenizer(family, 512, 2048), "auto", log=lambda _: None)
+        base.save_pretrained(str(tmp_path / family))
+        saved = chat_template.ensure(AutoTokenizer.from_pretrained(str(tmp_path / family)), "auto", log=lambda _: None)
+        assert chat_store.tokenizer_key(saved) == chat_store.tokenizer_key(base), family
+        assert chat_store.template_hash(saved) == chat_store.template_hash(base), family
+    base.add_special_tokens({"additional_special_tokens": ["<|ny|>"]})  # what matters does change the key
+    assert chat_store.tokenizer_key(base) != chat_store.tokenizer_key(saved)
+    cfg, run = _cfg(), _run(tmp_path / "run")
+    plans = _build(run, cfg)
+    sft_model = stage_dir(run, "sft") / "model"
+    chat_store.tokenizer_for(cfg, stage_ctx(run, "sft"), "sft").save_pretrained(str(sft_model))  # as sft saves it
+    tok = chat_template.ensure(AutoTokenizer.from_pretrained(str(sft_model)), "auto", log=lambda _: None)
+    assert chat_store.locate(cfg, stage_ctx(run, "dpo"), tok, "dpo")["store"] == plans["dpo"]["store"]
+    assert chat_store.load(cfg, stage_ctx(run, "dpo"), "dpo", tok) is not None
 
 
 def test_an_interrupted_build_resumes_to_the_same_store_and_is_reused(tmp_path):
