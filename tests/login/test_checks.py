@@ -156,3 +156,30 @@ def test_the_2026_recipes_dry_run_on_lumi_with_hours_cost_and_sp(tmp_path):
         memory = next(line for line in p.stdout.splitlines() if "memory:" in line)
         assert f"({sp})" in memory and "fits" in memory, memory
         assert name != "qwen35_sft" or "only 1 for this model: linear-attention layers" in memory
+
+
+# ---------------------------------------------------------------- tokenize.chats (checks/stages.py: check_chats)
+
+def test_tokenize_chats_needs_a_stage_that_reads_them_and_the_right_order(tmp_path):
+    """chats=true with no sft/dpo, or tokenize after the stage that reads its store, exits 2 through the CLI and
+    writes nothing; sft/dpo with chats and no tokenize stage is fine (another run's store, or on the fly)."""
+    from dfm_hpc.login.checks import check_config
+
+    from helpers import dfm
+
+    def chats(*stages, **values):
+        cfg = make_cfg(stages=list(stages), tokenize={"chats": True}, **values)
+        return [p for p in check_config(cfg) if "tokenize" in p]
+
+    assert not chats("tokenize", "sft", "dpo", sft={"dataset": "tiny:chats"}, dpo={"dataset": "tiny:chats"})
+    assert not chats("sft", sft={"dataset": "tiny:chats"})  # no tokenize stage: reads a store or renders
+    assert chats("merge", "sft", "tokenize") == ["stages: tokenize must come before sft (with tokenize.chats they "
+                                                 "read its chat stores)"]
+    assert any("tokenize must come after merge (sft.dataset is unset" in p for p in chats("tokenize", "merge", "sft"))
+    assert not chats("tokenize", "merge", "sft", sft={"dataset": "tiny:chats"})
+    for stages in ("[tokenize]", "[tokenize,cpt]"):
+        p = dfm("+experiment=sft_tiny", f"stages={stages}", "tokenize.chats=true", f"runs_root={tmp_path / 'runs'}",
+                cwd=tmp_path)
+        assert p.returncode == 2, p.stdout + p.stderr
+        assert "tokenize.chats=true pretokenizes the sft and dpo chats, but stages=['tokenize'" in p.stderr
+        assert "nothing was created" in p.stderr and not (tmp_path / "runs").exists()

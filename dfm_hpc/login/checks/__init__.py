@@ -31,8 +31,8 @@ __all__ = ["SCHEMA_KEYS", "check_config", "check_overrides", "check_stages", "ch
 CHECKS = [resources.check_cluster, ranges.check_ranges, resources.check_jobs, stages.check_translate,
           stages.check_pii, stages.check_evaluate, stages.check_finetune, stages.check_context, paths.check_inputs,
           safety.check_names, safety.check_text, resources.check_times, stages.check_relations,
-          resources.check_relations, paths.check_data_files, stages.check_mixture, parallel.check_sequence_parallel,
-          parallel.check_liger]
+          resources.check_relations, paths.check_data_files, stages.check_mixture, stages.check_chats,
+          parallel.check_sequence_parallel, parallel.check_liger]
 
 
 def check_config(cfg, jobs=None) -> List[str]:

@@ -1,6 +1,6 @@
 """The stage list (known stages, each once, walltimes that parse: the plan needs them) and the rules between
 a stage's keys: shards for the workers, the data a stage falls back on, the models evaluate scores, PEFT and
-DeepSpeed, warmup, the merge's length ratios, and data.mixture."""
+DeepSpeed, warmup, the merge's length ratios, data.mixture and tokenize.chats."""
 
 from __future__ import annotations
 
@@ -150,4 +150,32 @@ def check_mixture(cfg, jobs) -> List[str]:
     if not weighted and budgets < need:
         out.append(f"data.mixture: the token budgets ({budgets:,}) are less than what cpt trains on ({need:,}); "
                    "raise a budget, give a source a weight for the rest, or lower cpt.max_steps")
+    return out
+
+
+def check_chats(cfg, jobs) -> List[str]:
+    """tokenize.chats (docs/training.md#pretokenized-chats) renders the run's sft/dpo chats: with neither stage
+    it does nothing, a mistake. tokenize comes before the stages that read its chat stores and after the pii/merge
+    stage whose chats it renders. sft/dpo with chats and no tokenize stage is fine: they read the store another
+    run made (stores are shared by key) or, with none, render on the fly and log why."""
+    if not cfg.tokenize.chats:
+        return []
+    stages = list(cfg.stages)
+    readers = [s for s in ("sft", "dpo") if s in stages]
+    if not readers:
+        return [f"tokenize.chats=true pretokenizes the sft and dpo chats, but stages={stages} has neither: add sft "
+                "or dpo, or drop tokenize.chats"]
+    if "tokenize" not in stages:
+        return []
+    at = stages.index("tokenize")
+    out = []
+    early = [s for s in readers if stages.index(s) < at]
+    if early:
+        out.append(f"stages: tokenize must come before {' and '.join(early)} (with tokenize.chats they read its "
+                   "chat stores)")
+    own = [s for s in readers if cfg[s].dataset is None]  # this run's pii/merge view
+    late = [s for s in ("merge", "pii") if s in stages and stages.index(s) > at]
+    if own and late:
+        out.append(f"stages: tokenize must come after {' and '.join(late)} ({' and '.join(own)}.dataset is unset: "
+                   "tokenize.chats renders the chats those stages write)")
     return out
