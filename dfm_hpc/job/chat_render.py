@@ -110,8 +110,11 @@ def render(tokenizer, messages, *, train_reasoning: bool = False, tools=None, in
             if not full.startswith(s):
                 own = text(i + 1, False)  # this turn's own render: does the generation prompt lead to it?
                 if gen and not own.startswith(s):
+                    split = _prompt_suffix_split(text(k, False), s, own, encode)
+                    if split and turns == [len(msgs) - 1]:  # the sample's last turn: prompt as inference sends it
+                        return _close(tokenizer, msgs, kw, own, *split)
                     raise fail(i, "the generation prompt (what inference sends) is not how the template renders "
-                                  f"the answer, {_diff(s, own)}")
+                                  f"the answer, {_diff(s, own)}", hint=bool(split))
                 raise fail(turn, f"a later turn changes this render's text, {_diff(s, full)}", hint=True)
             t = encode(s)
             if t != ids[:len(t)] or len(t) < prev_len:
@@ -127,6 +130,31 @@ def render(tokenizer, messages, *, train_reasoning: bool = False, tools=None, in
     if turns and turns[-1] == len(msgs) - 1:
         _close_final_turn(tokenizer, msgs, kw, full, ids, mask)
     return Rendered(ids=ids, mask=mask)
+
+
+def _close(tokenizer, msgs, kw, full: str, ids: list[int], mask: list[int]) -> Rendered:
+    _close_final_turn(tokenizer, msgs, kw, full, ids, mask)
+    return Rendered(ids=ids, mask=mask)
+
+
+def _prompt_suffix_split(history: str, prompt: str, own: str, encode):
+    """A final turn whose generation prompt adds a prompt-only suffix after the turn's header (Gemma-4 with
+    thinking off: '<|turn>model\n' + an empty '<|channel>thought\n<channel|>' its answer render lacks): the
+    sample is what inference sends, `prompt`, then what the template writes for the answer after the header,
+    only that trained. (ids, mask), or None where the two renders do not share the header after the history
+    (Apertus after a tool result opens a new turn) or the header's end is not a token boundary in both."""
+    if not (prompt.startswith(history) and own.startswith(history)):
+        return None
+    n = len(history)
+    while n < min(len(prompt), len(own)) and prompt[n] == own[n]:
+        n += 1
+    if n == len(history) or n == len(prompt) or n == len(own):  # no shared header, no suffix or no answer
+        return None
+    head, prompt_ids, own_ids = encode(prompt[:n]), encode(prompt), encode(own)
+    if prompt_ids[:len(head)] != head or own_ids[:len(head)] != head:
+        return None
+    answer = own_ids[len(head):]
+    return prompt_ids + answer, [0] * len(prompt_ids) + [1] * len(answer)
 
 
 def _close_final_turn(tokenizer, msgs, kw, full: str, ids: list[int], mask: list[int]) -> None:

@@ -25,10 +25,6 @@ pytest.importorskip("trl")
 # Ministral-3, Qwen3.5); LoRA on the others.
 PLAN = [("llama3", "lora"), ("qwen3", "lora"), ("qwen3_5", "none"), ("gemma3", "lora"), ("gemma4", "lora"),
         ("apertus", "none"), ("ministral3", "none")]
-XFAIL = {  # known and reported: xfail for exactly this reason (any other failure fails); passes once fixed
-    "gemma4": "Gemma-4's template renders the generation prompt (an empty thought channel) unlike the answer it "
-              "renders in history: chat_render refuses the split (TemplateSplitError) before SFT trains",
-}
 STEPS = {"cpt": 3, "sft": 3, "dpo": 2}  # conf/experiment/families_tiny.yaml
 
 
@@ -68,9 +64,6 @@ def test_family_through_cpt_sft_dpo_save_merge_reload(tmp_path, family, peft):
     p = dfm("+experiment=families_tiny", f"model=tiny_{family}", f"peft={peft}", *extra, cwd=tmp_path, timeout=600)
     (run,) = run_dirs(tmp_path)
     s = run / "stages"
-    sft_log = s / "sft" / "logs" / "rank-0.log"
-    if p.returncode != 0 and family in XFAIL and "TemplateSplitError" in sft_log.read_text():
-        pytest.xfail(XFAIL[family])
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     for stage in STEPS:
         assert (s / stage / "DONE").exists() and _summary(s / stage)["steps"] == STEPS[stage]

@@ -56,15 +56,24 @@ def test_lora_sft_keeps_a_chatml_template_without_generation_marks(tmp_path):
 
 def test_a_template_that_cannot_be_split_stops_sft_before_training(tmp_path):
     """Gemma-4's template (thinking off) opens the answer with an empty thought channel its render of the
-    answer lacks: refused, naming the template and the turn, before the model is loaded."""
+    answer in history lacks: a chat's last turn trains on the prompt inference sends, but the earlier turns of a
+    multi-turn chat cannot (without sft.split_turns): refused, naming the template and the turn, before the model
+    is loaded."""
+    import json
+
     from dfm_hpc.tiny.tokenizers import template
 
     base, _ = _base_with_template(tmp_path, template("gemma4"))
-    p = dfm(*SFT, f"model.name_or_path={base}", cwd=tmp_path, timeout=600)
+    turns = [{"role": r, "content": c} for r, c in (("user", "Hej"), ("assistant", "Hej!"), ("user", "Og?"),
+                                                     ("assistant", "Farvel."))]
+    chats = tmp_path / "chats.jsonl"
+    chats.write_text("".join(json.dumps({"messages": turns}) + "\n" for _ in range(8)))
+    p = dfm(*SFT, f"model.name_or_path={base}", f"sft.dataset={chats}", cwd=tmp_path, timeout=600)
     assert p.returncode != 0
     (run,) = run_dirs(tmp_path)
     s = run / "stages" / "sft"
     log = (s / "logs" / "rank-0.log").read_text() + p.stdout + p.stderr
     assert re.search(rf"chat template of {re.escape(str(base))} \(own template\) cannot be split into turns: "
-                     r"conversation \d+, turn 1 \(assistant\): the generation prompt", log), log[-3000:]
+                     r"conversation \d+, turn 1 \(assistant\): the generation prompt.*sft.split_turns=true",
+                     log), log[-3000:]
     assert not (s / "metrics.jsonl").exists() and not (s / "model").exists()

@@ -93,15 +93,33 @@ def test_split_turns_trains_each_turn_on_the_history_inference_sends(family):
         chat_rows(ds, t, SftStage())
 
 
-def test_gemma4_is_refused_with_thinking_off_and_split_with_it_on():
-    """Gemma-4's generation prompt with thinking off adds an empty thought channel that its render of the
-    answer lacks: not what inference sends, so refused (even single-turn). With thinking on (train_reasoning)
-    the generation prompt is '<|turn>model\n' and the turns split; the template drops thoughts from content."""
-    from dfm_hpc.job.chat_render import TemplateSplitError, render
+def test_gemma4_last_turn_trains_on_the_prompt_inference_sends():
+    """Gemma-4's generation prompt with thinking off adds an empty thought channel ('<|turn>model\n' +
+    '<|channel>thought\n<channel|>') that its render of the answer in history lacks. The sample's last turn
+    (single-turn chat, sft.split_turns, DPO) trains on exactly what inference sends, then the answer as the
+    template writes it after the header; a multi-turn chat without split_turns stays refused (its earlier turns'
+    context is not what inference sent). With thinking on the generation prompt is the header and turns split."""
+    import datasets
+
+    from dfm_hpc.job.chat_render import TemplateSplitError, render, render_pair
+    from dfm_hpc.job.chat_template import chat_rows
+    from dfm_hpc.schema import SftStage
 
     t = tok("gemma4")
-    with pytest.raises(TemplateSplitError, match=r"turn 2 \(assistant\): the generation prompt .*<\|channel>thought"):
-        render(t, CONV[:3])
+    for k in (2, 4):  # a single-turn chat, and the last turn of a split multi-turn one
+        r = render(t, CONV[:k + 1], last_turn_only=k == 4)
+        prompt = own_ids(t, CONV[:k], add_generation_prompt=True)
+        assert t.decode(prompt).endswith("<|turn>model\n<|channel>thought\n<channel|>")
+        answer = t(CONV[k]["content"] + "<turn|>\n", add_special_tokens=False)["input_ids"]
+        assert r.ids == prompt + answer and r.mask == [0] * len(prompt) + [1] * len(answer)
+    rows = chat_rows(datasets.Dataset.from_list([{"messages": CONV}]), t, SftStage(split_turns=True))
+    assert [t.decode([i for i, m in zip(*row.values()) if m]) for row in rows] == \
+        ["København.<turn|>\n", "Aarhus, i Østjylland.<turn|>\n"]
+    pair = render_pair(t, CONV[:4], [{"role": "assistant", "content": "Aarhus."}], [CONV[4]])
+    assert pair["prompt_ids"] == own_ids(t, CONV[:4], add_generation_prompt=True)
+    assert t.decode(pair["chosen_ids"]) == "Aarhus.<turn|>\n"
+    with pytest.raises(TemplateSplitError, match=r"turn 2 \(assistant\): the generation prompt .*sft.split_turns=true"):
+        render(t, CONV)
     r = render(t, CONV, train_reasoning=True)
     assert r.ids == own_ids(t, CONV, enable_thinking=True)
     assert [t.decode(run) for run in runs(r)] == ["København.<turn|>\n", "Aarhus, i Østjylland.<turn|>\n"]
