@@ -101,3 +101,27 @@ def pair_rows(ds, tokenizer, st):
     opts = options(st)
     return ds.map(lambda row, idx: pair_sample(tokenizer, row, index=idx, **opts), with_indices=True,
                   remove_columns=ds.column_names, desc="rendering pairs")
+
+
+def drop_untrained(train_ds, eval_ds, seq_len: int, log=print):
+    """sft's rows with no trained token in their first `seq_len` tokens (TRL truncates there: a long system
+    prompt, Ministral-3's is ~340 tokens) train on nothing (loss 0.0, grad_norm 0): dropped, counted in one
+    line. No train row left stops the stage before training; an eval split left empty is None (no eval loss,
+    not 0.0). Rows from chat_rows or the chat store alike."""
+    out = []
+    for name, ds in (("train", train_ds), ("eval", eval_ds)):
+        if ds is None:
+            out.append(None)
+            continue
+        kept = ds.filter(lambda row: any(row["assistant_masks"][:seq_len]), desc=f"{name} rows with trained tokens")
+        if len(kept) < len(ds):
+            log(f"sft: dropped {len(ds) - len(kept)} of {len(ds)} {name} rows with no assistant token within "
+                f"sft.seq_len={seq_len} tokens (the prompt before the answer fills it)")
+        if not len(kept) and name == "train":
+            raise ValueError(f"sft: none of the {len(ds)} train rows has an assistant token within sft.seq_len="
+                             f"{seq_len} tokens (the prompt before each answer is at least that long: a long system "
+                             "prompt?); raise sft.seq_len or shorten the prompts")
+        if not len(kept) and len(ds):
+            log(f"sft: the eval split has no row with an assistant token within sft.seq_len={seq_len}: no eval loss")
+        out.append(kept if len(kept) else None)
+    return tuple(out)

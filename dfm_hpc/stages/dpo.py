@@ -54,6 +54,9 @@ def _trainer_class(trl):
             if args.max_length is not None and args.truncation_mode == "keep_start":
                 # as TRL: a prompt that fills max_length leaves no completion token to learn from
                 dataset = dataset.filter(lambda row: len(row["prompt_ids"]) < args.max_length)
+            if not len(dataset) and dataset_name == "train":  # else torch's 'num_samples=0' from the sampler
+                raise ValueError(f"dpo: no train pair left: every prompt fills dpo.seq_len="
+                                 f"{args.max_length} tokens (a long system prompt?); raise dpo.seq_len")
             return dataset
 
     return PreRenderedDPOTrainer

@@ -33,8 +33,9 @@ def run(cfg: Config, ctx: StageContext) -> None:
         rows["train"], rows["eval"] = (None if d is None else chat_template.chat_rows(d, tokenizer, st) for d in chats)
 
     model, tokenizer, base = train.load_base(cfg, ctx, st, "sft", before_model=render)
-    train_ds, eval_ds = rows["train"], rows["eval"]
-    args = trl.SFTConfig(**train.training_args(cfg, ctx, st), max_length=st.seq_len, packing=st.packing,
+    train_ds, eval_ds = chat_template.drop_untrained(rows["train"], rows["eval"], st.seq_len, ctx.log)
+    no_eval = {"eval_strategy": "no"} if eval_ds is None else {}  # eval_every_steps with nothing to evaluate
+    args = trl.SFTConfig(**{**train.training_args(cfg, ctx, st), **no_eval}, max_length=st.seq_len, packing=st.packing,
                          assistant_only_loss=False)  # the rendered assistant_masks become the labels as they are
     callback = train.metrics_callback(cfg, ctx, st, tokens_per_step=tokens.step_tokens(st, "sft"))
     trainer = trl.SFTTrainer(model=model, args=args, processing_class=tokenizer, train_dataset=train_ds,

@@ -220,3 +220,47 @@ def test_apertus_final_turn_ends_with_its_end_token():
     assert r.ids[-1] == t.convert_tokens_to_ids("<|assistant_end|>") == t.eos_token_id and r.mask[-1] == 1
     following = t.apply_chat_template(CONV[:4], tokenize=False)
     assert following.startswith(t.decode(r.ids))  # exactly the text the template writes once a user turn follows
+
+
+def test_sft_rows_without_a_trained_token_within_seq_len_are_dropped():
+    """A prompt that fills sft.seq_len leaves no trained token (TRL truncates): such rows are dropped and counted,
+    an eval split left empty gives no eval loss (None), and a train split left empty stops before training."""
+    import datasets
+
+    from dfm_hpc.job.chat_template import chat_rows, drop_untrained
+    from dfm_hpc.schema import SftStage
+
+    t = tok("llama3")
+    long = [{"role": "system", "content": " ".join(["Du er en hjælpsom assistent."] * 40)}] + CONV[1:3]
+    ds = chat_rows(datasets.Dataset.from_list([{"messages": CONV[:3]}, {"messages": long}]), t, SftStage())
+    short_prompt = ds[0]["assistant_masks"].index(1)
+    assert ds[1]["assistant_masks"].index(1) > short_prompt + 50
+    logs = []
+    train, ev = drop_untrained(ds, ds.select([1]), short_prompt + 5, logs.append)
+    assert len(train) == 1 and train[0]["input_ids"] == ds[0]["input_ids"] and ev is None
+    assert logs[0].startswith("sft: dropped 1 of 2 train rows with no assistant token within sft.seq_len=")
+    assert "no eval loss" in logs[-1]
+    with pytest.raises(ValueError, match="none of the 2 train rows has an assistant token within sft.seq_len=4"):
+        drop_untrained(ds, None, 4, logs.append)
+
+
+def test_dpo_with_no_pair_within_seq_len_stops_with_the_reason():
+    """Every prompt at least dpo.seq_len long: TRL's length filter leaves nothing; a clear error rather than
+    torch's 'num_samples=0' once training starts."""
+    from types import SimpleNamespace
+
+    import datasets
+    import trl
+
+    from dfm_hpc.job.chat_render import render_pair
+    from dfm_hpc.stages import dpo
+
+    t = tok("llama3")
+    pair = render_pair(t, CONV[:2], [CONV[2]], [{"role": "assistant", "content": "Aarhus."}])
+    ds = datasets.Dataset.from_list([pair])
+    prepare = dpo._trainer_class(trl)._prepare_dataset
+    args = SimpleNamespace(max_length=len(pair["prompt_ids"]), truncation_mode="keep_start")
+    with pytest.raises(ValueError, match="no train pair left: every prompt fills dpo.seq_len="):
+        prepare(None, ds, t, args, "train")
+    assert len(prepare(None, ds, t, SimpleNamespace(max_length=len(pair["prompt_ids"]) + 1,
+                                                    truncation_mode="keep_start"), "train")) == 1
