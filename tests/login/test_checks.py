@@ -98,6 +98,19 @@ def test_sequence_parallel_refuses_linear_attention_layers(tmp_path):
     assert any("3 linear-attention layers" in p and "sequence_parallel=1" in p for p in problems), problems
 
 
+def test_packing_with_linear_attention_layers_exits_2_with_the_reason(tmp_path):
+    """sft.packing over Qwen3.5's Gated DeltaNet layers (their torch path ignores the packed chats' boundaries):
+    refused at plan time, exit 2, nothing written; sft.packing=false plans."""
+    from helpers import dfm
+
+    args = ("+experiment=families_tiny", "model=tiny_qwen3_5", "stages=[sft]", f"runs_root={tmp_path / 'runs'}")
+    p = dfm(*args, "dry_run=true", cwd=tmp_path)
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert all(x in p.stderr for x in ("sft.packing=true: ", "linear-attention layers", "set sft.packing=false"))
+    assert "nothing was created" in p.stderr and not (tmp_path / "runs").exists()
+    assert not [x for x in _problems(*args[:3], "sft.packing=false") if "packing" in x]
+
+
 def test_liger_needs_gpus():
     """Liger's kernels: refused for a stage without GPUs (a local CPU run), fine on LUMI's GCDs."""
     local = _problems("+experiment=sft_tiny", "sft.liger_kernel=true")

@@ -6,7 +6,8 @@ the CLI prints them all and exits 2 before anything is created.
     ranges.py     every key's own number range (the schema's `ranged` metadata)
     resources.py  what each job asks the scheduler for: partition and per-user job limits, batch layout
     memory.py     a training stage's memory per GCD/GPU (estimates.py), the changes that fit
-    parallel.py   sequence parallelism against the model, the sequence and the ranks; Liger needs GPUs
+    parallel.py   sequence parallelism against the model, the sequence and the ranks; packing against
+                  linear-attention layers; Liger needs GPUs
     paths.py      what the stages read (registry.STAGES): local inputs exist and are readable, the offline cache
     safety.py     text that reaches scripts, names, secrets
 
@@ -32,7 +33,7 @@ CHECKS = [resources.check_cluster, ranges.check_ranges, resources.check_jobs, st
           stages.check_pii, stages.check_evaluate, stages.check_finetune, stages.check_context, paths.check_inputs,
           safety.check_names, safety.check_text, resources.check_times, stages.check_relations,
           resources.check_relations, paths.check_data_files, stages.check_mixture, stages.check_chats,
-          parallel.check_sequence_parallel, parallel.check_liger]
+          parallel.check_sequence_parallel, parallel.check_packing, parallel.check_liger]
 
 
 def check_config(cfg, jobs=None) -> List[str]:

@@ -1,5 +1,6 @@
 """What a training stage asks of the devices beyond memory: Ulysses sequence parallelism (sft.sequence_parallel)
-against the model's heads, the sequence, the world size, ZeRO and the attention; Liger's kernels need GPUs."""
+against the model's heads, the sequence, the world size, ZeRO and the attention; packing against linear-attention
+layers; Liger's kernels need GPUs."""
 
 from __future__ import annotations
 
@@ -58,3 +59,18 @@ def check_liger(cfg, jobs) -> List[str]:
     return [f"{j.stage}.liger_kernel=true: Liger's kernels run on GPUs only, and this {j.stage} job has none "
             f"(cluster={cfg.cluster.name}, gpus_per_node=0); set {j.stage}.liger_kernel=false"
             for j in jobs if j.stage in TRAINED_STAGES and cfg[j.stage].get("liger_kernel") and not j.gpus_per_node]
+
+
+def check_packing(cfg, jobs) -> List[str]:
+    """sft.packing with linear-attention layers (Qwen3.5's Gated DeltaNet): transformers' torch path for them
+    (causal_conv1d_fn, torch_chunk_gated_delta_rule) ignores the packed rows' boundaries (cu_seqlens), so each
+    chat would start from the previous one's convolution and recurrent state; the kernels that honour them
+    (causal-conv1d, flash-linear-attention) are not in the container."""
+    if not any(j.stage == "sft" for j in jobs) or not cfg.sft.packing:
+        return []
+    shape = model_shape.of(cfg)
+    if not shape or not shape.linear_attention_layers:
+        return []
+    return [f"sft.packing=true: {cfg.model.name_or_path} has {shape.linear_attention_layers} linear-attention layers "
+            f"(layer_types in {shape.source}), whose recurrent state would run on across the chats packed into one "
+            "row (transformers' torch path ignores their boundaries); set sft.packing=false"]
