@@ -22,6 +22,8 @@ final turn included (taken from what a following user turn would write).
 
 from __future__ import annotations
 
+import contextlib
+import datetime as _dt
 from dataclasses import dataclass, field
 
 
@@ -76,6 +78,35 @@ def render(tokenizer, messages, *, train_reasoning: bool = False, tools=None, in
     (the conversation's row) only goes into error messages. `last_turn_only`: train (and split at) only the
     final assistant turn; the history before it is the prompt exactly as inference renders it
     (sft.split_turns, DPO)."""
+    with _pinned_clock(getattr(tokenizer, "dfm_render_date", None)):
+        return _render(tokenizer, messages, train_reasoning, tools, index, last_turn_only)
+
+
+@contextlib.contextmanager
+def _pinned_clock(day):
+    """Templates that print today's date (Llama-3's 'Today Date', Apertus' 'Current date': strftime_now) render
+    on `day` (the run's start date, chat_template.ensure), so a resumed run or a chat store built over midnight
+    renders the same tokens. transformers' strftime_now reads its module's `datetime.now()`; template variables
+    cannot replace it (it turns callables into strings)."""
+    from transformers.utils import chat_template_utils as ctu
+
+    if day is None or getattr(ctu, "datetime", None) is not _dt.datetime:
+        yield
+        return
+
+    class Pinned(_dt.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return cls(day.year, day.month, day.day, tzinfo=tz)
+
+    ctu.datetime = Pinned
+    try:
+        yield
+    finally:
+        ctu.datetime = _dt.datetime
+
+
+def _render(tokenizer, messages, train_reasoning, tools, index, last_turn_only) -> Rendered:
     msgs = _prepare(messages, train_reasoning)
     kw = _kwargs(tokenizer, tools, train_reasoning)
 

@@ -62,7 +62,8 @@ def tokenizer_for(cfg, ctx, kind: str):
             path = str(stage_dir(Path(init), prev) / "model")
             break
     tokenizer = AutoTokenizer.from_pretrained(path)
-    chat_template.ensure(tokenizer, cfg.model.chat_template, log=lambda _: None)
+    chat_template.ensure(tokenizer, cfg.model.chat_template, log=lambda _: None,
+                         date=chat_template.run_date(ctx.run_dir))  # the day templates print, as sft's
     return tokenizer
 
 

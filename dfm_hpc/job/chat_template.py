@@ -29,9 +29,22 @@ def has_generation_marks(template) -> bool:
     return bool(template) and re.search(r"\{%-?\s*generation\s*-?%\}", template) is not None
 
 
-def ensure(tokenizer, mode: str = "auto", log=print):
+def run_date(run_dir):
+    """The day a run started, from its dir's name (rundir.new_run_dir: <YYYY-mm-dd_HH-MM-SS>_<hex>); None if
+    the name has no date. Templates that print today's date render on it (chat_render._pinned_clock)."""
+    import datetime
+
+    try:
+        return datetime.datetime.strptime(Path(run_dir).name[:10], "%Y-%m-%d").date()
+    except ValueError:
+        return None
+
+
+def ensure(tokenizer, mode: str = "auto", log=print, date=None):
     """Give `tokenizer` the template to train with (in place); returns it. `mode`: auto (its own, the
-    managed one if it has none), managed, keep (its own, whatever it is) or a template file."""
+    managed one if it has none), managed, keep (its own, whatever it is) or a template file. `date`
+    (run_date): the day templates that print today's date render on, the same in every rank, stage and resume."""
+    tokenizer.dfm_render_date = date
     own = getattr(tokenizer, "chat_template", None)
     if mode == "keep" or (mode == "auto" and own):
         tokenizer.dfm_template_source = "own"  # named in TemplateSplitError's message

@@ -417,7 +417,8 @@ def load_base(cfg, ctx, st: TrainStage, stage: str, before_model=None):
     if stage in ("sft", "dpo"):  # a base tokenizer may have no template, or none that marks turns
         from dfm_hpc.job import chat_template
 
-        chat_template.ensure(tokenizer, cfg.model.chat_template, log=ctx.log if ctx.is_main else lambda _: None)
+        chat_template.ensure(tokenizer, cfg.model.chat_template, log=ctx.log if ctx.is_main else lambda _: None,
+                             date=chat_template.run_date(ctx.run_dir))
     if before_model is not None:  # sft/dpo render their chats here: a template that cannot split stops before the load
         before_model(tokenizer)
     if cfg.peft.method == "qlora":

@@ -264,3 +264,24 @@ def test_dpo_with_no_pair_within_seq_len_stops_with_the_reason():
         prepare(None, ds, t, args, "train")
     assert len(prepare(None, ds, t, SimpleNamespace(max_length=len(pair["prompt_ids"]) + 1,
                                                     truncation_mode="keep_start"), "train")) == 1
+
+
+@pytest.mark.parametrize("family", ["llama3", "apertus"])
+def test_templates_that_print_todays_date_render_on_the_runs_start_date(family):
+    """Llama-3 ('Today Date', strftime_now) and Apertus ('Current date') print the day they render: pinned to the
+    run's start date (its dir's name) by chat_template.ensure, so a resumed run or a store built over midnight
+    renders the same tokens; transformers' own clock is left as it was."""
+    import datetime
+
+    from dfm_hpc.job import chat_template
+    from dfm_hpc.job.chat_render import render
+
+    day = chat_template.run_date("/runs/2025-12-31_23-59-58_a1b2c3")
+    assert day == datetime.date(2025, 12, 31) and chat_template.run_date("/runs/my-run") is None
+    t = chat_template.ensure(tok(family), "auto", log=lambda _: None, date=day)
+    text = t.decode(render(t, CONV[1:3]).ids)  # no system prompt: Apertus writes its default, dated
+    assert ("Today Date: 31 Dec 2025" if family == "llama3" else "Current date: 2025-12-31") in text, text
+    before = datetime.date.today()
+    today = t.apply_chat_template(CONV[1:3], tokenize=False)  # outside render: today, as inference prints it
+    fmt = "%d %b %Y" if family == "llama3" else "%Y-%m-%d"
+    assert any(d.strftime(fmt) in today for d in (before, datetime.date.today()))
