@@ -5,9 +5,12 @@
 2. SFT: LoRA (r 16, q/k/v/o, PEFT) tokens/s and MFU on the same model;
 3. translate: segments/s and source tokens/s of a MADLAD-3B-shaped T5 (d_model 1024, 32+32 layers,
    d_ff 8192, 256k vocabulary) with dfm_hpc's hf and ctranslate2 translators, sorted token-budget
-   batches against the naive loop (input order, fixed batch size) on the same segments.
+   batches against the naive loop (input order, fixed batch size) on the same segments;
+4. fullft (issue #21, bench/gpu_fullft.py, run first): full fine-tuning SFT of a ~1B Qwen3-shaped model at
+   8,192 tokens, SP 1, bf16, SDPA, activation checkpointing, AdamW, a plain torch loop on packed
+   real-length chats with an assistant mask: tokens/s, MFU and peak memory.
 
-    python bench/gpu_bench.py --out DIR [--smoke] [--strict] [--only cpt,sft,translate]
+    python bench/gpu_bench.py --out DIR [--smoke] [--strict] [--only fullft,cpt,sft,translate]
 
 --smoke: tiny shapes on the CPU (tests/test_gpu_bench.py runs it in make test, so the script cannot
 rot). Writes DIR/gpu_bench.json and DIR/gpu_bench.md. A part that fails is recorded with its error
@@ -28,7 +31,7 @@ import time
 import traceback
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # translate_throughput's segments()
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # translate_throughput's segments(), gpu_fullft
 
 SHAPES = {
     # llama: a config.json's keys (the model is built from them, estimates count them)
@@ -221,6 +224,15 @@ def markdown(res: dict) -> str:
             lines.append(f"| {label} | {r['tokens_per_s']:,.0f} | {r['mfu']:.1%} | {r['step_s']} s/step{mem} |")
         elif r:
             lines.append(f"| {label} | - | - | failed: {r['error'][:80]} |")
+    ft = res["parts"].get("fullft")
+    if ft and "error" not in ft:
+        mem = f", peak {ft['peak_memory_gb']} GB" if ft.get("peak_memory_gb") else ""
+        fsize = f"{ft['params'] / 1e9:.2f}B" if res["mode"] == "gpu" else "tiny"
+        lines.append(f"| full FT SFT {fsize} Qwen3, {ft['seq']:,} tokens, SP 1 | "
+                     f"{ft['tokens_per_s']:,.0f} | {ft['mfu']:.1%} | {ft['step_s']} s/step, HFU {ft['hfu']:.1%}, "
+                     f"{ft['chats_per_row']} chats/row{mem} |")
+    elif ft:
+        lines.append(f"| full FT SFT | - | - | failed: {ft['error'][:80]} |")
     tr = res["parts"].get("translate")
     if tr and "error" not in tr:
         t5 = "MADLAD-3B-shaped T5" if res["mode"] == "gpu" else "tiny T5"
@@ -245,21 +257,27 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU")
     ap.add_argument("--strict", action="store_true", help="a failing part fails the run")
-    ap.add_argument("--only", default="cpt,sft,translate")
+    ap.add_argument("--only", default="fullft,cpt,sft,translate")
     args = ap.parse_args(argv)
     import torch
 
     from dfm_hpc import estimates
-    from dfm_hpc.job.rank import quiet_libraries
 
     mode = "smoke" if args.smoke else "gpu"
-    quiet_libraries(verbose=False, gpus=torch.cuda.device_count())  # the rank logs' filters: output to read
+    try:  # the rank logs' filters: output to read. The GPU machine's image has no hydra, which rank imports
+        from dfm_hpc.job.rank import quiet_libraries
+    except ImportError as e:
+        print(f"gpu_bench: no log filters ({e})", file=sys.stderr)
+    else:
+        quiet_libraries(verbose=False, gpus=torch.cuda.device_count())
     if mode == "smoke":
         torch.set_num_threads(1)  # tiny shapes: threads only fight over the cores
     if mode == "gpu" and not torch.cuda.is_available():
         print("gpu_bench: no GPU here; use --smoke for the CPU smoke mode", file=sys.stderr)
         return 2
-    s = SHAPES[mode]
+    import gpu_fullft
+
+    s = {**SHAPES[mode], "fullft": gpu_fullft.SHAPES[mode]}
     name = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"
     peak = estimates.pick_peak_tflops(name if torch.cuda.is_available() else 1.0)
     res = {"mode": mode, "device": name, "peak_tflops": peak, "torch": torch.__version__,
@@ -267,7 +285,9 @@ def main(argv=None) -> int:
     only = set(args.only.split(","))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    parts = [("cpt_zero2", "cpt", lambda: bench_cpt(s, 2, peak)), ("cpt_zero3", "cpt", lambda: bench_cpt(s, 3, peak)),
+    # fullft first: its figure is kept if a later part runs past the time limit
+    parts = [("fullft", "fullft", lambda: gpu_fullft.bench_fullft(s["fullft"], peak)),
+             ("cpt_zero2", "cpt", lambda: bench_cpt(s, 2, peak)), ("cpt_zero3", "cpt", lambda: bench_cpt(s, 3, peak)),
              ("sft_lora", "sft", lambda: bench_sft_lora(s, peak))]
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_WORK")) as work:
         parts.append(("translate", "translate", lambda: bench_translate(s, Path(work))))
