@@ -35,6 +35,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--runs-root", default="runs")
     s.add_argument("overrides", nargs="*", help="key=value changes")
     s.add_argument("--fresh", action="store_true", help="also redo the stages that finished")
+    s.add_argument("--failed", action="store_true",
+                   help="only the points that failed, were cancelled or stopped unfinished (one array)")
+    s.add_argument("--dry-run", action="store_true", help="say what would run; write and queue nothing")
     s = sub.add_parser("list", help="experiments and recent runs")
     s.add_argument("--runs-root", default="runs")
     s = sub.add_parser("compare", help="evaluate results of runs (or sweep points) side by side, as Markdown")
@@ -108,7 +111,13 @@ def _main(argv: List[str]) -> int:
     if argv and _not_a_subcommand(argv[0]) and argv[0] not in SUBCOMMANDS:
         raise BadInput(_not_a_subcommand(argv[0]))
     if argv and argv[0] in SUBCOMMANDS:
-        args = _parser().parse_args(argv)
+        parser = _parser()
+        args, extra = parser.parse_known_args(argv)
+        # `rerun RUN --failed key=value`: argparse leaves overrides after a flag unparsed
+        if extra and args.cmd == "rerun" and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides, extra = args.overrides + extra, []
+        if extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
         if args.cmd == "compare":
             from dfm_hpc.login import compare
 
@@ -132,7 +141,7 @@ def _main(argv: List[str]) -> int:
         if args.cmd == "rerun":
             from dfm_hpc.login import rerun
 
-            return rerun.rerun(args.run, args.overrides, args.fresh, args.runs_root)
+            return rerun.rerun(args.run, args.overrides, args.fresh, args.runs_root, args.failed, args.dry_run)
         if args.cmd == "prefetch":
             return _prefetch(_default_cluster(args.overrides), args.download)
         return status.list_all(args.runs_root)

@@ -18,8 +18,9 @@ from typing import List, Optional, Sequence, Tuple
 from dfm_hpc import results
 
 
-def _sources(ref: str, runs_root: str) -> List[Tuple[str, Path, List[str]]]:
-    """(label, results.json, overrides) for a results.json, a run dir or a sweep dir (its points)."""
+def _sources(ref: str, runs_root: str) -> List[Tuple[str, Path, List[str], Optional[Path]]]:
+    """(label, results.json, overrides, run dir or None) for a results.json, a run dir or a sweep dir (its
+    points)."""
     from dfm_hpc import rundir
 
     p = Path(ref)
@@ -27,34 +28,43 @@ def _sources(ref: str, runs_root: str) -> List[Tuple[str, Path, List[str]]]:
         # .../<run>/stages/evaluate/results.json -> the run's name; else the file as given
         run = p.parent.parent.parent if p.parent.name == "evaluate" and p.parent.parent.name == rundir.STAGES_DIR \
             else None
-        return [(run.name if run is not None else str(p), p, [])]
+        return [(run.name if run is not None else str(p), p, [], None)]
     p = rundir.resolve(ref, runs_root)
     if rundir.is_sweep_dir(p):
         points = rundir.read_yaml(p / rundir.SWEEP).get("points", [])
-        return [(f"{p.name}/{pt['run_dir']}", p / str(pt["run_dir"]) / results.RESULTS, list(pt.get("overrides", [])))
-                for pt in points]
-    return [(p.name, p / results.RESULTS, [])]
+        return [(f"{p.name}/{pt['run_dir']}", p / str(pt["run_dir"]) / results.RESULTS, list(pt.get("overrides", [])),
+                 p / str(pt["run_dir"])) for pt in points]
+    return [(p.name, p / results.RESULTS, [], p)]
 
 
 def collect(refs: Sequence[str], runs_root: str = "runs") -> Tuple[List[Tuple[str, dict]], List[str]]:
     """The (run:model label, model entry) columns of every ref, and the legend/problem lines."""
+    from dfm_hpc.login import status
+
     columns: List[Tuple[str, dict]] = []
     legend: List[str] = []
-    for ref in refs:
-        for label, path, overrides in _sources(ref, runs_root):
-            if not path.is_file():
-                legend.append(f"{label}: no evaluate results ({path} is missing)")
-                continue
-            data = json.loads(path.read_text())
-            legend.append(f"{label}: {path}" + (f" ({' '.join(overrides)})" if overrides else "")
-                          + (f", eval data {data['eval_data']}" if data.get("eval_data") else ""))
-            for model in data.get("models", []):
-                columns.append((f"{label}:{model['name']}", model))
+    sources = [s for ref in refs for s in _sources(ref, runs_root)]
+    runs = [run for *_, run in sources if run is not None]
+    # each run's (sweep point's) outcome beside its results: a missing column says why it is missing
+    outs = dict(zip(runs, status.outcomes(runs))) if runs else {}
+    for label, path, overrides, run in sources:
+        said = f"{label} ({outs[run]})" if run is not None else label
+        if not path.is_file():
+            legend.append(f"{said}: no evaluate results ({path} is missing)")
+            continue
+        data = json.loads(path.read_text())
+        legend.append(f"{said}: {path}" + (f" ({' '.join(overrides)})" if overrides else "")
+                      + (f", eval data {data['eval_data']}" if data.get("eval_data") else ""))
+        for model in data.get("models", []):
+            columns.append((f"{label}:{model['name']}", model))
     return columns, legend
 
 
 def render(refs: Sequence[str], runs_root: str = "runs") -> str:
-    columns, legend = collect(refs, runs_root)
+    return _render(*collect(refs, runs_root))
+
+
+def _render(columns: List[Tuple[str, dict]], legend: List[str]) -> str:
     out = (results.markdown_table([(label, results.flatten(m)) for label, m in columns]) if columns
            else "No evaluate results found.\n")
     extra = results.notes(columns)
@@ -70,14 +80,14 @@ def render(refs: Sequence[str], runs_root: str = "runs") -> str:
 
 def compare(refs: Sequence[str], runs_root: str = "runs", out: Optional[str] = None) -> int:
     try:
-        text = render(refs, runs_root)
+        columns, legend = collect(refs, runs_root)  # once: it asks Slurm for the points' outcomes
     except LookupError as e:
         print(f"error: {e}")
         return 2
+    text = _render(columns, legend)
     if out:
         Path(out).write_text(text)
     print(text, end="")
-    columns, _ = collect(refs, runs_root)
     for w in results.comparability(columns):
         print(f"warning: {w}", file=sys.stderr)
     return 0 if "| metric |" in text else 1

@@ -127,7 +127,7 @@ def launch(points: List[LaunchPoint], argv: List[str], sweep: bool) -> int:
         problems += [p.label(sweep) + x for x in predict.problems([r for r in p.records if r["stage"] not in p.reuse])]
     if problems:
         return console.report_problems(problems)
-    console.plan_table(points[0], len(points))
+    console.plan_table(next((p for p in points if p.todo), points[0]), len(points))  # rerun --failed: one that runs
     console.mixture(points[0].cfg)
     console.plain_lines(oasst_lines)
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -180,6 +181,102 @@ def _point_rows(point: Path, rows) -> List[dict]:
         return [{**blank, "stage": "-", "state": "UNREADABLE", "last": f"unreadable: {why(e)}"}]
 
 
+# ---------------------------------------------------------------- a point's outcome
+
+# Slurm's (and the markers') states that end a point without its result
+_BROKEN = ("FAILED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE")
+_RUNNING = ("RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "STAGE_OUT", "SIGNALING")
+_QUEUED = ("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "PREEMPTED", "RESIZING")
+RERUN = ("failed", "cancelled", "unfinished")  # the outcomes `rerun --failed` runs again
+
+
+@dataclass
+class Outcome:
+    """How a run (or sweep point) stands as a whole: done, failed, cancelled, running, queued,
+    unfinished (stopped without an ending: no job, no marker), dry run, incomplete or unreadable."""
+    state: str
+    stage: str = ""  # the stage it is at: where it failed, was cancelled, runs or waits
+    reason: str = ""  # failed: the first line of the error
+
+    def __str__(self) -> str:
+        where = "" if not self.stage else f" ({self.stage})" if self.state in ("running", "queued") \
+            else f" at {self.stage}"
+        return self.state + where + (f": {self.reason}" if self.reason else "")
+
+
+def error_line(text: str) -> str:
+    """The first line of a FAILED marker's error: the exception line of its (last) traceback."""
+    lines = text.splitlines()
+    tb = [i for i, ln in enumerate(lines) if ln.startswith("Traceback (most recent call last)")]
+    body = lines[tb[-1] + 1:] if tb else lines
+    for ln in body:  # the frames are indented; the exception's own line is not
+        if ln.strip() and not ln.startswith((" ", "\t")) and not (not tb and ln.startswith("worker ")):
+            return ln.strip()[:200]
+    return ""
+
+
+def _failure(sdir: Path, state: str) -> str:
+    marker = sdir / rundir.FAILED
+    try:
+        line = error_line(marker.read_text(errors="replace")) if marker.is_file() else ""
+    except OSError:
+        line = ""
+    if state == "FAILED":
+        return line or "the job failed before the stage could say why (see its logs)"
+    return state + (f" ({line})" if line else "")  # TIMEOUT, OUT_OF_MEMORY, NODE_FAIL: Slurm's word is the cause
+
+
+def outcome(point: Path, stage_rows_: List[dict]) -> Outcome:
+    """A point's outcome from its stage rows (stage_rows, or _point_rows' one-line stand-ins)."""
+    states = [(r["stage"], r["state"].split()[0]) for r in stage_rows_]
+    if states and states[0][1] in ("INCOMPLETE", "UNREADABLE"):
+        return Outcome(states[0][1].lower(), reason=stage_rows_[0]["last"])
+    if rundir.is_dry_run(point):
+        return Outcome("dry run")
+    for stage, st in states:
+        if st in _BROKEN:
+            return Outcome("failed", stage, _failure(rundir.stage_dir(point, stage), st))
+    for stage, st in states:
+        if st == "CANCELLED":
+            return Outcome("cancelled", stage)
+    if all(st == "COMPLETED" for _, st in states):
+        return Outcome("done")
+    for kind, which in (("running", _RUNNING), ("queued", _QUEUED)):
+        stage = next((s for s, st in states if st in which), None)
+        if stage:
+            return Outcome(kind, stage)
+    stage, st = next((s, st) for s, st in states if st != "COMPLETED")
+    return Outcome("unfinished", stage, "never started" if st == "-" else f"{st}: no job and no ending marker")
+
+
+def outcomes(points: List[Path]) -> List[Outcome]:
+    """Each point's outcome, with one Slurm query for all of them."""
+    rows = slurm_states(_job_ids(points))
+    return [outcome(p, _point_rows(p, rows)) for p in points]
+
+
+def point_labels(points: List[Path]) -> List[str]:
+    """What each sweep point varies (its overrides that the others do not share), else its dir's name."""
+    overrides = [_overrides(p) for p in points]
+    common = set.intersection(*map(set, overrides)) if len(points) > 1 else set()
+    return [" ".join(o for o in ovs if o not in common) or p.name for p, ovs in zip(points, overrides)]
+
+
+def outcome_lines(top: Path, points: List[Path], outs: List[Outcome]) -> List[str]:
+    """The summary under the table: each point's outcome, and how to rerun the ones that did not finish."""
+    if len(points) == 1:
+        return [f"outcome: {outs[0]}"]
+    counts: Dict[str, int] = {}
+    for o in outs:
+        counts[o.state] = counts.get(o.state, 0) + 1
+    lines = ["points: " + ", ".join(f"{n} {st}" for st, n in counts.items())]
+    for p, label, o in zip(points, point_labels(points), outs):
+        lines.append(f"  {p.name}  {label}  {o}" if label != p.name else f"  {p.name}  {o}")
+    if any(o.state in RERUN for o in outs):
+        lines.append(f"rerun only those that did not finish: python -m dfm_hpc rerun {top} --failed")
+    return lines
+
+
 def status(ref: Optional[str], runs_root: str = "runs") -> int:
     from rich.table import Table
 
@@ -201,12 +298,11 @@ def status(ref: Optional[str], runs_root: str = "runs") -> int:
     sweep = rundir.is_sweep_dir(top)
     cols = (["point"] if sweep else []) + ["stage", "job", "state", "nodes", "elapsed", "predicted", "GCD-h",
                                            "billing", "last log line"]
-    overrides = [_overrides(p) for p in points]
-    common = set.intersection(*map(set, overrides)) if sweep else set()
-    table_rows = []
-    for point, ovs in zip(points, overrides):
-        label = " ".join(o for o in ovs if o not in common) or point.name  # what this sweep point varies
-        for r in _point_rows(point, rows):
+    table_rows, outs = [], []
+    for point, label in zip(points, point_labels(points)):
+        per = _point_rows(point, rows)
+        outs.append(outcome(point, per))
+        for r in per:
             table_rows.append(([label] if sweep else []) + [
                 r["stage"], r["job"], r["state"], str(r["nodes"]), r["elapsed"], r["predicted"], f"{r['gpu_h']:.2f}",
                 "-" if r["billing"] is None else f"{r['billing']:.2f}", r["last"]])
@@ -228,6 +324,8 @@ def status(ref: Optional[str], runs_root: str = "runs") -> int:
         row[i] = f"[{color}]{row[i]}[/]"
         t.add_row(*row)
     console.print(t)
+    for line in outcome_lines(top, points, outs):
+        console.print(escape(line))
     return 0
 
 

@@ -30,7 +30,8 @@ def _top(points: List[LaunchPoint], sweep: bool) -> Path:
 def dry_run(points: List[LaunchPoint], sweep: bool) -> int:
     from dfm_hpc.login import slurm
 
-    for i, p in enumerate(points):
+    shown = next((p for p in points if p.todo), points[0])  # rerun --failed: a kept point runs nothing
+    for p in points:
         cfg, d = p.cfg, p.run_dir
         for j in p.todo:
             sdir = rundir.stage_dir(d, j.stage)
@@ -43,7 +44,7 @@ def dry_run(points: List[LaunchPoint], sweep: bool) -> int:
                 params = slurm.executor_params(j, j.cluster, _job_name(cfg, j.stage), dep)
                 text = slurm.render(params, sdir / rundir.SUBMITIT, slurm.python_command(cfg.cluster), j.array)
             (sdir / rundir.SBATCH).write_text(text)
-            if i == 0:
+            if p is shown:
                 srun = slurm.srun_line(text) if cfg.cluster.scheduler == "slurm" else None
                 console.script(j.stage, sdir / rundir.SBATCH, text, srun)
     console.dry_run_done(len(points) if sweep else None)
@@ -82,9 +83,10 @@ def submit_slurm(points: List[LaunchPoint], sweep: bool) -> int:
     """Stage by stage; sweep points with identical jobs go out as one array (aftercorr chains)."""
     from dfm_hpc.login import slurm
 
-    same = len({_submission(p) for p in points}) == 1
-    arrays = any(j.array > 1 for p in points for j in p.jobs)  # a stage array can't also be a sweep array
-    groups = [points] if same and not arrays else [[p] for p in points]
+    live = [p for p in points if p.todo]  # rerun --failed keeps the other points as they are: nothing to queue
+    same = len({_submission(p) for p in live}) == 1
+    arrays = any(j.array > 1 for p in live for j in p.jobs)  # a stage array can't also be a sweep array
+    groups = [live] if same and not arrays else [[p] for p in live]
     queued: List[str] = []
     try:
         for members in groups:
