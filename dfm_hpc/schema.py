@@ -337,7 +337,7 @@ class EvaluateStage(StageConfig):
     # where benchmarks run: none = lm-eval in-process on the loaded model; vllm | transformers = an OpenAI-compatible
     # server started in the job (base + adapters under their names), lm-eval and EuroEval its clients
     server: ServerBackend = ServerBackend.none
-    server_port: int = ranged(8000, ge=1, le=65535)  # the server listens on 127.0.0.1:PORT
+    server_port: int = ranged(0, ge=0, le=65535)  # 127.0.0.1:PORT; 0: a free port chosen per job (shared nodes)
     server_timeout_s: float = ranged(900.0, gt=0)  # from start to a healthy /health
     server_args: List[str] = field(default_factory=list)  # extra server arguments (vllm serve ...)
     server_chat: bool = False  # lm-eval through chat completions (the chat template) instead of completions

@@ -243,13 +243,15 @@ def served_phase(cfg, ctx, specs, merged, rows: Dict[str, dict], prompts: List[s
     dtype = "bfloat16" if gpu else "float32"
     wanted = {n for n, _ in specs}
     names, include = harness.resolve_tasks(list(ev.lm_eval_tasks), ctx.run_dir / "cache", ev.lm_eval_include)
-    for i, group in enumerate(serve.servers(ev.server, specs, merged)):
-        argv = serve.command(ev.server, group, ev.server_port, dtype, list(ev.server_args))
+    # every served name carries this job's nonce: a server that lists exactly those is ours (job/serve.py)
+    for i, group in enumerate(serve.servers(ev.server, specs, merged, tag=serve.nonce())):
+        argv = lambda port, g=group: serve.command(ev.server, g, port, dtype, list(ev.server_args))  # noqa: E731
         cwd = serve.link_names(group, ctx.stage_dir / "served") if ev.server == "transformers" else None
-        with serve.Server(argv, ev.server_port, ctx.stage_dir / "server" / f"server-{i}.log",
+        with serve.Server(argv, ev.server_port, ctx.stage_dir / "server" / f"server-{i}.log", expect=group.ids(),
                           timeout_s=ev.server_timeout_s, cwd=cwd, say=ctx.log) as srv:
             for name in [n for n in group.names if n in wanted]:
-                row, mid = rows[name], name
+                row, mid = rows[name], group.id(name)
+                before = json.loads(json.dumps(row))  # what is kept if the address stops being ours
                 tp = serve.throughput(srv.base_url, mid, prompts or PROMPTS[:1], ev.max_new_tokens)
                 tp.pop("outputs")
                 row["serving"] = {"backend": ev.server, "version": serve.version(ev.server),
@@ -265,6 +267,13 @@ def served_phase(cfg, ctx, specs, merged, rows: Dict[str, dict], prompts: List[s
                            model_args=args, chat=ev.server_chat, log=lambda m: ctx.log(f"[{name}] {m}"))
                 if ev.euroeval:
                     _euroeval(cfg, ctx, row, name, mid, srv.base_url, meta)
+                try:
+                    srv.check()
+                except serve.AddressTaken:
+                    row.clear()
+                    row.update(before)  # scored while another server shared the port: not kept
+                    save()
+                    raise
                 save()
 
 

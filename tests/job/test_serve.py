@@ -20,14 +20,24 @@ from dfm_hpc.job import serve
 from dfm_hpc.job.rank import Preempted
 
 from helpers import LUMI, REPO, make_cfg
+from helpers.foreign_server import Foreign
 
+# a model server: "loads" for DELAY s, then answers /health and /v1/models with NAMES, bound as vLLM
+# binds (SO_REUSEADDR + SO_REUSEPORT)
 HEALTH = textwrap.dedent("""
-    import http.server, sys
+    import http.server, json, socket, sys, time
+    port, names = int(sys.argv[1]), [n for n in (sys.argv[2] if len(sys.argv) > 2 else "").split(",") if n]
+    time.sleep(float(sys.argv[3]) if len(sys.argv) > 3 else 0)
     class H(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
-            self.send_response(200 if self.path == "/health" else 404); self.end_headers(); self.wfile.write(b"ok")
+            body = {"/health": b"ok", "/v1/models": json.dumps({"data": [{"id": n} for n in names]}).encode()}
+            self.send_response(200 if self.path in body else 404); self.end_headers()
+            self.wfile.write(body.get(self.path, b""))
         def log_message(self, *a): pass
-    http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+    class S(http.server.HTTPServer):
+        def server_bind(self):
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1); super().server_bind()
+    S(("127.0.0.1", port), H).serve_forever()
 """)
 
 
@@ -45,6 +55,13 @@ def _listening(port: int) -> bool:
 def _fake(tmp_path, port):
     return serve.Server([sys.executable, "-c", HEALTH, str(port)], port, tmp_path / "server.log", timeout_s=30,
                         say=lambda m: None)
+
+
+def _stub(tmp_path, port=0, names=("base-n0nce",), delay=0.0, expect=None, name="server"):
+    """A Server around the HEALTH stub: port 0 = the job's own port; expects its `names` unless told."""
+    return serve.Server(lambda p: [sys.executable, "-c", HEALTH, str(p), ",".join(names), str(delay)], port,
+                        tmp_path / f"{name}.log", timeout_s=30, say=lambda m: None,
+                        expect={n: "/m" for n in names} if expect is None else expect)
 
 
 def test_server_is_stopped_on_success_on_failure_and_on_the_pre_timeout_signal(tmp_path):
@@ -86,6 +103,72 @@ def test_a_server_that_dies_or_never_gets_healthy_says_why(tmp_path):
     assert slow.proc.poll() is not None  # killed, not left behind
 
 
+# ---------------------------------------------------------------------------- the job's own address (issue #22)
+
+def test_the_port_is_derived_from_the_job_and_checked_free(monkeypatch):
+    monkeypatch.setenv("SLURM_JOB_ID", "4242123")
+    port = serve.pick_port()
+    assert serve.PORT_LO <= port < serve.PORT_LO + serve.PORT_SPAN and port != 8000
+    assert port == serve.pick_port(seed=4242123) and port != serve.pick_port(seed=4242124)
+    first = serve.PORT_LO + 4242123 % serve.PORT_SPAN
+    with Foreign(first):  # another job's server on the port this job would take: the next one
+        assert not serve.port_free(first) and serve.pick_port() == first + 1
+    with Foreign(first, host="0.0.0.0"):  # any address holds the port
+        assert not serve.port_free(first)
+
+
+def test_a_foreign_server_on_the_job_port_is_never_asked_and_the_job_moves_on(tmp_path, monkeypatch):
+    """A stdlib server squats on the port this job would pick, answering /health and /v1/models with the
+    generic names: the job's server goes elsewhere, and not one request reaches the squatter."""
+    monkeypatch.setenv("SLURM_JOB_ID", "977")
+    squat = serve.pick_port()
+    with Foreign(squat) as foreign:
+        with _stub(tmp_path) as s:
+            assert s.port != squat and s.base_url == f"http://127.0.0.1:{s.port}/v1"
+            s.check()
+        assert foreign.hits == []
+
+
+def test_a_squatter_that_takes_the_port_while_the_server_loads_is_detected_not_scored(tmp_path, monkeypatch):
+    """The old bug: vLLM loads for minutes before it binds, and a health check that accepts any answer
+    passes on whatever server holds 127.0.0.1:8000. Here the squatter arrives after the free-port check;
+    with the port fixed the stage fails with the reason, and the squatter is asked nothing."""
+    port = _free_port()
+    srv = _stub(tmp_path, port=port, delay=1.0)
+    with Foreign(port, reuseport=True) as foreign:  # shares the port the way a second vLLM would
+        monkeypatch.setattr(serve, "port_free", lambda p: True)  # the squatter came just after the check
+        with pytest.raises(serve.AddressTaken, match=f"another process listens on 127.0.0.1:{port}"):
+            with srv:
+                pass
+        assert foreign.hits == [] and srv.proc.poll() is not None
+
+
+def test_a_server_is_ours_only_when_it_lists_exactly_our_names(tmp_path, monkeypatch):
+    """Names checked too: a server of ours listing generic names (or another job's) is refused, and where
+    /proc cannot tell who listens, the names alone keep a foreign server from being scored."""
+    with pytest.raises(serve.AddressTaken, match=r"serves \['base', 'sft'\], not this job's \['sft-n0nce'\]"):
+        with _stub(tmp_path, names=("base", "sft"), expect={"sft-n0nce": "/m"}):
+            pass
+    monkeypatch.setattr(serve, "_proc_net", lambda: False)  # no /proc/net (not Linux) ...
+    monkeypatch.setattr(serve, "port_free", lambda p: True)  # ... and the squatter came after the check
+    port = _free_port()
+    with Foreign(port) as foreign:
+        srv = _stub(tmp_path, port=port, names=("sft-n0nce",), delay=2.0, name="other")
+        with pytest.raises(serve.AddressTaken, match=r"serves \['base', 'dpo', 'sft'\]"):
+            with srv:
+                pass
+        assert set(foreign.hits) <= {"/health", "/v1/models"}  # asked who it is, never a benchmark item
+
+
+def test_a_second_server_joining_the_port_ends_the_scoring(tmp_path):
+    """vLLM binds with SO_REUSEPORT: a second vLLM of the same user on the same port takes a share of the
+    connections. A listener that is not ours appearing beside our server is caught by check()."""
+    with _stub(tmp_path) as s:
+        with Foreign(s.port, reuseport=True):
+            with pytest.raises(serve.AddressTaken, match="now listens"):
+                s.check()
+
+
 def _adapter(path: Path, base: str, r: int = 8) -> str:
     path.mkdir(parents=True)
     (path / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": base, "r": r}))
@@ -101,7 +184,7 @@ def test_which_server_holds_which_model(tmp_path):
     one, two = serve.servers("vllm", specs, merged)
     assert one.base == base and one.names == {"base": base, "sft": sft}
     assert two.base == merged["dpo"] and two.names == {"dpo": merged["dpo"]}
-    argv = serve.command("vllm", one, 8000, "bfloat16", ["--tensor-parallel-size", "1"])
+    argv = serve.command("vllm", one, 21234, "bfloat16", ["--tensor-parallel-size", "1"])
     assert argv[:3] == ["vllm", "serve", base] and argv[argv.index("--served-model-name") + 1] == "base"
     assert argv[argv.index("--lora-modules") + 1] == f"sft={sft}" and argv[argv.index("--max-lora-rank") + 1] == "16"
     assert argv[-2:] == ["--tensor-parallel-size", "1"] and "--enable-lora" in argv
@@ -114,6 +197,10 @@ def test_which_server_holds_which_model(tmp_path):
     assert argv[1:3] == ["serve", "base"] and "--continuous-batching" in argv
     linked = serve.link_names(per_model[1], tmp_path / "served")
     assert (linked / "sft").resolve() == (tmp_path / "merged" / "sft").resolve()
+    one, _ = serve.servers("vllm", specs, merged, tag="n0nce")  # the job's nonce on every served name
+    assert one.names == {"base": base, "sft": sft} and one.ids() == {"base-n0nce": base, "sft-n0nce": sft}
+    argv = serve.command("vllm", one, 21234, "bfloat16", [])
+    assert argv[argv.index("--served-model-name") + 1] == "base-n0nce" and f"sft-n0nce={sft}" in argv
 
 
 # ---------------------------------------------------------------------------- the served path, for real
@@ -209,9 +296,10 @@ def test_lumi_dry_run_renders_an_evaluate_job_with_vllm_and_euroeval_from_its_ow
     specs = evaluate.model_specs(cfg, ctx)
     assert specs == [("base", cfg.model.name_or_path), ("sft", sft), ("dpo", dpo)]
     first, second = serve.servers(ev.server, specs, {"dpo": str(run / "stages/evaluate/merged/dpo")})
-    argv = serve.command(ev.server, first, ev.server_port, "bfloat16", list(ev.server_args))
+    assert ev.server_port == 0  # the job's own port (serve.pick_port), never vLLM's 8000 on a shared node
+    argv = serve.command(ev.server, first, 21234, "bfloat16", list(ev.server_args))
     assert argv[:3] == ["vllm", "serve", cfg.model.name_or_path] and f"sft={sft}" in argv
-    assert argv[argv.index("--port") + 1] == "8000" and "--max-model-len" in argv
+    assert argv[argv.index("--port") + 1] == "21234" and "--max-model-len" in argv
     assert second.names == {"dpo": str(run / "stages/evaluate/merged/dpo")}
     kind, args = harness.server_model_args("http://127.0.0.1:8000/v1", "sft", sft, chat=False)
     assert kind == "local-completions" and args["model"] == "sft"
