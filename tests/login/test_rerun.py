@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from dfm_hpc.login import status
+
 from helpers import dfm, run_dirs, slurm_stubs
 
 TRACEBACK = """worker 0
