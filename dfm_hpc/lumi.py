@@ -30,13 +30,42 @@ class Partition:
     whole_nodes: bool  # allocated (and billed) by the node
     max_jobs: int  # jobs one user may have submitted (queued + running) at a time
     max_running: int
+    # "for debugging and quick testing purposes and not for production runs. Repeated abuse ... might
+    # result in account suspension" (UG partitions.md): a stage that needs requeues is production
+    dev: bool = False
 
 
 PARTITIONS = {
     "standard-g": Partition("standard-g", 1024, max_hours=48, whole_nodes=True, max_jobs=210, max_running=200),
     "small-g": Partition("small-g", 4, max_hours=72, whole_nodes=False, max_jobs=210, max_running=200),
-    "dev-g": Partition("dev-g", 32, max_hours=3, whole_nodes=False, max_jobs=2, max_running=1),
+    "dev-g": Partition("dev-g", 32, max_hours=3, whole_nodes=False, max_jobs=2, max_running=1, dev=True),
 }
+
+
+@dataclass(frozen=True)
+class FileSystem:
+    name: str
+    quota_gb: float  # the default quota (home: per user; the others: per project)
+    max_files: int
+    for_jobs: bool  # meant for job data (checkpoints): scratch and flash
+
+
+# UG storage/index.md. home 20 GB / 100k files and project 50 GB (extendable to 500 GB) / 100k files:
+# two 7B checkpoints of ~100 GB each fill either mid-run
+FILESYSTEMS = {
+    "users": FileSystem("home (/users)", 20, 100_000, for_jobs=False),
+    "project": FileSystem("/project", 50, 100_000, for_jobs=False),
+    "scratch": FileSystem("/scratch", 50_000, 2_000_000, for_jobs=True),
+    "flash": FileSystem("/flash", 2_000, 1_000_000, for_jobs=True),
+}
+# the mount points, or their Lustre paths (/pfs/lustref1/flash/...; projappl: /project's old name)
+_FS_RE = re.compile(r"^/(?:pfs/lustre\w+/)?(users|project|projappl|scratch|flash)(?:/|$)")
+
+
+def filesystem(path: str) -> Optional[FileSystem]:
+    """The LUMI file system an absolute path is on, or None (not a LUMI path, e.g. a dry run elsewhere)."""
+    m = _FS_RE.match(path)
+    return FILESYSTEMS["project" if m.group(1) == "projappl" else m.group(1)] if m else None
 
 
 def parse_mem_gb(mem: Optional[str]) -> Optional[float]:

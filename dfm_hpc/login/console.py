@@ -13,7 +13,7 @@ from typing import List, Optional
 from rich.markup import escape
 
 from dfm_hpc import predict, redact
-from dfm_hpc.login.checks import memory
+from dfm_hpc.login.checks import lumi_rules, memory
 from dfm_hpc.login.point import LaunchPoint
 from dfm_hpc.plan import StageJob, billing, gpu_hours
 from dfm_hpc.registry import TRAINED_STAGES
@@ -50,7 +50,7 @@ def plan_table(point: LaunchPoint, n_points: int) -> None:
 
     cfg, jobs, reuse = point.cfg, point.jobs, point.reuse
     con = _console()
-    title = f"{cfg.name}: {len(jobs)} stage{'s' * (len(jobs) != 1)} on cluster={cfg.cluster.name}, in order"
+    title = escape(f"{cfg.name}: {len(jobs)} stage{'s' * (len(jobs) != 1)} on cluster={cfg.cluster.name}, in order")
     if n_points > 1:
         title += f", x {n_points} sweep points"
     # GCD-h: GPU devices x hours as Slurm counts them; LUMI bills an MI250X (2 GCDs) hour as 1 unit (BU).
@@ -73,8 +73,9 @@ def plan_table(point: LaunchPoint, n_points: int) -> None:
         rows.append((j.stage, shape, j.partition or "-", f"{j.minutes // 60}:{j.minutes % 60:02d}", pred,
                      f"{_short(p['gpu_hours'])}/{_short(g)}",
                      "-" if b is None else f"{_short(p['billing'])}/{_short(b)}"))
-        how = f" [dim]-> {escape(p['work'])} at {escape(p['rate'])} ({p['device']})[/]" if p["basis"] == "work" else ""
-        lines.append(f"  [bold]{j.stage}[/]: {escape(p['summary'])}{how}")
+        how = (f" [dim]-> {escape(p['work'])} at {escape(p['rate'])} ({escape(p['device'])})[/]"
+               if p["basis"] == "work" else "")
+        lines.append(f"  [bold]{escape(j.stage)}[/]: {escape(p['summary'])}{how}")
         if j.stage in TRAINED_STAGES and (mem := memory.plan_line(j, cfg)):
             lines.append(f"    memory: {escape(mem)}")
     # stages run in order, each after the one before (afterok); pred. ending in ~: a fixed guess
@@ -82,13 +83,13 @@ def plan_table(point: LaunchPoint, n_points: int) -> None:
     for i, col in enumerate(cols):  # every column as wide as its values (a stage name is never cut)
         t.add_column(col, justify="right" if col in ("wall", "pred.") or "/" in col else "left",
                      no_wrap=True, min_width=max([len(col)] + [len(r[i]) for r in rows]))
-    for r in rows:
-        t.add_row(*r)
+    for r in rows:  # cells are markup: a run dir's or partition's name is not
+        t.add_row(*(escape(c) for c in r))
     con.print(t)
     # what each stage runs; a local run's rank 0 says it again when the stage starts (its log is the console)
     for line in lines if cfg.cluster.scheduler == "slurm" or cfg.dry_run else []:
         con.print(line)
-    for w in predict.warnings(point.records):
+    for w in predict.warnings(point.records) + lumi_rules.storage_warnings(cfg):
         con.print(f"[yellow]warning[/]: {escape(w)}")
     if cfg.cluster.scheduler == "slurm":
         lumi = cfg.cluster.system == "lumi"
@@ -141,7 +142,7 @@ def run_dir(top: Path) -> None:
 def script(stage: str, path: Path, text: str, srun: Optional[str]) -> None:
     """A stage's rendered script (the first point's), with its srun line on Slurm."""
     con = _console()
-    con.rule(f"{stage}: {path}")
+    con.rule(escape(f"{stage}: {path}"))
     con.print(text, markup=False)
     if srun is not None:
         con.print(f"# srun line:\n{srun}", markup=False)
@@ -167,37 +168,37 @@ def local_interrupted(why: str, stage: str, run: Path) -> None:
 
 
 def local_failed(stage: str, code: int, run: Path) -> None:
-    _console().print(f"[bold red]stage {stage} failed[/] (exit {code}); later stages not run. "
-                     f"See: python -m dfm_hpc logs {run} --stage {stage}")
+    _console().print(f"[bold red]stage {escape(stage)} failed[/] " + escape(
+        f"(exit {code}); later stages not run. See: python -m dfm_hpc logs {run} --stage {stage}"))
 
 
 def local_done(top: Path, opened: List[tuple]) -> None:
     """opened: (what, path) a person wants to open next (the model card, the evaluation)."""
     con = _console()
-    con.print(f"status: python -m dfm_hpc status {top}")
+    con.print(f"status: python -m dfm_hpc status {top}", markup=False)
     for name, path in opened:
-        con.print(f"{name}: {path}")
+        con.print(f"{name}: {path}", markup=False)
 
 
 # ---------------------------------------------------------------- Slurm
 
 def queued_stage(job: StageJob, ids: str, dependency: Optional[str]) -> None:
     _console().print(f"  {job.stage:<10} job {ids}  {job.nodes} node(s) x {job.tasks_per_node} rank(s)"
-                     + (f", after {dependency}" if dependency else ""))
+                     + (f", after {dependency}" if dependency else ""), markup=False)
 
 
 def queued(top: Path, first: Path) -> None:
     _console().print("queued; follow with:\n"
                      f"  python -m dfm_hpc status {top}\n"
                      f"  python -m dfm_hpc logs {first} --follow\n"
-                     f"  python -m dfm_hpc cancel {top}")
+                     f"  python -m dfm_hpc cancel {top}", markup=False)
 
 
 def submit_failed(why: str, cancelled: List[str], top: Path) -> None:
     con = _console()
     con.print(f"[bold red]submission failed[/]: {escape(why)}")
     if cancelled:
-        con.print(f"cancelled the jobs this launch had queued: {', '.join(cancelled)}")
+        con.print(f"cancelled the jobs this launch had queued: {', '.join(cancelled)}", markup=False)
     con.print(f"the snapshot stays in {top}; fix the cause, then "
               "python -m dfm_hpc rerun <that dir>", markup=False)
 
@@ -218,9 +219,9 @@ def packages_differ(requirements: Path, drift: List[str]) -> None:
 def rerun_stages(reuse: dict, resume: dict) -> None:
     con = _console(stderr=True)
     if reuse:
-        con.print(f"reusing finished stages: {', '.join(reuse)} (--fresh runs them again)")
+        con.print(f"reusing finished stages: {', '.join(reuse)} (--fresh runs them again)", markup=False)
     if resume:
-        con.print(f"continuing unfinished stages where they stopped: {', '.join(resume)}")
+        con.print(f"continuing unfinished stages where they stopped: {', '.join(resume)}", markup=False)
 
 
 def rerun_nothing_to_do() -> None:

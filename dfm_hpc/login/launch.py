@@ -49,6 +49,13 @@ def _make_dirs(points: List[LaunchPoint], sweep: bool, argv: List[str]) -> None:
         raise
 
 
+def _remove_dirs(points: List[LaunchPoint], sweep: bool) -> None:
+    import shutil
+
+    if points[0].run_dir is not None:
+        shutil.rmtree(points[0].run_dir.parent if sweep else points[0].run_dir, ignore_errors=True)
+
+
 def _fill_dirs(top: Path, points: List[LaunchPoint], sweep: bool, argv: List[str]) -> None:
     git, packages = rundir.git_state(), rundir.installed_packages()
     for i, p in enumerate(points):
@@ -122,9 +129,10 @@ def launch(points: List[LaunchPoint], argv: List[str], sweep: bool) -> int:
     problems += oasst_problems
     if problems:
         return console.report_problems(problems)
-    for p in points:  # a stage that would outlast its walltime and cannot resume
+    for p in points:  # a stage that would outlast its walltime and cannot resume; LUMI's dev-g: one start
         p.records = predict.records(p.cfg, p.jobs)
-        problems += [p.label(sweep) + x for x in predict.problems([r for r in p.records if r["stage"] not in p.reuse])]
+        todo = [r for r in p.records if r["stage"] not in p.reuse]
+        problems += [p.label(sweep) + x for x in predict.problems(todo) + checks.check_predictions(p.cfg, todo)]
     if problems:
         return console.report_problems(problems)
     console.plan_table(next((p for p in points if p.todo), points[0]), len(points))  # rerun --failed: one that runs
@@ -139,7 +147,11 @@ def launch(points: List[LaunchPoint], argv: List[str], sweep: bool) -> int:
     console.run_dir(points[0].run_dir.parent if sweep else points[0].run_dir)
     cfg = points[0].cfg
     if cfg.dry_run:
-        return submit.dry_run(points, sweep)
+        try:
+            return submit.dry_run(points, sweep)
+        except BaseException:  # a dry run's dirs are its output: none half-written (their scripts missing)
+            _remove_dirs(points, sweep)
+            raise
     if cfg.cluster.scheduler == "local":
         return submit.run_local(points)
     return submit.submit_slurm(points, sweep)

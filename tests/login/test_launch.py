@@ -182,8 +182,9 @@ def test_runs_of_another_version_still_show_and_rerun_explains(tmp_path):
 def test_sweep_points_equal_single_runs(tmp_path):
     """The fast sweep path composes exactly what a single run with the same overrides does."""
     # one stage: dev-g takes at most 2 submitted jobs per user, so 2 points of a 2-stage chain would be refused
+    # (and work that fits one start: dev-g refuses a stage that needs requeues)
     common = ["+experiment=munin_sft", "stages=[sft]", f"cluster.account={LUMI_ACCOUNT}", "dry_run=true",
-              "sft.time=02:00:00"]
+              "sft.time=02:00:00", "sft.max_steps=100"]
     (tmp_path / "sweep").mkdir()
     (tmp_path / "one").mkdir()
     p = dfm("-m", *common, "sft.lr=0.0001,0.0003", "cluster=lumi,lumi_dev", cwd=tmp_path / "sweep")

@@ -219,7 +219,7 @@ def test_a_chain_dev_g_would_refuse_halfway_exits_2_and_writes_nothing(tmp_path)
     assert not (tmp_path / "runs").exists()
     # two stages fit
     p = dfm("+experiment=munin_pipeline", *lumi_args(cluster="lumi_dev"), *short,
-            "stages=[translate,sft]", "sft.dataset=tiny:chats", "dry_run=true", cwd=tmp_path)
+            "stages=[translate,sft]", "sft.dataset=tiny:chats", "sft.max_steps=100", "dry_run=true", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     (run,) = run_dirs(tmp_path)
     s = (run / "stages" / "sft" / "sbatch.sh").read_text()

@@ -10,8 +10,10 @@ the CLI prints them all and exits 2 before anything is created.
                   linear-attention layers; Liger needs GPUs
     paths.py      what the stages read (registry.STAGES): local inputs exist and are readable, the offline cache
     safety.py     text that reaches scripts, names, secrets
+    lumi_rules.py LUMI's rules on the predictions (dev-g: one start) and on runs_root (/scratch or /flash)
 
-The entry points: `check_overrides` (a command line) and `check_config` (a composed config).
+The entry points: `check_overrides` (a command line), `check_config` (a composed config) and, once the
+stages are predicted, `check_predictions` (problems) and `storage_warnings` (printed with the plan).
 """
 
 from __future__ import annotations
@@ -20,13 +22,15 @@ from typing import List
 
 from dfm_hpc.login.checks import parallel, paths, ranges, resources, safety, stages
 from dfm_hpc.login.checks.keys import SCHEMA_KEYS, check_overrides, explain_hydra_error, groups, invalid_choice
+from dfm_hpc.login.checks.lumi_rules import check_predictions, storage_warnings
 from dfm_hpc.login.checks.paths import should_check_paths
 from dfm_hpc.login.checks.resources import check_sweep_job_limits
 from dfm_hpc.login.checks.stages import check_stages
 from dfm_hpc.plan import plan
 
-__all__ = ["SCHEMA_KEYS", "check_config", "check_overrides", "check_stages", "check_sweep_job_limits",
-           "explain_hydra_error", "groups", "invalid_choice", "should_check_paths"]
+__all__ = ["SCHEMA_KEYS", "check_config", "check_overrides", "check_predictions", "check_stages",
+           "check_sweep_job_limits", "explain_hydra_error", "groups", "invalid_choice", "should_check_paths",
+           "storage_warnings"]
 
 # The checkers of a composed config, `(cfg, jobs) -> problems`, in the order their problems are printed.
 CHECKS = [resources.check_cluster, ranges.check_ranges, resources.check_jobs, stages.check_translate,
