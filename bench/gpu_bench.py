@@ -32,6 +32,7 @@ import traceback
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # translate_throughput's segments(), gpu_fullft
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # dfm_hpc where it is not installed (the GPU image)
 
 SHAPES = {
     # llama: a config.json's keys (the model is built from them, estimates count them)
