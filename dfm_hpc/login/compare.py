@@ -5,7 +5,8 @@
 prints one Markdown table: one row per metric, one column per run:model. The evaluate stage writes
 its own results.md with the same table code (`markdown_table`). Benchmarks whose comparability
 fields differ between columns (harness or task version, split, samples, seed, dtype, serving
-backend, ...: results.COMPARABLE) are warned about, below the table and on stderr.
+backend, ...: results.COMPARABLE) are warned about, below the table and on stderr. Each run's (sweep
+point's) outcome stands beside it in the legend (status.outcome: done, failed at STAGE: why, ...).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""status / list: read run dirs and Slurm (sacct, falling back to squeue)."""
+"""status / list: read run dirs and Slurm (sacct, falling back to squeue); each run's (sweep point's)
+outcome, which compare shows too and `rerun --failed` chooses by."""
 
 from __future__ import annotations
 
