@@ -6,7 +6,7 @@ prints one Markdown table: one row per metric, one column per run:model. The eva
 its own results.md with the same table code (`markdown_table`). Benchmarks whose comparability
 fields differ between columns (harness or task version, split, samples, seed, dtype, serving
 backend, ...: results.COMPARABLE) are warned about, below the table and on stderr. Each run's (sweep
-point's) outcome stands beside it in the legend (status.outcome: done, failed at STAGE: why, ...).
+point's) outcome is in the legend where it is news (status.outcome: failed at STAGE: why, running, ...).
 """
 
 from __future__ import annotations
@@ -49,13 +49,16 @@ def collect(refs: Sequence[str], runs_root: str = "runs") -> Tuple[List[Tuple[st
     # each run's (sweep point's) outcome beside its results: a missing column says why it is missing
     outs = dict(zip(runs, status.outcomes(runs))) if runs else {}
     for label, path, overrides, run in sources:
-        said = f"{label} ({outs[run]})" if run is not None else label
+        how = outs.get(run)
         if not path.is_file():
-            legend.append(f"{said}: no evaluate results ({path} is missing)")
+            legend.append(f"{label}: no evaluate results ({path} is missing)" + (f"; {how}" if how else ""))
             continue
         data = json.loads(path.read_text())
-        legend.append(f"{said}: {path}" + (f" ({' '.join(overrides)})" if overrides else "")
-                      + (f", eval data {data['eval_data']}" if data.get("eval_data") else ""))
+        # with its results: the outcome only where it is news (a later stage failed, or it still runs)
+        news = how is not None and how.state in ("failed", "cancelled", "running", "queued")
+        legend.append(f"{label}: {path}" + (f" ({' '.join(overrides)})" if overrides else "")
+                      + (f", eval data {data['eval_data']}" if data.get("eval_data") else "")
+                      + (f"; {how}" if news else ""))
         for model in data.get("models", []):
             columns.append((f"{label}:{model['name']}", model))
     return columns, legend

@@ -59,8 +59,9 @@ def test_status_and_compare_show_each_points_outcome(sweep, tmp_path):
     assert f"python -m dfm_hpc rerun {sweep} --failed" in out
     c = dfm("compare", str(sweep), cwd=tmp_path)
     assert c.returncode == 1  # no evaluate results anywhere: no table
-    assert f"{sweep.name}/1 (failed at demo_check: RuntimeError: demo_check.fail=true" in c.stdout, c.stdout
-    assert f"{sweep.name}/0 (done): no evaluate results" in c.stdout
+    assert f"{sweep.name}/1: no evaluate results ({sweep / '1' / 'stages/evaluate/results.json'} is missing); " \
+        "failed at demo_check: RuntimeError: demo_check.fail=true: failing on purpose" in c.stdout, c.stdout
+    assert "is missing); done" in c.stdout and "is missing); cancelled at demo_check" in c.stdout
 
 
 def test_rerun_failed_dry_run_says_what_would_run_and_writes_nothing(sweep, tmp_path):
