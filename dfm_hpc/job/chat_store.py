@@ -24,7 +24,7 @@ import hashlib
 import json
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from dfm_hpc.files import atomic_open, write_atomic
 from dfm_hpc.job import data, store
@@ -201,18 +201,26 @@ def open_store(path) -> "datasets.Dataset":  # noqa: F821
     return datasets.concatenate_datasets(parts)
 
 
-def split(ds, chats: int):
+def split(ds, chats: int, seq_len: Optional[int] = None):
     """(train, eval) rows of a store `ds` of `chats` source chats: data.split's seeded split of the chats (as
     on the fly, where chat_rows then renders each part), each chat's rows in that order; the chat column
-    dropped."""
+    dropped. `seq_len`: a held-out chat has something to score within it, as on the fly (data.split's
+    `trained`; sft: an assistant token, dpo: a prompt shorter than it)."""
     import datasets
     import numpy as np
 
     col = ds.data.column(CHAT).to_numpy()  # non-decreasing: the store is in source order
     ids = np.arange(chats)
     starts, ends = np.searchsorted(col, ids, "left"), np.searchsorted(col, ids, "right")
+
+    def trained(c: int) -> bool:
+        rows = ds[int(starts[c]):int(ends[c])]
+        if "assistant_masks" in rows:
+            return any(any(m[:seq_len]) for m in rows["assistant_masks"])
+        return any(len(p) < seq_len for p in rows["prompt_ids"])
+
     out = []
-    for part in data.split(datasets.Dataset.from_dict({CHAT: ids})):
+    for part in data.split(datasets.Dataset.from_dict({CHAT: ids}), trained=trained if seq_len else None):
         c = np.asarray(part[CHAT], dtype=np.int64)
         n = ends[c] - starts[c]
         rows = np.repeat(starts[c] - (np.cumsum(n) - n), n) + np.arange(n.sum())
@@ -236,7 +244,7 @@ def load(cfg, ctx, kind: str, tokenizer):
     chats = sum(s["chats"] for s in m["shards"])
     ctx.log(f"{kind} data: chat store {d} ({chats:,} chats, {m['documents']:,} rows, {m['tokens']:,} tokens; "
             f"{p['resolved']})")
-    return split(open_store(d), chats)
+    return split(open_store(d), chats, cfg[kind].seq_len)
 
 
 def write_list(ctx, plans: List[Dict]) -> None:

@@ -116,6 +116,18 @@ def pair_rows(ds, tokenizer, st):
                   remove_columns=ds.column_names, desc="rendering pairs")
 
 
+def trains(tokenizer, row, st, index=None) -> bool:
+    """Whether a chat's rows (as chat_rows renders them) have an assistant token within `st.seq_len`:
+    data.split holds out such a chat, so the held-out loss is over something."""
+    rows = chat_samples(tokenizer, row["messages"], tools=_tools(row), index=index, **options(st))
+    return any(any(r.mask[:st.seq_len]) for r in rows)
+
+
+def pair_trains(tokenizer, row, st, index=None) -> bool:
+    """dpo: whether a pair's prompt leaves room for its answers within `st.seq_len` (else TRL drops it)."""
+    return len(pair_sample(tokenizer, row, index=index, **options(st))["prompt_ids"]) < st.seq_len
+
+
 def drop_untrained(train_ds, eval_ds, seq_len: int, log=print):
     """sft's rows with no trained token in their first `seq_len` tokens (TRL truncates there: a long system
     prompt, Ministral-3's is ~340 tokens) train on nothing (loss 0.0, grad_norm 0): dropped, counted in one

@@ -111,10 +111,28 @@ def load_chats(source, ctx, kind: str):
     return ds.select_columns(keep)
 
 
-def split(ds, fraction: float = 0.05, seed: int = 0):
+def split(ds, fraction: float = 0.05, seed: int = 0, trained=None):
+    """(train, held out): a seeded shuffle, `fraction` of the rows (at least one) held out. `trained(i)`:
+    whether row i has anything to score (sft: a chat with an assistant token within seq_len). When no
+    held-out row has, the first train row that has (in shuffled order) swaps places with the first
+    held-out row, if the train part keeps another: a held-out loss over nothing would read 0.0."""
+    import datasets
+
     n_eval = max(1, int(len(ds) * fraction))
-    parts = ds.train_test_split(test_size=n_eval, seed=seed, shuffle=True)
-    return parts["train"], parts["test"]
+    order = datasets.Dataset.from_dict({"i": list(range(len(ds)))})  # the same shuffle as ds.train_test_split
+    parts = order.train_test_split(test_size=n_eval, seed=seed, shuffle=True)
+    train, held = list(parts["train"]["i"]), list(parts["test"]["i"])
+    if trained is not None and held and not any(trained(i) for i in held):
+        found = []
+        for k, i in enumerate(train):
+            if trained(i):
+                found.append(k)
+                if len(found) == 2:
+                    break
+        if len(found) == 2:
+            k = found[0]
+            train[k], held[0] = held[0], train[k]
+    return ds.select(train), ds.select(held)
 
 
 def chats_path(source, ctx, kind: str) -> str:

@@ -189,11 +189,18 @@ class Store:
             pos, k = end, k + 1
         return out[0] if len(out) == 1 else np.concatenate(out)
 
-    def split(self, eval_fraction: float):
-        """(train tokens, eval token range): the last `eval_fraction` of documents (at least one) held out."""
+    def split(self, eval_fraction: float, min_tokens: int = 0):
+        """(train tokens, eval token range): the last `eval_fraction` of documents (at least one) held out,
+        and more of the last ones while they hold fewer than `min_tokens` (cpt: one block, else the held-out
+        loss is over nothing) and the train part keeps a document."""
         n_eval = max(1, int(self.n_docs * eval_fraction))
-        cut = int(self.doc_ends[self.n_docs - n_eval - 1]) if self.n_docs > n_eval else 0
-        return (0, cut), (cut, self.n_tokens), n_eval
+
+        def cut(n: int) -> int:
+            return int(self.doc_ends[self.n_docs - n - 1]) if self.n_docs > n else 0
+
+        while self.n_tokens - cut(n_eval) < min_tokens and n_eval < self.n_docs - 1:
+            n_eval += 1
+        return (0, cut(n_eval)), (cut(n_eval), self.n_tokens), n_eval
 
 
 class Blocks:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Optional
 
 from dfm_hpc import estimates, model_shape, predict, tiny, tokens
-from dfm_hpc.job import curves, ds_config
+from dfm_hpc.job import curves, ds_config, held_out
 from dfm_hpc.rundir import stage_dir
 from dfm_hpc.schema import TrainStage
 
@@ -247,11 +247,15 @@ def metrics_callback(cfg, ctx, st: TrainStage, tokens_per_step: int):
             if logs and "eval_loss" in logs and "loss" not in logs:  # eval_every_steps: same file, same step
                 if self.done:
                     return  # fit()'s evaluation after training: the summary's eval_loss
-                row = {"step": state.global_step, "eval_loss": logs["eval_loss"]}
+                loss = held_out.loss(logs["eval_loss"])
+                row = {"step": state.global_step, "eval_loss": loss}
+                if loss is None:
+                    row["eval_note"] = held_out.MASKED
                 if ctx.is_main:
                     with open(ctx.stage_dir / "metrics.jsonl", "a") as f:
                         f.write(json.dumps(row) + "\n")
-                ctx.log(f"step {state.global_step}/{args.max_steps}: eval_loss {logs['eval_loss']:.4f} (held out)")
+                said = f"eval_loss {loss:.4f} (held out)" if loss is not None else row["eval_note"]
+                ctx.log(f"step {state.global_step}/{args.max_steps}: {said}")
                 return
             if not logs or "loss" not in logs:
                 return
@@ -340,13 +344,11 @@ def finish(trainer, ctx, callback, title: str, extra: Optional[dict] = None, tok
 
 
 def fit(trainer, ctx, callback, tokenizer, title: str, eval_keys=("eval_loss",), after_train=None,
-        base: Optional[str] = None, st=None) -> None:
+        base: Optional[str] = None, st=None, no_eval: str = "the held-out split is empty") -> None:
     """Train (from the latest checkpoint, if any), evaluate, then save model, probe, curve and
     summary; on preemption stop after the checkpoint (rank.Preempted). `base`: the model an adapter
     was trained on (recorded in its config); `st.merge_adapter`: also export base + adapter merged.
-    Always leaves torch.distributed."""
-    import math
-
+    `no_eval`: why there is no held-out set, when there is none. Always leaves torch.distributed."""
     resume = latest_checkpoint(ctx)
     if resume:
         ctx.log(f"resuming from {resume}")
@@ -364,12 +366,10 @@ def fit(trainer, ctx, callback, tokenizer, title: str, eval_keys=("eval_loss",),
         if after_train:
             after_train()
         extra = {}
-        if not callback.preempted and trainer.eval_dataset is not None and len(trainer.eval_dataset):
-            ev = trainer.evaluate()
-            extra = {k: ev[k] for k in eval_keys if k in ev}
-            if "eval_loss" in extra:
-                extra["eval_perplexity"] = math.exp(min(extra["eval_loss"], 50))
-            ctx.log("eval: " + ", ".join(f"{k} {v:.4f}" for k, v in extra.items()))
+        if not callback.preempted:
+            extra = held_out.results(trainer, eval_keys, no_eval)
+            ctx.log("eval: " + (extra["eval_note"] if "eval_note" in extra else
+                                ", ".join(f"{k} {v:.4f}" for k, v in extra.items())))
         finish(trainer, ctx, callback, title, extra, tokenizer)
         if ctx.is_main:
             tokenizer.save_pretrained(str(ctx.stage_dir / "model"))

@@ -111,9 +111,13 @@ def training_results(run_dir: Path, stages: List[str]) -> str:
     for s in stages:
         m = _json(stage_dir(run_dir, s) / "summary.json") or {}
         f = lambda k: f"{m[k]:.4f}" if isinstance(m.get(k), (int, float)) else "n/a"  # noqa: E731
-        during = ", ".join(f"step {e['step']}: {e['eval_loss']:.4f}" for e in m.get("eval_during_training") or [])
+        during = ", ".join(f"step {e['step']}: {e['eval_loss']:.4f}" for e in m.get("eval_during_training") or []
+                           if e.get("eval_loss") is not None)
+        loss, ppl = f("eval_loss"), f("eval_perplexity")
+        if m.get("eval_note"):  # a loss over no token is not a number to print (held_out.py)
+            loss, ppl = m["eval_note"].replace("|", "/"), "n/a"
         lines.append(f"| {s} | {m.get('steps', 'n/a')} | {f('first_loss')} | {f('final_loss')} | "
-                     f"{f('eval_loss')} | {f('eval_perplexity')} | {during or '–'} |")
+                     f"{loss} | {ppl} | {during or '–'} |")
     return "\n".join(lines)
 
 

@@ -37,7 +37,7 @@ def prepare(cfg, ctx, tokenizer, seen=None):
     train_parts, eval_parts, docs = [], [], []
     for p in plans:
         s = store.Store(p["store"])
-        (a, b), (c, d), n_eval = s.split(st.eval_fraction)
+        (a, b), (c, d), n_eval = s.split(st.eval_fraction, min_tokens=st.seq_len)
         train_parts.append((s, a, b))
         eval_parts.append((s, c, d))
         docs.append((s.n_docs, n_eval))
@@ -99,4 +99,5 @@ def run(cfg: Config, ctx: StageContext) -> None:
             f.write("".join(f"{i}\n" for i in seen))
 
     train.fit(trainer, ctx, callback, tokenizer, f"CPT of {cfg.model.name} (ZeRO-{cfg.deepspeed.stage})",
-              after_train=record_samples)
+              after_train=record_samples, no_eval=f"the corpus holds no held-out block of cpt.seq_len={st.seq_len} "
+              "tokens beside its training documents")

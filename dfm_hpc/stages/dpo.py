@@ -28,7 +28,8 @@ def run(cfg: Config, ctx: StageContext) -> None:
         if stored is not None:  # (train, eval), split by chat as below
             rows["train"], rows["eval"] = stored
             return
-        pairs = data.split(data.load_chats(st.dataset, ctx, "dpo"))
+        ds = data.load_chats(st.dataset, ctx, "dpo")  # held out: pairs whose prompt fits seq_len, if any
+        pairs = data.split(ds, trained=lambda i: chat_template.pair_trains(tokenizer, ds[i], st, index=i))
         rows["train"], rows["eval"] = (None if d is None else chat_template.pair_rows(d, tokenizer, st) for d in pairs)
 
     model, tokenizer, base = train.load_base(cfg, ctx, st, "dpo", before_model=render)
@@ -40,7 +41,8 @@ def run(cfg: Config, ctx: StageContext) -> None:
                              train_dataset=train_ds, eval_dataset=eval_ds, peft_config=train.peft_config(cfg),
                              callbacks=[callback])
     train.fit(trainer, ctx, callback, tokenizer, f"DPO of {cfg.model.name} ({cfg.peft.method}, beta {st.beta})",
-              eval_keys=("eval_loss", "eval_rewards/accuracies", "eval_rewards/margins"), base=base, st=st)
+              eval_keys=("eval_loss", "eval_rewards/accuracies", "eval_rewards/margins"), base=base, st=st,
+              no_eval=f"every held-out pair's prompt fills dpo.seq_len={st.seq_len} tokens")
 
 
 def _trainer_class(trl):

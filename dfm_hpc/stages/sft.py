@@ -29,7 +29,8 @@ def run(cfg: Config, ctx: StageContext) -> None:
         if stored is not None:  # (train, eval), split by chat as below
             rows["train"], rows["eval"] = stored
             return
-        chats = data.split(data.load_chats(st.dataset, ctx, "sft"))
+        ds = data.load_chats(st.dataset, ctx, "sft")  # held out: chats that train within seq_len, if any
+        chats = data.split(ds, trained=lambda i: chat_template.trains(tokenizer, ds[i], st, index=i))
         rows["train"], rows["eval"] = (None if d is None else chat_template.chat_rows(d, tokenizer, st) for d in chats)
 
     model, tokenizer, base = train.load_base(cfg, ctx, st, "sft", before_model=render)
@@ -41,4 +42,7 @@ def run(cfg: Config, ctx: StageContext) -> None:
     trainer = trl.SFTTrainer(model=model, args=args, processing_class=tokenizer, train_dataset=train_ds,
                              eval_dataset=eval_ds, peft_config=train.peft_config(cfg), callbacks=[callback])
     what = f"SFT of {cfg.model.name} ({cfg.peft.method}, ZeRO-{cfg.deepspeed.stage})"
-    train.fit(trainer, ctx, callback, tokenizer, what, base=base, st=st)
+    held = rows["eval"]
+    why = ("no held-out chats" if held is None or not len(held) else  # none of them trains within seq_len
+           f"none of the {len(held)} held-out rows has an assistant token within sft.seq_len={st.seq_len}")
+    train.fit(trainer, ctx, callback, tokenizer, what, base=base, st=st, no_eval=why)

@@ -8,7 +8,8 @@ import pytest
 
 from dfm_hpc import lumi
 from dfm_hpc.login.checks import lumi_rules
-from tests.helpers import LUMI_ACCOUNT, dfm, lumi_args, make_cfg
+
+from helpers import LUMI_ACCOUNT, dfm, lumi_args, make_cfg
 
 
 def test_dev_g_refuses_a_stage_that_needs_requeues(tmp_path):
