@@ -258,7 +258,11 @@ def outcomes(points: List[Path]) -> List[Outcome]:
 
 def point_labels(points: List[Path]) -> List[str]:
     """What each sweep point varies (its overrides that the others do not share), else its dir's name."""
-    overrides = [_overrides(p) for p in points]
+    def effective(ovs: List[str]) -> List[str]:  # a rerun's override replaces the point's own of that key
+        last = {o.split("=")[0].lstrip("+~"): i for i, o in enumerate(ovs)}
+        return [o for i, o in enumerate(ovs) if last[o.split("=")[0].lstrip("+~")] == i]
+
+    overrides = [effective(_overrides(p)) for p in points]
     common = set.intersection(*map(set, overrides)) if len(points) > 1 else set()
     return [" ".join(o for o in ovs if o not in common) or p.name for p, ovs in zip(points, overrides)]
 
