@@ -108,3 +108,23 @@ def test_rerun_failed_refuses_when_nothing_failed(sweep, tmp_path):
     err = " ".join(p.stderr.split())
     assert "nothing to rerun" in err and "0 [demo.value=1]: done; 1 [demo.value=2]: done" in err, err
     assert run_dirs(tmp_path) == [sweep]
+
+
+def test_outcome_from_slurm_states(sweep):
+    point = sweep / "1"
+
+    def rows(*states):
+        return [{"stage": s, "state": st, "last": ""} for s, st in zip(("demo", "demo_check"), states)]
+
+    assert str(status.outcome(point, rows("COMPLETED", "RUNNING"))) == "running (demo_check)"
+    assert str(status.outcome(point, rows("RUNNING", "PENDING"))) == "running (demo)"
+    assert str(status.outcome(point, rows("PENDING", "PENDING"))) == "queued (demo)"
+    assert str(status.outcome(point, rows("COMPLETED (in 0)", "COMPLETED"))) == "done"
+    # Slurm's word first; the marker's error line beside it
+    assert str(status.outcome(point, rows("COMPLETED", "TIMEOUT"))) == \
+        "failed at demo_check: TIMEOUT (RuntimeError: demo_check.fail=true: failing on purpose)"
+    # demo failed, so Slurm cancelled demo_check: the point failed at demo
+    (point / "stages" / "demo" / "DONE").unlink()
+    assert str(status.outcome(point, rows("FAILED", "CANCELLED"))).startswith("failed at demo: the job failed")
+    assert str(status.outcome(point, rows("COMPLETED", "UNKNOWN"))) == \
+        "unfinished at demo_check: UNKNOWN: no job and no ending marker"
