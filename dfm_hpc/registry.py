@@ -68,7 +68,9 @@ STAGES: Dict[str, StageSpec] = {s.name: s for s in (
               writes=("plan.json", "shards/", "sft.jsonl", "dpo.jsonl", "corpus.jsonl", "*.parquet", "report.json")),
     # the token stores go under tokenize.store_root (default: runs_root), shared by the runs there
     # tokenize.chats: also the sft/dpo chats the run trains on, as those stages read them (chat_store.py)
-    StageSpec("tokenize", schema.TokenizeStage, uses=("pii", "merge"), writes=("stores.json", "chat_stores.json"),
+    # resumable: a shard's files are written whole, finished shards are skipped on a restart
+    StageSpec("tokenize", schema.TokenizeStage, resumable=True, uses=("pii", "merge"),
+              writes=("stores.json", "chat_stores.json"),
               reads=(_MODEL, *_CORPUS, Reads("sft.dataset", columns=("messages",), run_dir=True, when="tokenize.chats"),
                      Reads("dpo.dataset", columns=("prompt", "chosen", "rejected"), run_dir=True,
                            when="tokenize.chats"))),

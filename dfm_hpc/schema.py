@@ -71,6 +71,9 @@ class ClusterConfig:
     exclusive: bool = False  # sbatch --exclusive (whole nodes)
     # seconds before the time limit at which Slurm sends USR2 (submitit's signal): the ranks checkpoint and stop
     signal_delay_s: int = ranged(120, ge=0, hint="{rule} seconds before the time limit")
+    # restarts a job may have (SLURM_RESTART_COUNT: requeues, node failures) before its stage fails with the reason
+    # instead of being requeued again; above the plan's predicted requeues (munin_cpt: 3), with room for node failures
+    max_restarts: int = ranged(10, ge=0, hint="{rule} restarts")
     # the ranks' environment; values are literal unless written expand:..., secrets go by name (docs/security.md)
     env: Dict[str, str] = field(default_factory=dict)
     setup: List[str] = field(default_factory=list)  # shell lines run in the sbatch script before srun

@@ -133,19 +133,61 @@ def _spawn_torchrun(run_dir: Path, stage: str, array_index: int) -> int:
     return subprocess.call(cmd)
 
 
-def _requeue(ctx: StageContext) -> None:
-    """Ask for the job to go back in the queue (rank 0 only); the next start resumes from the stage's
-    files. The rank runs in the container, which has no scontrol on LUMI: it leaves a marker, and the
-    batch script requeues the job host side when the step has ended (login/slurm.host_side)."""
+class CannotResume(RuntimeError):
+    """The stage stopped early and must not be requeued: it cannot resume, or its restarts are used up."""
+
+
+def _restarts() -> int:
+    """How often Slurm has restarted this job (requeues, node failures); 0 on its first start."""
+    try:
+        return int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+    except ValueError:
+        return 0
+
+
+def _fail(ctx: StageContext, why: str) -> None:
+    """The stage fails with its reason (status shows it, `rerun` continues it); the step exits non-zero."""
+    (ctx.stage_dir / rundir.FAILED).write_text(f"worker {ctx.worker}\n{why}\n")
+    ctx.log(why)
+    raise CannotResume(why)
+
+
+def _requeue(ctx: StageContext, stage: str, cfg, why: str) -> None:
+    """Ask for the job to go back in the queue; the next start resumes from the stage's files. Any
+    rank that stops early asks (in a data stage the others may have finished their shards already).
+    The rank runs in the container, which has no scontrol on LUMI: it leaves a marker, and the
+    batch script requeues the job host side when the step has ended (login/slurm.host_side).
+    A stage that cannot resume, or has used up cluster.max_restarts, fails instead."""
     job = os.environ.get("SLURM_JOB_ID")  # each array copy is a job of its own
-    marker = os.environ.get("DFM_HPC_REQUEUE_MARKER")
-    if ctx.env.rank != 0 or not job:
+    if not job:
         return
+    if not STAGES[stage].resumable:
+        _fail(ctx, f"{stage} stopped early ({why}) and cannot resume, so it is not requeued; "
+                   f"`python -m dfm_hpc rerun RUN_DIR` starts it again (with more time: {stage}.time)")
+    cap = cfg.cluster.max_restarts
+    if _restarts() >= cap:
+        _fail(ctx, f"{stage} stopped early ({why}) after {_restarts()} restart(s), the most "
+                   f"cluster.max_restarts={cap} allows: not requeued; `python -m dfm_hpc rerun RUN_DIR` continues it")
+    marker = os.environ.get("DFM_HPC_REQUEUE_MARKER")
     if not marker:
         ctx.log(f"job {job} is not requeued: its batch script set no DFM_HPC_REQUEUE_MARKER; rerun the run")
         return
-    Path(marker).write_text(f"{job}\n")
+    with open(marker, "a") as f:  # several ranks may ask; one line each
+        f.write(f"{job} worker {ctx.worker}\n")
     ctx.log(f"requeue of job {job} requested: the batch script requeues it when this step ends")
+
+
+def _job_done(ctx: StageContext) -> None:
+    """Tell the batch script that this job's part of the stage is finished (DFM_HPC_DONE_MARKER): the
+    stage is DONE, or every worker of this array copy is. Without it, or a requeue request, the
+    script fails the job: Slurm never sees COMPLETED on an unfinished stage."""
+    marker = os.environ.get("DFM_HPC_DONE_MARKER")
+    if not marker:
+        return
+    ws, base = ctx.world_size, ctx.array_index * ctx.world_size
+    ranks = ctx.stage_dir / rundir.RANKS
+    if (ctx.stage_dir / rundir.DONE).exists() or all((ranks / f"{w}.done").exists() for w in range(base, base + ws)):
+        Path(marker).write_text(f"{os.environ.get('SLURM_JOB_ID', '')}\n")
 
 
 def run_stage(run_dir: str, stage: str, array_index: int = 0) -> None:
@@ -183,13 +225,17 @@ def run_stage(run_dir: str, stage: str, array_index: int = 0) -> None:
         ctx.log(f"{stage}: {p.get('summary', stage)}; {where}{eta}")
     if (sdir / rundir.DONE).exists():
         ctx.log("already DONE; nothing to do")
+        _job_done(ctx)
         return
+    if _restarts() > cfg.cluster.max_restarts:  # Slurm's own requeues (a node failure) count too
+        _fail(ctx, f"{stage}: job restarted {_restarts()} times, more than cluster.max_restarts="
+                   f"{cfg.cluster.max_restarts}; `python -m dfm_hpc rerun RUN_DIR` continues it")
     try:
         module = importlib.import_module(STAGES[stage].module)
         module.run(cfg, ctx)
     except Preempted as e:
         ctx.log(f"stopping for the time limit: {e}")
-        _requeue(ctx)
+        _requeue(ctx, stage, cfg, str(e))
         return
     except BaseException:
         (sdir / rundir.FAILED).write_text(f"worker {ctx.worker}\n{traceback.format_exc()}")
@@ -201,6 +247,7 @@ def run_stage(run_dir: str, stage: str, array_index: int = 0) -> None:
     (ranks / f"{ctx.worker}.done").touch()
     if len(list(ranks.glob("*.done"))) >= ctx.num_workers:
         (sdir / rundir.DONE).write_text(time.strftime("%Y-%m-%dT%H:%M:%S\n"))
+    _job_done(ctx)
     ctx.log(f"stage {stage} finished in {duration(time.time() - started)}")
 
 

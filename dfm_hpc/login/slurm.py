@@ -63,19 +63,34 @@ def setup_lines(cluster, job: StageJob) -> List[str]:
 
 
 def host_side(params: Dict[str, Any], folder: Path) -> Dict[str, Any]:
-    """The job's host-side lines around its step. A rank stopped by the pre-timeout signal leaves a
-    marker; after the step the script records the job's accounting (the card reads it), requeues
-    the job if the marker is there, and exits with the step's status."""
-    marker = shlex.quote(str(Path(folder) / "requeue")) + '."$SLURM_JOB_ID"'
+    """The job's host-side lines around its step. A rank that stops early (the pre-timeout signal)
+    leaves a requeue marker; one that finishes this job's part of the stage leaves a done marker.
+    After the step the script records the job's accounting (the card reads it), then decides the
+    job's end state (docs/lumi.md, the end-state rule): requeued when asked for, else failed if the
+    requeue fails, or if the stage is neither finished nor requeued: Slurm never sees COMPLETED on
+    an unfinished stage, so `afterok` never starts a dependent on it."""
+    job = '."$SLURM_JOB_ID"'  # per job: an array's copies and a sweep's points share the folder
     setup = list(params.get("setup") or []) + [
-        f"export DFM_HPC_REQUEUE_MARKER={marker}",
+        f"export DFM_HPC_REQUEUE_MARKER={shlex.quote(str(Path(folder) / 'requeue'))}{job}",
+        f"export DFM_HPC_DONE_MARKER={shlex.quote(str(Path(folder) / 'done'))}{job}",
+        'rm -f "$DFM_HPC_REQUEUE_MARKER" "$DFM_HPC_DONE_MARKER"  # a requeued job keeps its id',
         "trap '' USR2  # the pre-timeout signal is for the ranks; this script lives on to requeue"]
     teardown = [
-        "dfm_hpc_rc=$?  # the step's exit status, the job's too",
+        "dfm_hpc_rc=$?  # the step's exit status",
         "# host side: the container has no Slurm tools",
         accounting.record_line(folder),
-        'if [ -e "$DFM_HPC_REQUEUE_MARKER" ]; then rm -f "$DFM_HPC_REQUEUE_MARKER"; '
-        'scontrol requeue "$SLURM_JOB_ID"; fi',
+        'if [ -e "$DFM_HPC_REQUEUE_MARKER" ] && [ "$dfm_hpc_rc" -eq 0 ]; then',
+        '  rm -f "$DFM_HPC_REQUEUE_MARKER"',
+        '  scontrol requeue "$SLURM_JOB_ID" && exit 0',
+        '  echo "dfm_hpc: the stage stopped early and needs a requeue, but scontrol requeue failed'
+        ' (SBATCH_NO_REQUEUE?): the job fails; rerun the run to continue" >&2',
+        "  exit 1",
+        "fi",
+        'if [ "$dfm_hpc_rc" -eq 0 ] && [ ! -e "$DFM_HPC_DONE_MARKER" ]; then',
+        '  echo "dfm_hpc: the step ended with the stage unfinished and no requeue pending: the job fails" >&2',
+        "  dfm_hpc_rc=1",
+        "fi",
+        'rm -f "$DFM_HPC_REQUEUE_MARKER" "$DFM_HPC_DONE_MARKER"',
         "exit $dfm_hpc_rc",
     ]
     return {**params, "setup": setup, "teardown": teardown}

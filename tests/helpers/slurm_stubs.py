@@ -19,13 +19,14 @@ BODIES = {
 
 
 def install(bin_dir: Path, names=("sbatch", "scancel", "squeue", "sacct", "srun", "scontrol", "module",
-                                  "singularity")) -> Path:
-    """Writes the stubs into bin_dir; returns the log every call goes to."""
+                                  "singularity"), bodies: dict | None = None) -> Path:
+    """Writes the stubs into bin_dir; returns the log every call goes to. `bodies`: a stub's own shell
+    lines after the logging (e.g. srun leaving a marker, scontrol failing), instead of `exit 0`."""
     bin_dir.mkdir(parents=True, exist_ok=True)
     log = bin_dir / "calls.log"
     log.touch()
     for name in names:
-        body = BODIES.get(name, "exit 0").format(dir=bin_dir)
+        body = (bodies or {}).get(name) or BODIES.get(name, "exit 0").format(dir=bin_dir)
         f = bin_dir / name
         f.write_text(STUB.format(log=log, body=body))
         f.chmod(0o755)

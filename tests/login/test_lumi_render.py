@@ -100,7 +100,7 @@ def test_small_g_is_per_gcd_without_masks(tmp_path):
     assert "#SBATCH --mem-per-gpu=60G" in s and "--cpu-bind" not in s and "--exclusive" not in s
     # the same container integration and host-side lines as standard-g (issue #10)
     for line in ("module load lumi-aif-singularity-bindings", "export MASTER_PORT=$(( 10000 + SLURM_JOB_ID % 10000 ))",
-                 'scontrol requeue "$SLURM_JOB_ID"; fi', "exit $dfm_hpc_rc"):
+                 'scontrol requeue "$SLURM_JOB_ID" && exit 0', "exit $dfm_hpc_rc"):
         assert line in s, line
     assert " singularity run " in s
 
@@ -161,9 +161,9 @@ def test_requeue_and_accounting_are_host_side(tmp_path):
     assert after[1] == (f"mkdir -p {folder}/accounting && sacct -X -D -P -n -j \"$SLURM_JOB_ID\" "
                         f"--format=JobID,State,NNodes,ElapsedRaw >{folder}/accounting/\"$SLURM_JOB_ID\".psv "
                         "2>/dev/null || true")
-    assert after[2] == ('if [ -e "$DFM_HPC_REQUEUE_MARKER" ]; then rm -f "$DFM_HPC_REQUEUE_MARKER"; '
-                        'scontrol requeue "$SLURM_JOB_ID"; fi')
-    assert after[3] == "exit $dfm_hpc_rc"
+    # then the end-state rule (run with stubs in tests/login/test_end_state.py)
+    assert after[2] == 'if [ -e "$DFM_HPC_REQUEUE_MARKER" ] && [ "$dfm_hpc_rc" -eq 0 ]; then'
+    assert '  scontrol requeue "$SLURM_JOB_ID" && exit 0' in after and after[-1] == "exit $dfm_hpc_rc"
     # MASTER_ADDR too is computed by the script, before the step
     assert lines.index('export MASTER_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"') < srun
 
@@ -224,7 +224,7 @@ def test_a_chain_dev_g_would_refuse_halfway_exits_2_and_writes_nothing(tmp_path)
     (run,) = run_dirs(tmp_path)
     s = (run / "stages" / "sft" / "sbatch.sh").read_text()
     for line in ("#SBATCH --partition=dev-g", "module load lumi-aif-singularity-bindings", " singularity run ",
-                 'scontrol requeue "$SLURM_JOB_ID"; fi'):
+                 'scontrol requeue "$SLURM_JOB_ID" && exit 0'):
         assert line in s, line
 
 

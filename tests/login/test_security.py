@@ -65,8 +65,9 @@ def test_hostile_values_in_every_field_never_run(tmp_path):
     f = tmp_path / "sbatch.sh"
     f.write_text(script)
     assert subprocess.run(["bash", "-n", str(f)], capture_output=True).returncode == 0
-    bin_dir = tmp_path / "bin"
-    slurm_stubs.install(bin_dir)
+    bin_dir = tmp_path / "bin"  # srun: the stage finished (the end-state rule needs its marker)
+    done = 'mkdir -p "${DFM_HPC_DONE_MARKER%/*}" && touch "$DFM_HPC_DONE_MARKER"'
+    slurm_stubs.install(bin_dir, bodies={"srun": done})
     env = {**os.environ, **slurm_stubs.env(bin_dir), "SLURM_JOB_ID": "7", "SLURM_JOB_NODELIST": "node1",
            "HF_TOKEN": "from-the-environment"}
     r = subprocess.run(["bash", str(f)], capture_output=True, text=True, env=env, cwd=tmp_path)
