@@ -107,6 +107,19 @@ class StageContext:
         print(f"[{time.strftime('%H:%M:%S')} rank {self.rank}/{self.world_size}] {msg}", flush=True)
 
 
+def agree(decision: int, device=None) -> int:
+    """The largest decision of all ranks (all_reduce MAX on the default group): one int, so that the
+    ranks act together (train.py: save, stop). The device is the backend's (cuda for NCCL/RCCL)."""
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return decision
+    t = torch.tensor([decision], dtype=torch.int32, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())
+
+
 def _redirect_output(log_file: Path) -> None:
     """Send this process's stdout/stderr (C level too: RCCL, DeepSpeed) to its rank log."""
     log_file.parent.mkdir(parents=True, exist_ok=True)

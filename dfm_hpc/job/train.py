@@ -200,11 +200,16 @@ def latest_checkpoint(ctx) -> Optional[str]:
     return get_last_checkpoint(str(d)) if d.is_dir() else None
 
 
+SAVE, STOP = 1, 2  # a step end's decision, ordered for rank.agree (MAX): stopping saves too
+
+
 def metrics_callback(cfg, ctx, st: TrainStage, tokens_per_step: int):
     """Logs loss, lr, grad norm, tokens/s per device, MFU and peak memory; stops at a safe point on
-    Slurm's pre-timeout signal (with a checkpoint)."""
+    Slurm's pre-timeout signal (with a checkpoint), all ranks at the same step (agree)."""
     import torch
     from transformers import TrainerCallback
+
+    from dfm_hpc.job.rank import agree
 
     peak = estimates.pick_peak_tflops(torch.cuda.get_device_name() if torch.cuda.is_available() else None)
 
@@ -226,12 +231,16 @@ def metrics_callback(cfg, ctx, st: TrainStage, tokens_per_step: int):
                 ctx.log(f"MFU not logged: shape unknown: {self.shape.reason}")
 
         def on_step_end(self, args, state, control, **kw):
-            if ctx.should_stop():
+            # the ranks agree (MAX over them): a save is collective, so a rank that saved or stopped a
+            # step before the others would hang them until the NCCL timeout
+            minutes = st.save_every_minutes
+            due = minutes is not None and time.time() - self.saved >= 60 * minutes
+            decision = agree(STOP if ctx.should_stop() else SAVE if due else 0, args.device)
+            if decision == STOP:
                 control.should_save = True
                 control.should_training_stop = True
                 self.preempted = True
-            minutes = st.save_every_minutes
-            if minutes is not None and time.time() - self.saved >= 60 * minutes:
+            elif decision == SAVE:
                 control.should_save = True
             return control
 
