@@ -19,8 +19,8 @@ SLURM = ["cluster=slurm"]
 
 def _history(job: str) -> list:
     """The job's states, oldest first (REQUEUED for each earlier start)."""
-    return subprocess.run(["sacct", "-D", "-X", "-n", "-P", "-j", job, "-o", "State"],
-                          capture_output=True, text=True).stdout.split()
+    out = subprocess.run(["sacct", "-D", "-X", "-n", "-P", "-j", job, "-o", "State"], capture_output=True, text=True)
+    return [line.split()[0] for line in out.stdout.splitlines() if line.strip()]  # "CANCELLED by 0"
 
 
 def _ended(job: str):
