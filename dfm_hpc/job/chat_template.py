@@ -47,9 +47,7 @@ def ensure(tokenizer, mode: str = "auto", log=print, date=None):
     tokenizer.dfm_render_date = date
     own = getattr(tokenizer, "chat_template", None)
     if mode == "keep" or (mode == "auto" and own):
-        tokenizer.dfm_template_source = "own"  # named in TemplateSplitError's message
-        if mode == "auto":
-            log("chat template: the tokenizer's own")
+        tokenizer.dfm_template_source = "own"  # named in TemplateSplitError's message and fit's data line
         return tokenizer
     path = MANAGED if mode in ("auto", "managed") else Path(mode)
     tokenizer.chat_template = path.read_text()

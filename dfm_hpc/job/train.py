@@ -369,7 +369,9 @@ def fit(trainer, ctx, callback, tokenizer, title: str, eval_keys=("eval_loss",),
     if ctx.is_main:
         n = len(trainer.train_dataset) if hasattr(trainer.train_dataset, "__len__") else "?"
         ev = len(trainer.eval_dataset) if trainer.eval_dataset is not None else 0
-        ctx.log(f"data: {n} training examples, {ev} held out; {trainer.args.max_steps} steps")
+        source = getattr(tokenizer, "dfm_template_source", None)  # sft/dpo: which chat template renders the chats
+        template = {"own": "; the tokenizer's own chat template", None: ""}.get(source, f"; chat template: {source}")
+        ctx.log(f"data: {n} training examples, {ev} held out; {trainer.args.max_steps} steps{template}")
     try:
         trainer.train(resume_from_checkpoint=resume)
         if after_train:

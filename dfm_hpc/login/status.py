@@ -269,8 +269,8 @@ def point_labels(points: List[Path]) -> List[str]:
 
 def outcome_lines(top: Path, points: List[Path], outs: List[Outcome]) -> List[str]:
     """The summary under the table: each point's outcome, and how to rerun the ones that did not finish."""
-    if len(points) == 1:
-        return [f"outcome: {outs[0]}"]
+    if len(points) == 1:  # a finished run's table already says it
+        return [] if outs[0].state == "done" else [f"outcome: {outs[0]}"]
     counts: Dict[str, int] = {}
     for o in outs:
         counts[o.state] = counts.get(o.state, 0) + 1

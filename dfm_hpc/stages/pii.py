@@ -141,7 +141,7 @@ def plan(cfg, ctx) -> Dict:
             ranges = [(k * rows // n, (k + 1) * rows // n) for k in range(n)]
         shards += [{**s, "lo": lo, "hi": hi} for lo, hi in ranges]
     return {"sources": srcs, "shards": shards, "replacement": cfg.pii.replacement,
-            "types": pii.check_types(list(cfg.pii.types)), "chunk_size": cfg.pii.chunk_size,
+            "types": [str(t) for t in pii.check_types(list(cfg.pii.types))], "chunk_size": cfg.pii.chunk_size,
             "ip_policy": pii.check_ip(str(cfg.pii.ip_policy)), "ner": cfg.pii.ner, "ner_revision": cfg.pii.ner_revision,
             "audit_samples": cfg.pii.audit_samples}
 
@@ -195,8 +195,9 @@ def run(cfg: Config, ctx: StageContext) -> None:
     shard_dir.mkdir(parents=True, exist_ok=True)
     _check_plan(ctx.stage_dir / "plan.json", p)
     mine = list(range(ctx.worker, len(p["shards"]), ctx.num_workers))
-    ctx.log(f"pii: {', '.join(s['view'] for s in p['sources'])} in {len(p['shards'])} shards, "
-            f"{p['replacement']} for {p['types']}; this worker: shards {mine}")
+    if ctx.num_workers > 1:  # the stage's header line already names the views, types and replacement
+        ctx.log(f"pii: {', '.join(s['view'] for s in p['sources'])} in {len(p['shards'])} shards; "
+                f"this worker: shards {mine}")
     work = {s: _shard_work(p["shards"][s]) for s in mine}
     progress = Progress(sum(work.values()))  # in bytes (JSONL) or rows (Parquet); the lines say rows and MB
     ner = None

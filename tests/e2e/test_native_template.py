@@ -48,7 +48,7 @@ def test_lora_sft_keeps_a_chatml_template_without_generation_marks(tmp_path):
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     (run,) = run_dirs(tmp_path)
     s = run / "stages" / "sft"
-    assert "chat template: the tokenizer's own" in (s / "logs" / "rank-0.log").read_text()
+    assert "the tokenizer's own chat template" in (s / "logs" / "rank-0.log").read_text()
     for saved in (s / "model", s / "merged"):  # byte for byte, and as transformers loads it
         assert (saved / "chat_template.jinja").read_text() == chatml, saved
         assert AutoTokenizer.from_pretrained(saved).chat_template == chatml
