@@ -156,15 +156,11 @@ def write_shard(d: Path, shard: int, kind: str, rows, first: int, tokenizer, opt
 def build(cfg, ctx, worker: int, num_workers: int) -> List[Dict]:
     """Render the chat stores this run needs that are not finished: (kind, shard) items dealt to the
     workers (item i to worker i mod W), done shards skipped, as store.build does for corpora."""
-    plans, items = [], []
+    plans = []
     for kind in kinds(cfg):
         tokenizer = tokenizer_for(cfg, ctx, kind)
-        p = {**locate(cfg, ctx, tokenizer, kind), "tokenizer": tokenizer}
-        plans.append(p)
-        if not (Path(p["store"]) / "manifest.json").exists():
-            p["shards"] = store.shard_count(Path(p["store"]), cfg, num_workers)
-            items += [(p, s) for s in range(p["shards"])]
-    mine = items[worker::num_workers]
+        plans.append({**locate(cfg, ctx, tokenizer, kind), "tokenizer": tokenizer})
+    mine, items = store.deal(plans, cfg, worker, num_workers)
     rows_of: Dict[str, object] = {}
     t0, n_tok = time.time(), 0
     for p, s in mine:
@@ -245,6 +241,22 @@ def load(cfg, ctx, kind: str, tokenizer):
     ctx.log(f"{kind} data: chat store {d} ({chats:,} chats, {m['documents']:,} rows, {m['tokens']:,} tokens; "
             f"{p['resolved']})")
     return split(open_store(d), chats, cfg[kind].seq_len)
+
+
+def stage_rows(cfg, ctx, kind: str, tokenizer):
+    """sft's or dpo's (train, eval) rows: from the chat store (tokenize.chats) when it has them, else the stage's
+    chats split (held out: ones that train within seq_len, if any) and rendered on the fly, split by chat alike."""
+    from dfm_hpc.job import chat_template
+
+    stored = load(cfg, ctx, kind, tokenizer)
+    if stored is not None:
+        return stored
+    st = cfg[kind]
+    trains, rows = (chat_template.trains, chat_template.chat_rows) if kind == "sft" else \
+        (chat_template.pair_trains, chat_template.pair_rows)
+    ds = data.load_chats(st.dataset, ctx, kind)
+    parts = data.split(ds, trained=lambda i: trains(tokenizer, ds[i], st, index=i))
+    return tuple(None if d is None else rows(d, tokenizer, st) for d in parts)
 
 
 def write_list(ctx, plans: List[Dict]) -> None:

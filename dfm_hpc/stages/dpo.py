@@ -11,7 +11,7 @@ before the model is loaded; TRL gets prompt_ids/chosen_ids/rejected_ids and uses
 from __future__ import annotations
 
 from dfm_hpc import tokens
-from dfm_hpc.job import chat_store, chat_template, data, train
+from dfm_hpc.job import chat_store, train
 from dfm_hpc.job.rank import StageContext
 from dfm_hpc.schema import Config
 
@@ -23,14 +23,8 @@ def run(cfg: Config, ctx: StageContext) -> None:
     train.accelerate_deepspeed_cpu_compat()
     rows = {}
 
-    def render(tokenizer):
-        stored = chat_store.load(cfg, ctx, "dpo", tokenizer)  # tokenize.chats: rendered by the tokenize stage
-        if stored is not None:  # (train, eval), split by chat as below
-            rows["train"], rows["eval"] = stored
-            return
-        ds = data.load_chats(st.dataset, ctx, "dpo")  # held out: pairs whose prompt fits seq_len, if any
-        pairs = data.split(ds, trained=lambda i: chat_template.pair_trains(tokenizer, ds[i], st, index=i))
-        rows["train"], rows["eval"] = (None if d is None else chat_template.pair_rows(d, tokenizer, st) for d in pairs)
+    def render(tokenizer):  # prompt_ids/chosen_ids/rejected_ids, rendered as sft renders
+        rows["train"], rows["eval"] = chat_store.stage_rows(cfg, ctx, "dpo", tokenizer)
 
     model, tokenizer, base = train.load_base(cfg, ctx, st, "dpo", before_model=render)
     train_ds, eval_ds = rows["train"], rows["eval"]

@@ -12,7 +12,7 @@ model) goes to stages/sft/model/; under ZeRO-3 the weights are gathered on save,
 from __future__ import annotations
 
 from dfm_hpc import tokens
-from dfm_hpc.job import chat_store, chat_template, data, train
+from dfm_hpc.job import chat_store, chat_template, train
 from dfm_hpc.job.rank import StageContext
 from dfm_hpc.schema import Config
 
@@ -25,13 +25,7 @@ def run(cfg: Config, ctx: StageContext) -> None:
     rows = {}
 
     def render(tokenizer):  # TRL takes input_ids + assistant_masks as they are
-        stored = chat_store.load(cfg, ctx, "sft", tokenizer)  # tokenize.chats: rendered by the tokenize stage
-        if stored is not None:  # (train, eval), split by chat as below
-            rows["train"], rows["eval"] = stored
-            return
-        ds = data.load_chats(st.dataset, ctx, "sft")  # held out: chats that train within seq_len, if any
-        chats = data.split(ds, trained=lambda i: chat_template.trains(tokenizer, ds[i], st, index=i))
-        rows["train"], rows["eval"] = (None if d is None else chat_template.chat_rows(d, tokenizer, st) for d in chats)
+        rows["train"], rows["eval"] = chat_store.stage_rows(cfg, ctx, "sft", tokenizer)
 
     model, tokenizer, base = train.load_base(cfg, ctx, st, "sft", before_model=render)
     train_ds, eval_ds = chat_template.drop_untrained(rows["train"], rows["eval"], st.seq_len, ctx.log)
