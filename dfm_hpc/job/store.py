@@ -303,16 +303,22 @@ def shard_count(store_dir: Path, cfg, num_workers: int) -> int:
     return json.loads(layout.read_text())["shards"]
 
 
+def deal(plans: List[Dict], cfg, worker: int, num_workers: int):
+    """The (plan, shard) work items of the stores not yet finished, each plan given its shard count, dealt to
+    the workers (item i to worker i mod W): (this worker's items, all items). Corpora and chat stores alike."""
+    items = []
+    for p in plans:
+        if not (Path(p["store"]) / "manifest.json").exists():
+            p["shards"] = shard_count(Path(p["store"]), cfg, num_workers)
+            items += [(p, s) for s in range(p["shards"])]
+    return items[worker::num_workers], items
+
+
 def build(cfg, ctx, tokenizer, worker: int, num_workers: int) -> List[Dict]:
     """Tokenize the stores this run needs that are not finished: (source, shard) work items dealt
     to the workers (item i to worker i mod W). Done shards are skipped, so a restart resumes."""
     plans = locate(cfg, ctx, tokenizer)
-    todo = [p for p in plans if not (Path(p["store"]) / "manifest.json").exists()]
-    items = []
-    for p in todo:
-        p["shards"] = shard_count(Path(p["store"]), cfg, num_workers)
-        items += [(p, s) for s in range(p["shards"])]
-    mine = items[worker::num_workers]
+    mine, items = deal(plans, cfg, worker, num_workers)
     dtype = dtype_for(len(tokenizer))
     rows_of: Dict[str, object] = {}
     t0, n_tok = time.time(), 0
