@@ -7,15 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from helpers.chats import CONV
+
 pytest.importorskip("transformers")
 
-CONV = [
-    {"role": "system", "content": "Du er en hjælpsom assistent."},
-    {"role": "user", "content": "Hvad er Danmarks hovedstad?"},
-    {"role": "assistant", "content": "København."},
-    {"role": "user", "content": "Og den næststørste by?"},
-    {"role": "assistant", "content": "Aarhus, i Østjylland."},
-]
 # the end of the assistant's turn as each template writes it (trained: the model learns to stop)
 TURN_END = {"qwen3": "<|im_end|>\n", "qwen3_5": "<|im_end|>\n", "llama3": "<|eot_id|>", "gemma3": "<end_of_turn>\n",
             "apertus": "<|assistant_end|>", "ministral3": "</s>", "mistral": "</s>"}

@@ -6,16 +6,10 @@ from __future__ import annotations
 import pytest
 
 from helpers import dfm, run_dirs
+from helpers.chats import CONV
 
 pytest.importorskip("transformers")
 
-CONV = [
-    {"role": "system", "content": "Du er en hjælpsom assistent."},
-    {"role": "user", "content": "Hvad er Danmarks hovedstad?"},
-    {"role": "assistant", "content": "København."},
-    {"role": "user", "content": "Og den næststørste by?"},
-    {"role": "assistant", "content": "Aarhus, i Østjylland."},
-]
 
 
 def mistral_like_tokenizer():
