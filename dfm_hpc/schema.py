@@ -344,6 +344,8 @@ class EvaluateStage(StageConfig):
     server_timeout_s: float = ranged(900.0, gt=0)  # from start to a healthy /health
     server_args: List[str] = field(default_factory=list)  # extra server arguments (vllm serve ...)
     server_chat: bool = False  # lm-eval through chat completions (the chat template) instead of completions
+    # torch.compile in the server; off: TORCH_COMPILE_DISABLE/TORCHDYNAMO_DISABLE (LUMI's vLLM tests; docs/lumi.md)
+    server_compile: bool = False
     euroeval: bool = True  # EuroEval's Danish tasks against the server (needs evaluate.server)
     euroeval_tasks: List[str] = field(default_factory=list)  # EuroEval tasks; empty: its Danish defaults
     euroeval_datasets: List[str] = field(default_factory=list)  # only these EuroEval datasets

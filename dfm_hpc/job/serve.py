@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Set, Tuple, Union
 
+from dfm_hpc.job import server_env
 from dfm_hpc.job.rank import Preempted
 
 
@@ -232,14 +233,16 @@ class Server:
     """`with Server(argv, port, log, expect=ids) as s:` starts the server, waits until it is healthy *and*
     is this job's own, and stops it on the way out, whatever the way out is. `argv`: a list, or
     port -> list; `port` 0: `pick_port()` (a port that turns out taken is retried elsewhere, twice);
-    `expect`: {served id: path}, what /v1/models must list. `s.startup_s`: seconds to healthy."""
+    `expect`: {served id: path}, what /v1/models must list. `s.startup_s`: seconds to healthy. The server's
+    environment: server_env's (GPU variables on ROCm, `compile`, caches under the log's folder), then `env`."""
 
     def __init__(self, argv: Union[List[str], Callable[[int], List[str]]], port: int, log_path: Path,
                  timeout_s: float = 900, env: Optional[Dict[str, str]] = None, cwd: Optional[Path] = None,
-                 say=print, expect: Optional[Dict[str, str]] = None, tries: int = 3):
+                 say=print, expect: Optional[Dict[str, str]] = None, tries: int = 3, compile: bool = False):
         self.argv_for = argv if callable(argv) else (lambda _port: list(argv))
         self.fixed_port, self.port, self.log_path, self.timeout_s = port, port, Path(log_path), timeout_s
         self.env, self.cwd, self.say, self.expect, self.tries = env, cwd, say, expect, tries
+        self.compile, self.versions = compile, None
         self.proc: Optional[subprocess.Popen] = None
         self.startup_s: Optional[float] = None
         self._old: dict = {}
@@ -284,8 +287,17 @@ class Server:
             raise AddressTaken(f"127.0.0.1:{self.port} is already in use (not by this job's server)")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.say(f"starting model server: {' '.join(self.argv)} (log {self.log_path})")
+        changes = server_env.server_env(os.environ, self.log_path.parent / "cache", self.compile,
+                                        rocm=server_env.is_rocm())
+        env = server_env.apply(os.environ, {**changes, **(self.env or {})})
+        if self.versions is None:  # what the scores were served by, in the rank log and the server log
+            self.versions = server_env.runtime_versions(self.argv[0], env)
+        note = (f"model server runtime: {server_env.describe(self.versions)}; environment: "
+                + " ".join(f"{k}={'(unset)' if v is None else v}" for k, v in sorted(changes.items())))
+        self.say(note)
         log = open(self.log_path, "ab")
-        env = {**os.environ, **(self.env or {})}
+        log.write(f"dfm_hpc: {note}\n".encode())
+        log.flush()
         self.t0 = time.time()
         self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.cwd,
                                      start_new_session=True, preexec_fn=_die_with_parent)

@@ -248,7 +248,7 @@ def served_phase(cfg, ctx, specs, merged, rows: Dict[str, dict], prompts: List[s
         argv = lambda port, g=group: serve.command(ev.server, g, port, dtype, list(ev.server_args))  # noqa: E731
         cwd = serve.link_names(group, ctx.stage_dir / "served") if ev.server == "transformers" else None
         with serve.Server(argv, ev.server_port, ctx.stage_dir / "server" / f"server-{i}.log", expect=group.ids(),
-                          timeout_s=ev.server_timeout_s, cwd=cwd, say=ctx.log) as srv:
+                          timeout_s=ev.server_timeout_s, cwd=cwd, say=ctx.log, compile=ev.server_compile) as srv:
             for name in [n for n in group.names if n in wanted]:
                 row, mid = rows[name], group.id(name)
                 before = json.loads(json.dumps(row))  # what is kept if the address stops being ours
