@@ -160,6 +160,8 @@ SlurmdParameters=config_overrides
 ReturnToService=2
 MinJobAge=60
 KillWait=5
+# a requeued job waits cred_expire s before it may start again (default 120): 10 s keeps CI's requeue tests fast
+AuthInfo=cred_expire=10
 SlurmdTimeout=60
 InactiveLimit=0
 AccountingStorageType=accounting_storage/slurmdbd
