@@ -80,7 +80,8 @@ STAGES: Dict[str, StageSpec] = {s.name: s for s in (
               reads=(_MODEL, Reads("sft.dataset", columns=("messages",), run_dir=True))),
     StageSpec("dpo", schema.DpoStage, resumable=True, uses=("pii", "merge", "sft", "cpt"), writes=_TRAINED + _MERGED,
               reads=(_MODEL, Reads("dpo.dataset", columns=("prompt", "chosen", "rejected"), run_dir=True))),
-    StageSpec("evaluate", schema.EvaluateStage, reads=(_MODEL, Reads("data.eval_text", columns=TEXT)),
+    # resumable: each model's in-process part and each served benchmark is kept (progress.json) and skipped
+    StageSpec("evaluate", schema.EvaluateStage, reads=(_MODEL, Reads("data.eval_text", columns=TEXT)), resumable=True,
               uses=("cpt", "sft", "dpo", "pii"), writes=("results.json", "results.md", "samples.jsonl", "samples.md")),
     StageSpec("card", schema.CardStage, uses=("merge", "pii", "cpt", "sft", "dpo", "evaluate"),
               writes=("README.md", "card.json", "loss_*.png", "datasheets/")),

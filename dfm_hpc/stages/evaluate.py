@@ -29,7 +29,7 @@ from types import SimpleNamespace
 from typing import Dict, List, Optional, Tuple
 
 from dfm_hpc import results, tiny
-from dfm_hpc.job import harness, serve
+from dfm_hpc.job import eval_progress, harness, serve
 from dfm_hpc.job.rank import StageContext
 from dfm_hpc.registry import TRAINED_STAGES
 from dfm_hpc.rundir import CONFIG, stage_dir
@@ -236,45 +236,64 @@ def _dtype(model) -> str:
     return str(next(model.parameters()).dtype).removeprefix("torch.")
 
 
-def served_phase(cfg, ctx, specs, merged, rows: Dict[str, dict], prompts: List[str], save) -> None:
-    """Start each server, score each of its models with lm-eval and EuroEval, stop it."""
+def served_phase(cfg, ctx, specs, merged, rows: Dict[str, dict], prompts: List[str], save, prog, keys) -> None:
+    """Start each server, score each of its models with lm-eval and EuroEval, stop it. The pieces an earlier
+    start finished (prog) are taken from it; a server whose models are all scored is not started."""
     ev = cfg.evaluate
     gpu = _on_gpu()
     dtype = "bfloat16" if gpu else "float32"
     wanted = {n for n, _ in specs}
     names, include = harness.resolve_tasks(list(ev.lm_eval_tasks), ctx.run_dir / "cache", ev.lm_eval_include)
+    pieces = eval_progress.served_pieces(bool(names), ev.euroeval)
     # every served name carries this job's nonce: a server that lists exactly those is ours (job/serve.py)
     for i, group in enumerate(serve.servers(ev.server, specs, merged, tag=serve.nonce())):
+        todo = []
+        for name in [n for n in group.names if n in wanted]:
+            kept = [p for p in pieces if prog.done(keys[name], p) is not None]
+            for p in kept:
+                eval_progress.apply(rows[name], prog.done(keys[name], p))
+            if kept:
+                ctx.log(f"[{name}] skipped {', '.join(kept)}: scored by an earlier start ({eval_progress.FILE})")
+            if len(kept) < len(pieces):
+                todo.append(name)
+        if not todo:
+            continue
         argv = lambda port, g=group: serve.command(ev.server, g, port, dtype, list(ev.server_args))  # noqa: E731
         cwd = serve.link_names(group, ctx.stage_dir / "served") if ev.server == "transformers" else None
         with serve.Server(argv, ev.server_port, ctx.stage_dir / "server" / f"server-{i}.log", expect=group.ids(),
                           timeout_s=ev.server_timeout_s, cwd=cwd, say=ctx.log, compile=ev.server_compile) as srv:
-            for name in [n for n in group.names if n in wanted]:
+            for name in todo:
                 row, mid = rows[name], group.id(name)
-                before = json.loads(json.dumps(row))  # what is kept if the address stops being ours
-                tp = serve.throughput(srv.base_url, mid, prompts or PROMPTS[:1], ev.max_new_tokens)
-                tp.pop("outputs")
-                row["serving"] = {"backend": ev.server, "version": serve.version(ev.server),
-                                  "startup_s": srv.startup_s, **tp}
-                ctx.log(f"[{name}] served as {mid!r}: {tp['tokens_per_s']} tokens/s "
-                        f"({tp['requests']} requests), server up in {srv.startup_s} s")
                 meta = {"dtype": dtype, "backend": ev.server, "backend_version": serve.version(ev.server)}
                 tok = merged.get(name, row["path"])  # adapter dirs hold their tokenizer too
-                if names:
-                    kind, args = harness.server_model_args(srv.base_url, mid, tok, ev.server_chat)
-                    _bench(row, ctx, name, "lm-eval", harness.run_lm_eval, kind, names, include,
-                           limit=ev.lm_eval_limit, num_fewshot=ev.num_fewshot, seed=cfg.seed, meta=meta,
-                           model_args=args, chat=ev.server_chat, log=lambda m: ctx.log(f"[{name}] {m}"))
-                if ev.euroeval:
-                    _euroeval(cfg, ctx, row, name, mid, srv.base_url, meta)
-                try:
-                    srv.check()
-                except serve.AddressTaken:
-                    row.clear()
-                    row.update(before)  # scored while another server shared the port: not kept
+                for piece in pieces:
+                    if prog.done(keys[name], piece) is not None:
+                        continue
+                    before = json.loads(json.dumps(row))  # what is kept if the address stops being ours
+                    if piece == "serving":
+                        tp = serve.throughput(srv.base_url, mid, prompts or PROMPTS[:1], ev.max_new_tokens)
+                        tp.pop("outputs")
+                        row["serving"] = {"backend": ev.server, "version": serve.version(ev.server),
+                                          "startup_s": srv.startup_s, **tp}
+                        ctx.log(f"[{name}] served as {mid!r}: {tp['tokens_per_s']} tokens/s "
+                                f"({tp['requests']} requests), server up in {srv.startup_s} s")
+                    elif piece == "lm-eval":
+                        kind, args = harness.server_model_args(srv.base_url, mid, tok, ev.server_chat)
+                        _bench(row, ctx, name, "lm-eval", harness.run_lm_eval, kind, names, include,
+                               limit=ev.lm_eval_limit, num_fewshot=ev.num_fewshot, seed=cfg.seed, meta=meta,
+                               model_args=args, chat=ev.server_chat, log=lambda m: ctx.log(f"[{name}] {m}"))
+                    else:
+                        _euroeval(cfg, ctx, row, name, mid, srv.base_url, meta)
+                    try:
+                        srv.check()
+                    except serve.AddressTaken:
+                        row.clear()
+                        row.update(before)  # scored while another server shared the port: not kept
+                        save()
+                        raise
+                    prog.record(keys[name], piece, eval_progress.delta(before, row))
                     save()
-                    raise
-                save()
+                    prog.safe_point(ctx, f"{name}'s {piece}")
 
 
 def _euroeval(cfg, ctx, row, name, model_id, base_url, meta) -> None:
@@ -329,6 +348,45 @@ def write_outputs(sdir: Path, source: str, rows: List[dict], samples: List[dict]
     (sdir / "samples.md").write_text("\n".join(lines))
 
 
+def _in_process(cfg, ctx, name, path, texts, prompts, in_process_tasks, merged) -> Tuple[dict, List[dict]]:
+    """A model's in-process part: perplexity, samples, lm-eval in-process (server=none); with a server that
+    cannot stack or load the adapter, the merged model it serves. Its row and its samples."""
+    import torch
+
+    ev, served, sdir = cfg.evaluate, cfg.evaluate.server != "none", ctx.stage_dir
+    t0 = time.time()
+    ctx.log(f"[{name}] loading {path}")
+    model, tokenizer = load(path)
+    row = {"name": name, "path": path, **perplexity(model, tokenizer, texts), "benchmarks": {}, "notes": [],
+           "serving": None}
+    ctx.log(f"[{name}] eval_loss {row['eval_loss']:.4f} perplexity {row['perplexity']:.3f} "
+            f"({row['eval_tokens']} tokens, {time.time() - t0:.1f} s)"
+            + (f"; generating {len(prompts)} samples ({ev.max_new_tokens} new tokens each)" if prompts else ""))
+    samples = []
+    if prompts:
+        for prompt, out in zip(prompts, generate(model, tokenizer, prompts, ev.max_new_tokens)):
+            samples.append({"model": name, "prompt": prompt, "output": out})
+    if in_process_tasks[0] and not served:
+        meta = {"dtype": _dtype(model), "backend": "hf (in-process)",
+                "backend_version": harness.version("transformers")}
+        _bench(row, ctx, name, "lm-eval", harness.run_lm_eval, harness.hf_lm(model, tokenizer), *in_process_tasks,
+               limit=ev.lm_eval_limit, num_fewshot=ev.num_fewshot, seed=cfg.seed, meta=meta,
+               log=lambda m: ctx.log(f"[{name}] {m}"))
+    if ev.euroeval and not served:
+        row["notes"].append("EuroEval runs against a served model: set evaluate.server (vllm on LUMI, "
+                            "transformers on a CPU)")
+    stacked = served and serve.is_adapter(path) and serve.is_adapter(serve.adapter_base(path))
+    if served and serve.is_adapter(path) and (ev.server == "transformers" or stacked):
+        merged[name] = str(sdir / "merged" / name.replace("/", "_"))  # the server cannot stack it
+        model.save_pretrained(merged[name])
+        tokenizer.save_pretrained(merged[name])
+    del model
+    row["seconds"] = round(time.time() - t0, 2)
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()  # the server gets the GPU next
+    return row, samples
+
+
 def run(cfg: Config, ctx: StageContext) -> None:
     import torch
 
@@ -347,41 +405,31 @@ def run(cfg: Config, ctx: StageContext) -> None:
             f"{list(ev.lm_eval_tasks) or 'off'}; EuroEval {'on' if ev.euroeval else 'off'}; "
             f"benchmarks {'through a ' + ev.server + ' server' if served else 'in-process'}")
     in_process_tasks = harness.resolve_tasks(list(ev.lm_eval_tasks), ctx.run_dir / "cache", ev.lm_eval_include)
+    # what earlier starts of this stage finished: kept, keyed by each model's name, path and weights
+    keys = {name: eval_progress.model_key(name, path) for name, path in specs}
+    prog = eval_progress.Progress.load(sdir, eval_progress.settings_id(cfg, source, texts), keys.values(), ctx.log)
+    pieces = eval_progress.served_pieces(bool(in_process_tasks[0]), ev.euroeval) if served else []
+    prog.left = sum(prog.done(k, p) is None for k in keys.values() for p in [eval_progress.INPROC, *pieces])
     rows, samples, merged = [], [], {}
     save = lambda: write_outputs(sdir, source, rows, samples)  # noqa: E731  partial results survive a crash
     for name, path in specs:
-        t0 = time.time()
-        ctx.log(f"[{name}] loading {path}")
-        model, tokenizer = load(path)
-        row = {"name": name, "path": path, **perplexity(model, tokenizer, texts), "benchmarks": {}, "notes": [],
-               "serving": None}
-        ctx.log(f"[{name}] eval_loss {row['eval_loss']:.4f} perplexity {row['perplexity']:.3f} "
-                f"({row['eval_tokens']} tokens, {time.time() - t0:.1f} s)"
-                + (f"; generating {len(prompts)} samples ({ev.max_new_tokens} new tokens each)" if prompts else ""))
-        if prompts:
-            for prompt, out in zip(prompts, generate(model, tokenizer, prompts, ev.max_new_tokens)):
-                samples.append({"model": name, "prompt": prompt, "output": out})
-        if in_process_tasks[0] and not served:
-            meta = {"dtype": _dtype(model), "backend": "hf (in-process)",
-                    "backend_version": harness.version("transformers")}
-            _bench(row, ctx, name, "lm-eval", harness.run_lm_eval, harness.hf_lm(model, tokenizer), *in_process_tasks,
-                   limit=ev.lm_eval_limit, num_fewshot=ev.num_fewshot, seed=cfg.seed, meta=meta,
-                   log=lambda m: ctx.log(f"[{name}] {m}"))
-        if ev.euroeval and not served:
-            row["notes"].append("EuroEval runs against a served model: set evaluate.server (vllm on LUMI, "
-                                "transformers on a CPU)")
-        stacked = served and serve.is_adapter(path) and serve.is_adapter(serve.adapter_base(path))
-        if served and serve.is_adapter(path) and (ev.server == "transformers" or stacked):
-            merged[name] = str(sdir / "merged" / name.replace("/", "_"))  # the server cannot stack it
-            model.save_pretrained(merged[name])
-            tokenizer.save_pretrained(merged[name])
-        del model
-        row["seconds"] = round(time.time() - t0, 2)
-        rows.append(row)
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()  # the server gets the GPU next
+        kept = prog.done(keys[name], eval_progress.INPROC)
+        if kept:
+            ctx.log(f"[{name}] skipped: perplexity and samples scored by an earlier start ({eval_progress.FILE}; "
+                    f"eval_loss {kept['row']['eval_loss']:.4f})")
+            rows.append(json.loads(json.dumps(kept["row"])))
+            samples.extend(kept["samples"])
+            if kept["merged"]:
+                merged[name] = kept["merged"]
+        else:
+            row, own = _in_process(cfg, ctx, name, path, texts, prompts, in_process_tasks, merged)
+            rows.append(row)
+            samples.extend(own)
+            prog.record(keys[name], eval_progress.INPROC, {"row": row, "samples": own, "merged": merged.get(name)})
         save()
+        prog.safe_point(ctx, f"{name}'s perplexity and samples")
     if served:
-        served_phase(cfg, ctx, specs, merged, {r["name"]: r for r in rows}, prompts, save)
+        served_phase(cfg, ctx, specs, merged, {r["name"]: r for r in rows}, prompts, save, prog, keys)
     save()
+    prog.remove()  # done: results.json holds it all
     ctx.log(f"wrote {sdir / 'results.json'} and results.md, samples.jsonl, samples.md")

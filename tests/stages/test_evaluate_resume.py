@@ -1,0 +1,134 @@
+"""evaluate resumes per model (and per served benchmark): a start stopped at a safe point keeps what it
+scored in progress.json, the next start skips it, and a model whose weight files changed is scored again."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from dfm_hpc.job import eval_progress
+from dfm_hpc.job.rank import Preempted
+
+from helpers import make_cfg, stage_ctx
+
+
+class _StopAfter:
+    """Slurm's pre-timeout signal arriving once `n` safe points have passed (what USR2 sets in a rank)."""
+
+    def __init__(self, ctx, n: int):
+        self.ctx, self.n, self.calls = ctx, n, 0
+        ctx.should_stop = self
+
+    def __call__(self) -> bool:
+        self.calls += 1
+        return self.calls >= self.n
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """Two tiny model dirs (copies of tiny:llama, the second with other weights)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from dfm_hpc import tiny
+
+    root = tmp_path_factory.mktemp("models")
+    base = Path(tiny.resolve("tiny:llama", root / "cache"))
+    a, b = root / "a", root / "b"
+    shutil.copytree(base, a)
+    model = AutoModelForCausalLM.from_pretrained(base)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(1.5)
+    shutil.copytree(base, b)
+    model.save_pretrained(b)
+    return a, b
+
+
+def _cfg(a: Path, b: Path):
+    return make_cfg(stages=["evaluate"], data={"eval_text": "tiny:eval"},
+                    evaluate={"models": [str(a), str(b)], "euroeval": False, "generation_prompts": 1,
+                              "max_new_tokens": 4, "max_eval_texts": 8})
+
+
+def _run(cfg, run: Path, stop_after: int = 0):
+    from dfm_hpc.stages import evaluate
+
+    ctx = stage_ctx(run, "evaluate")
+    if stop_after:
+        _StopAfter(ctx, stop_after)
+    evaluate.run(cfg, ctx)
+    return ctx.stage_dir
+
+
+def _scores(sdir: Path):
+    res = json.loads((sdir / "results.json").read_text())
+    rows = [{k: v for k, v in m.items() if k != "seconds"} for m in res["models"]]
+    return res["eval_data"], rows, (sdir / "samples.jsonl").read_text()
+
+
+def test_a_stop_after_the_first_model_resumes_where_it_stopped(models, tmp_path, capsys):
+    a, b = models
+    cfg = _cfg(a, b)
+    straight = _run(cfg, tmp_path / "straight")
+    capsys.readouterr()
+
+    run = tmp_path / "run"
+    with pytest.raises(Preempted, match="after a's perplexity and samples; 1 piece"):
+        _run(cfg, run, stop_after=1)
+    sdir = run / "stages" / "evaluate"
+    assert [m["name"] for m in json.loads((sdir / "results.json").read_text())["models"]] == ["a"]  # partial output
+    kept = json.loads((sdir / eval_progress.FILE).read_text())["models"]
+    assert [k.split("|")[0] for k in kept] == ["a"]
+    first = capsys.readouterr().out
+
+    _run(cfg, run)  # the requeued start
+    log = capsys.readouterr().out
+    assert "[a] skipped: perplexity and samples scored by an earlier start" in log
+    assert "[a] loading" not in log and "[b] loading" in log and "[a] loading" in first
+    assert _scores(sdir) == _scores(straight)
+    assert not (sdir / eval_progress.FILE).exists()  # done: results.json is the one output
+
+
+def test_a_changed_weight_file_is_scored_again(models, tmp_path, capsys):
+    a, b = models
+    mine = tmp_path / "a"
+    shutil.copytree(a, mine)
+    cfg = _cfg(mine, b)
+    run = tmp_path / "run"
+    with pytest.raises(Preempted):
+        _run(cfg, run, stop_after=1)
+    sdir = run / "stages" / "evaluate"
+    before = json.loads((sdir / "results.json").read_text())["models"][0]["eval_loss"]
+    shutil.copy(b / "model.safetensors", mine / "model.safetensors")  # other weights at the same path
+    capsys.readouterr()
+    _run(cfg, run)
+    log = capsys.readouterr().out
+    assert "[a] an earlier start scored other weights under this name" in log and "[a] loading" in log
+    assert "skipped" not in log
+    rows = json.loads((sdir / "results.json").read_text())["models"]
+    assert rows[0]["eval_loss"] != pytest.approx(before) and rows[0]["eval_loss"] == pytest.approx(rows[1]["eval_loss"])
+
+
+def test_weights_id_and_settings():
+    """The identity follows the files (name, size, mtime), not just the path; changed settings drop it all."""
+    import os
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        w = Path(d) / "model.safetensors"
+        w.write_bytes(b"x" * 10)
+        first = eval_progress.weights_id(d)
+        assert eval_progress.weights_id(d) == first
+        os.utime(w, ns=(1, 1))
+        assert eval_progress.weights_id(d) != first
+        prog = eval_progress.Progress(Path(d) / eval_progress.FILE, "s1")
+        prog.record("k", eval_progress.INPROC, {"row": {}, "samples": [], "merged": None})
+        said = []
+        assert eval_progress.Progress.load(Path(d), "s1", ["k"], said.append).done("k", eval_progress.INPROC)
+        assert not eval_progress.Progress.load(Path(d), "s2", ["k"], said.append).models
+        assert said == [f"the evaluate settings changed since the earlier start ({prog.path}): every model is "
+                        "scored again"]
