@@ -51,6 +51,9 @@ class ContainerConfig:
     # squashfs image of a venv with dfm_hpc and extras, mounted at /user-software (LUMI AI guide)
     overlay: Optional[str] = None
     python: str = "python"  # the interpreter inside the container
+    # the image's CTranslate2 is a GPU build for its accelerator (LUMI: a gfx90a source build); without it LUMI
+    # refuses translator.backend=ctranslate2 on GPU nodes (PyPI's wheel has no HIP; docs/lumi.md)
+    ctranslate2_gpu: bool = False
 
 
 @dataclass

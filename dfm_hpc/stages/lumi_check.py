@@ -2,7 +2,9 @@
 
 On 2 nodes: (1) all_reduce bus bandwidth at a few message sizes; (2) RCCL's log (NCCL_DEBUG=INFO)
 must say `NET/OFI Selected Provider is cxi`, else inter-node traffic is on TCP sockets; (3) each rank
-takes its own GCD (local rank r -> GPU r) and runs on that GCD's 7 cores. RCCL (nccl) where there
+takes its own GCD (local rank r -> GPU r) and runs on that GCD's 7 cores: per rank, the cores it may run on
+against the `mask_cpu` entry meant for its local rank and srun's `-c` (LUMI's course: `mask_cpu` "will not
+always work together with `--cpus-per-task`", so the outcome is read, not assumed). RCCL (nccl) where there
 are GPUs, gloo on CPUs: the local cluster checks the GPU choice and the bandwidth, and says what it
 cannot check there. Outputs: result.json and verdict.md in the stage dir; the verdict in rank 0's log.
 """
@@ -35,8 +37,50 @@ def rank_info(ctx: StageContext) -> Dict:
             "cores": sorted(os.sched_getaffinity(0))}
 
 
-def verdict(ranks: List[Dict], backend: str, log_text: str, lumi_node: bool) -> List[Tuple[str, Optional[bool], str]]:
-    """(check, passed or None when it cannot be checked here, detail) for each check."""
+def mask_cores(cpu_bind: Optional[str]) -> Optional[List[List[int]]]:
+    """The cores of each entry of srun's `--cpu-bind=mask_cpu:M0,M1,...` (local rank i gets entry i), or None."""
+    m = re.search(r"mask_cpu:([0-9a-fA-Fx,]+)", cpu_bind or "")
+    if not m:
+        return None
+    masks = [int(h, 16) for h in m.group(1).split(",") if h]
+    return [[c for c in range(m.bit_length()) if m >> c & 1] for m in masks] or None
+
+
+def binding(ranks: List[Dict], masks: Optional[List[List[int]]], cpus_per_task: Optional[int]) -> List[Dict]:
+    """Per rank, the `-c`/`mask_cpu` outcome: the cores it may run on against the mask meant for its local rank
+    (srun cycles the list) and the `-c` count. ok: True/False, None where there is no mask to hold it to."""
+    rows = []
+    for r in ranks:
+        cores, meant = r["cores"], masks[r["local_rank"] % len(masks)] if masks else None
+        if meant is not None:
+            ok = cores == meant
+            note = "as meant" if ok else ("the mask was not applied (more cores than it names)"
+                                          if set(meant) < set(cores) else "other cores than the mask names")
+        elif cpus_per_task and len(cores) < cpus_per_task:
+            ok, note = False, f"fewer cores than -c {cpus_per_task} (srun did not get --cpus-per-task?)"
+        else:
+            ok, note = None, "no mask to hold it to"
+        if ok and cpus_per_task and len(cores) != cpus_per_task:
+            note += f"; {len(cores)} cores for -c {cpus_per_task}"
+        rows.append({"rank": r["rank"], "host": r["host"], "local_rank": r["local_rank"], "cores": cores,
+                     "mask": meant, "cpus_per_task": cpus_per_task, "ok": ok, "note": note})
+    return rows
+
+
+def binding_lines(rows: List[Dict]) -> List[str]:
+    """The verdict's per-rank lines: allowed cores vs the mask meant for the rank."""
+    out = []
+    for b in rows:
+        meant = _span(b["mask"]) if b["mask"] is not None else "none"
+        mark = "ok" if b["ok"] else "n/a" if b["ok"] is None else "FAIL"
+        out.append(f"    rank {b['rank']} ({b['host']}, local {b['local_rank']}): cores {_span(b['cores'])} "
+                   f"({len(b['cores'])}), mask {meant}, -c {b['cpus_per_task']}: [{mark}] {b['note']}")
+    return out
+
+
+def verdict(ranks: List[Dict], backend: str, log_text: str, lumi_node: bool,
+            bound: Optional[List[Dict]] = None) -> List[Tuple[str, Optional[bool], str]]:
+    """(check, passed or None when it cannot be checked here, detail) for each check. `bound`: binding()'s rows."""
     out: List[Tuple[str, Optional[bool], str]] = []
     if all(r["gpu"] is None for r in ranks):
         out.append(("own GPU", None, "no GPU visible to the ranks"))
@@ -49,10 +93,16 @@ def verdict(ranks: List[Dict], backend: str, log_text: str, lumi_node: bool) -> 
         ok = not wrong and not shared
         out.append(("own GPU", ok, "local rank r uses GPU r on every node" if ok else
                     f"ranks {[r['rank'] for r in wrong]} do not use the GPU of their local rank; shared: {shared}"))
+    unmasked = [b["rank"] for b in bound or [] if b["ok"] is False]
     if lumi_node:
         off = [r["rank"] for r in ranks if r["gpu"] is not None and r["cores"] != list(lumi.GCD_CORES[r["gpu"]])]
+        off = sorted(set(off) | set(unmasked))
         out.append(("bound to its GCD's cores", not off, "each rank on the 7 cores closest to its GCD" if not off else
-                    f"ranks {off} run on other cores (launcher=torchrun needs --numa-binding; srun the CPU masks)"))
+                    f"ranks {off} run on other cores (launcher=torchrun needs --numa-binding; srun the CPU masks; "
+                    "per rank below)"))
+    elif any(b["mask"] is not None for b in bound or []):
+        out.append(("bound to its GCD's cores", not unmasked, "each rank on its mask's cores" if not unmasked else
+                    f"ranks {unmasked} are not on their mask's cores (per rank below)"))
     else:
         out.append(("bound to its GCD's cores", None, "no LUMI-G core map here; cores per rank: "
                     + ", ".join(f"{r['rank']}:{_span(r['cores'])}" for r in ranks)))
@@ -64,6 +114,15 @@ def verdict(ranks: List[Dict], backend: str, log_text: str, lumi_node: bool) -> 
     else:
         out.append(("RCCL on Slingshot (cxi)", None, f"{backend} here, no RCCL"))
     return out
+
+
+def _meant(cfg: Config) -> Tuple[Optional[List[List[int]]], Optional[int]]:
+    """The masks (srun launcher only: torchrun's one task per node takes none) and -c this job asked for."""
+    from dfm_hpc.plan import stage_cluster
+
+    cl, st = stage_cluster(cfg, "lumi_check"), cfg.lumi_check
+    masks = mask_cores(cl.cpu_bind) if str(cl.launcher) == "srun" else None
+    return masks, st.cpus_per_task if st.cpus_per_task is not None else cl.cpus_per_task
 
 
 def _span(cores: List[int]) -> str:
@@ -113,7 +172,8 @@ def run(cfg: Config, ctx: StageContext) -> None:
             sys.stdout.flush()  # RCCL writes to this rank's log (stdout); read what it said
             log = rank_log(ctx.stage_dir, 0).read_text(errors="replace")
             lumi_node = cfg.cluster.system == "lumi" and all(r["visible"] == lumi.GCDS_PER_NODE for r in infos)
-            checks = verdict(infos, backend, log, lumi_node)
+            bound = binding(infos, *_meant(cfg))
+            checks = verdict(infos, backend, log, lumi_node, bound)
             failed = [c for c in checks if c[1] is False]
             word = "PROBLEM" if failed else "OK"
             nodes = len({r["host"] for r in infos})
@@ -121,11 +181,12 @@ def run(cfg: Config, ctx: StageContext) -> None:
             lines += [f"  all_reduce {r['size_mb']:g} MB: bus {r['bus_gbps']:.2f} GB/s" for r in rows]
             lines += [f"  [{'ok' if ok else 'n/a' if ok is None else 'FAIL'}] {name}: {detail}"
                       for name, ok, detail in checks]
+            lines += ["  cores per rank (-c and mask_cpu as the job asked):", *binding_lines(bound)]
             for line in lines:
                 ctx.log(line)
             (ctx.stage_dir / "verdict.md").write_text("\n".join(lines) + "\n")
             (ctx.stage_dir / "result.json").write_text(json.dumps(
-                {"verdict": word, "backend": backend, "bandwidth": rows, "ranks": infos,
+                {"verdict": word, "backend": backend, "bandwidth": rows, "ranks": infos, "binding": bound,
                  "checks": [{"check": n, "passed": ok, "detail": d} for n, ok, d in checks]}, indent=2) + "\n")
         dist.barrier()
     finally:

@@ -44,3 +44,40 @@ def test_off_lumi_what_cannot_be_checked_says_so():
              for i in range(2)]
     checks = verdict(ranks, "gloo", "", lumi_node=False)
     assert [ok for _, ok, _ in checks] == [None, None, None]
+
+
+LUMI_BIND = ("mask_cpu:0x00fe000000000000,0xfe00000000000000,0x0000000000fe0000,0x00000000fe000000,"
+             "0x00000000000000fe,0x000000000000fe00,0x000000fe00000000,0x0000fe0000000000")
+
+
+def test_the_verdict_reports_each_ranks_cores_against_the_mask_it_was_meant_to_get():
+    """LUMI's course: `mask_cpu` "will not always work together with `--cpus-per-task`"; the verdict reads the
+    outcome per rank (allowed cores vs the mask for its local rank, and -c) instead of assuming it."""
+    from dfm_hpc.stages.lumi_check import binding, binding_lines, mask_cores
+
+    masks = mask_cores(LUMI_BIND)
+    assert masks == [list(lumi.GCD_CORES[g]) for g in range(8)]
+    good = binding(_ranks(), masks, 7)
+    assert all(b["ok"] for b in good) and good[0]["mask"] == list(range(49, 56))
+    assert binding_lines(good)[0] == "    rank 0 (nid005000, local 0): cores 49-55 (7), mask 49-55, -c 7: [ok] as meant"
+    # -c 7 won and the mask was dropped: rank 3 floats over all 56 cores
+    floating = _ranks(cores=lambda g: list(range(1, 57)) if g == 3 else list(lumi.GCD_CORES[g]))
+    rows = binding(floating, masks, 7)
+    assert [b["rank"] for b in rows if b["ok"] is False] == [3, 11]
+    assert "the mask was not applied" in rows[3]["note"] and "[FAIL]" in binding_lines(rows)[3]
+    checks = {name: (ok, detail) for name, ok, detail in verdict(floating, "nccl", RCCL_LOG, True, rows)}
+    assert checks["bound to its GCD's cores"][0] is False and "[3, 11]" in checks["bound to its GCD's cores"][1]
+
+
+def test_without_a_mask_a_rank_short_of_its_cores_fails_and_the_rest_is_reported():
+    from dfm_hpc.stages.lumi_check import binding, mask_cores
+
+    assert mask_cores(None) is None and mask_cores("cores") is None
+    ranks = [{"rank": i, "host": "node1", "local_rank": i, "gpu": None, "visible": 0, "cores": c}
+             for i, c in enumerate([[0], [0, 1, 2, 3, 4, 5, 6]])]
+    rows = binding(ranks, None, 7)
+    assert [b["ok"] for b in rows] == [False, None] and "fewer cores than -c 7" in rows[0]["note"]
+    # off LUMI with a mask: the check holds the ranks to it
+    masked = binding([{**ranks[1], "cores": [0, 1]}], mask_cores("mask_cpu:0x3"), 2)
+    checks = {name: ok for name, ok, _ in verdict([ranks[1]], "gloo", "", False, masked)}
+    assert checks["bound to its GCD's cores"] is True

@@ -11,6 +11,7 @@ the CLI prints them all and exits 2 before anything is created.
     paths.py      what the stages read (registry.STAGES): local inputs exist and are readable, the offline cache
     safety.py     text that reaches scripts, names, secrets
     lumi_rules.py LUMI's rules on the predictions (dev-g: one start) and on runs_root (/scratch or /flash)
+    restarts.py   cluster.max_restarts against each stage's predicted requeues (the plan's starts)
 
 The entry points: `check_overrides` (a command line), `check_config` (a composed config) and, once the
 stages are predicted, `check_predictions` (problems) and `storage_warnings` (printed with the plan).
@@ -20,9 +21,9 @@ from __future__ import annotations
 
 from typing import List
 
-from dfm_hpc.login.checks import parallel, paths, ranges, resources, safety, stages
+from dfm_hpc.login.checks import lumi_rules, parallel, paths, ranges, resources, restarts, safety, stages
 from dfm_hpc.login.checks.keys import SCHEMA_KEYS, check_overrides, explain_hydra_error, groups, invalid_choice
-from dfm_hpc.login.checks.lumi_rules import check_predictions, storage_warnings
+from dfm_hpc.login.checks.lumi_rules import storage_warnings
 from dfm_hpc.login.checks.paths import should_check_paths
 from dfm_hpc.login.checks.resources import check_sweep_job_limits
 from dfm_hpc.login.checks.stages import check_stages
@@ -38,6 +39,13 @@ CHECKS = [resources.check_cluster, ranges.check_ranges, resources.check_jobs, st
           safety.check_names, safety.check_text, resources.check_times, stages.check_relations,
           resources.check_relations, paths.check_data_files, stages.check_mixture, stages.check_chats,
           parallel.check_sequence_parallel, parallel.check_packing, parallel.check_liger]
+
+# The checkers of the plan's predictions, `(cfg, records) -> problems`.
+PREDICTION_CHECKS = [lumi_rules.check_predictions, restarts.check_restarts]
+
+
+def check_predictions(cfg, records) -> List[str]:
+    return [p for check in PREDICTION_CHECKS for p in check(cfg, records)]
 
 
 def check_config(cfg, jobs=None) -> List[str]:

@@ -1,6 +1,7 @@
-"""LUMI's usage rules that need the plan's predictions (LUMI's facts: lumi.py, sources in docs/lumi.md):
-dev partitions run no stage that needs requeues (refused), and checkpoints belong on /scratch or /flash
-(a warning with the predicted size against the quota of the file system runs_root is on)."""
+"""LUMI's usage rules (LUMI's facts: lumi.py, sources in docs/lumi.md): dev partitions run no stage that needs
+requeues (refused, from the predictions), checkpoints belong on /scratch or /flash (a warning with the predicted
+size against the quota of the file system runs_root is on), and a translator runs on what the job pays for
+(ctranslate2 on GPU nodes refused without a GPU build)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,24 @@ def check_predictions(cfg, records: List[Dict]) -> List[str]:
                    "debugging and quick testing, not production runs (LUMI's user guide: repeated abuse may lead "
                    f"to account suspension). Use cluster=lumi (standard-g) or cluster=lumi_small, or give "
                    f"{r['stage']} work that fits one start (fewer {r['stage']}.max_steps)")
+    return out
+
+
+def check_translator(cfg, jobs) -> List[str]:
+    """translator.backend=ctranslate2 on LUMI-G: CTranslate2's PyPI wheel has no HIP and its ROCm wheels (v4.7+,
+    GitHub releases only) are built for RDNA (gfx1030-gfx1201), not the MI250X's gfx90a, so each rank would
+    translate on its 7 cores while the GCDs it is billed for idle. Refused unless the image declares a GPU build."""
+    cl = cfg.cluster
+    if cl.system != "lumi" or str(cfg.translator.backend) != "ctranslate2" or cl.container.get("ctranslate2_gpu"):
+        return []
+    out = []
+    for j in (j for j in jobs if j.stage == "translate" and j.gpus_per_node):
+        out.append(f"translate: translator.backend=ctranslate2 on {j.partition} would run on the CPU: CTranslate2's "
+                   "PyPI wheel has no HIP, and its ROCm wheels (v4.7+, GitHub releases only) are built for RDNA "
+                   "GPUs (gfx1030-gfx1201), not LUMI's MI250X (gfx90a); its "
+                   f"{j.nodes * j.gpus_per_node * j.array} GCDs would idle while each rank translates on "
+                   f"{j.cpus_per_task} cores. Use translator.backend=hf (transformers on the GCDs), or, with an "
+                   "image whose CTranslate2 is a gfx90a source build, cluster.container.ctranslate2_gpu=true")
     return out
 
 
