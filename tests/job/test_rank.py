@@ -68,9 +68,9 @@ def test_a_stage_that_cannot_resume_fails_with_the_reason_instead(tmp_path, monk
     from dfm_hpc.job.rank import CannotResume
 
     with pytest.raises(CannotResume, match="cannot resume"):
-        _stopped(tmp_path, monkeypatch, "evaluate")
+        _stopped(tmp_path, monkeypatch, "merge")
     assert not (tmp_path / "requeue.7").exists()
-    assert "rerun" in (rundir.stage_dir(tmp_path, "evaluate") / rundir.FAILED).read_text()
+    assert "rerun" in (rundir.stage_dir(tmp_path, "merge") / rundir.FAILED).read_text()
 
 
 def test_restarts_past_the_cap_fail_with_the_reason(tmp_path, monkeypatch):
