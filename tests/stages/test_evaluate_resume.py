@@ -4,6 +4,8 @@ scored in progress.json, the next start skips it, and a model whose weight files
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import pytest
 from dfm_hpc.job import eval_progress
 from dfm_hpc.job.rank import Preempted
 
-from helpers import make_cfg, stage_ctx
+from helpers import REPO, make_cfg, stage_ctx
 
 
 class _StopAfter:
@@ -132,3 +134,49 @@ def test_weights_id_and_settings():
         assert not eval_progress.Progress.load(Path(d), "s2", ["k"], said.append).models
         assert said == [f"the evaluate settings changed since the earlier start ({prog.path}): every model is "
                         "scored again"]
+
+
+EUROEVAL_PY = REPO / ".venv-euroeval" / "bin" / "python"
+
+
+@pytest.mark.skipif(not EUROEVAL_PY.exists() and os.environ.get("CI") != "true",
+                    reason="needs .venv-euroeval (make test builds it)")
+@pytest.mark.e2e
+def test_a_stop_after_lm_eval_stops_the_server_and_the_next_start_runs_only_euroeval(tmp_path, monkeypatch, capsys):
+    """Served (`transformers serve`, tiny Llama): the stop comes after the model's lm-eval; the server is gone,
+    the next start keeps perplexity, serving and lm-eval and runs only EuroEval (~40 s)."""
+    import socket
+    import subprocess
+
+    from dfm_hpc import tiny
+
+    cache, modules = tmp_path / "euroeval_cache", tmp_path / "modules"
+    r = subprocess.run([str(EUROEVAL_PY), str(REPO / "tests" / "helpers" / "euroeval_fixture.py"), str(cache),
+                        str(modules)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    monkeypatch.setenv("HF_MODULES_CACHE", str(modules))
+    run = tmp_path / "run"
+    tiny.resolve("tiny:llama", run / "cache")
+    cfg = make_cfg(stages=["evaluate"], data={"eval_text": "tiny:eval"}, evaluate={
+        "models": ["base"], "generation_prompts": 1, "max_new_tokens": 4, "max_eval_texts": 5,
+        "server": "transformers", "server_timeout_s": 300, "lm_eval_tasks": ["tiny:danish_mc_gen"],
+        "lm_eval_limit": 4, "euroeval": True, "euroeval_python": str(EUROEVAL_PY), "euroeval_cache": str(cache),
+        "euroeval_datasets": ["angry-tweets"], "euroeval_args": ["--num-iterations", "1"]})
+    with pytest.raises(Preempted, match="after base's lm-eval; 1 piece"):  # in-process, serving, lm-eval done
+        _run(cfg, run, stop_after=3)
+    log = capsys.readouterr().out
+    (port,) = re.findall(r"healthy on port (\d+)", log)
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", int(port))) != 0  # the server was stopped on the way out
+    sdir = run / "stages" / "evaluate"
+    (m,) = json.loads((sdir / "results.json").read_text())["models"]
+    lm = m["benchmarks"]["lm-eval/dfm_danish_mc_gen"]
+    assert list(m["benchmarks"]) == ["lm-eval/dfm_danish_mc_gen"] and m["serving"]["tokens_per_s"] > 0
+
+    _run(cfg, run)
+    log = capsys.readouterr().out
+    assert "[base] skipped: perplexity and samples" in log and "[base] skipped serving, lm-eval" in log
+    assert "[base] loading" not in log and "lm-eval/dfm_danish_mc_gen" not in log.split("skipped serving")[1]
+    (m,) = json.loads((sdir / "results.json").read_text())["models"]
+    assert m["benchmarks"]["lm-eval/dfm_danish_mc_gen"] == lm
+    assert "euroeval/sentiment-classification/angry-tweets" in m["benchmarks"], m["notes"]
