@@ -27,9 +27,10 @@ from typing import Dict, Mapping, Optional
 
 COMPILE_OFF = {"TORCH_COMPILE_DISABLE": "1", "TORCHDYNAMO_DISABLE": "1"}
 # cache variable -> its folder under the cache root (vLLM's root holds its torch.compile cache and
-# model-info cache; the rest fall back to ~/.cache or ~/.triton)
+# model-info cache; the rest fall back to ~/.cache or ~/.triton). Not XDG_CACHE_HOME: without HF_HOME the
+# hub cache is under it, and an offline server would no longer find its models
 CACHES = {"VLLM_CACHE_ROOT": "vllm", "VLLM_CONFIG_ROOT": "vllm-config", "TRITON_CACHE_DIR": "triton",
-          "TORCHINDUCTOR_CACHE_DIR": "inductor", "XDG_CACHE_HOME": "xdg"}
+          "TORCHINDUCTOR_CACHE_DIR": "inductor", "OUTLINES_CACHE_DIR": "outlines"}
 
 
 def server_env(environ: Mapping[str, str], cache_root: Path, compile: bool = False,

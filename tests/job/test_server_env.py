@@ -19,7 +19,7 @@ def test_lumi_rendering_rocr_only_gives_hip_compile_off_and_caches_under_the_sta
     assert env["MAP_HIP_TO_ROCR_VISIBLE_DEVICES"] == "1"
     assert env["TORCH_COMPILE_DISABLE"] == "1" and env["TORCHDYNAMO_DISABLE"] == "1"
     for name in ("VLLM_CACHE_ROOT", "VLLM_CONFIG_ROOT", "TRITON_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR",
-                 "XDG_CACHE_HOME"):
+                 "OUTLINES_CACHE_DIR"):
         assert Path(env[name]).is_relative_to(stage / "cache") and not env[name].startswith("/users/"), name
     applied = server_env.apply(LUMI_RANK, env)
     assert "ROCR_VISIBLE_DEVICES" not in applied and applied["HIP_VISIBLE_DEVICES"] == "3"
@@ -36,11 +36,12 @@ def test_hip_already_set_is_kept_compile_on_leaves_torch_alone_and_cuda_gets_no_
 
 def test_a_cache_set_outside_home_is_kept_one_under_home_is_moved(tmp_path):
     environ = {"HOME": "/users/alice", "TRITON_CACHE_DIR": "/scratch/p/triton",
-               "VLLM_CACHE_ROOT": "/users/alice/.cache/vllm", "XDG_CACHE_HOME": "~/.cache"}
+               "VLLM_CACHE_ROOT": "/users/alice/.cache/vllm", "TORCHINDUCTOR_CACHE_DIR": "~/inductor"}
     env = server_env.server_env(environ, tmp_path, rocm=True)
     assert "TRITON_CACHE_DIR" not in env
     assert env["VLLM_CACHE_ROOT"] == str(tmp_path / "vllm")
-    assert env["XDG_CACHE_HOME"] == str(tmp_path / "xdg")
+    assert env["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "inductor")
+    assert "XDG_CACHE_HOME" not in env and "HF_HOME" not in env  # the hub cache stays where the job put it
 
 
 def test_versions_come_from_the_servers_own_interpreter(tmp_path):
