@@ -62,7 +62,9 @@ def weights_id(path: str, depth: int = 0) -> str:
 
 
 def model_key(name: str, path: str) -> str:
-    return f"{name}|{path}|{weights_id(path)}"
+    """`rerun` links an earlier run's stage dirs into the new run: the path they resolve to is the same."""
+    where = str(Path(path).resolve()) if Path(path).exists() else path
+    return f"{name}|{where}|{weights_id(where)}"
 
 
 def settings_id(cfg, source: str, texts: List[str]) -> str:

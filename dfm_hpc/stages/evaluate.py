@@ -417,7 +417,7 @@ def run(cfg: Config, ctx: StageContext) -> None:
         if kept:
             ctx.log(f"[{name}] skipped: perplexity and samples scored by an earlier start ({eval_progress.FILE}; "
                     f"eval_loss {kept['row']['eval_loss']:.4f})")
-            rows.append(json.loads(json.dumps(kept["row"])))
+            rows.append({**json.loads(json.dumps(kept["row"])), "path": path})  # a rerun's path to the same dir
             samples.extend(kept["samples"])
             if kept["merged"]:
                 merged[name] = kept["merged"]

@@ -125,6 +125,9 @@ def test_weights_id_and_settings():
         w.write_bytes(b"x" * 10)
         first = eval_progress.weights_id(d)
         assert eval_progress.weights_id(d) == first
+        link = Path(d) / "linked"  # `rerun` links the earlier run's stage dirs into the new run
+        link.symlink_to(d, target_is_directory=True)
+        assert eval_progress.model_key("sft", str(link)) == eval_progress.model_key("sft", d)
         os.utime(w, ns=(1, 1))
         assert eval_progress.weights_id(d) != first
         prog = eval_progress.Progress(Path(d) / eval_progress.FILE, "s1")
