@@ -16,6 +16,10 @@ empty = base plus every trained stage before evaluate):
 Outputs in stages/evaluate/: results.json, results.md (metric x model table, comparability),
 samples.jsonl, samples.md, server/ (server logs), euroeval/ (EuroEval's own records per model).
 One process (rank 0); GPU when there is one, else CPU. See docs/evaluation.md.
+
+Resumable: after each model's (a)+(c) and each of its served benchmarks the stage may stop (the pre-timeout
+signal: rank.Preempted); what is done is kept in progress.json (job/eval_progress.py: keyed by the model's
+name, path and weight files) and skipped by the next start.
 """
 
 from __future__ import annotations
