@@ -34,7 +34,7 @@ from typing import Dict, List, Optional, Tuple
 
 from dfm_hpc import results, tiny
 from dfm_hpc.job import eval_progress, harness, serve
-from dfm_hpc.job.rank import StageContext
+from dfm_hpc.job.rank import Preempted, StageContext
 from dfm_hpc.registry import TRAINED_STAGES
 from dfm_hpc.rundir import CONFIG, stage_dir
 from dfm_hpc.schema import Config
@@ -324,6 +324,8 @@ def _bench(row, ctx, name, what, call, *args, **kwargs) -> None:
     """A benchmark failing must not lose the perplexity and samples: its error becomes a note."""
     try:
         row["benchmarks"].update(call(*args, **kwargs))
+    except Preempted:  # the signal while the server is up (serve.Server): a stop, not a failed benchmark
+        raise
     except Exception as e:
         note = f"{what} failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
         row["notes"].append(note)

@@ -115,6 +115,22 @@ def test_a_changed_weight_file_is_scored_again(models, tmp_path, capsys):
     assert rows[0]["eval_loss"] != pytest.approx(before) and rows[0]["eval_loss"] == pytest.approx(rows[1]["eval_loss"])
 
 
+def test_the_signal_during_a_benchmark_is_a_stop_not_a_failed_benchmark(tmp_path):
+    """serve.Server raises Preempted on USR2 wherever the benchmark is: it must reach the rank (requeue), not
+    become a note that a later start would keep as the benchmark's result."""
+    from dfm_hpc.stages import evaluate
+
+    def interrupted(*_a, **_k):
+        raise Preempted("signal SIGUSR2 while the model server was up")
+
+    row = {"benchmarks": {}, "notes": []}
+    with pytest.raises(Preempted):
+        evaluate._bench(row, stage_ctx(tmp_path, "evaluate"), "base", "lm-eval", interrupted)
+    assert row == {"benchmarks": {}, "notes": []}
+    evaluate._bench(row, stage_ctx(tmp_path, "evaluate"), "base", "lm-eval", lambda: 1 / 0)
+    assert row["notes"] == ["lm-eval failed: ZeroDivisionError: division by zero"]
+
+
 def test_weights_id_and_settings():
     """The identity follows the files (name, size, mtime), not just the path; changed settings drop it all."""
     import os
