@@ -259,6 +259,10 @@ def test_served_tiny_model_is_scored_by_lm_eval_and_euroeval(tmp_path, monkeypat
     assert (sdir / "euroeval" / "base" / "euroeval_benchmark_results.jsonl").exists()
     md = (sdir / "results.md").read_text()
     assert "| euroeval sentiment-classification/angry-tweets mcc |" in md and "| server tokens_per_s |" in md
+    # the runtime that served the scores heads the server's log, and its caches stayed in the stage dir
+    first = (sdir / "server" / "server-0.log").read_text().splitlines()[0]
+    assert first.startswith("dfm_hpc: model server runtime: transformers ") and "TORCH_COMPILE_DISABLE=1" in first
+    assert f"VLLM_CACHE_ROOT={sdir / 'server' / 'cache' / 'vllm'}" in first
 
 
 # ---------------------------------------------------------------------------- LUMI
