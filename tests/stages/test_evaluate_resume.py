@@ -199,3 +199,37 @@ def test_a_stop_after_lm_eval_stops_the_server_and_the_next_start_runs_only_euro
     (m,) = json.loads((sdir / "results.json").read_text())["models"]
     assert m["benchmarks"]["lm-eval/dfm_danish_mc_gen"] == lm
     assert "euroeval/sentiment-classification/angry-tweets" in m["benchmarks"], m["notes"]
+
+
+@pytest.mark.slurm
+def test_on_slurm_the_pretimeout_signal_requeues_evaluate_and_the_requeued_job_skips_what_was_scored(
+        slurm_cluster, models, tmp_path):
+    """The whole path on the 2-node Slurm: USR2 while the first of three models is scored; the rank stops at
+    the next safe point, the batch script requeues the job, the requeued job skips the scored models and
+    finishes (~1 min)."""
+    import subprocess
+
+    from helpers import dfm, run_dirs, wait_for
+
+    a, b = models
+    c = tmp_path / "c"
+    shutil.copytree(a, c)
+    r = dfm("+experiment=sft_tiny", "cluster=slurm", "stages=[evaluate]", f"evaluate.models=[{a},{b},{c}]",
+            "evaluate.euroeval=false", "evaluate.generation_prompts=10", "evaluate.max_new_tokens=96",
+            "evaluate.max_eval_texts=40", "data.eval_text=tiny:eval", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    (run,) = run_dirs(tmp_path)
+    s = run / "stages" / "evaluate"
+    log = s / "logs" / "rank-0.log"
+    wait_for(lambda: log.exists() and "[a] eval_loss" in log.read_text(), every=0.05, timeout=300,
+             what="the first model's perplexity")
+    subprocess.run(["scancel", "--signal=USR2", (s / "job_id").read_text().strip()], check=True)
+    wait_for(lambda: (s / "DONE").exists() or (s / "FAILED").exists(), timeout=400, what="the requeued evaluate")
+    text = log.read_text()
+    assert (s / "DONE").exists(), text[-3000:]
+    # the generations of a take ~2 s here: the stop comes after a (or, on a slow machine, after b)
+    assert re.search(r"stopping for the time limit: evaluate stopped after [ab]'s perplexity and samples", text), \
+        text[-3000:]
+    assert "requeue of job" in text and "[a] skipped: perplexity and samples scored by an earlier start" in text
+    assert [m["name"] for m in json.loads((s / "results.json").read_text())["models"]] == ["a", "b", "c"]
+    assert not (s / eval_progress.FILE).exists()
