@@ -54,5 +54,7 @@ QualityFlag = _choice("QualityFlag", "empty untranslated repetition length_ratio
 Runtime = _choice("Runtime", "singularity bwrap")
 ContainerVerb = _choice("ContainerVerb", "exec run")
 TranslatorDtype = _choice("TranslatorDtype", "bfloat16 float16 float32")  # a torch dtype and a ctranslate2 compute_type
+MailType = _choice("MailType", "NONE BEGIN END FAIL REQUEUE ALL INVALID_DEPEND TIME_LIMIT TIME_LIMIT_90 TIME_LIMIT_80 "
+                   "TIME_LIMIT_50 ARRAY_TASKS")  # sbatch --mail-type values
 DpoLoss = _choice("DpoLoss", "sigmoid hinge ipo exo_pair nca_pair robust bco_pair sppo_hard aot aot_unpaired apo_zero "
                   "apo_down discopop sft sigmoid_norm")  # TRL's DPOConfig.loss_type values (trl 1.16)

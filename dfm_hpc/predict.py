@@ -22,6 +22,8 @@ from dfm_hpc.plan import StageJob, billing, gpu_hours, job_record
 from dfm_hpc.registry import STAGES, TRAINED_STAGES
 from dfm_hpc.tokens import data_parallel, sequence_parallel, train_tokens
 
+HANG_FLOOR_MIN = 30.0  # the hang watchdog: a 7B model's load, a ZeRO-3 save, an evaluation pass: no beat for minutes
+HANG_STEPS = 10  # its auto limit is at least this many predicted steps: a slow step is not a hang
 LORA_FLOPS = 2 / 3  # LoRA skips the weight gradients: ~2/3 of full training (TRL "LoRA without regret")
 
 
@@ -208,9 +210,31 @@ def predict(cfg, job: StageJob) -> Dict:
     return out
 
 
+def hang_minutes(cfg, job: StageJob, p: Optional[Dict] = None) -> Optional[float]:
+    """Minutes without progress before the watchdog ends the step: cluster.hang_minutes, else (auto) the
+    larger of HANG_FLOOR_MIN and the start-up plus HANG_STEPS predicted steps; None when it is off (0)."""
+    if job.cluster.scheduler != "slurm":
+        return None  # the watchdog lives in the batch script
+    set_ = job.cluster.hang_minutes
+    if set_ is not None:
+        return float(set_) or None
+    p = predict(cfg, job) if p is None else p
+    steps = getattr(cfg[job.stage], "max_steps", None)
+    if not (p.get("hours") and steps):
+        return HANG_FLOOR_MIN
+    dev = cfg.throughput.devices.get(p["device"])
+    step_min = p["hours"] * 60 / steps  # start-ups included: an upper bound
+    return max(HANG_FLOOR_MIN, math.ceil((dev.startup_s if dev else 0) / 60 + HANG_STEPS * step_min))
+
+
 def records(cfg, jobs: List[StageJob]) -> List[Dict]:
-    """plan.json's stages: each job's fields with its prediction."""
-    return [{**job_record(j), "prediction": predict(cfg, j)} for j in jobs]
+    """plan.json's stages: each job's fields with its prediction (and the watchdog's limit that follows from it)."""
+    out = []
+    for j in jobs:
+        p = predict(cfg, j)
+        j.hang_minutes = hang_minutes(cfg, j, p)
+        out.append({**job_record(j), "prediction": p})
+    return out
 
 
 def duration(seconds: float) -> str:

@@ -55,12 +55,26 @@ LOGS = "logs"  # logs/rank-<r>.log (see rank_log)
 ELAPSED = "elapsed.json"  # a local stage's wall time (Slurm's is in sacct)
 SBATCH = "sbatch.sh"  # the batch script, as submitted or as a dry run shows it
 SUBMITIT = "submitit"  # submitit's folder: its own logs, the accounting records, the requeue marker
+BAD_NODES = "bad_nodes"  # a run dir's nodes that hung: "<node[,node]> <time> <stage> job <id>: <why>" per line
+# the hang watchdog's heartbeats (job/heartbeat.py writes them, login/watchdog.sh reads them): a folder per job in
+# submitit/, named by this variable in the batch script; each file is rewritten every HEARTBEAT_TICK_S
+HEARTBEATS_ENV = "DFM_HPC_HEARTBEATS"
+HEARTBEAT_TICK_S = 5
 
 # a run's name is one path component: runs stay inside runs_root
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 SOURCE_DIR = Path(__file__).resolve().parent.parent
 # what reading a damaged run dir can raise (besides the parsers' errors): such a run is reported, not a traceback
 UNREADABLE = (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError)
+
+
+def bad_nodes(run_dir: Path) -> List[str]:
+    """The nodes the run found bad (the hang watchdog's records), in order, each once."""
+    try:
+        lines = (Path(run_dir) / BAD_NODES).read_text().splitlines()
+    except OSError:
+        return []
+    return list(dict.fromkeys(n for line in lines if line.strip() for n in line.split()[0].split(",") if n))
 
 
 # ---------------------------------------------------------------- creating run dirs

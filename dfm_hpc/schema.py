@@ -19,6 +19,7 @@ from dfm_hpc.choices import (  # noqa: F401  (the keys' types: schema.X is where
     DpoLoss,
     IpPolicy,
     Launcher,
+    MailType,
     OasstLayout,
     PeftMethod,
     PiiType,
@@ -77,6 +78,14 @@ class ClusterConfig:
     # restarts a job may have (SLURM_RESTART_COUNT: requeues, node failures) before its stage fails with the reason
     # instead of being requeued again; above the plan's predicted requeues (munin_cpt: 3), with room for node failures
     max_restarts: int = ranged(10, ge=0, hint="{rule} restarts")
+    # minutes without progress (no rank passes a step, chunk or shard) before the host-side watchdog ends the step,
+    # marks the node that hung and requeues without it (docs/lumi.md#hangs-and-bad-nodes); null: auto (at least 30,
+    # or the start-up plus 10 predicted steps); 0: off
+    hang_minutes: Optional[float] = ranged(None, ge=0, hint="{rule} minutes (0: off)")
+    # Slurm's own e-mail (sbatch --mail-type), e.g. [FAIL, REQUEUE]; empty: none
+    mail_type: List[MailType] = field(default_factory=list)
+    mail_user: Optional[str] = None  # sbatch --mail-user; null: Slurm's default (the submitting user)
+    wckey: Optional[str] = None  # sbatch --wckey; null: none (some sites reject unknown wckeys)
     # the ranks' environment; values are literal unless written expand:..., secrets go by name (docs/security.md)
     env: Dict[str, str] = field(default_factory=dict)
     setup: List[str] = field(default_factory=list)  # shell lines run in the sbatch script before srun

@@ -18,8 +18,10 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 from dfm_hpc import config_io, dist, rundir
+from dfm_hpc.job import heartbeat
 from dfm_hpc.predict import duration
 from dfm_hpc.registry import STAGES
 
@@ -77,8 +79,14 @@ class StageContext:
     stop_requested: bool = False  # set by the pre-timeout signal (USR2, see executor_params)
     array_index: int = 0  # which copy of a stage with array > 1
     array_size: int = 1
+    beat: Optional[heartbeat.Heartbeat] = None  # the hang watchdog's heartbeat (Slurm), else None
+    safe_points: int = 0
 
-    def should_stop(self) -> bool:
+    def should_stop(self, what: str = "") -> bool:
+        """Whether to stop at this safe point (a step end, a chunk, a shard); passing one is progress."""
+        self.safe_points += 1
+        if self.beat is not None:
+            self.beat.progress(what or f"safe point {self.safe_points}")
         return self.stop_requested
 
     @property
@@ -243,6 +251,7 @@ def run_stage(run_dir: str, stage: str, array_index: int = 0) -> None:
     if _restarts() > cfg.cluster.max_restarts:  # Slurm's own requeues (a node failure) count too
         _fail(ctx, f"{stage}: job restarted {_restarts()} times, more than cluster.max_restarts="
                    f"{cfg.cluster.max_restarts}; `python -m dfm_hpc rerun RUN_DIR` continues it")
+    ctx.beat = heartbeat.start(sdir, ctx.worker, host, first=env.rank == 0)
     try:
         module = importlib.import_module(STAGES[stage].module)
         module.run(cfg, ctx)
@@ -254,6 +263,9 @@ def run_stage(run_dir: str, stage: str, array_index: int = 0) -> None:
         (sdir / rundir.FAILED).write_text(f"worker {ctx.worker}\n{traceback.format_exc()}")
         traceback.print_exc()
         raise
+    finally:  # finished, stopped or failed: not hung; the others may go on without this rank
+        if ctx.beat is not None:
+            ctx.beat.stop()
     # The stage is done when every rank is: each leaves a marker, whoever completes the set writes DONE.
     ranks = sdir / rundir.RANKS
     ranks.mkdir(exist_ok=True)

@@ -235,7 +235,7 @@ def metrics_callback(cfg, ctx, st: TrainStage, tokens_per_step: int):
             # step before the others would hang them until the NCCL timeout
             minutes = st.save_every_minutes
             due = minutes is not None and time.time() - self.saved >= 60 * minutes
-            decision = agree(STOP if ctx.should_stop() else SAVE if due else 0, args.device)
+            decision = agree(STOP if ctx.should_stop(f"step {state.global_step}") else SAVE if due else 0, args.device)
             if decision == STOP:
                 control.should_save = True
                 control.should_training_stop = True

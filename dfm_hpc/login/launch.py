@@ -8,6 +8,7 @@ heavy work happens in dfm_hpc.job.rank on the compute nodes.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import List
 
@@ -33,7 +34,6 @@ def main(argv: List[str]) -> int:
 def _make_dirs(points: List[LaunchPoint], sweep: bool, argv: List[str]) -> None:
     """Each point's run dir, complete, or none: whatever stops the writing (a full disk, SIGINT) removes
     them again; only a hard kill leaves one, marked INCOMPLETE (status and list show it)."""
-    import shutil
 
     root = Path(points[0].cfg.runs_root).resolve()
     parent = root / points[0].cfg.name
@@ -50,7 +50,6 @@ def _make_dirs(points: List[LaunchPoint], sweep: bool, argv: List[str]) -> None:
 
 
 def _remove_dirs(points: List[LaunchPoint], sweep: bool) -> None:
-    import shutil
 
     if points[0].run_dir is not None:
         shutil.rmtree(points[0].run_dir.parent if sweep else points[0].run_dir, ignore_errors=True)
@@ -71,6 +70,8 @@ def _fill_dirs(top: Path, points: List[LaunchPoint], sweep: bool, argv: List[str
             rundir.stage_dir(d, stage).symlink_to(old.resolve(), target_is_directory=True)
         for old in p.resume.values():
             rundir.clear_attempt(old)
+        if p.rerun_of and (p.rerun_of / rundir.BAD_NODES).exists():  # its jobs keep avoiding them (submit.py)
+            shutil.copyfile(p.rerun_of / rundir.BAD_NODES, d / rundir.BAD_NODES)
     if sweep:
         values = redact.secret_values(points[0].config)
         rundir.write_yaml(top / rundir.SWEEP, {

@@ -15,8 +15,9 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from dfm_hpc import accounting
 from dfm_hpc.dist import PORT_BASE, PORT_SPAN
-from dfm_hpc.login import shell
+from dfm_hpc.login import shell, watchdog
 from dfm_hpc.plan import StageJob
+from dfm_hpc.registry import STAGES
 
 # the test cluster's container stand-in (a checkout's slurm/, like the cluster it belongs to)
 SANDBOX = Path(__file__).resolve().parents[2] / "slurm" / "sandbox.sh"
@@ -62,23 +63,26 @@ def setup_lines(cluster, job: StageJob) -> List[str]:
     return lines + list(cluster.setup) + (list(cluster.evaluate_setup) if job.stage == "evaluate" else [])
 
 
-def host_side(params: Dict[str, Any], folder: Path) -> Dict[str, Any]:
+def host_side(params: Dict[str, Any], folder: Path, job: Optional[StageJob] = None) -> Dict[str, Any]:
     """The job's host-side lines around its step. A rank that stops early (the pre-timeout signal)
     leaves a requeue marker; one that finishes this job's part of the stage leaves a done marker.
-    After the step the script records the job's accounting (the card reads it), then decides the
-    job's end state (docs/lumi.md, the end-state rule): requeued when asked for, else failed if the
-    requeue fails, or if the stage is neither finished nor requeued: Slurm never sees COMPLETED on
-    an unfinished stage, so `afterok` never starts a dependent on it."""
-    job = '."$SLURM_JOB_ID"'  # per job: an array's copies and a sweep's points share the folder
+    Beside the step runs the hang watchdog (login/watchdog.py; `job` gives its limit). After the
+    step the script records the job's accounting (the card reads it), handles a hang, then decides
+    the job's end state (docs/lumi.md, the end-state rule): requeued when asked for, else failed if
+    the requeue fails, or if the stage is neither finished nor requeued: Slurm never sees COMPLETED
+    on an unfinished stage, so `afterok` never starts a dependent on it."""
+    per_job = '."$SLURM_JOB_ID"'  # an array's copies and a sweep's points share the folder
     setup = list(params.get("setup") or []) + [
-        f"export DFM_HPC_REQUEUE_MARKER={shlex.quote(str(Path(folder) / 'requeue'))}{job}",
-        f"export DFM_HPC_DONE_MARKER={shlex.quote(str(Path(folder) / 'done'))}{job}",
+        f"export DFM_HPC_REQUEUE_MARKER={shlex.quote(str(Path(folder) / 'requeue'))}{per_job}",
+        f"export DFM_HPC_DONE_MARKER={shlex.quote(str(Path(folder) / 'done'))}{per_job}",
         'rm -f "$DFM_HPC_REQUEUE_MARKER" "$DFM_HPC_DONE_MARKER"  # a requeued job keeps its id',
-        "trap '' USR2  # the pre-timeout signal is for the ranks; this script lives on to requeue"]
+        "trap '' USR2  # the pre-timeout signal is for the ranks; this script lives on to requeue",
+        *(watchdog.setup_lines(folder, job, STAGES[job.stage].resumable) if job else [])]
     teardown = [
         "dfm_hpc_rc=$?  # the step's exit status",
         "# host side: the container has no Slurm tools",
         accounting.record_line(folder),
+        *(watchdog.teardown_lines(job) if job else []),
         'if [ -e "$DFM_HPC_REQUEUE_MARKER" ] && [ "$dfm_hpc_rc" -eq 0 ]; then',
         '  rm -f "$DFM_HPC_REQUEUE_MARKER"',
         '  scontrol requeue "$SLURM_JOB_ID" && exit 0',
@@ -115,8 +119,10 @@ def executor_params(job: StageJob, cluster, job_name: str, dependency: Optional[
         "srun_args": srun_args,
         # requeue: a stage stopped by the pre-timeout signal has its job put back (host_side)
         "additional_parameters": {"kill-on-invalid-dep": "yes", "requeue": True, **dict(cluster.sbatch_extra)},
+        "wckey": cluster.wckey,  # None: no --wckey (submitit's default "submitit" is refused on some sites)
     }
     optional = {"partition": job.partition, "account": cluster.account, "qos": cluster.qos,
+                "mail_type": ",".join(str(t) for t in cluster.mail_type) or None, "mail_user": cluster.mail_user,
                 "gpus_per_node": job.gpus_per_node or None, "mem": cluster.mem,
                 "mem_per_gpu": cluster.mem_per_gpu if job.gpus_per_node else None,
                 "exclusive": True if cluster.exclusive else None, "dependency": dependency}
@@ -124,21 +130,23 @@ def executor_params(job: StageJob, cluster, job_name: str, dependency: Optional[
     return params
 
 
-def render(params: Dict[str, Any], folder: Path, python: str, array_size: Optional[int] = None) -> str:
-    """The sbatch script submitit would write for these parameters."""
+def render(params: Dict[str, Any], folder: Path, python: str, array_size: Optional[int] = None,
+           job: Optional[StageJob] = None) -> str:
+    """The sbatch script submitit would write for these parameters (and `job`'s watchdog)."""
     from submitit.slurm.slurm import _make_sbatch_string
 
     command = " ".join([python, "-u -m submitit.core._submit", shlex.quote(str(folder))])
     extra = {"map_count": array_size} if array_size and array_size > 1 else {}
     shell.check_params([params, str(folder), python])
-    return _make_sbatch_string(command=command, folder=folder, **host_side(params, folder), **extra)
+    return _make_sbatch_string(command=command, folder=folder, **host_side(params, folder, job), **extra)
 
 
 def srun_line(script: str) -> str:
     return next((line for line in script.splitlines() if line.startswith("srun ")), "")
 
 
-def submit(params: Dict[str, Any], folder: Path, python: str, calls: Sequence[tuple]) -> List[Any]:
+def submit(params: Dict[str, Any], folder: Path, python: str, calls: Sequence[tuple],
+           job: Optional[StageJob] = None) -> List[Any]:
     """Queue one job, or one array task per call (run_dir, stage, array_index); returns the submitit
     jobs without waiting for them."""
     import submitit
@@ -147,7 +155,7 @@ def submit(params: Dict[str, Any], folder: Path, python: str, calls: Sequence[tu
 
     shell.check_params([params, str(folder), python])
     ex = submitit.SlurmExecutor(folder=folder, python=python, max_num_timeout=3)
-    ex.update_parameters(**host_side(params, folder))
+    ex.update_parameters(**host_side(params, folder, job))
     if len(calls) == 1:
         return [ex.submit(rank.run_stage, *calls[0])]
     with ex.batch():

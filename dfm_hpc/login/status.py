@@ -329,9 +329,23 @@ def status(ref: Optional[str], runs_root: str = "runs") -> int:
         row[i] = f"[{color}]{row[i]}[/]"
         t.add_row(*row)
     console.print(t)
-    for line in outcome_lines(top, points, outs):
+    for line in outcome_lines(top, points, outs) + bad_node_lines(points):
         console.print(escape(line))
     return 0
+
+
+def bad_node_lines(points: List[Path]) -> List[str]:
+    """The nodes the hang watchdog marked bad, with why: the run's jobs and reruns exclude them."""
+    lines = []
+    for point in points:
+        try:
+            records = (point / rundir.BAD_NODES).read_text().splitlines()
+        except OSError:
+            continue
+        nodes = ", ".join(rundir.bad_nodes(point))
+        lines.append(f"bad nodes of {point.name}: {nodes} (its waiting jobs, requeues and reruns exclude them)")
+        lines += [f"  {r}" for r in records if r.strip()]
+    return lines
 
 
 def list_runs(runs_root: str = "runs") -> int:

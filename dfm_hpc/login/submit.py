@@ -41,8 +41,8 @@ def dry_run(points: List[LaunchPoint], sweep: bool) -> int:
                         f"{sys.executable} -m dfm_hpc.job.rank {d} {j.stage}\n")
             else:
                 dep = f"afterok:<job id of {j.after}>" if j.after and j.after not in p.reuse else None
-                params = slurm.executor_params(j, j.cluster, _job_name(cfg, j.stage), dep)
-                text = slurm.render(params, sdir / rundir.SUBMITIT, slurm.python_command(cfg.cluster), j.array)
+                params = _without_bad_nodes(slurm.executor_params(j, j.cluster, _job_name(cfg, j.stage), dep), [d])
+                text = slurm.render(params, sdir / rundir.SUBMITIT, slurm.python_command(cfg.cluster), j.array, j)
             (sdir / rundir.SBATCH).write_text(text)
             if p is shown:
                 srun = slurm.srun_line(text) if cfg.cluster.scheduler == "slurm" else None
@@ -102,6 +102,12 @@ def submit_slurm(points: List[LaunchPoint], sweep: bool) -> int:
     return 0
 
 
+def _without_bad_nodes(params: dict, run_dirs: List[Path]) -> dict:
+    """The nodes the runs found bad (the hang watchdog's `bad_nodes`, kept by rerun) are excluded."""
+    bad = list(dict.fromkeys(n for d in run_dirs for n in rundir.bad_nodes(d)))
+    return {**params, "exclude": ",".join(bad)} if bad else params
+
+
 def _submission(p: LaunchPoint) -> str:
     """What Slurm gets for a point: its planned jobs and the cluster settings their scripts are made of. Sweep
     points go out as one array (the first point's script) only when these are equal, so that a sweep over
@@ -140,15 +146,15 @@ def _submit_group(members: List[LaunchPoint], cfg, python: str, queued: List[str
             dep = None
         else:  # point i waits for its own point of the previous array; else the whole job
             dep = f"aftercorr:{prev}" if len(members) > 1 else f"afterok:{prev}"
-        params = slurm.executor_params(j, j.cluster, _job_name(cfg, j.stage), dep)
         run_dirs = [p.run_dir for p in members]
+        params = _without_bad_nodes(slurm.executor_params(j, j.cluster, _job_name(cfg, j.stage), dep), run_dirs)
         folder = (run_dirs[0].parent / rundir.SWEEP_SUBMITIT / j.stage) if len(members) > 1 else \
             rundir.stage_dir(run_dirs[0], j.stage) / rundir.SUBMITIT
         # one array task per sweep point, or per copy of a stage with array > 1
         calls = [(str(d), j.stage, 0) for d in run_dirs] if len(members) > 1 else \
             [(str(run_dirs[0]), j.stage, i) for i in range(j.array)]
-        script = slurm.render(params, folder, python, array_size=len(calls))
-        jobs = slurm.submit(params, folder, python, calls)
+        script = slurm.render(params, folder, python, array_size=len(calls), job=j)
+        jobs = slurm.submit(params, folder, python, calls, job=j)
         prev = str(jobs[0].job_id).split("_")[0]
         for d, job in zip(run_dirs, jobs):
             sdir = rundir.stage_dir(d, j.stage)
