@@ -20,7 +20,7 @@ class StageJob:
     partition: Optional[str]
     after: Optional[str]  # the stage this one waits for (afterok)
     array: int = 1  # copies of the job (Slurm array tasks)
-    hang_minutes: Optional[float] = None  # the hang watchdog's limit, set with the prediction (predict.records); None: off
+    hang_minutes: Optional[float] = None  # the hang watchdog's limit, set with the prediction (predict.records)
     # the cluster settings the job gets (stage_cluster), set where the job is made (plan, run_jobs); config.yaml
     # holds them, so plan.json does not (job_record)
     cluster: Any = field(default=None, repr=False, compare=False)

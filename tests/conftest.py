@@ -33,7 +33,8 @@ def _slurm_up() -> str | None:
         return "sinfo timed out"
     nodes = {ln.split()[0]: ln.split()[1] for ln in out.stdout.splitlines() if ln.strip()}
     # sinfo's state suffixes (*: not responding yet, -: planned by the backfill scheduler, ...) are not down
-    usable = [n for n, st in nodes.items() if st.rstrip("*~#!%$@^-") in ("idle", "mixed", "allocated", "completing", "planned")]
+    up = ("idle", "mixed", "allocated", "completing", "planned")
+    usable = [n for n, st in nodes.items() if st.rstrip("*~#!%$@^-") in up]
     if len(usable) < 2:
         return f"the local Slurm cluster is not up ({nodes or out.stderr.strip()}); run: bash slurm/start.sh"
     return None

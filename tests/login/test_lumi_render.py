@@ -163,7 +163,8 @@ def test_requeue_and_accounting_are_host_side(tmp_path):
                         "2>/dev/null || true")
     # then the hang watchdog's part (tests/login/test_watchdog.py), and the end-state rule (run with stubs in
     # tests/login/test_end_state.py)
-    assert after[2] == 'kill "$dfm_hpc_watchdog_pid" 2>/dev/null' and after[3].startswith('[ -e "$DFM_HPC_HUNG_MARKER" ]')
+    assert after[2] == 'kill "$dfm_hpc_watchdog_pid" 2>/dev/null'
+    assert after[3].startswith('[ -e "$DFM_HPC_HUNG_MARKER" ]')
     assert after[4] == 'if [ -e "$DFM_HPC_REQUEUE_MARKER" ] && [ "$dfm_hpc_rc" -eq 0 ]; then'
     assert '  scontrol requeue "$SLURM_JOB_ID" && exit 0' in after and after[-1] == "exit $dfm_hpc_rc"
     # MASTER_ADDR too is computed by the script, before the step

@@ -14,6 +14,7 @@ import pytest
 from dfm_hpc import predict, rundir
 from dfm_hpc.login import watchdog
 from dfm_hpc.plan import plan
+
 from helpers import LUMI, dfm, make_cfg, run_dirs, slurm_stubs
 
 
