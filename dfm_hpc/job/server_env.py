@@ -84,7 +84,7 @@ def is_rocm() -> bool:
 
 
 def versions() -> Dict:
-    """{vllm, transformers, torch, hip, cuda} in this interpreter (None: not installed)."""
+    """{vllm, transformers, torch, hip_version, cuda_version} in this interpreter (None: not installed)."""
     from importlib import metadata
 
     out: Dict = {}
@@ -96,7 +96,8 @@ def versions() -> Dict:
     try:
         import torch
 
-        out["hip"], out["cuda"] = getattr(torch.version, "hip", None), getattr(torch.version, "cuda", None)
+        out["hip_version"] = getattr(torch.version, "hip", None)
+        out["cuda_version"] = getattr(torch.version, "cuda", None)
     except Exception as e:  # noqa: BLE001 - a broken torch is what the log should say
         out["torch_error"] = repr(e)[:200]
     return out
@@ -117,7 +118,7 @@ def interpreter(exe: str) -> str:
 
 
 def runtime_versions(exe: str, env: Optional[Mapping[str, str]] = None, timeout_s: float = 120) -> Dict:
-    """{vllm, transformers, torch, hip, cuda} as the server's own interpreter sees them (vLLM may live in
+    """{vllm, transformers, torch, hip_version, cuda_version} as the server's own interpreter sees them (vLLM may live in
     another environment than the job's). In this process when it is the same interpreter."""
     py = interpreter(exe)
     if os.path.realpath(py) == os.path.realpath(sys.executable):
@@ -135,10 +136,10 @@ def describe(versions: Mapping) -> str:
     if "error" in versions:
         return f"versions unknown ({versions['error']})"
     parts = [f"{k} {versions[k]}" for k in ("vllm", "transformers", "torch") if versions.get(k)]
-    if versions.get("hip"):
-        parts.append(f"ROCm (HIP) {versions['hip']}")
-    elif versions.get("cuda"):
-        parts.append(f"CUDA {versions['cuda']}")
+    if versions.get("hip_version"):
+        parts.append(f"ROCm (HIP) {versions['hip_version']}")
+    elif versions.get("cuda_version"):
+        parts.append(f"CUDA {versions['cuda_version']}")
     else:
         parts.append("no GPU runtime (CPU torch)" if versions.get("torch") else "no torch")
     return ", ".join(parts)

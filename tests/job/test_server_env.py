@@ -52,9 +52,9 @@ def test_versions_come_from_the_servers_own_interpreter(tmp_path):
     other.parent.mkdir()
     other.write_text(f"#!{sys.executable} -I\nprint('hi')\n")
     assert server_env.interpreter(str(other)) == sys.executable
-    line = server_env.describe({"vllm": "0.9.2", "torch": "2.7.1", "hip": "6.4.1", "cuda": None})
+    line = server_env.describe({"vllm": "0.9.2", "torch": "2.7.1", "hip_version": "6.4.1", "cuda_version": None})
     assert line == "vllm 0.9.2, torch 2.7.1, ROCm (HIP) 6.4.1"
-    assert "CPU torch" in server_env.describe({"torch": "2.7.1", "hip": None, "cuda": None})
+    assert "CPU torch" in server_env.describe({"torch": "2.7.1", "hip_version": None, "cuda_version": None})
 
 
 def test_the_server_starts_with_that_environment_and_logs_its_runtime(tmp_path, monkeypatch):
