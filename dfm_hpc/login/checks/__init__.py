@@ -10,7 +10,8 @@ the CLI prints them all and exits 2 before anything is created.
                   linear-attention layers; Liger needs GPUs
     paths.py      what the stages read (registry.STAGES): local inputs exist and are readable, the offline cache
     safety.py     text that reaches scripts, names, secrets
-    lumi_rules.py LUMI's rules on the predictions (dev-g: one start) and on runs_root (/scratch or /flash)
+    lumi_rules.py LUMI's rules on the predictions (dev-g: one start), on runs_root (/scratch or /flash) and on
+                  the translator's device (ctranslate2 has no gfx90a wheel)
     restarts.py   cluster.max_restarts against each stage's predicted requeues (the plan's starts)
 
 The entry points: `check_overrides` (a command line), `check_config` (a composed config) and, once the
@@ -35,6 +36,7 @@ __all__ = ["SCHEMA_KEYS", "check_config", "check_overrides", "check_predictions"
 
 # The checkers of a composed config, `(cfg, jobs) -> problems`, in the order their problems are printed.
 CHECKS = [resources.check_cluster, ranges.check_ranges, resources.check_jobs, stages.check_translate,
+          lumi_rules.check_translator,
           stages.check_pii, stages.check_evaluate, stages.check_finetune, stages.check_context, paths.check_inputs,
           safety.check_names, safety.check_text, resources.check_times, stages.check_relations,
           resources.check_relations, paths.check_data_files, stages.check_mixture, stages.check_chats,
