@@ -29,6 +29,18 @@ def _all_completed(run, cwd, n):
     return out if out.count("COMPLETED") == n else None
 
 
+def _wait_completed(run, cwd, n, timeout=180, what="the stages"):
+    """Wait for n COMPLETED stages under run (a run or a sweep dir). The stages' DONE/FAILED files are polled
+    first: each `dfm status` is a Python process, ~0.5 s of one of the 2 cores the jobs themselves run on."""
+    try:
+        wait_for(lambda: len(list(run.glob("**/stages/*/DONE"))) >= n or any(run.glob("**/stages/*/FAILED")),
+                 timeout=timeout, every=0.5, what=what)
+    except AssertionError:
+        _all_completed(run, cwd, n)  # a stage failed without its file: show why
+        raise
+    return wait_for(lambda: _all_completed(run, cwd, n), timeout=60, what=what)
+
+
 def _squeue_ids() -> set:
     out = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout
     return set(out.split())
@@ -41,7 +53,7 @@ def test_two_node_all_reduce(slurm_cluster, tmp_path):
     (run,) = run_dirs(tmp_path)
     job_id = (run / "stages" / "demo" / "job_id").read_text().strip()
     assert job_id in p.stdout
-    wait_for(lambda: _all_completed(run, tmp_path, 2), what="demo and demo_check to complete")
+    _wait_completed(run, tmp_path, 2, what="demo and demo_check to complete")
     result = json.loads((run / "stages" / "demo" / "result.json").read_text())
     assert result["sum"] == 1.5 * 3 == result["expected"]
     assert sorted(result["hosts"]) == ["node1", "node2"]  # one rank on each node
@@ -64,7 +76,7 @@ def test_sweep_is_one_array_and_the_cli_does_not_wait(slurm_cluster, tmp_path):
     assert sorted(i.split("_")[1] for i in ids) == ["0", "1", "2", "3"]
     summary = yaml.safe_load((sweep / "sweep.yaml").read_text())
     assert len(summary["points"]) == 4
-    wait_for(lambda: _all_completed(sweep, tmp_path, 8), timeout=300, what="4 sweep points x 2 stages")
+    _wait_completed(sweep, tmp_path, 8, timeout=300, what="4 sweep points x 2 stages")
     sums = [json.loads((pt / "stages" / "demo" / "result.json").read_text())["sum"] for pt in points]
     assert sums == [3.0, 6.0, 9.0, 12.0]
     assert all((pt / "stages" / "demo_check" / "DONE").exists() for pt in points)
@@ -222,7 +234,7 @@ def test_cpt_on_two_nodes(zero, slurm_cluster, tmp_path):
     p = dfm("+experiment=cpt_tiny", *SLURM, f"deepspeed={zero}", "cpt.nodes=2", cwd=tmp_path)
     assert p.returncode == 0, p.stdout + p.stderr
     (run,) = run_dirs(tmp_path)
-    wait_for(lambda: _all_completed(run, tmp_path, 1), timeout=400, what=f"CPT with {zero} on 2 nodes")
+    _wait_completed(run, tmp_path, 1, timeout=400, what=f"CPT with {zero} on 2 nodes")
     check_cpt(run)
     assert "on node2" in (run / "stages" / "cpt" / "logs" / "rank-1.log").read_text()
 
@@ -262,7 +274,7 @@ def test_sft_and_dpo_with_lora_under_zero3_on_two_nodes(slurm_cluster, tmp_path)
     p = dfm("+experiment=sft_tiny", *SLURM, "sft.nodes=2", "dpo.nodes=2", cwd=tmp_path)
     assert p.returncode == 0, p.stdout + p.stderr
     (run,) = run_dirs(tmp_path)
-    wait_for(lambda: _all_completed(run, tmp_path, 2), timeout=500, what="SFT then DPO on 2 nodes")
+    _wait_completed(run, tmp_path, 2, timeout=500, what="SFT then DPO on 2 nodes")
     check_finetune(run)
     assert "on node2" in (run / "stages" / "sft" / "logs" / "rank-1.log").read_text()
 
@@ -296,7 +308,7 @@ def test_each_translation_rank_takes_the_gpu_of_its_local_rank(slurm_cluster, tm
     models with it, tests/job/test_devices.py)."""
     run = _translate(tmp_path, "translate.tasks_per_node=2", "translate.shards=4", "translate.max_messages=8")
     t = run / "stages" / "translate"
-    wait_for(lambda: _all_completed(run, tmp_path, 1), timeout=400, what="the translation")
+    _wait_completed(run, tmp_path, 1, timeout=400, what="the translation")
     for rank, (node, local) in enumerate([("node1", 0), ("node1", 1), ("node2", 0), ("node2", 1)]):
         log = (t / "logs" / f"rank-{rank}.log").read_text()
         assert f"on {node} (local rank {local}, GPU {local} of 2 (ROCR_VISIBLE_DEVICES=0,1)" in log, log[:500]
@@ -309,12 +321,12 @@ def test_cpt_checkpoint_from_four_ranks_continues_on_two_nodes(slurm_cluster, tm
     args = ["+experiment=cpt_tiny", *SLURM, "cpt.nodes=2", "cpt.max_steps=20", "cpt.save_every_steps=10"]
     assert dfm(*args, "cpt.tasks_per_node=2", cwd=tmp_path).returncode == 0
     (first,) = run_dirs(tmp_path)
-    wait_for(lambda: _all_completed(first, tmp_path, 1), timeout=500, what="CPT on 4 ranks")
+    _wait_completed(first, tmp_path, 1, timeout=500, what="CPT on 4 ranks")
     ckpt = first / "stages" / "cpt" / "checkpoints" / "checkpoint-10"
     p = dfm(*args, f"cpt.resume_from={ckpt}", cwd=tmp_path)
     assert p.returncode == 0, p.stdout + p.stderr
     (second,) = [r for r in run_dirs(tmp_path) if r != first]
-    wait_for(lambda: _all_completed(second, tmp_path, 1), timeout=500, what="CPT continued on 2 ranks")
+    _wait_completed(second, tmp_path, 1, timeout=500, what="CPT continued on 2 ranks")
     check_resharded(first, second, 4, 2)
 
 
@@ -325,7 +337,7 @@ def test_lumi_check_runs_on_two_nodes_and_gives_a_verdict(slurm_cluster, tmp_pat
     (run,) = run_dirs(tmp_path)
     s = run / "stages" / "lumi_check"
     assert 'export NCCL_DEBUG="INFO"' in (s / "sbatch.sh").read_text()
-    wait_for(lambda: _all_completed(run, tmp_path, 1), timeout=300, what="lumi_check")
+    _wait_completed(run, tmp_path, 1, timeout=300, what="lumi_check")
     result = json.loads((s / "result.json").read_text())
     assert result["verdict"] == "OK" and result["backend"] == "gloo"
     assert [r["size_mb"] for r in result["bandwidth"]] == [1, 4] and all(r["bus_gbps"] > 0 for r in result["bandwidth"])
