@@ -47,6 +47,8 @@ def device_for(cfg, job: StageJob) -> str:
         return want
     if job.gpus_per_node == 0:
         return "cpu"
+    if cfg.cluster.device:
+        return str(cfg.cluster.device)
     return "mi250x_gcd" if cfg.cluster.system == "lumi" else "h100"
 
 

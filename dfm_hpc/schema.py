@@ -52,6 +52,7 @@ class ContainerConfig:
     # squashfs image of a venv with dfm_hpc and extras, mounted at /user-software (LUMI AI guide)
     overlay: Optional[str] = None
     python: str = "python"  # the interpreter inside the container
+    gpu_flag: Optional[str] = None  # GPU option after the verb: --nv (NVIDIA), --rocm; null: none (LAIF's runscript)
     # the image's CTranslate2 is a GPU build for its accelerator (LUMI: a gfx90a source build); without it LUMI
     # refuses translator.backend=ctranslate2 on GPU nodes (PyPI's wheel has no HIP; docs/lumi.md)
     ctranslate2_gpu: bool = False
@@ -66,6 +67,7 @@ class ClusterConfig:
     partition: Optional[str] = None  # sbatch --partition; null: the cluster's default partition
     qos: Optional[str] = None  # sbatch --qos; null: the account's default
     gpus_per_node: int = ranged(0, ge=0)  # GPUs (GCDs on LUMI) per node
+    device: Optional[str] = None  # the nodes' GPU, a throughput.devices key (h100...); null: LUMI mi250x_gcd, else h100
     tasks_per_node: int = ranged(1, ge=1)  # ranks per node (one per GCD/GPU on LUMI)
     cpus_per_task: int = ranged(1, ge=1)  # cores per rank (LUMI: 7 of a node's 56 with 8 ranks)
     mem: Optional[str] = None  # sbatch --mem, e.g. "480G"; "0" = all of the node

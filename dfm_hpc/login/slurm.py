@@ -37,7 +37,8 @@ def python_command(cluster) -> str:
     if c.overlay:
         binds.append(f"{c.overlay}:/user-software:image-src=/")
     bind = ["-B", ",".join(binds)] if binds else []
-    return " ".join(shlex.quote(x) for x in [c.runtime, c.verb, *bind, c.image, c.python])
+    return " ".join(shlex.quote(x) for x in [c.runtime, c.verb, *([c.gpu_flag] if c.gpu_flag else []), *bind,
+                                              c.image, c.python])
 
 
 def setup_lines(cluster, job: StageJob) -> List[str]:

@@ -25,6 +25,22 @@ def check_cluster(cfg, jobs) -> List[str]:
     if cl.system == "lumi" and (not cl.account or not lumi.ACCOUNT_RE.match(str(cl.account))):
         out.append(f"cluster.account={cl.account!r}: LUMI accounts are project_ + 9 digits, e.g. "
                    "cluster.account=project_465000670 (or export SBATCH_ACCOUNT)")
+    out += _placeholders(cl, "cluster")
+    if cl.device and cl.device not in cfg.throughput.devices:
+        out.append(f"cluster.device={cl.device!r}: no such throughput entry; known: "
+                   f"{', '.join(cfg.throughput.devices)} (add one in conf/throughput/, docs/clusters.md)")
+    return out
+
+
+def _placeholders(node, where: str) -> List[str]:
+    """A profile's values still written <like this> (conf/cluster/cuda_slurm.yaml): the keys the user must fill in."""
+    out = []
+    for key, value in (node.items() if hasattr(node, "items") else []):
+        if hasattr(value, "items"):
+            out += _placeholders(value, f"{where}.{key}")
+        elif isinstance(value, str) and value.startswith("<") and value.endswith(">"):
+            out.append(f"{where}.{key} is not set ({value}): give {where}.{key}=... on the command line or in your "
+                       "copy of the profile (docs/clusters.md)")
     return out
 
 
@@ -60,6 +76,12 @@ def check_relations(cfg, jobs) -> List[str]:
             out.append(f"cluster.signal_delay_s={cl.signal_delay_s}: longer than {j.stage}'s walltime "
                        f"({j.minutes} min); the stop signal would come at the start")
             break
+    if cl.system != "lumi" and cl.scheduler == "slurm" and cl.gpus_per_node:
+        for j in jobs:  # the profile's gpus_per_node is what its nodes have (LUMI's own rule: _check_resources)
+            if j.gpus_per_node > cl.gpus_per_node:
+                out.append(f"{j.stage}.gpus_per_node={j.gpus_per_node}: cluster={cl.name}'s nodes have "
+                           f"{cl.gpus_per_node} GPUs (cluster.gpus_per_node); ask for at most {cl.gpus_per_node} "
+                           f"per node and more {j.stage}.nodes")
     if cl.system == "lumi":
         for j in jobs:
             if j.gpus_per_node == 0 and (j.partition or "").endswith("-g"):
