@@ -118,8 +118,8 @@ def interpreter(exe: str) -> str:
 
 
 def runtime_versions(exe: str, env: Optional[Mapping[str, str]] = None, timeout_s: float = 120) -> Dict:
-    """{vllm, transformers, torch, hip_version, cuda_version} as the server's own interpreter sees them (vLLM may live in
-    another environment than the job's). In this process when it is the same interpreter."""
+    """{vllm, transformers, torch, hip_version, cuda_version} as the server's own interpreter sees them (vLLM
+    may live in another environment than the job's). In this process when it is the same interpreter."""
     py = interpreter(exe)
     if os.path.realpath(py) == os.path.realpath(sys.executable):
         return versions()
