@@ -16,8 +16,9 @@ from dfm_hpc.model_shape import Shape
 
 # ---------------------------------------------------------------- peak FLOP/s (the MFU denominator)
 
-# Dense bf16 matrix peak in TFLOP/s per device as Slurm/ROCm/CUDA see it. An MI250X package is two
-# GCDs (383 TF): the LUMI "GPU" is one GCD, so its denominator is 191.5, never 383.
+# Dense bf16 matrix peak in TFLOP/s per device as Slurm/ROCm/CUDA see it, never the 2:4-sparsity figure
+# (NVIDIA's datasheets print that first: twice the dense one). An MI250X package is two GCDs (383 TF): the
+# LUMI "GPU" is one GCD, so its denominator is 191.5, never 383. PEAK_SOURCES says where each comes from.
 PEAK_TFLOPS: Dict[str, float] = {
     "mi250x_gcd": 191.5,  # LUMI-G, Frontier
     "mi300x": 1307.4,
@@ -25,17 +26,32 @@ PEAK_TFLOPS: Dict[str, float] = {
     "h100_sxm": 989.0,
     "h100_pcie": 756.0,
     "h200": 989.0,  # same compute as H100 SXM, more memory
+    "b200": 2250.0,  # HGX B200 at 1,000 W (GB200's B200 at 1,200 W: 2,500)
+    "cpu": 0.1,  # the figure conf/throughput's cpu MFUs are relative to
+}
+PEAK_SOURCES: Dict[str, str] = {
+    "mi250x_gcd": "[derived] 383.0 TF bf16 per MI250X / 2 GCDs: "
+                  "https://www.amd.com/en/products/accelerators/instinct/mi200/mi250x.html",
+    "mi300x": "[pub] 1,307.4 TF bf16 dense: https://www.amd.com/en/products/accelerators/instinct/mi300/mi300x.html",
+    "a100": "[pub] 312 TF bf16 (624 sparse): https://www.nvidia.com/en-us/data-center/a100/",
+    "h100_sxm": "[pub] 989 TF bf16 (1,979 sparse), H100 SXM: https://www.nvidia.com/en-us/data-center/h100/",
+    "h100_pcie": "[pub] 756 TF bf16 (1,513 sparse), H100 PCIe: https://www.nvidia.com/en-us/data-center/h100/",
+    "h200": "[pub] 989 TF bf16 (1,979 sparse), H200 SXM: https://www.nvidia.com/en-us/data-center/h200/",
+    "b200": "[derived] HGX B200 36 PF bf16 with sparsity per 8 GPUs / 8 / 2: "
+            "https://www.nvidia.com/en-us/data-center/hgx/",
+    "cpu": "[assumed] nominal for 2 x86 cores (the dev VM); only tiny runs are predicted from it",
 }
 
 # substrings of torch.cuda.get_device_name() -> table key (first match wins)
 _DEVICE_NAMES: Tuple[Tuple[str, str], ...] = (
     ("mi250", "mi250x_gcd"), ("mi300x", "mi300x"), ("h200", "h200"), ("h100 pcie", "h100_pcie"),
-    ("h100", "h100_sxm"), ("a100", "a100"),
+    ("h100", "h100_sxm"), ("a100", "a100"), ("b200", "b200"),
 )
 
 
 def device_key(device_name: str) -> Optional[str]:
-    """'AMD Instinct MI250X' -> 'mi250x_gcd', 'NVIDIA H100 80GB HBM3' -> 'h100_sxm'; None if unknown."""
+    """'AMD Instinct MI250X' -> 'mi250x_gcd', 'NVIDIA H100 80GB HBM3' -> 'h100_sxm', 'h100' (a throughput.devices
+    key) -> 'h100_sxm'; None if unknown."""
     low = device_name.lower()
     if low in PEAK_TFLOPS:
         return low

@@ -414,7 +414,7 @@ class DatasetSize:
 
 @dataclass
 class ThroughputConfig:
-    device: str = "auto"  # a key of devices; auto: mi250x_gcd on LUMI, h100 on other GPU clusters, cpu without GPUs
+    device: str = "auto"  # a key of devices; auto: cluster.device, else mi250x_gcd on LUMI, h100 elsewhere; cpu: no GPU
     devices: Dict[str, DeviceThroughput] = field(default_factory=dict)  # each device's figures, by name
     datasets: Dict[str, DatasetSize] = field(default_factory=dict)  # sizes by data.oasst2 value (hub id or tiny:)
 

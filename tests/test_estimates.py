@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -39,6 +40,35 @@ def test_peak_table_uses_the_gcd_not_the_package(monkeypatch):
     monkeypatch.delenv("DFM_PEAK_TFLOPS")
     with pytest.raises(ValueError, match="DFM_PEAK_TFLOPS"):
         estimates.pick_peak_tflops("tpu v9")
+
+
+HARDWARE = ("mi250x_gcd", "mi300x", "h100", "h200", "b200", "cpu")  # issue #25: what DFM runs on in 2026
+
+
+def test_every_device_has_a_peak_and_figures_with_their_source():
+    """The peak table and conf/throughput's entries cover the hardware, each figure with where it comes from
+    (a datasheet URL, dense bf16; or [assumed]/[derived]/[measured] with how), and agree on the peak."""
+    throughput = OmegaConf.load(REPO / "conf" / "throughput" / "default.yaml").devices
+    assert set(HARDWARE) <= set(throughput)
+    assert set(estimates.PEAK_TFLOPS) == set(estimates.PEAK_SOURCES)
+    for key, source in estimates.PEAK_SOURCES.items():
+        assert "https://" in source or "[assumed]" in source, (key, source)
+        assert re.match(r"\[(pub|derived|assumed|measured)\] ", source), (key, source)
+    for name, entry in throughput.items():
+        assert len(entry.source) > 20, (name, "no source")
+        key = estimates.device_key(name)
+        assert key is not None, f"throughput.devices.{name}: no peak in estimates.PEAK_TFLOPS"
+        assert entry.peak_tflops == estimates.PEAK_TFLOPS[key], name  # one peak, in both tables
+        if name != "cpu":  # a GPU's peak is the vendor's: its datasheet is named where the figure is
+            assert "https://" in entry.source, (name, entry.source)
+    text = (REPO / "conf" / "throughput" / "default.yaml").read_text()
+    lines = text.splitlines()
+    for i, line in enumerate(lines):  # every figure of a device says how it was had, on its line or just above
+        if re.match(r"\s+(peak_tflops|train_mfu|lora_mfu|startup_s|madlad400_3b):", line):
+            above = "".join(x for x in lines[max(i - 3, 0):i] if x.strip().startswith("#"))
+            assert re.search(r"\[(pub|derived|assumed|measured)", line + above), line
+    assert estimates.pick_peak_tflops("NVIDIA B200") == 2250.0 and estimates.pick_peak_tflops("h100") == 989.0
+    assert estimates.pick_peak_tflops("AMD Instinct MI300X") == 1307.4
 
 
 def test_megatron_7b_on_lumi_is_28_percent_mfu():

@@ -44,6 +44,15 @@ def _short(x: Optional[float]) -> str:
     return "?" if x is None else f"{x:,.0f}" if x >= 100 else f"{x:.1f}"
 
 
+def _hardware(cfg, records) -> str:
+    """'; predicted for h100 (989 TF bf16 per GPU)': the throughput entries the predictions used."""
+    unit = "GCD" if cfg.cluster.system == "lumi" else "GPU"
+    names = dict.fromkeys(r["prediction"]["device"] for r in records if r["prediction"].get("device"))
+    devs = [f"{n} ({d.peak_tflops:g} TF bf16 per {unit})" if n != "cpu" and (d := cfg.throughput.devices.get(n))
+            else n for n in names]
+    return f"; predicted for {', '.join(devs)}" if devs else ""
+
+
 def plan_table(point: LaunchPoint, n_points: int) -> None:
     """The point's stages (a sweep's first point stands for all), what each runs, and the cost."""
     from rich.table import Table
@@ -53,9 +62,11 @@ def plan_table(point: LaunchPoint, n_points: int) -> None:
     title = escape(f"{cfg.name}: {len(jobs)} stage{'s' * (len(jobs) != 1)} on cluster={cfg.cluster.name}, in order")
     if n_points > 1:
         title += f", x {n_points} sweep points"
+    title += escape(_hardware(cfg, point.records))
     # GCD-h: GPU devices x hours as Slurm counts them; LUMI bills an MI250X (2 GCDs) hour as 1 unit (BU).
     # predicted: the stage's work / conf/throughput (docs/performance.md#predictions), every start included
-    cols = ("stage", "nodes×ranks", "partition", "wall", "pred.", "GCD-h pred/max", "BU pred/max")
+    dev = "GCD" if cfg.cluster.system == "lumi" else "GPU"
+    cols = ("stage", "nodes×ranks", "partition", "wall", "pred.", f"{dev}-h pred/max", "BU pred/max")
     tot = {"gpu": 0.0, "bill": 0.0, "pgpu": 0.0, "pbill": 0.0}
     lines, rows = [], []
     for j, rec in zip(jobs, point.records):
@@ -93,9 +104,10 @@ def plan_table(point: LaunchPoint, n_points: int) -> None:
         con.print(f"[yellow]warning[/]: {escape(w)}")
     if cfg.cluster.scheduler == "slurm":
         lumi = cfg.cluster.system == "lumi"
-        con.print(f"cost predicted: {tot['pgpu'] * n_points:,.1f} GPU(GCD)-hours"
+        unit = "GPU(GCD)-hours" if lumi else "GPU-hours"
+        con.print(f"cost predicted: {tot['pgpu'] * n_points:,.1f} {unit}"
                   + (f", {tot['pbill'] * n_points:,.1f} LUMI billing units" if lumi else "")
-                  + f"; at most (every start's full walltime): {tot['gpu'] * n_points:,.1f} GPU(GCD)-hours"
+                  + f"; at most (every start's full walltime): {tot['gpu'] * n_points:,.1f} {unit}"
                   + (f", {tot['bill'] * n_points:,.1f} LUMI billing units" if lumi else ""))
 
 
