@@ -91,7 +91,9 @@ def test_pipeline_on_two_nodes_fails_at_a_stage_and_rerun_continues(slurm_cluste
         out = dfm("status", str(run), cwd=tmp_path).stdout
         return out if "FAILED" in out and "CANCELLED" in out else None
 
-    out = wait_for(settled, timeout=900, every=5, what="evaluate to fail and the card to be cancelled")
+    # files first (cheap, every 0.5 s); `dfm status`, a Python process, only once a stage has ended in failure
+    wait_for(lambda: any((run / "stages").glob("*/FAILED")), timeout=900, every=0.5, what="a stage to fail")
+    out = wait_for(settled, timeout=120, what="evaluate to fail and the card to be cancelled")
     assert "not run: evaluate did not finish" in out, out  # status shows why the chain stopped
     for st in STAGES[:5]:
         assert (run / "stages" / st / "DONE").exists(), out
@@ -104,7 +106,7 @@ def test_pipeline_on_two_nodes_fails_at_a_stage_and_rerun_continues(slurm_cluste
     assert "reusing finished stages: translate, merge, pii, sft, dpo" in r.stderr, r.stderr
     new = next(d for d in run_dirs(tmp_path) if d != run)
     wait_for(lambda: (new / "stages" / "card" / "DONE").exists() or (new / "stages" / "card" / "FAILED").exists()
-             or (new / "stages" / "evaluate" / "FAILED").exists(), timeout=600, every=5, what="the rerun's card")
+             or (new / "stages" / "evaluate" / "FAILED").exists(), timeout=600, every=0.5, what="the rerun's card")
     card = check_pipeline(new)
     assert "Slurm job" in card.text  # compute from sacct
     used = json.loads((new / "stages" / "card" / "card.json").read_text())["compute"]["stages"]
