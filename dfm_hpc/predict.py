@@ -214,9 +214,11 @@ def predict(cfg, job: StageJob) -> Dict:
 
 def hang_minutes(cfg, job: StageJob, p: Optional[Dict] = None) -> Optional[float]:
     """Minutes without progress before the watchdog ends the step: cluster.hang_minutes, else (auto) the
-    larger of HANG_FLOOR_MIN and the start-up plus HANG_STEPS predicted steps; None when it is off (0)."""
-    if job.cluster.scheduler != "slurm":
-        return None  # the watchdog lives in the batch script
+    larger of HANG_FLOOR_MIN and the start-up plus HANG_STEPS predicted steps; None when it is off (0, or a
+    stage without frequent safe points: registry.StageSpec.beats)."""
+    spec = STAGES.get(job.stage)
+    if job.cluster.scheduler != "slurm" or not (spec and spec.beats):
+        return None  # the watchdog lives in the batch script, and watches stages with frequent safe points
     set_ = job.cluster.hang_minutes
     if set_ is not None:
         return float(set_) or None

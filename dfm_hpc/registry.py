@@ -38,6 +38,9 @@ class StageSpec:
     uses: Tuple[str, ...] = ()  # earlier stages whose outputs it reads when the run has them
     writes: Tuple[str, ...] = ()  # under stages/<name>/, besides logs/ and the markers (rundir.py)
     resumable: bool = False  # a restart continues from its files (checkpoints, chunks): may be requeued
+    # its ranks pass a safe point (StageContext.should_stop) every few minutes at most, so the hang watchdog
+    # may watch it by default (evaluate's safe points are whole benchmarks, hours apart on a 7B model)
+    beats: bool = False
 
     @property
     def trained(self) -> bool:  # evaluate and card pick up its model/
@@ -58,27 +61,30 @@ STAGES: Dict[str, StageSpec] = {s.name: s for s in (
     StageSpec("demo", schema.DemoStage, writes=("result.json",)),
     StageSpec("demo_check", schema.DemoCheckStage, uses=("demo",), writes=("check.json",)),
     StageSpec("lumi_check", schema.LumiCheckStage, writes=("verdict.md", "result.json")),
-    StageSpec("translate", schema.TranslateStage, resumable=True, writes=("plan.json", "shards/"),
+    StageSpec("translate", schema.TranslateStage, resumable=True, beats=True, writes=("plan.json", "shards/"),
               reads=(Reads("translator.name_or_path", MODEL, revision="translator.revision"),
                      Reads("data.oasst2", revision="data.oasst2_revision"))),
     StageSpec("merge", schema.MergeStage, uses=("translate",),
               writes=("messages.jsonl", "sft.jsonl", "dpo.jsonl", "*.parquet", "report.json", "README.md")),
-    StageSpec("pii", schema.PiiStage, resumable=True, uses=("merge",),
+    StageSpec("pii", schema.PiiStage, resumable=True, beats=True, uses=("merge",),
               reads=(Reads("pii.input", columns=TEXT), Reads("pii.ner", MODEL, revision="pii.ner_revision")),
               writes=("plan.json", "shards/", "sft.jsonl", "dpo.jsonl", "corpus.jsonl", "*.parquet", "report.json")),
     # the token stores go under tokenize.store_root (default: runs_root), shared by the runs there
     # tokenize.chats: also the sft/dpo chats the run trains on, as those stages read them (chat_store.py)
     # resumable: a shard's files are written whole, finished shards are skipped on a restart
-    StageSpec("tokenize", schema.TokenizeStage, resumable=True, uses=("pii", "merge"),
+    StageSpec("tokenize", schema.TokenizeStage, resumable=True, beats=True, uses=("pii", "merge"),
               writes=("stores.json", "chat_stores.json"),
               reads=(_MODEL, *_CORPUS, Reads("sft.dataset", columns=("messages",), run_dir=True, when="tokenize.chats"),
                      Reads("dpo.dataset", columns=("prompt", "chosen", "rejected"), run_dir=True,
                            when="tokenize.chats"))),
-    StageSpec("cpt", schema.CptStage, resumable=True, reads=(_MODEL, *_CORPUS), uses=("tokenize", "pii"),
+    StageSpec("cpt", schema.CptStage, resumable=True, beats=True, reads=(_MODEL, *_CORPUS),
+              uses=("tokenize", "pii"),
               writes=(*_TRAINED, "data/")),
-    StageSpec("sft", schema.SftStage, resumable=True, uses=("pii", "merge", "cpt"), writes=_TRAINED + _MERGED,
+    StageSpec("sft", schema.SftStage, resumable=True, beats=True, uses=("pii", "merge", "cpt"),
+              writes=_TRAINED + _MERGED,
               reads=(_MODEL, Reads("sft.dataset", columns=("messages",), run_dir=True))),
-    StageSpec("dpo", schema.DpoStage, resumable=True, uses=("pii", "merge", "sft", "cpt"), writes=_TRAINED + _MERGED,
+    StageSpec("dpo", schema.DpoStage, resumable=True, beats=True, uses=("pii", "merge", "sft", "cpt"),
+              writes=_TRAINED + _MERGED,
               reads=(_MODEL, Reads("dpo.dataset", columns=("prompt", "chosen", "rejected"), run_dir=True))),
     # resumable: each model's in-process part and each served benchmark is kept (progress.json) and skipped
     StageSpec("evaluate", schema.EvaluateStage, reads=(_MODEL, Reads("data.eval_text", columns=TEXT)), resumable=True,

@@ -80,9 +80,9 @@ class ClusterConfig:
     # restarts a job may have (SLURM_RESTART_COUNT: requeues, node failures) before its stage fails with the reason
     # instead of being requeued again; above the plan's predicted requeues (munin_cpt: 3), with room for node failures
     max_restarts: int = ranged(10, ge=0, hint="{rule} restarts")
-    # minutes without progress (no rank passes a step, chunk or shard) before the host-side watchdog ends the step,
-    # marks the node that hung and requeues without it (docs/lumi.md#hangs-and-bad-nodes); null: auto (at least 30,
-    # or the start-up plus 10 predicted steps); 0: off
+    # minutes without progress (no rank passes a step, chunk or shard) before the host-side watchdog ends the step and
+    # requeues it without the node that hung (docs/lumi.md#hangs-and-bad-nodes); null: auto (at least 30, or start-up +
+    # 10 predicted steps); 0: off. Only stages with frequent safe points: translate, pii, tokenize, cpt, sft, dpo
     hang_minutes: Optional[float] = ranged(None, ge=0, hint="{rule} minutes (0: off)")
     # Slurm's own e-mail (sbatch --mail-type), e.g. [FAIL, REQUEUE]; empty: none
     mail_type: List[MailType] = field(default_factory=list)

@@ -133,8 +133,9 @@ def test_the_limit_is_auto_from_the_prediction_a_set_value_or_off():
         cfg = make_cfg(*overrides)
         return {r["stage"]: r["hang_minutes"] for r in predict.records(cfg, plan(cfg))}
 
-    assert limits("+experiment=munin_cpt", *LUMI)["cpt"] >= predict.HANG_FLOOR_MIN
-    assert set(limits("+experiment=munin_cpt", *LUMI, "cluster.hang_minutes=12.5").values()) == {12.5}
+    auto = limits("+experiment=munin_cpt", *LUMI)
+    assert auto["cpt"] >= predict.HANG_FLOOR_MIN and auto["evaluate"] is None  # whole benchmarks apart: unwatched
+    assert limits("+experiment=munin_cpt", *LUMI, "cluster.hang_minutes=12.5") == {**auto, "cpt": 12.5, "tokenize": 12.5}
     assert set(limits("+experiment=munin_cpt", *LUMI, "cluster.hang_minutes=0").values()) == {None}
     assert set(limits("+experiment=pipeline_tiny").values()) == {None}  # local: there is no batch script
 
