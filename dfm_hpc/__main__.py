@@ -11,7 +11,7 @@ import os
 import sys
 from typing import List, Optional
 
-SUBCOMMANDS = ("status", "logs", "cancel", "rerun", "list", "compare", "prefetch", "calibrate")
+SUBCOMMANDS = ("status", "logs", "cancel", "rerun", "list", "compare", "prefetch", "calibrate", "chat")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -48,6 +48,18 @@ def _parser() -> argparse.ArgumentParser:
                        help="hub models/datasets an experiment needs: cached for the jobs? (--download fetches)")
     s.add_argument("overrides", nargs="*", help="+experiment=NAME key=value ... as for a launch")
     s.add_argument("--download", action="store_true", help="fetch what is missing into the jobs' HF_HOME")
+    s = sub.add_parser("chat", help="talk to a run's model in its own chat template (here; --dry-run on a cluster)")
+    s.add_argument("run")
+    s.add_argument("overrides", nargs="*", help="cluster=NAME: where to chat (default: where the run ran)")
+    s.add_argument("--stage", choices=("base", "cpt", "sft", "dpo"), help="default: the last trained stage")
+    s.add_argument("--system", help="a system prompt")
+    s.add_argument("--temperature", type=float, default=0.7, help="0: greedy")
+    s.add_argument("--max-new-tokens", type=int, default=256)
+    s.add_argument("--seed", type=int)
+    s.add_argument("--save", action="store_true", help="keep the transcript as JSONL in RUN/chat/")
+    s.add_argument("--show-prompt", action="store_true", help="print each prompt as the model's template renders it")
+    s.add_argument("--dry-run", action="store_true", help="on a cluster: render the serving job, queue nothing")
+    s.add_argument("--runs-root", default="runs")
     s = sub.add_parser("calibrate", help="throughput entries a finished run measured (for conf/throughput/)")
     s.add_argument("run")
     s.add_argument("--runs-root", default="runs")
@@ -114,7 +126,7 @@ def _main(argv: List[str]) -> int:
         parser = _parser()
         args, extra = parser.parse_known_args(argv)
         # `rerun RUN --failed key=value`: argparse leaves overrides after a flag unparsed
-        if extra and args.cmd == "rerun" and all("=" in e and not e.startswith("-") for e in extra):
+        if extra and args.cmd in ("rerun", "chat") and all("=" in e and not e.startswith("-") for e in extra):
             args.overrides, extra = args.overrides + extra, []
         if extra:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -122,6 +134,10 @@ def _main(argv: List[str]) -> int:
             from dfm_hpc.login import compare
 
             return compare.compare(args.runs, args.runs_root, args.out)
+        if args.cmd == "chat":
+            from dfm_hpc.login import chat
+
+            return chat.chat(args.run, args.stage, args.overrides, args.dry_run, args, args.runs_root)
         if args.cmd == "calibrate":
             from dfm_hpc.login import calibrate
 
