@@ -330,6 +330,7 @@ def probe(trainer, tokenizer, ctx) -> None:
 
 def finish(trainer, ctx, callback, title: str, extra: Optional[dict] = None, tokenizer=None) -> None:
     """After train(): stop here on preemption (rank.Preempted), else save the model, curve, summary."""
+    import torch
     import torch.distributed as dist
 
     from dfm_hpc.job.rank import Preempted
@@ -345,6 +346,7 @@ def finish(trainer, ctx, callback, title: str, extra: Optional[dict] = None, tok
         train_rows = [r for r in rows if "loss" in r]
         summary = {"steps": trainer.state.global_step, "final_loss": train_rows[-1]["loss"] if train_rows else None,
                    "first_loss": train_rows[0]["loss"] if train_rows else None,
+                   "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU",  # for the card
                    "eval_during_training": [{"step": r["step"], "eval_loss": r["eval_loss"]}
                                             for r in rows if r.get("eval_loss") is not None], **(extra or {})}
         (ctx.stage_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -55,17 +55,21 @@ def _sacct_hours(run_dir: Path, stage: str, job_id: str) -> Optional[float]:
 def compute_used(cfg, run_dir: Path) -> Dict:
     """Per stage: where it ran, node-hours or wall hours, GPU-hours, LUMI billing units."""
     rows, total_gpu, total_bill = [], 0.0, 0.0
-    for job, _ in run_jobs(cfg, run_dir):  # as launched (plan.json), not as today's code would plan it
+    for job, pred in run_jobs(cfg, run_dir):  # as launched (plan.json), not as today's code would plan it
+        # the hardware: what a training stage's ranks saw, else the throughput entry the plan predicted from
+        seen = (_json(stage_dir(run_dir, job.stage) / "summary.json") or {}).get("device")
+        device = seen or (f"{pred['device']} (planned)" if pred and pred.get("device") else "n/a")
         sdir = stage_dir(run_dir, job.stage)
         job_file, local = sdir / JOB_ID, _json(sdir / ELAPSED)
         if job_file.exists():
             node_h = _sacct_hours(run_dir, job.stage, job_file.read_text().strip())
             if node_h is None:
-                rows.append({"stage": job.stage, "where": f"Slurm job {job_file.read_text().strip()}", "hours": None})
+                rows.append({"stage": job.stage, "where": f"Slurm job {job_file.read_text().strip()}", "hours": None,
+                             "device": device})
                 continue
             gpu_h = node_h * job.gpus_per_node
             bill = billing(job, job.cluster, hours=node_h / max(job.nodes, 1))
-            rows.append({"stage": job.stage, "where": f"Slurm job {job_file.read_text().strip()}",
+            rows.append({"stage": job.stage, "where": f"Slurm job {job_file.read_text().strip()}", "device": device,
                          "nodes": job.nodes, "hours": round(node_h, 4), "gpu_hours": round(gpu_h, 4),
                          "billing_units": None if bill is None else round(bill, 4)})
             total_gpu += gpu_h
@@ -73,8 +77,8 @@ def compute_used(cfg, run_dir: Path) -> Dict:
         elif local:
             hours = local["elapsed_s"] / 3600
             rows.append({"stage": job.stage, "where": f"this machine, {local['processes']} process(es)",
-                         "nodes": 1, "hours": round(hours, 4), "gpu_hours": round(hours * local["gpus"], 4),
-                         "billing_units": None})
+                         "device": device, "nodes": 1, "hours": round(hours, 4),
+                         "gpu_hours": round(hours * local["gpus"], 4), "billing_units": None})
             total_gpu += hours * local["gpus"]
     return {"stages": rows, "gpu_hours": round(total_gpu, 4),
             "billing_units": round(total_bill, 4) if cfg.cluster.system == "lumi" else None}
@@ -211,12 +215,12 @@ def data_section(cfg, run_dir: Path) -> str:
 
 
 def compute_section(used: Dict, system: str) -> str:
-    lines = ["| stage | where | hours | GPU-hours | LUMI billing units |", "|---|---|---|---|---|"]
+    lines = ["| stage | where | device | hours | GPU-hours | LUMI billing units |", "|---|---|---|---|---|---|"]
     for r in used["stages"]:
         h = "n/a" if r.get("hours") is None else f"{r['hours']:.4f}"
         on_cpu = r.get("gpu_hours") == 0 and r["where"].startswith("this machine")
         gpu = "- (CPU)" if on_cpu else r.get("gpu_hours", "n/a")
-        lines.append(f"| {r['stage']} | {r['where']} | {h} | {gpu} | "
+        lines.append(f"| {r['stage']} | {r['where']} | {r.get('device', 'n/a')} | {h} | {gpu} | "
                      f"{'n/a' if r.get('billing_units') is None else r['billing_units']} |")
     total = f"\n\nTotal: {used['gpu_hours']:.3f} GPU-hours"
     total += f", {used['billing_units']:.3f} LUMI billing units.\n" if used["billing_units"] is not None else \
