@@ -262,9 +262,11 @@ def warnings(records_: List[Dict]) -> List[str]:
         p = r["prediction"]
         if p["requeues"] and p["resumable"]:
             wall = f"{r['minutes'] // 60}:{r['minutes'] % 60:02d}"
+            kept = {"evaluate": "scored models and benchmarks"}.get(
+                r["stage"], "checkpoints" if r["stage"] in TRAINED_STAGES else "finished chunks")
             out.append(f"{r['stage']}: predicted {p['hours']:,.1f} h > its {wall} "
                        f"walltime: {p['requeues']} requeue{'s' * (p['requeues'] != 1)} ({p['starts']} starts); it "
-                       f"resumes from its {'checkpoints' if r['stage'] in TRAINED_STAGES else 'finished chunks'}")
+                       f"resumes from its {kept}")
     return out
 
 

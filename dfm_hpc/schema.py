@@ -78,7 +78,7 @@ class ClusterConfig:
     # seconds before the time limit at which Slurm sends USR2 (submitit's signal): the ranks checkpoint and stop
     signal_delay_s: int = ranged(120, ge=0, hint="{rule} seconds before the time limit")
     # restarts a job may have (SLURM_RESTART_COUNT: requeues, node failures) before its stage fails with the reason
-    # instead of being requeued again; above the plan's predicted requeues (munin_cpt: 3), with room for node failures
+    # instead of being requeued again; at least the plan's predicted requeues (checked), with room for node failures
     max_restarts: int = ranged(10, ge=0, hint="{rule} restarts")
     # minutes without progress (no rank passes a step, chunk or shard) before the host-side watchdog ends the step and
     # requeues it without the node that hung (docs/lumi.md#hangs-and-bad-nodes); null: auto (at least 30, or start-up +
