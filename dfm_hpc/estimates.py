@@ -42,6 +42,11 @@ PEAK_SOURCES: Dict[str, str] = {
     "cpu": "[assumed] nominal for 2 x86 cores (the dev VM); only tiny runs are predicted from it",
 }
 
+# Memory per device (GB) the plan's memory check holds a training rank to, by the same keys (the datasheets
+# above). A100 is left out: it comes with 40, 64 (Leonardo) or 80 GB; unknown devices get LUMI's GCD, 64 GB.
+DEVICE_MEMORY_GB: Dict[str, float] = {"mi250x_gcd": 64, "mi300x": 192, "h100_sxm": 80, "h100_pcie": 80,
+                                      "h200": 141, "b200": 180}
+
 # substrings of torch.cuda.get_device_name() -> table key (first match wins)
 _DEVICE_NAMES: Tuple[Tuple[str, str], ...] = (
     ("mi250", "mi250x_gcd"), ("mi300x", "mi300x"), ("h200", "h200"), ("h100 pcie", "h100_pcie"),

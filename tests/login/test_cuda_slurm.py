@@ -51,6 +51,7 @@ def test_the_dry_run_renders_an_nvidia_job(tmp_path):
     assert "#SBATCH --exclusive" not in ev and "--mem=0" not in ev and " exec --nv " in ev
     # the plan names the hardware it predicts for, and says GPU where LUMI says GCD
     assert "predicted for h100 (989 TF bf16 per GPU)" in p.stdout
+    assert re.search(r"memory: ~\d+ GB per GPU of 80 ", p.stdout)  # an H100's memory, not LUMI's 64 GB GCD
 
 
 def test_the_plan_predicts_from_the_device_the_profile_names(tmp_path):
@@ -59,7 +60,8 @@ def test_the_plan_predicts_from_the_device_the_profile_names(tmp_path):
     assert sft["device"] == "h100" and "MFU of 989 TF" in sft["rate"], sft
     b200 = tmp_path / "b200"
     b200.mkdir()
-    _, run = _dry(b200, "cluster.device=b200")
+    p, run = _dry(b200, "cluster.device=b200")
+    assert "predicted for b200 (2250 TF bf16 per GPU)" in p.stdout and " GB per GPU of 180 " in p.stdout
     fast = {r["stage"]: r for r in json.loads((run / "plan.json").read_text())["stages"]}["sft"]["prediction"]
     assert fast["device"] == "b200" and "of 2250 TF" in fast["rate"] and fast["hours"] < sft["hours"], fast
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional, Tuple
 
 from dfm_hpc import model_shape
-from dfm_hpc.estimates import MemoryEstimate, estimate_for
+from dfm_hpc.estimates import DEVICE_MEMORY_GB, MemoryEstimate, device_key, estimate_for
 from dfm_hpc.tokens import sequence_parallel
 
 
@@ -16,7 +16,9 @@ def device_memory_gb(job, cluster) -> Optional[float]:
         return None
     from dfm_hpc import lumi
 
-    return float(lumi.GCD_MEMORY_GB)  # LUMI's GCD; other GPU clusters are held to the same budget
+    # the GPU the profile names (cluster.device); else LUMI's GCD, a budget that fits most GPUs
+    key = device_key(str(getattr(cluster, "device", None) or ""))
+    return float(DEVICE_MEMORY_GB.get(key or "", lumi.GCD_MEMORY_GB))
 
 
 def host_memory_gb_per_rank(job, cluster) -> Optional[float]:
