@@ -68,7 +68,7 @@ def test_the_plan_predicts_from_the_device_the_profile_names(tmp_path):
 
 @pytest.mark.parametrize("extra, says", [
     (["sft.gpus_per_node=16"], "sft.gpus_per_node=16: cluster=cuda_slurm's nodes have 4 GPUs (cluster.gpus_per_node)"),
-    (["cluster.device=h999"], "cluster.device='h999': no such throughput entry; known: mi250x_gcd, mi300x, h100"),
+    (["cluster.device=h999"], "cluster.device='h999': no such throughput entry; known: mi250x_gcd, mi300x, a100, h100"),
 ])
 def test_what_the_profile_cannot_give_exits_2_before_writing(tmp_path, extra, says):
     p = dfm("+experiment=munin_sft", *SITE, "dry_run=true", *extra, cwd=tmp_path)
