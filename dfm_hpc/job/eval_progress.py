@@ -34,7 +34,7 @@ def _files(d: Path) -> List[Tuple[str, int, int]]:
     return out
 
 
-def _local_dir(path: str) -> Optional[Path]:
+def local_dir(path: str) -> Optional[Path]:
     """The directory a model path names: itself, or a hub id's cached snapshot (offline, no download)."""
     if Path(path).is_dir():
         return Path(path)
@@ -46,18 +46,26 @@ def _local_dir(path: str) -> Optional[Path]:
         return None
 
 
+def adapter_base(d: Path) -> Optional[str]:
+    """An adapter dir's base model (as its adapter_config.json names it); "" when unreadable; None: no adapter.
+    The one rule for both identities of weights: this cheap one and job/scored.py's content hash."""
+    cfg = d / "adapter_config.json"
+    if not cfg.is_file():
+        return None
+    try:
+        return str(json.loads(cfg.read_text())["base_model_name_or_path"])
+    except (OSError, ValueError, KeyError):
+        return ""
+
+
 def weights_id(path: str, depth: int = 0) -> str:
     """A cheap identity of the model a path names: a hash of its files' names, sizes and mtimes (and, for
     an adapter, its base's). Rewriting a weight file changes it; reading the weights is not needed."""
-    d = _local_dir(path)
+    d = local_dir(path)
     parts: list = [str(path), _files(d) if d else "unresolved"]
-    cfg = d / "adapter_config.json" if d else None
-    if cfg and cfg.is_file() and depth < 4:
-        try:
-            base = json.loads(cfg.read_text())["base_model_name_or_path"]
-            parts.append(weights_id(str(base), depth + 1))
-        except (OSError, ValueError, KeyError):
-            parts.append("base unknown")
+    base = adapter_base(d) if d else None
+    if base is not None and depth < 4:
+        parts.append(weights_id(base, depth + 1) if base else "base unknown")
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 

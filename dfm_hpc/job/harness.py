@@ -111,8 +111,28 @@ def parse_lm_eval(res: dict, meta: dict) -> Dict[str, dict]:
             **meta, "harness": "lm-eval", "harness_version": version("lm_eval"),
             "task_version": None if (res.get("versions") or {}).get(task) is None else str(res["versions"][task]),
             "split": conf.get("test_split") or conf.get("validation_split"),
-            "n_samples": n.get("effective"), "num_fewshot": (res.get("n-shot") or {}).get(task)}}
+            "n_samples": n.get("effective"), "n_samples_total": n.get("original"),
+            "num_fewshot": (res.get("n-shot") or {}).get(task), **_dataset(conf)}}
     return out
+
+
+def _dataset(conf: dict) -> dict:
+    """The dataset an lm-eval task read, as its config names it, and its revision: the pinned one
+    (dataset_kwargs.revision), else for local data files the sha256 of their bytes, else None (the Hub's
+    cache at run time: lm-eval does not report which commit it read)."""
+    kwargs = conf.get("dataset_kwargs") or {}
+    name = "/".join(str(x) for x in (conf.get("dataset_path"), conf.get("dataset_name")) if x)
+    files = kwargs.get("data_files")
+    files = sorted(files.values() if isinstance(files, dict) else [files] if isinstance(files, str) else files or [])
+    rev = kwargs.get("revision") or conf.get("revision")
+    if not rev and files and all(Path(str(f)).is_file() for f in files):
+        import hashlib
+
+        h = hashlib.sha256()
+        for f in files:
+            h.update(Path(str(f)).read_bytes())
+        rev = "sha256:" + h.hexdigest()
+    return {"dataset": name or None, "dataset_revision": rev}
 
 
 def run_lm_eval(model, tasks: List[str], include: List[str], *, limit: Optional[int], num_fewshot: int,
@@ -236,6 +256,7 @@ def parse_euroeval(records, meta: Optional[dict] = None) -> Dict[str, dict]:
             lib = rec.get("eval_library") or {}
             det = lib.get("additional_details") or {}
             task, dataset, ver = det.get("task"), det.get("dataset"), lib.get("version")
+            src = next(iter(r.get("source_data") or {} for r in rec.get("evaluation_results") or []), {})
             val = str(det.get("validation_split")).lower() == "true"
             scores, n = {}, None
             for r in rec.get("evaluation_results") or []:
@@ -254,10 +275,13 @@ def parse_euroeval(records, meta: Optional[dict] = None) -> Dict[str, dict]:
             scores = {k.removeprefix("test_").removeprefix("val_"): _num(v)
                       for k, v in ((rec.get("results") or {}).get("total") or {}).items()}
             n = len((rec.get("results") or {}).get("raw") or []) or None
-            engine = {}
+            engine, src = {}, {}
         out[f"euroeval/{task}/{dataset}"] = {"scores": scores, "meta": {
             **(meta or {}), "harness": "euroeval", "harness_version": ver, "task_version": ver,
             "split": "validation" if val else "test", "n_samples": n,
+            # a revision only where the record reports one: EuroEval names the dataset, not its commit
+            "dataset": src.get("hf_repo") or dataset,
+            "dataset_revision": (src.get("additional_details") or {}).get("revision"),
             **({"client_engine": f"{engine.get('name')} {engine.get('version')}"} if engine else {})}}
     return out
 

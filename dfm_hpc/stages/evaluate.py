@@ -33,7 +33,7 @@ from types import SimpleNamespace
 from typing import Dict, List, Optional, Tuple
 
 from dfm_hpc import results, tiny
-from dfm_hpc.job import eval_progress, harness, serve
+from dfm_hpc.job import eval_progress, harness, scored, serve
 from dfm_hpc.job.rank import Preempted, StageContext
 from dfm_hpc.registry import TRAINED_STAGES
 from dfm_hpc.rundir import CONFIG, stage_dir
@@ -268,7 +268,8 @@ def served_phase(cfg, ctx, specs, merged, rows: Dict[str, dict], prompts: List[s
                           timeout_s=ev.server_timeout_s, cwd=cwd, say=ctx.log, compile=ev.server_compile) as srv:
             for name in todo:
                 row, mid = rows[name], group.id(name)
-                meta = {"dtype": dtype, "backend": ev.server, "backend_version": serve.version(ev.server)}
+                # the server's own interpreter's versions (vLLM may live in another environment than this job)
+                meta = {"dtype": dtype, "backend": ev.server, "backend_version": (srv.versions or {}).get(ev.server)}
                 tok = merged.get(name, row["path"])  # adapter dirs hold their tokenizer too
                 for piece in pieces:
                     if prog.done(keys[name], piece) is not None:
@@ -277,8 +278,8 @@ def served_phase(cfg, ctx, specs, merged, rows: Dict[str, dict], prompts: List[s
                     if piece == "serving":
                         tp = serve.throughput(srv.base_url, mid, prompts or PROMPTS[:1], ev.max_new_tokens)
                         tp.pop("outputs")
-                        row["serving"] = {"backend": ev.server, "version": serve.version(ev.server),
-                                          "startup_s": srv.startup_s, **tp}
+                        row["serving"] = {"backend": ev.server, "version": meta["backend_version"],
+                                          "startup_s": srv.startup_s, "runtime": srv.versions, **tp}
                         ctx.log(f"[{name}] served as {mid!r}: {tp['tokens_per_s']} tokens/s "
                                 f"({tp['requests']} requests), server up in {srv.startup_s} s")
                     elif piece == "lm-eval":
@@ -341,6 +342,7 @@ def _on_gpu() -> bool:
 # ---------------------------------------------------------------------------- the stage
 
 def write_outputs(sdir: Path, source: str, rows: List[dict], samples: List[dict]) -> None:
+    rows = [scored.finish(r) for r in rows]  # each row's harness and server versions into its bound_to
     (sdir / "results.json").write_text(json.dumps({"format": results.FORMAT, "eval_data": source, "models": rows},
                                                   indent=2, ensure_ascii=False) + "\n")
     (sdir / "results.md").write_text(results.markdown(source, rows))
@@ -363,8 +365,9 @@ def _in_process(cfg, ctx, name, path, texts, prompts, in_process_tasks, merged) 
     t0 = time.time()
     ctx.log(f"[{name}] loading {path}")
     model, tokenizer = load(path)
+    ref = cfg.model.name_or_path if name == "base" else path  # what compare groups rows by (job/scored.py)
     row = {"name": name, "path": path, **perplexity(model, tokenizer, texts), "benchmarks": {}, "notes": [],
-           "serving": None}
+           "serving": None, "bound_to": scored.bound_to(cfg, ref, path, scored.parameters(model))}
     ctx.log(f"[{name}] eval_loss {row['eval_loss']:.4f} perplexity {row['perplexity']:.3f} "
             f"({row['eval_tokens']} tokens, {time.time() - t0:.1f} s)"
             + (f"; generating {len(prompts)} samples ({ev.max_new_tokens} new tokens each)" if prompts else ""))
