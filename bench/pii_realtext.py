@@ -78,6 +78,8 @@ def _local(rng):
 def email(rng):
     loc, dom = _local(rng), rng.choice(_DOMAINS)
     form = rng.choice(["@", "@", "@", "(på)", "[at]", " [at] ", " (at) ", " at ", "(at)"])
+    if rng.random() < 0.15:  # a role address with a generic local part (issue #24): real, no placeholder
+        loc, form = rng.choice(["mail", "email", "e-mail", "post", "kontakt", "mail"]), "@"
     value = f"{loc}{form}{dom}"
     if form.strip() in ("[at]", "(at)") and rng.random() < 0.4:
         value = f"{loc}{form}" + dom.replace(".", " [dot] ")
@@ -292,7 +294,77 @@ def lookalike(rng):
             f"Se https://apps.example.com/dk/app/navn/id{_d(rng, 10)}",
             f"Faktura nr. {c8} er betalt.",
         ]
+        + lookalike24(rng, c8, c10)
     )
+
+
+_CAPS = ["Politikerne", "Derfor", "Bagefter", "Holdet", "Samtidig", "Men", "Kommunen", "Formanden"]
+
+
+def lookalike24(rng, c8, c10):
+    """Issue #24's false-positive classes: "X at Y" over a sentence end without a space and before a
+    web address; a look-alike cue glued to the number before it; a barcode or product number."""
+    r8, dom, cap = str(rng.randint(2, 9)) + _d(rng, 7), rng.choice(_DOMAINS), rng.choice(_CAPS)
+    ean = "57" + _d(rng, 6)
+    return [
+        f"Der er stadig lang vej at gå.{cap} vil se på det.",
+        f"Han havde intet at skjule.{cap} var enige.",
+        f"Der er ingen tid at spilde.{cap} går i gang nu.",
+        f"Visit our website at www.{dom} for the programme.",
+        f"Read more at www.{dom}/nyheder",
+        f"Tickets are available at {dom}.",
+        f"Find us online at www.{dom}.",
+        f"Signeret af Jens Hansen, CVR:{c8}-RID:{r8}",
+        f"CVR:{c8}-RID:{r8}",
+        f"SE-nr.:{c8}-P-nr.:{c10}",
+        f"Kreditor:{c8}/Ordre:{r8}",
+        f"CVR {c8}|RID {r8}",
+        f"Stregkode: {ean}",
+        f"Stregkode {ean[:4]} {ean[4:]}",
+        f"EAN-8: {ean}",
+        f"Barcode: {ean}",
+        f"Varenr. {r8}",
+        f"Produktnummer: {r8}",
+        f"Art.nr. {r8}",
+    ]
+
+
+_ROLES = ["Formand", "Kasserer", "Sekretær", "Træner", "Bestyrelsesmedlem", "Holdleder"]
+
+
+def table(rng):
+    """(text, spans): a contact table whose only phone cue is its header, one or more lines above
+    the numbers (issue #24), laid out with aligned blanks, tabs, Markdown or PDF blank lines; or a
+    table of amounts of the same 2-3-3 shape under a header that is no phone cue (no spans)."""
+    phones = rng.random() < 0.7
+    head = rng.choice(["Telefon", "Tlf.", "Mobil", "Tlf.nr.", "Telefonnummer", "Phone"]) if phones else \
+        rng.choice(["Indbyggere", "Beløb (kr.)", "Budget", "Antal"])
+    layout = rng.choice(["blanks", "tabs", "markdown", "pdf"])
+    cols = ["Navn", "Funktion", head]
+    rows = []
+    for _ in range(rng.randint(1, 4)):
+        d = _phone8(rng)
+        num = rng.choice([f"{d[:2]} {d[2:5]} {d[5:]}"] * 3 + [f"{d[:4]} {d[4:6]} {d[6:]}", f"{d[:4]} {d[4:]}"])
+        if not phones:
+            num = f"{rng.randint(2, 9)}{_d(rng, 1)} {_d(rng, 3)} {_d(rng, 3)}"
+        rows.append([f"{rng.choice(_FIRST).title()} {rng.choice(_LAST).title()}", rng.choice(_ROLES), num])
+    if layout == "markdown":
+        fmt = lambda r: "| " + " | ".join(r) + " |"  # noqa: E731
+        lines = [fmt(cols), "|---|---|---|"]
+    elif layout == "tabs":
+        fmt = "\t".join  # noqa: E731
+        lines = [fmt(cols)]
+    else:
+        fmt = lambda r: "".join(c.ljust(24) for c in r[:-1]) + r[-1]  # noqa: E731
+        lines = [fmt(cols)] + ([""] if layout == "pdf" else [])
+    text, spans = "\n".join(lines), []
+    for r in rows:
+        line = fmt(r)
+        at = len(text) + 1 + line.rindex(r[-1])
+        text += "\n" + line
+        if phones:
+            spans.append((at, at + len(r[-1]), "phone"))
+    return text, spans
 
 
 def section_heading(rng):
@@ -374,9 +446,13 @@ def build(copies: int = 10, seed: int = 0, sentences=None):
                     parts.insert(j, (phrase, spans))
             text, gold = "", []
             sep = "\n" if pdf else " "
+            prev = None
             for p in parts:
                 if text:
-                    text += sep if pdf and rng.random() < 0.3 else " "
+                    glued = isinstance(p, str) and isinstance(prev, str) and prev.endswith(".") and rng.random() < 0.1
+                    # a sentence end without a space ("... vej at gå.Politikerne"), as scraped pages have
+                    text += "" if glued else sep if pdf and rng.random() < 0.3 else " "
+                prev = p
                 if isinstance(p, str):
                     text += p
                 elif len(p) == 2:
@@ -392,6 +468,10 @@ def build(copies: int = 10, seed: int = 0, sentences=None):
                 if heading:  # a numbered heading on its own line, as a PDF's table of contents has
                     h = section_heading(rng) + "\n"
                     text, gold = h + text, [(s + len(h), e + len(h), t) for s, e, t in gold]
+            if rng.random() < 0.15:  # a table after the text (its layout is its own: not wrapped)
+                tab, spans = table(rng)
+                at = len(text) + 2
+                text, gold = text + "\n\n" + tab, gold + [(at + s, at + e, t) for s, e, t in spans]
             docs.append((text, sorted(gold), "pdf" if pdf else "plain"))
     return docs
 

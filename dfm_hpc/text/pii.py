@@ -74,8 +74,10 @@ def _find_cpr(text: str, low: str, ip: str = "all") -> Iterator[Span]:
 # every word character of the text. Obfuscated forms: "navn(på)klub.dk", "navn [at] klub [dot] dk",
 # "navn at klub.dk" (the last only when the word before "at" is no Danish clause word).
 _DOT = r"(?:\.|\s?[\(\[\{](?:dot|punktum)[\)\]\}]\s?|[ \t]dot[ \t])"
-_EMAIL_DOMAIN = re.compile(r"@((?:[\w-]+\.)+[A-Za-z]{2,})(?![\w-])")
-_OBF_DOMAIN = re.compile(rf"\s?((?:[\w-]+{_DOT})+[A-Za-z]{{2,}})(?![\w-])(?!/)")
+# a top-level domain is in one case: "gå.Politikerne" is a sentence end without a space (issue #24)
+_TLD = r"(?:[a-z]{2,}|[A-Z]{2,})(?![\w-])"
+_EMAIL_DOMAIN = re.compile(rf"@((?:[\w-]+\.)+{_TLD})")
+_OBF_DOMAIN = re.compile(rf"\s?((?:[\w-]+{_DOT})+{_TLD})(?!/)")
 _OBF_BRACKET = re.compile(r"[(\[{](?:at|på|snabel-?a)[)\]}]")  # on the lower-cased text
 _OBF_WORD = re.compile(r" at(?=\s[\w-]+(?:\.|\s?[(\[{]dot[)\]}]\s?)[\w-])")  # " at " before a domain
 _EMAIL_LOCAL = re.compile(r"(?<![\w.%+-])[\w%+-]+(?:\.[\w%+-]+)*$")
@@ -102,8 +104,8 @@ def _find_email(text: str, low: str, ip: str = "all") -> Iterator[Span]:
             if not local:
                 continue
             word = local[0].lower()
-            if rx is _OBF_WORD and word in cues.AT_STOPWORDS:
-                continue  # "for at dr.dk ...": a Danish clause, no address
+            if rx is _OBF_WORD and not cues.at_word_ok(word, dom[1]):
+                continue  # "for at dr.dk ...": a Danish clause; "website at www.x.dk": a web address
             if not cues.placeholder_email(word, dom[1]):
                 yield local.start(), dom.end(), "email"
 
@@ -142,9 +144,9 @@ def _phone_ok(text: str, s: int, e: int, pre: str, body: str) -> bool:
     yearish = len(body) == 9 and body[4] == " " and _YEAR.fullmatch(body[:4])
     if yearish and _YEAR.fullmatch(body[5:]):
         return cues.PHONE_BEFORE.search(w) is not None  # "1999 2004": two years, unless "mobil: 1999 2004"
-    if (loose or yearish) and not cues.PHONE_NEAR.search(cues.clause(w)):
+    if (loose or yearish) and not (cues.PHONE_NEAR.search(cues.clause(w)) or cues.table_cue(text, s)):
         # "25 000 000", "2019 12 31" count only after tlf, mobil, ring...; so does "i 2018 1500 ..."
-        # (a year and a count)
+        # (a year and a count); or in a table under a "Telefon" header
         return False
     return True
 

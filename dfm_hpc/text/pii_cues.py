@@ -24,7 +24,10 @@ _NR = r"(?:[-.]?\s?(?:nr|nummer|numre|no|number|id)\b\.?)?"
 # person ids, case and journal numbers, ISBN/ISSN, orders, invoices, customers, members...
 _ID_STEMS = (r"cvr|se-|p-|kreditor|debitor|fi-kreditor|rid|pid|uid|id|sag|sags|j\.|j|jr|jnr|journal|isbn|issn|"
              r"ean|gln|ordre|order|faktura|invoice|kunde|customer|vare|post|bilag|medlem|medlems|løbe|serie|serial|"
-             r"ref|reference|licens|lot|batch|abonnement|police|tracking|pakke|forsendelse|konto|kto|reg|akt|dok")
+             r"ref|reference|licens|lot|batch|abonnement|police|tracking|pakke|forsendelse|konto|kto|reg|akt|dok|"
+             # product codes: a barcode (EAN-8) has a phone's shape ("Stregkode: 57012345", issue #24)
+             r"stregkoden?|barcode|ean-?(?:8|13)|gtin|upc|sku|art|artikel|produkt|produktnummer|produktkode|varekode|"
+             r"model|modelnummer")
 LOOKALIKE_BEFORE = re.compile(rf"(?i)(?<![\w-])(?:{_ID_STEMS}){_NR}{_CONNECT}$")
 
 ACCOUNT_BEFORE = re.compile(rf"(?i)(?<![\w-])(?:reg|registr\w*|konto\w*|kto|account|acct|bankkonto){_NR}{_CONNECT}$")
@@ -51,10 +54,12 @@ AMOUNT_AFTER = re.compile(r"(?i)[ \t]*(?:kr\b|kr\.|,-|dkk|euro|eur\b|%|procent|p
 REGISTER_LINK = re.compile(r"\]\([^)\s]*(?:cvr|virk\.dk|proff|krak|firmainfo)", re.I)
 
 # e-mail placeholders of forms and guides ("navn@abc.dk", "fornavn.efternavn@firma.dk")
+# A local part that says "your name" is a placeholder whatever the domain; a generic one (mail@, email@)
+# is a real role address ("mail@roklub.dk", issue #24) unless the domain is a placeholder too.
 PLACEHOLDER_LOCALS = frozenset(
     "navn ditnavn dit.navn dit_navn fornavn efternavn fornavn.efternavn brugernavn din dinmail din.mail din.email "
-    "dinemail minmail min.mail mail email e-mail xxx xx x abc name yourname your.name firstname.lastname "
-    "first.last firstname user username someone initialer".split())
+    "dinemail minmail min.mail xxx xx yourname your.name firstname.lastname first.last firstname username someone "
+    "initialer".split())
 PLACEHOLDER_DOMAINS = frozenset("abc.dk xxx.dk xx.dk eksempel.dk domæne.dk domaene.dk ditdomæne.dk mitdomæne.dk "
                                 "domain.com domain.dk firma.xx".split())
 # words that end a Danish clause before "at" ("for at", "håber at"): "X at domain.tld" is no address then
@@ -62,7 +67,10 @@ AT_STOPWORDS = frozenset(
     "for og men så end uden ved om til må skal kan vil tror mener siger sagde håber sikre sikrer betyder viser "
     "fortæller oplyser vide synes føler regner forventer glad nødt klar svært godt vigtigt muligt nemt let "
     "begyndte begynder prøve prøver forsøge lov lyst tid mulighed ønsker ønske besluttet valgt ud op ind hjem "
-    "lære lærer huske husk bede beder look".split())
+    "lære lærer huske husk bede beder look "
+    # English: "at" is a preposition there ("our website at www.x.dk", "available at x.dk")
+    "us me website site homepage webpage web page online available found located more here there it them "
+    "now today visit blog shop store tickets information details hjemmeside hjemmesiden".split())
 
 _MASKS = frozenset(".".join(str((((1 << 32) - 1) ^ ((1 << (32 - n)) - 1)) >> s & 255) for s in (24, 16, 8, 0))
                    for n in range(8, 33))  # 255.0.0.0 ... 255.255.255.255
@@ -93,10 +101,15 @@ def in_url(text: str, s: int) -> bool:
     return "://" in tok or "www." in tok or "WWW." in tok
 
 
+_GLUED = re.compile(r"(?<=[\d)\]])[-–/|;,](?=[^\W\d_])")
+
+
 def ends_with(rx, w: str, words: int = 4) -> bool:
     """rx (anchored with $) matches from the start of one of w's last `words` tokens: a few match
     attempts instead of a search from every position of the window."""
     w = w.replace("-\n", "")  # "Journal-\nnummer": a cue hyphenated over a line break
+    if "-" in w or "/" in w or "|" in w:  # "CVR:12345678-RID:": a cue glued to the number before it
+        w = _GLUED.sub(" ", w)
     end = len(w)
     for _ in range(words):
         i = max(w.rfind(" ", 0, end), w.rfind("\n", 0, end), w.rfind("\t", 0, end))
@@ -133,6 +146,39 @@ def is_section(text: str, s: int, e: int, value: str) -> bool:
 
 def placeholder_email(local: str, domain: str) -> bool:
     return local.lower() in PLACEHOLDER_LOCALS or domain.lower() in PLACEHOLDER_DOMAINS
+
+
+def at_word_ok(word: str, domain: str) -> bool:
+    """'jens.p at firma-as.dk': the word before ' at ' is no clause or English word, and the domain no
+    web address ('our website at www.roklub.dk')."""
+    return word not in AT_STOPWORDS and not domain.lower().startswith("www")
+
+
+_CELL = re.compile(r"\t|\||[^ ] {2,}[^ ]")  # a table's column break: a tab, a bar or aligned blanks
+_RULE = re.compile(r"[-|:+= \t]*")  # "|---|---|", "-----"
+
+
+def table_cue(text: str, s: int, cue=PHONE_NEAR, rows: int = 12) -> bool:
+    """The number at s is in a table row under a header that names it ("Navn  Funktion  Telefon",
+    issue #24): going up over rows (lines with column breaks), blank lines and rules, the first line
+    without digits is the header, and it holds the cue."""
+    ls = text.rfind("\n", 0, s) + 1
+    le = text.find("\n", s)
+    if not _CELL.search(text[ls:le if le >= 0 else len(text)]):
+        return False
+    end = ls - 1
+    for _ in range(rows):
+        if end < 0:
+            return False
+        start = text.rfind("\n", 0, end) + 1
+        line = text[start:end]
+        if not _RULE.fullmatch(line):
+            if not _CELL.search(line):
+                return False  # prose: no table
+            if not any(c.isdigit() for c in line):
+                return cue.search(line) is not None
+        end = start - 1
+    return False
 
 
 # --- numbers wrapped over a line break (text extracted from PDFs) ----------------------------------

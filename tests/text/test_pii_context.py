@@ -49,6 +49,16 @@ FOUND = [
     ("Reg.nr. og kontonr.: 1234 0012345678", [("1234 0012345678", "iban")]),
     ("Konto: 0101901234", [("0101901234", "iban")]),  # the account cue wins over CPR
     ("Kontonummer:\n5371 245678", [("5371 245678", "iban")]),
+    # issue #24: a generic local part with a real domain is a role address, no placeholder
+    ("Skriv til mail@roklub.dk eller ring.", [("mail@roklub.dk", "email")]),
+    ("E-mail: e-mail@firma-as.dk", [("e-mail@firma-as.dk", "email")]),
+    ("Kontakt: email@skolen.dk.Næste møde er i maj.", [("email@skolen.dk", "email")]),
+    ("Skriv til lone at skolen.dk.Vi svarer hurtigt.", [("lone at skolen.dk", "email")]),
+    # issue #24: a phone number under a table header, one or more rows below it
+    ("Navn            Funktion        Telefon\nJens Hansen     Formand         60 789 123\n"
+     "Mette Holm      Kasserer        4012 34 56", [("60 789 123", "phone"), ("4012 34 56", "phone")]),
+    ("| Navn | Tlf. |\n|---|---|\n| Ida Møller | 42 826 605 |", [("42 826 605", "phone")]),
+    ("Navn\tMobil\n\nSøren Berg\t31 456 789", [("31 456 789", "phone")]),
 ]
 
 NOT_FOUND = [
@@ -72,6 +82,19 @@ NOT_FOUND = [
     # IPv4 look-alikes: netmasks, section and version numbers
     "netmask 255.255.255.0 og 255.255.0.0", "Se afsnit 4.2.3.1 om reglerne.", "4.2.3.1 Oversigt\nTeksten.",
     "Indhold\n4.2.3.1 Oversigt over tilskud", "Opdater til version 1.2.0.7.", "punkt 2.1.3.4 i vedtægterne",
+    # issue #24: "X at Y" over a sentence end without a space, and before a web address
+    "Der er lang vej at gå.Politikerne vil ikke.", "Han havde intet at skjule.Derfor gik han.",
+    "Visit our website at www.roklub.dk for the programme.", "Read more at www.kk.dk/nyheder",
+    "Tickets are available at billetlugen.dk.", "Find us online at www.dbu.dk.",
+    "Angiv e-mail som fx mail@abc.dk.",  # a generic local part with a placeholder domain
+    # issue #24: a look-alike cue glued to the number before it
+    "Signeret af Jens Hansen, CVR:29741234-RID:42151234", "CVR 37741175|RID 29741234",
+    "Kreditor:81135045/Ordre:42151234", "SE-nr.:37741175-P-nr.:1012345678",
+    # issue #24: barcodes and product numbers
+    "Stregkode: 57012345", "Stregkode 5701 2345", "EAN-8: 57012345", "Barcode: 57012345",
+    "Art.nr. 42151234", "Produktnummer: 42151234",
+    # a table of amounts of a phone's 2-3-3 shape: its header is no phone cue
+    "Kommune         Indbyggere\nAarhus          34 567 890\nOdense          20 123 456",
 ]
 
 

@@ -1,5 +1,7 @@
 """The PII filter on real Danish text (bench/pii_realtext.py, issue #16): issue's targets per type,
-on a draw the benchmark's published figures did not use (seed 7), and nothing found in the raw text."""
+on a draw the benchmark's published figures did not use (seed 7), and nothing found in the raw text.
+The draw holds issue #24's classes: role addresses (mail@), sentences glued without a space, "at
+www.", glued look-alike cues, barcodes, and phone tables whose only cue is the header."""
 
 from __future__ import annotations
 
@@ -30,8 +32,9 @@ def test_targets_per_type(ip_policy):
     assert any(lay == "pdf" for *_, lay in docs) and any(lay == "plain" for *_, lay in docs)
     res, errors = bench.score(docs, ip_policy)
     for t, (prec, rec, gold, found) in res.items():
-        assert gold >= 60, (t, gold)
-        assert prec >= 0.98 and rec >= 0.95, (t, res[t], [e for e in errors if e[1] == t][:5])
+        assert gold >= 50, (t, gold)
+        # issue #24: precision >= 0.99 per type, with its error classes among the look-alikes
+        assert prec >= 0.99 and rec >= 0.95, (t, res[t], [e for e in errors if e[1] == t][:5])
 
 
 def test_wrapping_keeps_gold_spans():
