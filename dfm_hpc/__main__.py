@@ -1,4 +1,5 @@
-"""`python -m dfm_hpc`: a subcommand (status, logs, cancel, rerun, list, compare, prefetch), --help, else the Hydra app.
+"""`python -m dfm_hpc`: a subcommand (status, logs, cancel, rerun, list, compare, export-evals, prefetch, calibrate,
+chat), --help, else the Hydra app.
 
 Bad input of any kind ends in exit 2 with one paragraph on stderr, never a traceback
 (DFM_HPC_DEBUG=1 shows the traceback).
@@ -11,7 +12,7 @@ import os
 import sys
 from typing import List, Optional
 
-SUBCOMMANDS = ("status", "logs", "cancel", "rerun", "list", "compare", "prefetch", "calibrate", "chat")
+SUBCOMMANDS = ("status", "logs", "cancel", "rerun", "list", "compare", "prefetch", "calibrate", "chat", "export-evals")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -44,6 +45,12 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("runs", nargs="+", metavar="RUN_OR_RESULTS", help="run dir, sweep dir or results.json")
     s.add_argument("--runs-root", default="runs")
     s.add_argument("--out", help="also write the table to this file")
+    s.add_argument("--allow-mismatch", action="store_true",
+                   help="show columns whose model name carries different weight hashes (marked), instead of refusing")
+    s = sub.add_parser("export-evals", help="a run's evaluate results in the every-eval-ever format (JSON files)")
+    s.add_argument("runs", nargs="+", metavar="RUN_OR_RESULTS", help="run dir, sweep dir or results.json")
+    s.add_argument("--out", help="where to write (default: each run's stages/evaluate/every_eval_ever/)")
+    s.add_argument("--runs-root", default="runs")
     s = sub.add_parser("prefetch",
                        help="hub models/datasets an experiment needs: cached for the jobs? (--download fetches)")
     s.add_argument("overrides", nargs="*", help="+experiment=NAME key=value ... as for a launch")
@@ -133,7 +140,11 @@ def _main(argv: List[str]) -> int:
         if args.cmd == "compare":
             from dfm_hpc.login import compare
 
-            return compare.compare(args.runs, args.runs_root, args.out)
+            return compare.compare(args.runs, args.runs_root, args.out, args.allow_mismatch)
+        if args.cmd == "export-evals":
+            from dfm_hpc.login import export_evals
+
+            return export_evals.export(args.runs, args.out, args.runs_root)
         if args.cmd == "chat":
             from dfm_hpc.login import chat
 

@@ -3,14 +3,15 @@
 Written in a rank by the evaluate stage, read on the login node by `compare` and by the card stage,
 so it lives here, importing neither world. Format 2 (this code) gives each model `benchmarks`
 ({"<harness>/<task>": {"scores": {metric: value}, "meta": {comparability fields}}}), `notes` and
-`serving`; format 1 (older runs: `euroeval` scores and one `euroeval_note`) is still read.
+`serving`; format 1 (older runs: `euroeval` scores and one `euroeval_note`) is still read. Rows written
+since issue #23 also carry `bound_to` (job/scored.py): what was scored, its weights' content hash first.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 RESULTS = Path("stages") / "evaluate" / "results.json"
 FORMAT = 2
@@ -19,8 +20,8 @@ FORMAT = 2
 BASE_METRICS = ("eval_loss", "perplexity", "eval_texts", "eval_tokens")
 # what must agree for two benchmark numbers to be comparable (EuroEval issue #1703: up to +-12 points
 # between A100 TP=1 and MI250X TP=4); num_fewshot and chat_template change the prompt itself
-COMPARABLE = ("harness", "harness_version", "task_version", "split", "n_samples", "num_fewshot", "seed", "dtype",
-              "backend", "backend_version", "chat_template")
+COMPARABLE = ("harness", "harness_version", "task_version", "dataset_revision", "split", "n_samples", "num_fewshot",
+              "seed", "dtype", "backend", "backend_version", "chat_template")
 SERVING = ("startup_s", "tokens_per_s")
 
 
@@ -107,6 +108,55 @@ def comparability(columns: Sequence[Tuple[str, dict]]) -> List[str]:
     return warnings
 
 
+UNKNOWN = "hash: unknown"
+
+
+def weights_hash(model: dict) -> Optional[str]:
+    """The sha256 of what a row scored (job/scored.content_hash); None: not recorded (older results) or not
+    computable (a hub model not cached)."""
+    return ((model.get("bound_to") or {}).get("weights") or {}).get("sha256")
+
+
+def model_ref(model: dict) -> str:
+    """The name a row's weights go by across runs: bound_to.model (a hub id, or an absolute path), else the
+    row's path (older results)."""
+    return (model.get("bound_to") or {}).get("model") or str(model.get("path") or model.get("name"))
+
+
+def weights_cell(model: dict) -> str:
+    h = weights_hash(model)
+    return h[:12] if h else UNKNOWN
+
+
+def mismatches(columns: Sequence[Tuple[str, dict]]) -> List[Tuple[str, Dict[str, List[str]]]]:
+    """(model name, {hash: [labels]}) for each name that carries two or more different weight hashes."""
+    out = []
+    for ref, have in _by_ref(columns).items():
+        known = {h: labs for h, labs in have.items() if h != UNKNOWN}
+        if len(known) > 1:
+            out.append((ref, known))
+    return out
+
+
+def unknowns(columns: Sequence[Tuple[str, dict]]) -> List[str]:
+    """One line per name shared by several rows where some have no hash: never taken to be the same weights."""
+    out = []
+    for ref, have in _by_ref(columns).items():
+        if UNKNOWN in have and sum(len(v) for v in have.values()) > 1:
+            out.append(f"{ref}: weights hash unknown for {', '.join(have[UNKNOWN])} (results from before hashes, "
+                       "or a model not on disk): whether they are the same weights as "
+                       f"{', '.join(lab for h, labs in have.items() if h != UNKNOWN for lab in labs) or 'each other'}"
+                       " cannot be told")
+    return out
+
+
+def _by_ref(columns: Sequence[Tuple[str, dict]]) -> Dict[str, Dict[str, List[str]]]:
+    groups: Dict[str, Dict[str, List[str]]] = {}
+    for lab, m in columns:
+        groups.setdefault(model_ref(m), {}).setdefault(weights_hash(m) or UNKNOWN, []).append(lab)
+    return groups
+
+
 def meta_table(rows: Sequence[dict]) -> str:
     """Each benchmark's comparability fields (as the first model that has it recorded them)."""
     first: Dict[str, dict] = {}
@@ -124,7 +174,8 @@ def meta_table(rows: Sequence[dict]) -> str:
 def markdown(source: str, rows: Sequence[dict]) -> str:
     """results.md: the metric x model table, the benchmarks' comparability fields, warnings, notes."""
     cols = [(r["name"], r) for r in rows]
-    md = ["# Evaluation\n", f"Held-out text: `{source}`\n", markdown_table([(n, flatten(r)) for n, r in cols])]
+    md = ["# Evaluation\n", f"Held-out text: `{source}`\n",
+          markdown_table([(n, {"weights sha256": weights_cell(r), **flatten(r)}) for n, r in cols])]
     table = meta_table(rows)
     if table:
         md.append("\nBenchmarks (what a comparison must hold equal):\n\n" + table)

@@ -23,6 +23,7 @@ Usage:
   python -m dfm_hpc status [RUN] | logs RUN [--stage S] [--rank R] [--follow]
   python -m dfm_hpc cancel RUN | rerun RUN [--fresh] [key=value ...] | list
   python -m dfm_hpc compare RUN [RUN ...]                    evaluation results side by side
+  python -m dfm_hpc export-evals RUN [--out DIR]             evaluation results as every-eval-ever JSON
   python -m dfm_hpc prefetch +experiment=NAME [--download]   hub models/datasets the jobs need (offline)
   python -m dfm_hpc calibrate RUN                            the throughput a finished run measured
   python -m dfm_hpc SUBCOMMAND --help                        a subcommand's options
