@@ -281,7 +281,7 @@ def test_stage_on_tiny_models(tmp_path, capsys):
     assert [m["name"] for m in res["models"]] == ["base", "trained"]
     for m in res["models"]:
         assert set(m) == {"name", "path", "eval_loss", "perplexity", "eval_texts", "eval_tokens", "benchmarks",
-                          "notes", "serving", "seconds"}
+                          "notes", "serving", "seconds", "bound_to"}
         assert math.isfinite(m["perplexity"]) and m["perplexity"] == pytest.approx(math.exp(m["eval_loss"]))
         assert m["eval_texts"] == 30 and m["eval_tokens"] > 30
         # lm-eval scored the Danish multiple-choice task dfm_hpc wrote, in-process (hf backend)
@@ -296,6 +296,21 @@ def test_stage_on_tiny_models(tmp_path, capsys):
         # EuroEval is a client of a served model: without evaluate.server, a note, not a crash
         assert m["serving"] is None and any("set evaluate.server" in n for n in m["notes"])
     base_row, trained_row = res["models"]
+    # what each score is bound to (job/scored.py): the weights' content, the parameters, the harness, the data
+    for m, ref in ((base_row, "tiny:llama"), (trained_row, str(trained.resolve()))):
+        b, meta = m["bound_to"], m["benchmarks"]["lm-eval/dfm_danish_mc"]["meta"]
+        assert b["model"] == ref and len(b["weights"]["sha256"]) == 64 and b["weights"]["files"] == 1
+        assert b["parameters"] > 1000 and b["harnesses"] == {"lm-eval": meta["harness_version"]}
+        assert b["run"] is None and b["server"] is None and meta["dataset_revision"].startswith("sha256:")
+    assert base_row["bound_to"]["weights"]["sha256"] != trained_row["bound_to"]["weights"]["sha256"]
+    import jsonschema
+
+    from dfm_hpc.login import export_evals  # the real results.json as every-eval-ever records, valid
+
+    recs = export_evals.records("run", res, "2026-12-06T10:00:00+0000")
+    schema = json.loads((REPO / "tests" / "data" / "every_eval_ever" / "eval.schema.json").read_text())
+    assert len(recs) == 4 and all(not list(jsonschema.Draft7Validator(schema).iter_errors(
+        {k: v for k, v in r.items() if k != "_path"})) for r in recs)
     assert trained_row["perplexity"] < base_row["perplexity"] / 5  # learnt the patterned text
     assert base_row["eval_tokens"] == trained_row["eval_tokens"]  # same tokenizer, same texts
 
