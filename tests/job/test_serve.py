@@ -246,10 +246,13 @@ def test_served_tiny_model_is_scored_by_lm_eval_and_euroeval(tmp_path, monkeypat
     assert m["serving"]["tokens_per_s"] > 0 and m["serving"]["completion_tokens"] > 0
     lm = m["benchmarks"]["lm-eval/dfm_danish_mc_gen"]
     assert 0 <= lm["scores"]["exact_match (letter)"] <= 1
-    assert lm["meta"] | {"harness_version": None, "backend_version": None} == {
+    assert lm["meta"] | {"harness_version": None, "backend_version": None, "dataset_revision": None} == {
         "dtype": "float32", "backend": "transformers", "backend_version": None, "seed": 7, "chat_template": False,
         "harness": "lm-eval", "harness_version": None, "task_version": "1.0", "split": "test", "n_samples": 4,
-        "num_fewshot": 0}
+        "n_samples_total": 20, "num_fewshot": 0, "dataset": "json", "dataset_revision": None}
+    # the versions the server's own interpreter reported, bound to the scores (job/scored.py)
+    assert m["bound_to"]["server"] == m["serving"]["runtime"] and m["serving"]["runtime"]["transformers"]
+    assert lm["meta"]["backend_version"] == m["serving"]["runtime"]["transformers"]
     ee = m["benchmarks"].get("euroeval/sentiment-classification/angry-tweets")
     assert ee is not None, m["notes"]
     assert set(ee["scores"]) >= {"mcc", "macro_f1"}
