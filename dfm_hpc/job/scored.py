@@ -44,7 +44,18 @@ def weight_files(d: Path) -> List[Path]:
 def content_hash(path: str, depth: int = 0) -> Dict:
     """{"sha256", "files", "bytes", "base"}: sha256 over the sorted (relative name, bytes) of the weight files,
     streamed; an adapter's hash also covers its base's (so one hash names the model that was scored), whose
-    own record is `base`. A path that resolves to nothing here (a hub id not cached): sha256 None."""
+    own record is `base`. A path that resolves to nothing here (a hub id not cached): sha256 None. Kept for
+    this process under the cheap identity: base, SFT and DPO on one 7B base read the base once, not three times."""
+    key = eval_progress.weights_id(path)
+    if key not in _HASHED:
+        _HASHED[key] = _content_hash(path, depth)
+    return json.loads(json.dumps(_HASHED[key]))  # a copy: callers may add to it
+
+
+_HASHED: Dict[str, Dict] = {}
+
+
+def _content_hash(path: str, depth: int) -> Dict:
     d = eval_progress.local_dir(path)
     if d is None:
         return {"sha256": None, "why": f"{path} is neither a dir nor a cached hub model"}
