@@ -329,6 +329,8 @@ CLI_CASES = [
     ("rerun-edited-env-key", ["rerun", "{edited_key}"], "not a shell variable name"),
     ("compare-broken-json", ["compare", "{results}"], "JSONDecodeError"),
     ("compare-nosuch", ["compare", "nosuch", "--runs-root", "{runs}"], "no run 'nosuch'"),
+    ("export-evals-broken-json", ["export-evals", "{results}"], "JSONDecodeError"),
+    ("export-evals-nosuch", ["export-evals", "nosuch", "--runs-root", "{runs}"], "no run 'nosuch'"),
     ("prefetch-unknown-experiment", ["prefetch", "+experiment=nosuch"], "unknown experiment"),
     ("prefetch-bad-key", ["prefetch", "+experiment=demo", "nosuch.key=1"], "unknown config key"),
     ("list-bad-flag", ["list", "--nosuch"], "unrecognized arguments"),
