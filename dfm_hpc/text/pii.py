@@ -18,7 +18,7 @@ import bisect
 import ipaddress
 import re
 from collections import Counter
-from typing import Callable, Dict, Iterable, Iterator, List, Sequence, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from dfm_hpc.schema import IpPolicy, PiiType, Replacement
 from dfm_hpc.text import pii_cues as cues
@@ -30,7 +30,7 @@ TAGS = {**{t: f"<{t.upper()}>" for t in TYPES}, "name": "<NAME>", "address": "<A
 REPLACEMENTS = tuple(Replacement.values())
 
 Span = Tuple[int, int, str]
-Windows = Sequence[Tuple[int, int]]  # the parts of a text the digit-led scans read; () = all of it
+Starts = Optional[Sequence[int]]  # where the text's digit runs start (_digit_starts); None: not known yet
 
 # --- cpr ------------------------------------------------------------------------------------------
 # DDMMYY[-| ]XXXX, not glued to other digit groups (phone lists, account numbers, decimals) or to
@@ -52,11 +52,11 @@ def valid_date(dd: int, mm: int, yy: int) -> bool:
     return not (mm == 2 and dd == 29 and yy % 4)
 
 
-def _find_cpr(text: str, low: str, ip: str = "all", wins: Windows = ()) -> Iterator[Span]:
+def _find_cpr(text: str, low: str, ip: str = "all", starts: Starts = None) -> Iterator[Span]:
     seen = set()
     loose = "cpr" in low or "person" in low or "fødsel" in low
     for rx in ((_CPR, _CPR_LOOSE) if loose else (_CPR,)):
-        for m in _scan(rx, text, wins):
+        for m in _at(rx, text, _digit_starts(text, starts)):
             s = m.start()
             if s in seen or not valid_date(int(m[1]), int(m[2]), int(m[3])):
                 continue
@@ -91,7 +91,7 @@ def _obfuscated(low: str) -> bool:
     return bool(_OBF_WORD.search(low) or any(b in low for b in _BRACKET_AT) and _OBF_BRACKET.search(low))
 
 
-def _find_email(text: str, low: str, ip: str = "all", wins: Windows = ()) -> Iterator[Span]:
+def _find_email(text: str, low: str, ip: str = "all", starts: Starts = None) -> Iterator[Span]:
     if "@" in text:
         for m in _EMAIL_DOMAIN.finditer(text):
             at = m.start()
@@ -140,7 +140,7 @@ def _phone_ok(text: str, s: int, e: int, pre: str, body: str) -> bool:
     if pre:
         return True
     w = cues.before(text, s)
-    if cues.ends_with(cues.LOOKALIKE_BEFORE, w) or cues.ends_with(cues.RANGE_BEFORE, w) or cues.in_url(text, s):
+    if cues.ends_with(cues.NO_PHONE_BEFORE, w) or cues.in_url(text, s):
         return False
     if cues.degenerate(body.replace(" ", "").replace("-", "")) or cues.REGISTER_LINK.match(text, e):
         return False
@@ -155,10 +155,15 @@ def _phone_ok(text: str, s: int, e: int, pre: str, body: str) -> bool:
     return True
 
 
-def _find_phone(text: str, low: str, ip: str = "all", wins: Windows = ()) -> Iterator[Span]:
-    found = list(_scan(_PHONE, text, wins))
+def _find_phone(text: str, low: str, ip: str = "all", starts: Starts = None) -> Iterator[Span]:
+    starts = _digit_starts(text, starts)
+    found = list(_at(_PHONE, text, starts))
     if "+45" in text or "0045" in text or "45)" in text:
-        found = sorted(found + list(_scan(_PHONE_PRE, text, wins)), key=lambda m: m.start())
+        # a prefix starts at "0045", or 1-2 characters before "45" ("+45", "(45)", "(+45)")
+        pre = [q for p in starts for q in ((p,) if text.startswith("0045", p) else
+                                          (p - 2, p - 1) if text.startswith("45", p) and p > 1 else
+                                          (p - 1,) if text.startswith("45", p) and p else ())]
+        found = sorted(found + list(_at(_PHONE_PRE, text, pre)), key=lambda m: m.start())
     for m in found:
         s, e = m.start(), m.end()
         pre = m.groupdict().get("pre") or ""
@@ -190,10 +195,10 @@ def _ip_wanted(value: str, policy: str) -> bool:
     return ipaddress.ip_address(value).is_global and value not in cues.RESOLVERS
 
 
-def _find_ip(text: str, low: str, ip: str = "all", wins: Windows = ()) -> Iterator[Span]:
+def _find_ip(text: str, low: str, ip: str = "all", starts: Starts = None) -> Iterator[Span]:
     if ip == "off":
         return
-    for m in _scan(_IPV4, text, wins):
+    for m in _at(_IPV4, text, _digit_starts(text, starts)):
         v = m[0]
         if any(int(o) > 255 or len(o) > 1 and o[0] == "0" for o in v.split(".")):
             continue
@@ -203,7 +208,7 @@ def _find_ip(text: str, low: str, ip: str = "all", wins: Windows = ()) -> Iterat
             yield m.start(), m.end(), "ip"
     if not _COLON2.search(text):  # a literal-led scan: far cheaper than _IPV6's own
         return
-    for m in _scan(_IPV6, text, wins):
+    for m in _IPV6.finditer(text):
         cand = m[0]
         if cand.endswith(":") and not cand.endswith("::"):  # "fe80::1:" -> drop a trailing colon
             cand = cand[:-1]
@@ -258,8 +263,10 @@ def _mod97(s: str) -> int:
     return int("".join(str(int(c, 36)) for c in s)) % 97
 
 
-def _find_iban(text: str, low: str, ip: str = "all", wins: Windows = ()) -> Iterator[Span]:
-    for m in _scan(_IBAN, text, wins):
+def _find_iban(text: str, low: str, ip: str = "all", starts: Starts = None) -> Iterator[Span]:
+    starts = _digit_starts(text, starts)
+    # an IBAN's check digits start a digit run right after its two country letters
+    for m in _at(_IBAN, text, [p - 2 for p in starts if p > 1 and text[p - 2:p].isupper()]):
         # the greedy regex may have swallowed a following uppercase word or number group:
         # try the longest prefix that ends on a group boundary and has a valid checksum
         s, cand = m.start(), m[0]
@@ -276,13 +283,13 @@ def _find_iban(text: str, low: str, ip: str = "all", wins: Windows = ()) -> Iter
         if m and not cues.AMOUNT_AFTER.match(text, m.end()):
             yield m.start("acc"), m.end(), "iban"
     if "-" in text:
-        for m in _scan(_REG_DASH, text, wins):
+        for m in _at(_REG_DASH, text, starts):
             w = cues.before(text, m.start())
             if not (cues.in_url(text, m.start()) or cues.ends_with(cues.LOOKALIKE_BEFORE, w)) or \
                     cues.ends_with(cues.ACCOUNT_BEFORE, w):
                 yield m.start(), m.end(), "iban"
     if any(c in low for c in ("reg", "kont", "kto", "acc", "bank", "betal", "overf", "indsæt", "indsat")):
-        for m in _scan(_REG_LOOSE, text, wins):  # "0828 – 0000270912", "5371 / 245678": only after an account cue
+        for m in _at(_REG_LOOSE, text, starts):  # "0828 – 0000270912", "5371 / 245678": only after an account cue
             if cues.ACCOUNT_NEAR.search(cues.before(text, m.start(), 60)):
                 yield m.start(), m.end(), "iban"
 
@@ -321,31 +328,28 @@ def check_ip(policy: str) -> str:
 
 
 # Speed (issue #24): a regex that starts with a character class scans at ~60 MB/s, one led by a
-# literal or a str method at GB/s. So the digits are found once, and every digit-led scan reads only
-# the windows around them (MARGIN covers the longest match part without a digit: an IPv6 address's
-# letter groups, an IBAN's). Lookbehinds still see the text before a window.
-_RUN = re.compile(r"\d[\d\W]*")
-MARGIN = 40
+# literal or a str method at GB/s. Every match of the digit-led regexes starts where a run of digits
+# starts (their first digit's lookbehind says so; an IBAN two letters before one), so the text is
+# scanned for those once, and each regex is only tried there (`match`, with finditer's semantics).
+_STARTS = re.compile(r"\d(?<!\d\d)")
 
 
-def _windows(text: str) -> Windows:
-    wins: List[List[int]] = []
-    for m in _RUN.finditer(text):
-        a, b = m.start() - MARGIN, m.end() + MARGIN
-        if wins and a <= wins[-1][1]:
-            wins[-1][1] = b
-        else:
-            wins.append([max(a, 0), b])
-    if sum(b - a for a, b in wins) * 2 > len(text):
-        return [(0, len(text))] if wins else []  # mostly digits anyway: one scan of all
-    return [(a, min(b, len(text))) for a, b in wins]
+def _digit_starts(text: str, starts: Starts = None) -> Sequence[int]:
+    if starts is not None:
+        return starts
+    first = min([i for i in map(text.find, "0123456789") if i >= 0], default=-1)  # str.find: no regex scan
+    return [] if first < 0 else [m.start() for m in _STARTS.finditer(text, first)]
 
 
-def _scan(rx: "re.Pattern[str]", text: str, wins: Windows) -> Iterator["re.Match[str]"]:
-    if not wins:
-        yield from rx.finditer(text)
-    for a, b in wins:
-        yield from rx.finditer(text, a, b)
+def _at(rx: "re.Pattern[str]", text: str, cands: Iterable[int]) -> Iterator["re.Match[str]"]:
+    """rx.finditer(text) when every match starts at one of cands (ascending): non-overlapping."""
+    end = 0
+    for p in cands:
+        if p >= end:
+            m = rx.match(text, p)
+            if m:
+                end = m.end()
+                yield m
 
 
 _NL_DIGIT = re.compile(r"\n[ \t]*[-–\d(+]")  # literal-led: gates WRAP, whose lookbehind scans every char
@@ -381,13 +385,13 @@ def find(text: str, types: Sequence[str] = TYPES, ip: str = "all", extra: Sequen
     check_types(types)
     check_ip(ip)
     low = text.lower().replace("\n", " ")  # same length; "ida.h\nat gmail.com" reads as " at "
-    wins = _windows(text)
-    if not wins:  # every type but e-mail needs a digit
+    starts = _digit_starts(text)
+    if not starts:  # every type but e-mail needs a digit
         if "@" not in text and not _obfuscated(low):
             return sorted(extra)
         types = [t for t in types if t == "email"]
-    cands: Dict[str, List[Span]] = {t: list(_FINDERS[t](text, low, ip, wins)) for t in PRIORITY if t in types}
-    if "\n" in text and wins and _NL_DIGIT.search(text) and cues.WRAP.search(text):
+    cands: Dict[str, List[Span]] = {t: list(_FINDERS[t](text, low, ip, starts)) for t in PRIORITY if t in types}
+    if "\n" in text and starts and _NL_DIGIT.search(text) and cues.WRAP.search(text):
         for s, e, t in _wrapped(text, types, ip):
             cands[t].append((s, e, t))
     starts: List[int] = []

@@ -50,6 +50,8 @@ NETMASK_NEAR = re.compile(r"(?i)(?:netmask|net-?maske|subnet\w*|maske|mask)")
 # "mellem 10000000 og 99999999", "fra 20000000 til ...": a form's valid range
 RANGE_BEFORE = re.compile(r"(?i)(?<!\w)(?:mellem|fra|between|from)[ \t]+(?:\d{8}[ \t]+(?:og|til|and|to)[ \t]+)?$")
 AMOUNT_AFTER = re.compile(r"(?i)[ \t]*(?:kr\b|kr\.|,-|dkk|euro|eur\b|%|procent|pct)")
+# either: no phone number after it (one look at the tokens instead of two)
+NO_PHONE_BEFORE = re.compile(f"(?:{LOOKALIKE_BEFORE.pattern[4:]})|(?:{RANGE_BEFORE.pattern[4:]})", re.I)
 # "[37741175](https://datacvr.virk.dk/...)": a link into a company register
 REGISTER_LINK = re.compile(r"\]\([^)\s]*(?:cvr|virk\.dk|proff|krak|firmainfo)", re.I)
 
@@ -154,8 +156,13 @@ def at_word_ok(word: str, domain: str) -> bool:
     return word not in AT_STOPWORDS and not domain.lower().startswith("www")
 
 
-_CELL = re.compile(r"\t|\||[^ ] {2,}[^ ]")  # a table's column break: a tab, a bar or aligned blanks
 _RULE = re.compile(r"[-|:+= \t]*")  # "|---|---|", "-----"
+_DIGIT = re.compile(r"\d")
+
+
+def _cells(line: str) -> bool:
+    """A table row: a tab, a bar or aligned blanks (two or more inside the line) break its columns."""
+    return "\t" in line or "|" in line or "  " in line.strip(" ")
 
 
 def table_cue(text: str, s: int, cue=PHONE_NEAR, rows: int = 12) -> bool:
@@ -164,7 +171,7 @@ def table_cue(text: str, s: int, cue=PHONE_NEAR, rows: int = 12) -> bool:
     without digits is the header, and it holds the cue."""
     ls = text.rfind("\n", 0, s) + 1
     le = text.find("\n", s)
-    if not _CELL.search(text[ls:le if le >= 0 else len(text)]):
+    if not _cells(text[ls:le if le >= 0 else len(text)]):
         return False
     end = ls - 1
     for _ in range(rows):
@@ -173,9 +180,9 @@ def table_cue(text: str, s: int, cue=PHONE_NEAR, rows: int = 12) -> bool:
         start = text.rfind("\n", 0, end) + 1
         line = text[start:end]
         if not _RULE.fullmatch(line):
-            if not _CELL.search(line):
+            if not _cells(line):
                 return False  # prose: no table
-            if not any(c.isdigit() for c in line):
+            if not _DIGIT.search(line):
                 return cue.search(line) is not None
         end = start - 1
     return False
