@@ -30,7 +30,7 @@ TAGS = {**{t: f"<{t.upper()}>" for t in TYPES}, "name": "<NAME>", "address": "<A
 REPLACEMENTS = tuple(Replacement.values())
 
 Span = Tuple[int, int, str]
-Starts = Optional[Sequence[int]]  # where the text's digit runs start (_digit_starts); None: not known yet
+Runs = Optional[Sequence[Tuple[int, int]]]  # the text's digit runs (_digit_runs); None: not known yet
 
 # --- cpr ------------------------------------------------------------------------------------------
 # DDMMYY[-| ]XXXX, not glued to other digit groups (phone lists, account numbers, decimals) or to
@@ -52,11 +52,12 @@ def valid_date(dd: int, mm: int, yy: int) -> bool:
     return not (mm == 2 and dd == 29 and yy % 4)
 
 
-def _find_cpr(text: str, low: str, ip: str = "all", starts: Starts = None) -> Iterator[Span]:
+def _find_cpr(text: str, low: str, ip: str = "all", runs: Runs = None) -> Iterator[Span]:
     seen = set()
     loose = "cpr" in low or "person" in low or "fødsel" in low
+    starts = [s for s, e in _digit_runs(text, runs) if e - s in (6, 10)]  # DDMMYY or DDMMYYXXXX
     for rx in ((_CPR, _CPR_LOOSE) if loose else (_CPR,)):
-        for m in _at(rx, text, _digit_starts(text, starts)):
+        for m in _at(rx, text, starts):
             s = m.start()
             if s in seen or not valid_date(int(m[1]), int(m[2]), int(m[3])):
                 continue
@@ -91,7 +92,7 @@ def _obfuscated(low: str) -> bool:
     return bool(_OBF_WORD.search(low) or any(b in low for b in _BRACKET_AT) and _OBF_BRACKET.search(low))
 
 
-def _find_email(text: str, low: str, ip: str = "all", starts: Starts = None) -> Iterator[Span]:
+def _find_email(text: str, low: str, ip: str = "all", runs: Runs = None) -> Iterator[Span]:
     if "@" in text:
         for m in _EMAIL_DOMAIN.finditer(text):
             at = m.start()
@@ -155,12 +156,12 @@ def _phone_ok(text: str, s: int, e: int, pre: str, body: str) -> bool:
     return True
 
 
-def _find_phone(text: str, low: str, ip: str = "all", starts: Starts = None) -> Iterator[Span]:
-    starts = _digit_starts(text, starts)
-    found = list(_at(_PHONE, text, starts))
+def _find_phone(text: str, low: str, ip: str = "all", runs: Runs = None) -> Iterator[Span]:
+    runs = _digit_runs(text, runs)
+    found = list(_at(_PHONE, text, [s for s, e in runs if e - s in (2, 4, 8)]))  # the first group's length
     if "+45" in text or "0045" in text or "45)" in text:
         # a prefix starts at "0045", or 1-2 characters before "45" ("+45", "(45)", "(+45)")
-        pre = [q for p in starts for q in ((p,) if text.startswith("0045", p) else
+        pre = [q for p, _e in runs for q in ((p,) if text.startswith("0045", p) else
                                           (p - 2, p - 1) if text.startswith("45", p) and p > 1 else
                                           (p - 1,) if text.startswith("45", p) and p else ())]
         found = sorted(found + list(_at(_PHONE_PRE, text, pre)), key=lambda m: m.start())
@@ -195,10 +196,10 @@ def _ip_wanted(value: str, policy: str) -> bool:
     return ipaddress.ip_address(value).is_global and value not in cues.RESOLVERS
 
 
-def _find_ip(text: str, low: str, ip: str = "all", starts: Starts = None) -> Iterator[Span]:
+def _find_ip(text: str, low: str, ip: str = "all", runs: Runs = None) -> Iterator[Span]:
     if ip == "off":
         return
-    for m in _at(_IPV4, text, _digit_starts(text, starts)):
+    for m in _at(_IPV4, text, [s for s, e in _digit_runs(text, runs) if e - s <= 3]):
         v = m[0]
         if any(int(o) > 255 or len(o) > 1 and o[0] == "0" for o in v.split(".")):
             continue
@@ -263,10 +264,10 @@ def _mod97(s: str) -> int:
     return int("".join(str(int(c, 36)) for c in s)) % 97
 
 
-def _find_iban(text: str, low: str, ip: str = "all", starts: Starts = None) -> Iterator[Span]:
-    starts = _digit_starts(text, starts)
+def _find_iban(text: str, low: str, ip: str = "all", runs: Runs = None) -> Iterator[Span]:
+    runs = _digit_runs(text, runs)
     # an IBAN's check digits start a digit run right after its two country letters
-    for m in _at(_IBAN, text, [p - 2 for p in starts if p > 1 and text[p - 2:p].isupper()]):
+    for m in _at(_IBAN, text, [p - 2 for p, e in runs if p > 1 and e - p > 1 and text[p - 2:p].isupper()]):
         # the greedy regex may have swallowed a following uppercase word or number group:
         # try the longest prefix that ends on a group boundary and has a valid checksum
         s, cand = m.start(), m[0]
@@ -282,14 +283,15 @@ def _find_iban(text: str, low: str, ip: str = "all", starts: Starts = None) -> I
         m = _ACCOUNT_ONLY.match(text, p)
         if m and not cues.AMOUNT_AFTER.match(text, m.end()):
             yield m.start("acc"), m.end(), "iban"
+    regs = [s for s, e in runs if e - s == 4]  # a reg number's 4 digits
     if "-" in text:
-        for m in _at(_REG_DASH, text, starts):
+        for m in _at(_REG_DASH, text, regs):
             w = cues.before(text, m.start())
             if not (cues.in_url(text, m.start()) or cues.ends_with(cues.LOOKALIKE_BEFORE, w)) or \
                     cues.ends_with(cues.ACCOUNT_BEFORE, w):
                 yield m.start(), m.end(), "iban"
     if any(c in low for c in ("reg", "kont", "kto", "acc", "bank", "betal", "overf", "indsæt", "indsat")):
-        for m in _at(_REG_LOOSE, text, starts):  # "0828 – 0000270912", "5371 / 245678": only after an account cue
+        for m in _at(_REG_LOOSE, text, regs):  # "0828 – 0000270912", "5371 / 245678": only after an account cue
             if cues.ACCOUNT_NEAR.search(cues.before(text, m.start(), 60)):
                 yield m.start(), m.end(), "iban"
 
@@ -330,15 +332,16 @@ def check_ip(policy: str) -> str:
 # Speed (issue #24): a regex that starts with a character class scans at ~60 MB/s, one led by a
 # literal or a str method at GB/s. Every match of the digit-led regexes starts where a run of digits
 # starts (their first digit's lookbehind says so; an IBAN two letters before one), so the text is
-# scanned for those once, and each regex is only tried there (`match`, with finditer's semantics).
-_STARTS = re.compile(r"\d(?<!\d\d)")
+# scanned for those once, and each regex is only tried there (`match`, with finditer's semantics)
+# and only where the run has the length its first group needs.
+_RUNS = re.compile(r"\d+")
 
 
-def _digit_starts(text: str, starts: Starts = None) -> Sequence[int]:
-    if starts is not None:
-        return starts
+def _digit_runs(text: str, runs: Runs = None) -> Sequence[Tuple[int, int]]:
+    if runs is not None:
+        return runs
     first = min([i for i in map(text.find, "0123456789") if i >= 0], default=-1)  # str.find: no regex scan
-    return [] if first < 0 else [m.start() for m in _STARTS.finditer(text, first)]
+    return [] if first < 0 else [m.span() for m in _RUNS.finditer(text, first)]
 
 
 def _at(rx: "re.Pattern[str]", text: str, cands: Iterable[int]) -> Iterator["re.Match[str]"]:
@@ -359,11 +362,11 @@ def _wrapped(text: str, types: Sequence[str], ip: str) -> List[Span]:
     """Numbers wrapped over a line break, found in the joined text after their type's cue."""
     u = cues.Unwrapped(text)
     low = u.text.lower().replace("\n", " ")
-    out = []
+    out, runs = [], _digit_runs(u.text)
     for t in _WRAP_CUES:
         if t in types:
-            cands = [sp for sp in _FINDERS[t](u.text, low, ip) if _WRAP_CUES[t].search(cues.before(u.text, sp[0], 60))
-                     or _self_evident(u.text[sp[0]:sp[1]], t)]
+            cands = [sp for sp in _FINDERS[t](u.text, low, ip, runs)
+                     if _WRAP_CUES[t].search(cues.before(u.text, sp[0], 60)) or _self_evident(u.text[sp[0]:sp[1]], t)]
             out += u.back(cands)
     return out
 
@@ -385,13 +388,13 @@ def find(text: str, types: Sequence[str] = TYPES, ip: str = "all", extra: Sequen
     check_types(types)
     check_ip(ip)
     low = text.lower().replace("\n", " ")  # same length; "ida.h\nat gmail.com" reads as " at "
-    starts = _digit_starts(text)
-    if not starts:  # every type but e-mail needs a digit
+    runs = _digit_runs(text)
+    if not runs:  # every type but e-mail needs a digit
         if "@" not in text and not _obfuscated(low):
             return sorted(extra)
         types = [t for t in types if t == "email"]
-    cands: Dict[str, List[Span]] = {t: list(_FINDERS[t](text, low, ip, starts)) for t in PRIORITY if t in types}
-    if "\n" in text and starts and _NL_DIGIT.search(text) and cues.WRAP.search(text):
+    cands: Dict[str, List[Span]] = {t: list(_FINDERS[t](text, low, ip, runs)) for t in PRIORITY if t in types}
+    if "\n" in text and runs and _NL_DIGIT.search(text) and cues.WRAP.search(text):
         for s, e, t in _wrapped(text, types, ip):
             cands[t].append((s, e, t))
     starts: List[int] = []
