@@ -85,11 +85,14 @@ _OBF_WORD = re.compile(r" at(?=\s[\w-]+(?:\.|\s?[(\[{]dot[)\]}]\s?)[\w-])")  # "
 _EMAIL_LOCAL = re.compile(r"(?<![\w.%+-])[\w%+-]+(?:\.[\w%+-]+)*$")
 
 
-_BRACKET_AT = ("(at", "[at", "{at", "(på", "[på", "{på", "snabel")  # str checks gate the char-class scan
+def _bracket_at(low: str) -> bool:  # str checks gate _OBF_BRACKET's char-class scan
+    return "at" in low and ("(at" in low or "[at" in low or "{at" in low) or "(på" in low or "[på" in low or \
+        "{på" in low or "snabel" in low
+
 
 
 def _obfuscated(low: str) -> bool:
-    return bool(_OBF_WORD.search(low) or any(b in low for b in _BRACKET_AT) and _OBF_BRACKET.search(low))
+    return bool(_OBF_WORD.search(low) or _bracket_at(low) and _OBF_BRACKET.search(low))
 
 
 def _find_email(text: str, low: str, ip: str = "all", runs: Runs = None) -> Iterator[Span]:
@@ -99,7 +102,7 @@ def _find_email(text: str, low: str, ip: str = "all", runs: Runs = None) -> Iter
             local = _EMAIL_LOCAL.search(text, max(0, at - 64), at)  # local parts are at most 64 chars
             if local and not cues.placeholder_email(local[0], m[1]):
                 yield local.start(), m.end(), "email"
-    for rx in ((_OBF_BRACKET, _OBF_WORD) if any(b in low for b in _BRACKET_AT) else (_OBF_WORD,)):
+    for rx in ((_OBF_BRACKET, _OBF_WORD) if _bracket_at(low) else (_OBF_WORD,)):
         for m in rx.finditer(low):
             dom = _OBF_DOMAIN.match(text, m.end())
             if not dom:
@@ -267,7 +270,7 @@ def _mod97(s: str) -> int:
 def _find_iban(text: str, low: str, ip: str = "all", runs: Runs = None) -> Iterator[Span]:
     runs = _digit_runs(text, runs)
     # an IBAN's check digits start a digit run right after its two country letters
-    for m in _at(_IBAN, text, [p - 2 for p, e in runs if p > 1 and e - p > 1 and text[p - 2:p].isupper()]):
+    for m in _at(_IBAN, text, [p - 2 for p, e in runs if e - p > 1 and p > 1 and text[p - 2:p].isupper()]):
         # the greedy regex may have swallowed a following uppercase word or number group:
         # try the longest prefix that ends on a group boundary and has a valid checksum
         s, cand = m.start(), m[0]
@@ -276,6 +279,9 @@ def _find_iban(text: str, low: str, ip: str = "all", runs: Runs = None) -> Itera
             if iban_ok(cand[:e].replace(" ", "")):
                 yield s, s + e, "iban"
                 break
+    accs = [i for i, (s, e) in enumerate(runs) if 6 <= e - s <= 10]  # every account form ends in 6-10 digits
+    if not accs:
+        return
     for p in _cue_starts(low, ("reg", "kont", "kto", "acc")):  # a few matches, not a case-blind scan
         m = _ACCOUNT.match(text, p)
         if m:
@@ -283,14 +289,16 @@ def _find_iban(text: str, low: str, ip: str = "all", runs: Runs = None) -> Itera
         m = _ACCOUNT_ONLY.match(text, p)
         if m and not cues.AMOUNT_AFTER.match(text, m.end()):
             yield m.start("acc"), m.end(), "iban"
-    regs = [s for s, e in runs if e - s == 4]  # a reg number's 4 digits
-    if "-" in text:
+    # a reg number's 4 digits: the digit run right before the account's
+    regs = [runs[i - 1][0] for i in accs if i and runs[i - 1][1] - runs[i - 1][0] == 4]
+    if regs and "-" in text:
         for m in _at(_REG_DASH, text, regs):
             w = cues.before(text, m.start())
             if not (cues.in_url(text, m.start()) or cues.ends_with(cues.LOOKALIKE_BEFORE, w)) or \
                     cues.ends_with(cues.ACCOUNT_BEFORE, w):
                 yield m.start(), m.end(), "iban"
-    if any(c in low for c in ("reg", "kont", "kto", "acc", "bank", "betal", "overf", "indsæt", "indsat")):
+    if regs and ("reg" in low or "kont" in low or "kto" in low or "acc" in low or "bank" in low or "betal" in low
+                 or "overf" in low or "indsæt" in low or "indsat" in low):
         for m in _at(_REG_LOOSE, text, regs):  # "0828 – 0000270912", "5371 / 245678": only after an account cue
             if cues.ACCOUNT_NEAR.search(cues.before(text, m.start(), 60)):
                 yield m.start(), m.end(), "iban"
