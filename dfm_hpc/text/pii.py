@@ -325,6 +325,8 @@ _WRAP_CUES = {"phone": cues.PHONE_NEAR, "iban": cues.ACCOUNT_NEAR, "cpr": cues.C
 
 
 def check_types(types: Sequence[str]) -> List[str]:
+    if types is TYPES:
+        return list(types)
     bad = [t for t in types if t not in TYPES]
     if bad:
         raise ValueError(f"unknown PII types {bad}; known: {list(TYPES)}")
@@ -342,7 +344,7 @@ def check_ip(policy: str) -> str:
 # starts (their first digit's lookbehind says so; an IBAN two letters before one), so the text is
 # scanned for those once, and each regex is only tried there (`match`, with finditer's semantics)
 # and only where the run has the length its first group needs.
-_RUNS = re.compile(r"\d+")
+_RUNS = re.compile(r"\d\d*")  # = \d+, but led by a plain class the engine scans for: ~2x faster
 
 
 def _digit_runs(text: str, runs: Runs = None) -> Sequence[Tuple[int, int]]:
@@ -405,9 +407,11 @@ def find(text: str, types: Sequence[str] = TYPES, ip: str = "all", extra: Sequen
     if "\n" in text and runs and _NL_DIGIT.search(text) and cues.WRAP.search(text):
         for s, e, t in _wrapped(text, types, ip):
             cands[t].append((s, e, t))
+    groups = [spans for spans in (*(cands[t] for t in PRIORITY if t in cands), list(extra)) if spans]
+    if len(groups) == 1 and len(groups[0]) == 1:
+        return groups[0]  # one span: nothing to overlap (the common case in real text)
     starts: List[int] = []
     kept: List[Span] = []
-    groups = [cands[t] for t in PRIORITY if t in cands] + [list(extra)]
     for spans in groups:
         for s, e, typ in sorted(spans, key=lambda x: (x[0], -x[1])):  # longest first
             i = bisect.bisect_right(starts, s)
