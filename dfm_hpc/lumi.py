@@ -33,13 +33,25 @@ class Partition:
     # "for debugging and quick testing purposes and not for production runs. Repeated abuse ... might
     # result in account suspension" (UG partitions.md): a stage that needs requeues is production
     dev: bool = False
+    cpu: bool = False  # LUMI-C: no GPUs, billed in CPU core-hours from the project's CPU allocation
+
+    @property
+    def pool(self) -> str:
+        """The allocation its billing draws on: GPU-hours or CPU core-hours (UG billing.md)."""
+        return "CPU" if self.cpu else "GPU"
 
 
+# UG partitions.md (@27f3bb3): walltime, max jobs (running), max nodes per job
 PARTITIONS = {
     "standard-g": Partition("standard-g", 1024, max_hours=48, whole_nodes=True, max_jobs=210, max_running=200),
     "small-g": Partition("small-g", 4, max_hours=72, whole_nodes=False, max_jobs=210, max_running=200),
     "dev-g": Partition("dev-g", 32, max_hours=3, whole_nodes=False, max_jobs=2, max_running=1, dev=True),
+    # LUMI-C: 128-core nodes; "serial pre/post-processing" belongs on small, not on a GPU slice
+    "standard": Partition("standard", 512, max_hours=48, whole_nodes=True, max_jobs=120, max_running=100, cpu=True),
+    "small": Partition("small", 4, max_hours=72, whole_nodes=False, max_jobs=220, max_running=200, cpu=True),
+    "debug": Partition("debug", 4, max_hours=0.5, whole_nodes=False, max_jobs=2, max_running=1, dev=True, cpu=True),
 }
+CPU_CORES_PER_NODE = 128  # a LUMI-C node (2 x 64-core EPYC 7763)
 
 
 @dataclass(frozen=True)
@@ -81,13 +93,20 @@ def parse_mem_gb(mem: Optional[str]) -> Optional[float]:
 
 def billing_units(partition: str, nodes: int, hours: float, gcds_per_node: int, cpus_per_node: int,
                   mem_gb_per_node: Optional[float]) -> float:
-    """LUMI GPU-hour billing units (1 unit = one MI250X module = 2 GCDs for one hour).
+    """LUMI billing units of the partition's pool (UG billing.md): GPU-hours on LUMI-G, core-hours on LUMI-C.
 
-    standard-g bills whole nodes: 4 units per node-hour. small-g and dev-g bill the largest of the
-    GCD, core (8 per GCD) and memory (64 GB per GCD) slices, at half a unit per slice-hour.
-    `mem_gb_per_node` 0 (--mem=0) is all of the node's memory: all 8 slices.
+    LUMI-G (1 unit = one MI250X module = 2 GCDs for one hour): standard-g bills whole nodes, 4 units
+    per node-hour; small-g and dev-g the largest of the GCD, core (8 per GCD) and memory (64 GB per
+    GCD) slices, at half a unit per slice-hour. `mem_gb_per_node` 0 (--mem=0) is all of the node's
+    memory: all 8 slices. LUMI-C: standard bills 128 core-hours per node-hour; small and debug the
+    larger of the cores and the 2 GB memory slices, per hour.
     """
-    if PARTITIONS.get(partition, PARTITIONS["standard-g"]).whole_nodes:
+    part = PARTITIONS.get(partition, PARTITIONS["standard-g"])
+    if part.cpu:
+        if part.whole_nodes:
+            return float(CPU_CORES_PER_NODE * nodes * hours)
+        return float(max(cpus_per_node, math.ceil((mem_gb_per_node or 0) / 2))) * nodes * hours
+    if part.whole_nodes:
         return 4.0 * nodes * hours
     whole = mem_gb_per_node is not None and mem_gb_per_node == 0
     mem_slices = GCDS_PER_NODE if whole else math.ceil((mem_gb_per_node or 0) / GCD_MEMORY_GB)

@@ -58,16 +58,28 @@ def _single_device(cfg, stage: str) -> bool:
         and (st.gpus_per_node or 0) <= 1
 
 
+def _cpu_only(cfg, stage: str) -> bool:
+    """A stage that needs no GPU, where the profile has a CPU place (`cluster.cpu_only`, LUMI: LUMI-C small)
+    and the stage names no partition or GPUs of its own."""
+    from dfm_hpc.registry import needs_gpu
+
+    st = cfg[stage]
+    return bool(cfg.cluster.get("cpu_only")) and not st.partition and not st.gpus_per_node \
+        and not needs_gpu(cfg, stage)
+
+
 def stage_cluster(cfg, stage: str):
-    """The cluster settings a stage's job gets: the run's profile, with its `single_device`
-    settings merged over it for single-process stages (LUMI: a one-GCD slice of small-g instead of
-    a whole standard-g node: cheaper, and it starts sooner)."""
-    if not _single_device(cfg, stage):
+    """The cluster settings a stage's job gets: the run's profile, with its `cpu_only` settings merged
+    over it for stages that need no GPU (LUMI: a LUMI-C core allocation, from the CPU budget), else its
+    `single_device` settings for single-process stages (LUMI: a one-GCD slice of small-g instead of a
+    whole standard-g node: cheaper, and it starts sooner)."""
+    place = "cpu_only" if _cpu_only(cfg, stage) else "single_device" if _single_device(cfg, stage) else None
+    if place is None:
         return cfg.cluster
     from omegaconf import OmegaConf
 
     cl = cfg.cluster
-    merged = OmegaConf.merge(cl, {**cl.single_device, "single_device": None})
+    merged = OmegaConf.merge(cl, {**cl[place], "single_device": None, "cpu_only": None})
     if OmegaConf.is_readonly(cl):  # a launch's frozen config gives frozen jobs: what runs is what was checked
         OmegaConf.set_readonly(merged, True)
     return merged  # ~2.5 ms: plan() and run_jobs() merge once per stage, and the job carries it (StageJob.cluster)
@@ -79,7 +91,7 @@ def plan(cfg) -> List[StageJob]:
     for name in cfg.stages:
         st, cl = cfg[name], stage_cluster(cfg, name)
         gpus = st.gpus_per_node if st.gpus_per_node is not None else cl.gpus_per_node
-        if cl is not cfg.cluster:  # a single-device place: at least its GPUs (LUMI-G jobs take a GCD)
+        if cl is not cfg.cluster:  # a single-device place: at least its GPUs (a GCD); a CPU place has none
             gpus = max(gpus, cl.gpus_per_node)
         jobs.append(StageJob(
             stage=name,
@@ -103,8 +115,16 @@ def gpu_hours(job: StageJob, hours: Optional[float] = None) -> float:
     return job.array * job.nodes * job.gpus_per_node * job.hours
 
 
+def billing_pool(job: StageJob, cluster) -> Optional[str]:
+    """The LUMI allocation a job's billing draws on: "GPU" (GPU-hours, LUMI-G) or "CPU" (core-hours, LUMI-C)."""
+    if cluster.system != "lumi":
+        return None
+    return lumi.PARTITIONS.get(job.partition or "standard-g", lumi.PARTITIONS["standard-g"]).pool
+
+
 def billing(job: StageJob, cluster, hours: Optional[float] = None) -> Optional[float]:
-    """LUMI billing units for `hours` (default: the full walltime); None off LUMI."""
+    """LUMI billing units for `hours` (default: the full walltime), in the job's pool (billing_pool); None off
+    LUMI."""
     if cluster.system != "lumi":
         return None
     mem_gb = lumi.parse_mem_gb(cluster.mem)

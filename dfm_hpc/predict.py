@@ -7,7 +7,8 @@ A prediction is a dict (it goes into plan.json as it is):
   work      e.g. "41.9 B tokens"; rate: e.g. "1,151 tok/s x 64 devices, 30 % MFU of 191.5 TF"
   device    the throughput entry used; hours: predicted wall hours, every start included
   starts, requeues   job starts needed within the walltime (requeues = starts - 1)
-  gpu_hours, billing   predicted cost (billing: LUMI units, None elsewhere)
+  gpu_hours, billing   predicted cost (billing: LUMI units of the pool's allocation, None elsewhere)
+  pool                 that allocation: GPU (GPU-hours, LUMI-G) or CPU (core-hours, LUMI-C); None off LUMI
   resumable   whether a restart continues from the stage's files
 """
 
@@ -18,7 +19,7 @@ import re
 from typing import Dict, List, Optional
 
 from dfm_hpc import estimates, model_shape
-from dfm_hpc.plan import StageJob, billing, gpu_hours, job_record
+from dfm_hpc.plan import StageJob, billing, billing_pool, gpu_hours, job_record
 from dfm_hpc.registry import STAGES, TRAINED_STAGES
 from dfm_hpc.tokens import data_parallel, sequence_parallel, train_tokens
 
@@ -186,6 +187,7 @@ def predict(cfg, job: StageJob) -> Dict:
     spec = STAGES.get(stage)
     out = {"summary": summary(cfg, stage, job), "basis": None, "device": device_for(cfg, job), "work": None,
            "rate": None, "hours": None, "starts": None, "requeues": None, "gpu_hours": None, "billing": None,
+           "pool": billing_pool(job, job.cluster),
            "resumable": bool(spec and spec.resumable)}
     dev = cfg.throughput.devices.get(out["device"])
     if dev is None:

@@ -41,6 +41,7 @@ class StageSpec:
     # its ranks pass a safe point (StageContext.should_stop) every few minutes at most, so the hang watchdog
     # may watch it by default (evaluate's safe points are whole benchmarks, hours apart on a 7B model)
     beats: bool = False
+    gpu: bool = True  # its work needs a GPU; False: a CPU partition takes it where the profile has one (cpu_only)
 
     @property
     def trained(self) -> bool:  # evaluate and card pick up its model/
@@ -64,15 +65,15 @@ STAGES: Dict[str, StageSpec] = {s.name: s for s in (
     StageSpec("translate", schema.TranslateStage, resumable=True, beats=True, writes=("plan.json", "shards/"),
               reads=(Reads("translator.name_or_path", MODEL, revision="translator.revision"),
                      Reads("data.oasst2", revision="data.oasst2_revision"))),
-    StageSpec("merge", schema.MergeStage, uses=("translate",),
+    StageSpec("merge", schema.MergeStage, gpu=False, uses=("translate",),
               writes=("messages.jsonl", "sft.jsonl", "dpo.jsonl", "*.parquet", "report.json", "README.md")),
-    StageSpec("pii", schema.PiiStage, resumable=True, beats=True, uses=("merge",),
+    StageSpec("pii", schema.PiiStage, resumable=True, beats=True, gpu=False, uses=("merge",),  # but see needs_gpu
               reads=(Reads("pii.input", columns=TEXT), Reads("pii.ner", MODEL, revision="pii.ner_revision")),
               writes=("plan.json", "shards/", "sft.jsonl", "dpo.jsonl", "corpus.jsonl", "*.parquet", "report.json")),
     # the token stores go under tokenize.store_root (default: runs_root), shared by the runs there
     # tokenize.chats: also the sft/dpo chats the run trains on, as those stages read them (chat_store.py)
     # resumable: a shard's files are written whole, finished shards are skipped on a restart
-    StageSpec("tokenize", schema.TokenizeStage, resumable=True, beats=True, uses=("pii", "merge"),
+    StageSpec("tokenize", schema.TokenizeStage, resumable=True, beats=True, gpu=False, uses=("pii", "merge"),
               writes=("stores.json", "chat_stores.json"),
               reads=(_MODEL, *_CORPUS, Reads("sft.dataset", columns=("messages",), run_dir=True, when="tokenize.chats"),
                      Reads("dpo.dataset", columns=("prompt", "chosen", "rejected"), run_dir=True,
@@ -89,10 +90,16 @@ STAGES: Dict[str, StageSpec] = {s.name: s for s in (
     # resumable: each model's in-process part and each served benchmark is kept (progress.json) and skipped
     StageSpec("evaluate", schema.EvaluateStage, reads=(_MODEL, Reads("data.eval_text", columns=TEXT)), resumable=True,
               uses=("cpt", "sft", "dpo", "pii"), writes=("results.json", "results.md", "samples.jsonl", "samples.md")),
-    StageSpec("card", schema.CardStage, uses=("merge", "pii", "cpt", "sft", "dpo", "evaluate"),
+    StageSpec("card", schema.CardStage, gpu=False, uses=("merge", "pii", "cpt", "sft", "dpo", "evaluate"),
               writes=("README.md", "card.json", "loss_*.png", "datasheets/")),
 )}
 TRAINED_STAGES = tuple(n for n, s in STAGES.items() if s.trained)
+
+
+def needs_gpu(cfg, stage: str) -> bool:
+    """Whether a stage's work needs a GPU: its spec's, and pii's only for its NER pass (a model)."""
+    spec = STAGES.get(stage)
+    return spec is None or spec.gpu or (stage == "pii" and bool(cfg.pii.ner))
 
 
 @dataclass(frozen=True)

@@ -80,12 +80,10 @@ class ClusterConfig:
     # restarts a job may have (SLURM_RESTART_COUNT: requeues, node failures) before its stage fails with the reason
     # instead of being requeued again; at least the plan's predicted requeues (checked), with room for node failures
     max_restarts: int = ranged(10, ge=0, hint="{rule} restarts")
-    # minutes without progress (no rank passes a step, chunk or shard) before the host-side watchdog ends the step and
-    # requeues it without the node that hung (docs/lumi.md#hangs-and-bad-nodes); null: auto (at least 30, or start-up +
-    # 10 predicted steps); 0: off. Only stages with frequent safe points: translate, pii, tokenize, cpt, sft, dpo
+    # minutes without progress before the host-side watchdog ends the step, requeuing without the node that hung
+    # (docs/lumi.md#hangs-and-bad-nodes); null: auto (>= 30, or start-up + 10 predicted steps); 0: off
     hang_minutes: Optional[float] = ranged(None, ge=0, hint="{rule} minutes (0: off)")
-    # Slurm's own e-mail (sbatch --mail-type), e.g. [FAIL, REQUEUE]; empty: none
-    mail_type: List[MailType] = field(default_factory=list)
+    mail_type: List[MailType] = field(default_factory=list)  # Slurm's own e-mail (--mail-type), e.g. [FAIL,REQUEUE]
     mail_user: Optional[str] = None  # sbatch --mail-user; null: Slurm's default (the submitting user)
     wckey: Optional[str] = None  # sbatch --wckey; null: none (some sites reject unknown wckeys)
     # the ranks' environment; values are literal unless written expand:..., secrets go by name (docs/security.md)
@@ -98,6 +96,8 @@ class ClusterConfig:
     sbatch_extra: Dict[str, str] = field(default_factory=dict)  # more sbatch options, name -> value
     # settings merged over this profile for one-process stages (1 node, 1 task, <= 1 GPU), e.g. LUMI: a small-g GCD
     single_device: Optional[Dict[str, Any]] = None
+    # as single_device, for stages that need no GPU (merge, card, tokenize; pii without NER); LUMI: LUMI-C small
+    cpu_only: Optional[Dict[str, Any]] = None
     container: ContainerConfig = field(default_factory=ContainerConfig)  # what the ranks run in
     check_paths: Optional[bool] = None  # whether input paths must exist; null: only when running on `system`
 

@@ -66,24 +66,30 @@ def plan_table(point: LaunchPoint, n_points: int) -> None:
     # GCD-h: GPU devices x hours as Slurm counts them; LUMI bills an MI250X (2 GCDs) hour as 1 unit (BU).
     # predicted: the stage's work / conf/throughput (docs/performance.md#predictions), every start included
     dev = "GCD" if cfg.cluster.system == "lumi" else "GPU"
-    cols = ("stage", "nodes×ranks", "partition", "wall", "pred.", f"{dev}-h pred/max", "BU pred/max")
-    tot = {"gpu": 0.0, "bill": 0.0, "pgpu": 0.0, "pbill": 0.0}
+    lumi = cfg.cluster.system == "lumi"
+    # LUMI bills two allocations: GPU-hours (LUMI-G, BU) and CPU core-hours (LUMI-C, the stages that need no GPU)
+    cols = ("stage", "nodes×ranks", "partition", "wall", "pred.", f"{dev}-h pred/max", "BU pred/max") + \
+        (("CPU core-h pred/max",) if lumi else ())
+    tot = {"gpu": 0.0, "pgpu": 0.0, "GPU": 0.0, "pGPU": 0.0, "CPU": 0.0, "pCPU": 0.0}
     lines, rows = [], []
     for j, rec in zip(jobs, point.records):
         if j.stage in reuse:
-            rows.append((j.stage, "reused", str(reuse[j.stage].parent.parent.name), "", "", "", ""))
+            rows.append((j.stage, "reused", str(reuse[j.stage].parent.parent.name), "", "", "", "")
+                        + (("",) if lumi else ()))
             continue
         p = rec["prediction"]
         n = p.get("starts") or 1  # a stage that needs requeues can use every start's full walltime
-        g, b = gpu_hours(j) * n, billing(j, j.cluster)
+        g, b, pool = gpu_hours(j) * n, billing(j, j.cluster), p.get("pool")
         b = None if b is None else b * n
-        tot["gpu"], tot["bill"] = tot["gpu"] + g, tot["bill"] + (b or 0)
-        tot["pgpu"], tot["pbill"] = tot["pgpu"] + (p["gpu_hours"] or 0), tot["pbill"] + (p["billing"] or 0)
+        tot["gpu"], tot["pgpu"] = tot["gpu"] + g, tot["pgpu"] + (p["gpu_hours"] or 0)
+        if pool:
+            tot[pool], tot["p" + pool] = tot[pool] + (b or 0), tot["p" + pool] + (p["billing"] or 0)
         shape = f"{j.nodes} x {j.tasks_per_node}" + (f" (x{j.array} array)" if j.array > 1 else "")
         pred = "?" if p["hours"] is None else predict.fmt_hours(p["hours"]) + ("~" if p["basis"] == "fixed" else "")
+        cost = "-" if b is None else f"{_short(p['billing'])}/{_short(b)}"
         rows.append((j.stage, shape, j.partition or "-", f"{j.minutes // 60}:{j.minutes % 60:02d}", pred,
-                     f"{_short(p['gpu_hours'])}/{_short(g)}",
-                     "-" if b is None else f"{_short(p['billing'])}/{_short(b)}"))
+                     f"{_short(p['gpu_hours'])}/{_short(g)}" if pool != "CPU" else "-",
+                     cost if pool != "CPU" else "-") + ((cost if pool == "CPU" else "-",) if lumi else ()))
         how = (f" [dim]-> {escape(p['work'])} at {escape(p['rate'])} ({escape(p['device'])})[/]"
                if p["basis"] == "work" else "")
         lines.append(f"  [bold]{escape(j.stage)}[/]: {escape(p['summary'])}{how}")
@@ -103,12 +109,17 @@ def plan_table(point: LaunchPoint, n_points: int) -> None:
     for w in predict.warnings(point.records) + lumi_rules.storage_warnings(cfg):
         con.print(f"[yellow]warning[/]: {escape(w)}")
     if cfg.cluster.scheduler == "slurm":
-        lumi = cfg.cluster.system == "lumi"
+        k = n_points
         unit = "GPU(GCD)-hours" if lumi else "GPU-hours"
-        con.print(f"cost predicted: {tot['pgpu'] * n_points:,.1f} {unit}"
-                  + (f", {tot['pbill'] * n_points:,.1f} LUMI billing units" if lumi else "")
-                  + f"; at most (every start's full walltime): {tot['gpu'] * n_points:,.1f} {unit}"
-                  + (f", {tot['bill'] * n_points:,.1f} LUMI billing units" if lumi else ""))
+        cpu = any(r["prediction"].get("pool") == "CPU" for r in point.records)  # LUMI-C's own allocation
+
+        def bills(pre: str) -> str:
+            if not lumi:
+                return ""
+            return f", {tot[pre + 'GPU'] * k:,.1f} LUMI billing units" + (
+                f" and {tot[pre + 'CPU'] * k:,.1f} LUMI-C core-hours (the CPU allocation)" if cpu else "")
+        con.print(f"cost predicted: {tot['pgpu'] * k:,.1f} {unit}{bills('p')}; at most (every start's full "
+                  f"walltime): {tot['gpu'] * k:,.1f} {unit}{bills('')}")
 
 
 def mixture(cfg) -> None:

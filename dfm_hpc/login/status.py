@@ -13,7 +13,7 @@ from rich.markup import escape
 from dfm_hpc import accounting, config_io, predict, rundir
 from dfm_hpc.login import usage
 from dfm_hpc.login.errors import errors, fail, why
-from dfm_hpc.plan import billing, gpu_hours, run_jobs
+from dfm_hpc.plan import billing, billing_pool, gpu_hours, run_jobs
 
 FINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
          "DEADLINE"}
@@ -149,7 +149,8 @@ def stage_rows(run: Path, rows: Dict[str, Tuple[str, int, int]]) -> List[dict]:
         predicted = _predicted(pred, secs, state)
         out.append({"stage": job.stage, "job": jid or ("local" if cfg.cluster.scheduler == "local" else "-"),
                     "state": state, "nodes": nodes, "elapsed": predict.duration(secs),
-                    "predicted": predicted, "gpu_h": gpu_hours(job, hours), "billing": b, "last": last})
+                    "predicted": predicted, "gpu_h": gpu_hours(job, hours), "billing": b,
+                    "pool": billing_pool(job, job.cluster), "last": last})
     return out
 
 
@@ -310,7 +311,8 @@ def status(ref: Optional[str], runs_root: str = "runs") -> int:
         for r in per:
             table_rows.append(([label] if sweep else []) + [
                 r["stage"], r["job"], r["state"], str(r["nodes"]), r["elapsed"], r["predicted"], f"{r['gpu_h']:.2f}",
-                "-" if r["billing"] is None else f"{r['billing']:.2f}", r["last"]])
+                "-" if r["billing"] is None else f"{r['billing']:.2f}" + (" core-h" if r.get("pool") == "CPU" else ""),
+                r["last"]])
     # One line per stage on any terminal: every column keeps its full width, the log line gets
     # what is left (cut with …).
     console = _console()

@@ -26,6 +26,7 @@ Usage:
   python -m dfm_hpc export-evals RUN [--out DIR]             evaluation results as every-eval-ever JSON
   python -m dfm_hpc prefetch +experiment=NAME [--download]   hub models/datasets the jobs need (offline)
   python -m dfm_hpc calibrate RUN                            the throughput a finished run measured
+  python -m dfm_hpc chat RUN [--stage dpo|sft|cpt|base]      talk to a run's model in its own chat template
   python -m dfm_hpc SUBCOMMAND --help                        a subcommand's options
 """
 

@@ -73,15 +73,17 @@ def test_mask_list_is_gcd_ordered():
         assert int(mask, 16) == sum(1 << c for c in cores[i])
 
 
-def test_single_process_stages_of_the_pipeline_take_a_gcd_slice(tmp_path):
+def test_single_process_stages_of_the_pipeline_take_a_gcd_slice_or_lumi_c(tmp_path):
+    """A single-process stage that needs a GPU takes a small-g GCD; one that needs none, LUMI-C small
+    (tests/login/test_cpu_stages.py)."""
     p = dfm("+experiment=munin_pipeline", *LUMI, "dry_run=true",
             cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     (run,) = run_dirs(tmp_path)
     part = {st: re.search(r"#SBATCH --partition=(\S+)", (run / "stages" / st / "sbatch.sh").read_text())[1]
             for st in ("translate", "merge", "pii", "sft", "dpo", "evaluate", "card")}
-    assert part == {"translate": "standard-g", "merge": "small-g", "pii": "small-g", "sft": "standard-g",
-                    "dpo": "standard-g", "evaluate": "small-g", "card": "small-g"}
+    assert part == {"translate": "standard-g", "merge": "small", "pii": "small", "sft": "standard-g",
+                    "dpo": "standard-g", "evaluate": "small-g", "card": "small"}
     # a stage given a partition, or more than one process, keeps the run's profile
     (tmp_path / "2").mkdir()
     p = dfm("+experiment=munin_pipeline", *LUMI, "dry_run=true",
@@ -212,12 +214,14 @@ def test_small_g_memory_bound_and_mem0_billing(tmp_path):
 
 
 def test_a_chain_dev_g_would_refuse_halfway_exits_2_and_writes_nothing(tmp_path):
-    """dev-g: 2 jobs submitted, 1 running per user; a 7-stage chain cannot be queued there."""
+    """dev-g: 2 jobs submitted, 1 running per user; a chain of 4 GPU stages cannot be queued there (its 3 CPU
+    stages go to LUMI-C small)."""
     short = [f"{st}.time=02:00:00" for st in ("translate", "sft", "dpo")]
     p = dfm("+experiment=munin_pipeline", *lumi_args(cluster="lumi_dev"), *short, cwd=tmp_path)
     assert p.returncode == 2, p.stdout + p.stderr
     assert "dev-g accepts at most 2 submitted jobs per user (1 running)" in p.stderr
-    assert "this run is 7 stage jobs there" in p.stderr and "stages=[translate,merge]" in p.stderr
+    assert "this run is 4 stage jobs there (translate, sft, dpo, evaluate)" in p.stderr, p.stderr
+    assert "stages=[translate,sft]" in p.stderr
     assert "cluster=lumi" in p.stderr
     assert not (tmp_path / "runs").exists()
     # two stages fit

@@ -54,12 +54,12 @@ def test_a_single_process_stage_on_lumi_dev_takes_one_gcd_slice_of_dev_g(tmp_pat
     assert "#SBATCH --gpus-per-node=8" in sft and "#SBATCH --exclusive" in sft
     # billed as one slice: 0.5 units per hour of its 2-hour walltime, not a node's 4
     row = next(line for line in p.stdout.splitlines() if line.startswith("evaluate "))
-    assert row.split()[-1] == "0.3/1.0", row
+    assert row.split()[-2:] == ["0.3/1.0", "-"], row  # GPU billing units; no LUMI-C core-hours
 
 
 def test_the_documented_small_g_translate_route_dry_runs_as_written(tmp_path):
-    """The command in the experiment's comment, word for word: merge (a CPU stage) takes the GCD small-g
-    bills it for instead of failing validation on gpus_per_node=0."""
+    """The command in the experiment's comment, word for word: merge (a CPU stage) goes to LUMI-C small
+    (tests/login/test_cpu_stages.py) instead of failing validation on gpus_per_node=0."""
     text = (REPO / "conf" / "experiment" / "oasst2_translate.yaml").read_text()
     (line,) = [ln for ln in text.splitlines() if ln.lstrip("# ").startswith("cluster=lumi_small")]
     args = shlex.split(line.lstrip("# "))
@@ -70,4 +70,4 @@ def test_the_documented_small_g_translate_route_dry_runs_as_written(tmp_path):
     for want in ("#SBATCH --partition=small-g", "#SBATCH --gpus-per-node=1", "#SBATCH --array=0-31"):
         assert want in tr, want
     merge = (run / "stages" / "merge" / "sbatch.sh").read_text()
-    assert "#SBATCH --partition=small-g" in merge and "#SBATCH --gpus-per-node=1" in merge
+    assert "#SBATCH --partition=small\n" in merge and "--gpus-per-node" not in merge

@@ -34,7 +34,7 @@ def test_the_rule_reads_the_partition():
     assert not lumi_rules.check_predictions(cfg, [{**rec, "partition": "standard-g"}])
     assert not lumi_rules.check_predictions(cfg, [{**rec, "prediction": {"starts": 1, "requeues": 0, "hours": 1}}])
     assert not lumi_rules.check_predictions(cfg, [{**rec, "prediction": {"starts": None, "requeues": None}}])
-    assert [p.name for p in lumi.PARTITIONS.values() if p.dev] == ["dev-g"]
+    assert [p.name for p in lumi.PARTITIONS.values() if p.dev] == ["dev-g", "debug"]  # LUMI-G's and LUMI-C's
 
 
 @pytest.mark.parametrize("root, fs, quota", [("/users/someone/runs", "home (/users)", "20 GB"),

@@ -31,7 +31,7 @@ CASES = {
     "memory over node": ([*SFT_DRY, "cluster.mem=600G"], "at most 480G"),
     "unreadable memory": ([*SFT_DRY, "cluster.mem=lots"], "cannot read memory size"),
     "batch not divisible": ([*SFT_DRY, "sft.global_batch_size=100"], "not divisible by world size 8"),
-    "unknown partition": ([*SFT_DRY, "cluster.partition=gpu"], "not a LUMI-G partition"),
+    "unknown partition": ([*SFT_DRY, "cluster.partition=gpu"], "not a LUMI partition"),
     "qlora with zero3": ([*SFT_DRY, "peft=qlora"], "use deepspeed=zero2"),
     "missing data path": (["+experiment=oasst2_translate_tiny", "data.oasst2=./nope/oasst2.jsonl", "dry_run=true"],
                           "does not exist"),

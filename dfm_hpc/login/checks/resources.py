@@ -121,7 +121,7 @@ def _check_resources(job: StageJob, cl) -> List[str]:
 
     part = lumi.PARTITIONS.get(job.partition or "")
     if part is None:
-        p.append(f"{s}: partition {job.partition!r} is not a LUMI-G partition "
+        p.append(f"{s}: partition {job.partition!r} is not a LUMI partition "
                  f"({', '.join(lumi.PARTITIONS)})")
         return p
     if job.nodes > part.max_nodes:
@@ -130,6 +130,14 @@ def _check_resources(job: StageJob, cl) -> List[str]:
         p.append(f"{s}.time={job.minutes // 60}h{job.minutes % 60:02d}: over {part.name}'s maximum of "
                  f"{part.max_hours:g} h; lower it (training resumes from checkpoints across jobs)")
     cores = job.tasks_per_node * job.cpus_per_task
+    if part.cpu:  # LUMI-C
+        if job.gpus_per_node:
+            p.append(f"{s}: gpus_per_node={job.gpus_per_node} on {part.name}, a LUMI-C partition without GPUs; "
+                     f"use {s}.partition=small-g (or standard-g) for a GPU")
+        if cores > lumi.CPU_CORES_PER_NODE:
+            p.append(f"{s}: {job.tasks_per_node} tasks x {job.cpus_per_task} cpus = {cores} cores per node; "
+                     f"a LUMI-C node has {lumi.CPU_CORES_PER_NODE}")
+        return p
     if cores > lumi.USABLE_CORES_PER_NODE:
         p.append(f"{s}: {job.tasks_per_node} tasks x {job.cpus_per_task} cpus = {cores} cores per node; "
                  f"LUMI-G nodes have {lumi.USABLE_CORES_PER_NODE} usable (use cpus_per_task=7 with 8 tasks)")
