@@ -3,11 +3,11 @@ card go to LUMI-C `small`, billed in core-hours from the CPU allocation, and the
 
 from __future__ import annotations
 
-
 import pytest
 
 from dfm_hpc import lumi, rundir
 from dfm_hpc.plan import billing, billing_pool, plan
+
 from helpers import LUMI, dfm, make_cfg, run_dirs
 
 

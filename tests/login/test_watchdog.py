@@ -135,7 +135,8 @@ def test_the_limit_is_auto_from_the_prediction_a_set_value_or_off():
 
     auto = limits("+experiment=munin_cpt", *LUMI)
     assert auto["cpt"] >= predict.HANG_FLOOR_MIN and auto["evaluate"] is None  # whole benchmarks apart: unwatched
-    assert limits("+experiment=munin_cpt", *LUMI, "cluster.hang_minutes=12.5") == {**auto, "cpt": 12.5, "tokenize": 12.5}
+    set_ = limits("+experiment=munin_cpt", *LUMI, "cluster.hang_minutes=12.5")
+    assert set_ == {**auto, "cpt": 12.5, "tokenize": 12.5}
     assert set(limits("+experiment=munin_cpt", *LUMI, "cluster.hang_minutes=0").values()) == {None}
     assert set(limits("+experiment=pipeline_tiny").values()) == {None}  # local: there is no batch script
 
