@@ -18,10 +18,13 @@ import bisect
 import ipaddress
 import re
 from collections import Counter
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Sequence, Tuple
 
 from dfm_hpc.schema import IpPolicy, PiiType, Replacement
 from dfm_hpc.text import pii_cues as cues
+from dfm_hpc.text.pii_scan import Runs
+from dfm_hpc.text.pii_scan import at as _at
+from dfm_hpc.text.pii_scan import digit_runs as _digit_runs
 
 TYPES = tuple(PiiType.values())  # the config's choices (pii.types) are the one list
 PRIORITY = ("email", "iban", "cpr", "ip", "phone")  # earlier wins an overlap
@@ -30,7 +33,6 @@ TAGS = {**{t: f"<{t.upper()}>" for t in TYPES}, "name": "<NAME>", "address": "<A
 REPLACEMENTS = tuple(Replacement.values())
 
 Span = Tuple[int, int, str]
-Runs = Optional[Sequence[Tuple[int, int]]]  # the text's digit runs (_digit_runs); None: not known yet
 
 # --- cpr ------------------------------------------------------------------------------------------
 # DDMMYY[-| ]XXXX, not glued to other digit groups (phone lists, account numbers, decimals) or to
@@ -337,32 +339,6 @@ def check_ip(policy: str) -> str:
     if policy not in IP_POLICIES:
         raise ValueError(f"unknown IP policy {policy!r}; known: {list(IP_POLICIES)}")
     return policy
-
-
-# Speed (issue #24): a regex that starts with a character class scans at ~60 MB/s, one led by a
-# literal or a str method at GB/s. Every match of the digit-led regexes starts where a run of digits
-# starts (their first digit's lookbehind says so; an IBAN two letters before one), so the text is
-# scanned for those once, and each regex is only tried there (`match`, with finditer's semantics)
-# and only where the run has the length its first group needs.
-_RUNS = re.compile(r"\d\d*")  # = \d+, but led by a plain class the engine scans for: ~2x faster
-
-
-def _digit_runs(text: str, runs: Runs = None) -> Sequence[Tuple[int, int]]:
-    if runs is not None:
-        return runs
-    first = min([i for i in map(text.find, "0123456789") if i >= 0], default=-1)  # str.find: no regex scan
-    return [] if first < 0 else [m.span() for m in _RUNS.finditer(text, first)]
-
-
-def _at(rx: "re.Pattern[str]", text: str, cands: Iterable[int]) -> Iterator["re.Match[str]"]:
-    """rx.finditer(text) when every match starts at one of cands (ascending): non-overlapping."""
-    end = 0
-    for p in cands:
-        if p >= end:
-            m = rx.match(text, p)
-            if m:
-                end = m.end()
-                yield m
 
 
 _NL_DIGIT = re.compile(r"\n[ \t]*[-–\d(+]")  # literal-led: gates WRAP, whose lookbehind scans every char
