@@ -117,13 +117,13 @@ def parse_lm_eval(res: dict, meta: dict) -> Dict[str, dict]:
 
 
 def _dataset(conf: dict) -> dict:
-    """The dataset an lm-eval task read, as its config names it, and its revision: the pinned one
-    (dataset_kwargs.revision), else for local data files the sha256 of their bytes, else None (the Hub's
-    cache at run time: lm-eval does not report which commit it read)."""
+    """The dataset an lm-eval task read (its path and config name, as the task names them) and its revision:
+    the pinned one (dataset_kwargs.revision), else for local data files the sha256 of their bytes, else None
+    (the Hub's cache at run time: lm-eval does not report which commit it read)."""
     kwargs = conf.get("dataset_kwargs") or {}
-    name = "/".join(str(x) for x in (conf.get("dataset_path"), conf.get("dataset_name")) if x)
     files = kwargs.get("data_files")
-    files = sorted(files.values() if isinstance(files, dict) else [files] if isinstance(files, str) else files or [])
+    files = list(files.values()) if isinstance(files, dict) else [files] if isinstance(files, str) else files or []
+    files = sorted(str(f) for x in files for f in ([x] if isinstance(x, str) else x))  # {split: [paths]} too
     rev = kwargs.get("revision") or conf.get("revision")
     if not rev and files and all(Path(str(f)).is_file() for f in files):
         import hashlib
@@ -132,7 +132,7 @@ def _dataset(conf: dict) -> dict:
         for f in files:
             h.update(Path(str(f)).read_bytes())
         rev = "sha256:" + h.hexdigest()
-    return {"dataset": name or None, "dataset_revision": rev}
+    return {"dataset": conf.get("dataset_path"), "dataset_config": conf.get("dataset_name"), "dataset_revision": rev}
 
 
 def run_lm_eval(model, tasks: List[str], include: List[str], *, limit: Optional[int], num_fewshot: int,

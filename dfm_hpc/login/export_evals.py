@@ -60,11 +60,12 @@ def model_info(label: str, row: dict, engine: Optional[Dict[str, str]]) -> dict:
 
 def _source_data(task: str, meta: dict) -> dict:
     dataset, n = meta.get("dataset"), meta.get("n_samples")
-    extra = _strings({"revision": meta.get("dataset_revision"), "split": meta.get("split"),
-                      "samples_total": meta.get("n_samples_total")})
-    hub = bool(dataset) and dataset.count("/") >= 1 and not dataset.startswith(("/", ".", "json"))
-    if not hub:
-        return {"dataset_name": dataset or task, "source_type": "other", "additional_details": extra}
+    extra = _strings({"dataset": dataset, "config": meta.get("dataset_config"),
+                      "revision": meta.get("dataset_revision"), "split": meta.get("split"),
+                      "samples_total": meta.get("n_samples_total"), "samples": n})
+    hub = bool(dataset) and dataset.count("/") == 1 and not dataset.startswith(("/", "."))
+    if not hub:  # local files (lm-eval's `json` loader), EuroEval's dataset names, the held-out text
+        return {"dataset_name": task, "source_type": "other", "additional_details": extra}
     split = {"validation": "val"}.get(meta.get("split"), meta.get("split"))
     return {"dataset_name": dataset, "source_type": "hf_dataset", "hf_repo": dataset,
             **({"hf_split": split} if split else {}), **({"samples_number": int(n)} if n is not None else {}),

@@ -249,7 +249,7 @@ def test_served_tiny_model_is_scored_by_lm_eval_and_euroeval(tmp_path, monkeypat
     assert lm["meta"] | {"harness_version": None, "backend_version": None, "dataset_revision": None} == {
         "dtype": "float32", "backend": "transformers", "backend_version": None, "seed": 7, "chat_template": False,
         "harness": "lm-eval", "harness_version": None, "task_version": "1.0", "split": "test", "n_samples": 4,
-        "n_samples_total": 20, "num_fewshot": 0, "dataset": "json", "dataset_revision": None}
+        "n_samples_total": 20, "num_fewshot": 0, "dataset": "json", "dataset_config": None, "dataset_revision": None}
     # the versions the server's own interpreter reported, bound to the scores (job/scored.py)
     assert m["bound_to"]["server"] == m["serving"]["runtime"] and m["serving"]["runtime"]["transformers"]
     assert lm["meta"]["backend_version"] == m["serving"]["runtime"]["transformers"]

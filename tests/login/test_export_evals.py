@@ -30,7 +30,9 @@ def test_export_writes_valid_records_bound_to_the_weights(tmp_path):
             "harness": "euroeval", "harness_version": "16.11.0", "split": "test", "n_samples": 32,
             "dataset": "angry-tweets", "dataset_revision": None, "backend": "vllm", "backend_version": "0.10.1"}}
     sft["serving"] = {"backend": "vllm", "runtime": {"vllm": "0.10.1"}}
-    write(run, [row("base", "a" * 64, "org/base-7b"), sft, row("dpo", None, "/old/dpo")])  # dpo: before hashes
+    base = row("base", "a" * 64, "org/base-7b")
+    base["benchmarks"]["lm-eval/dfm_danish_mc"]["meta"].update(dataset="alexandrainst/m_arc", dataset_config="da")
+    write(run, [base, sft, row("dpo", None, "/old/dpo")])  # dpo: before hashes
     r = dfm("export-evals", str(run), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     out = run / "stages" / "evaluate" / "every_eval_ever"
@@ -60,7 +62,14 @@ def test_export_writes_valid_records_bound_to_the_weights(tmp_path):
     held = recs[(name, "dfm_hpc_held_out_text")]
     assert {r["metric_config"]["metric_id"]: r["metric_config"]["lower_is_better"]
             for r in held["evaluation_results"]} == {"eval_loss": True, "perplexity": True}
-    assert recs[(f"{run.name}:base", "lm-eval_dfm_danish_mc")]["model_info"]["id"] == "org/base-7b"
+    hub = recs[(f"{run.name}:base", "lm-eval_dfm_danish_mc")]
+    assert hub["model_info"]["id"] == "org/base-7b"
+    assert hub["evaluation_results"][0]["source_data"] == {
+        "dataset_name": "alexandrainst/m_arc", "source_type": "hf_dataset", "hf_repo": "alexandrainst/m_arc",
+        "hf_split": "test", "samples_number": 20, "additional_details": {
+            "dataset": "alexandrainst/m_arc", "config": "da", "revision": "sha256:abc", "split": "test",
+            "samples_total": "20", "samples": "20"}}
+    assert mc["evaluation_results"][0]["source_data"]["source_type"] == "other"  # local files
     assert recs[(f"{run.name}:dpo", "lm-eval_dfm_danish_mc")]["model_info"]["additional_details"][
         "weights_sha256"] == "unknown"
     # again: the same files (the record ids come from run, model and benchmark), now under --out
