@@ -110,7 +110,8 @@ def test_munin_cpt_lumi_dry_run_renders_the_tokenize_array_before_training(tmp_p
     (run,) = run_dirs(tmp_path)
     tok = (run / "stages" / "tokenize" / "sbatch.sh").read_text()
     cpt = (run / "stages" / "cpt" / "sbatch.sh").read_text()
-    assert "#SBATCH --array=0-15%16" in tok and "#SBATCH --partition=small-g" in tok
+    # tokenizing needs no GPU: LUMI-C small (tests/login/test_cpu_stages.py)
+    assert "#SBATCH --array=0-15%16" in tok and "#SBATCH --partition=small\n" in tok and "--gpus-per-node" not in tok
     assert "--dependency" not in tok
     assert "#SBATCH --dependency='afterok:<job id of tokenize>'" in cpt and "#SBATCH --nodes=8" in cpt
     assert "mixture (seed 0, 4,194,304,000 training tokens)" in p.stdout
