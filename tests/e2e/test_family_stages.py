@@ -5,8 +5,8 @@ and merged model reloads (AutoModelForCausalLM + AutoTokenizer, adapter chains f
 logits, keeps the family's architecture and chat template, and generates.
 
 The runs go two at a time (each rank has OMP_NUM_THREADS=1, most of a run is its three stages' imports), in one
-module fixture; each family's test then checks its own run. Duration (2 cores): 3 min 51 s one by one, ~2 min 10 s
-two at a time."""
+module fixture; each family's test then checks its own run (max_workers=1: one by one). Duration (2 cores): 3 min
+51 s one by one on a quiet machine; two at a time not yet timed on a quiet one (docs/benchmarks.md)."""
 
 from __future__ import annotations
 
