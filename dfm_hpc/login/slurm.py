@@ -78,6 +78,9 @@ def host_side(params: Dict[str, Any], folder: Path, job: Optional[StageJob] = No
         f"export DFM_HPC_DONE_MARKER={shlex.quote(str(Path(folder) / 'done'))}{per_job}",
         'rm -f "$DFM_HPC_REQUEUE_MARKER" "$DFM_HPC_DONE_MARKER"  # a requeued job keeps its id',
         "trap '' USR2  # the pre-timeout signal is for the ranks; this script lives on to requeue",
+        "# this job alone: an array task by its own id (the task that holds the array's id would requeue them all)",
+        'DFM_HPC_JOB=${SLURM_ARRAY_JOB_ID:+${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}}',
+        'DFM_HPC_JOB=${DFM_HPC_JOB:-$SLURM_JOB_ID}',
         *(watchdog.setup_lines(folder, job, STAGES[job.stage].resumable) if job else [])]
     teardown = [
         "dfm_hpc_rc=$?  # the step's exit status",
@@ -86,7 +89,7 @@ def host_side(params: Dict[str, Any], folder: Path, job: Optional[StageJob] = No
         *(watchdog.teardown_lines(job) if job else []),
         'if [ -e "$DFM_HPC_REQUEUE_MARKER" ] && [ "$dfm_hpc_rc" -eq 0 ]; then',
         '  rm -f "$DFM_HPC_REQUEUE_MARKER"',
-        '  scontrol requeue "$SLURM_JOB_ID" && exit 0',
+        '  scontrol requeue "$DFM_HPC_JOB" && exit 0',
         '  echo "dfm_hpc: the stage stopped early and needs a requeue, but scontrol requeue failed'
         ' (SBATCH_NO_REQUEUE?): the job fails; rerun the run to continue" >&2',
         "  exit 1",

@@ -23,7 +23,7 @@ dfm_hpc_watchdog() {  # in the background: ends the step when no rank has made p
         { echo "no progress for $(( now - newest )) s (limit ${DFM_HPC_HANG_S} s; frozen:${frozen:- none}," \
                "working:${working:- none}, waiting:${waiting:- none})"; echo "$bad"; } > "$DFM_HPC_HUNG_MARKER"
         echo "dfm_hpc watchdog: $(head -n 1 "$DFM_HPC_HUNG_MARKER"): ending the step" >&2
-        squeue -h -s -j "$SLURM_JOB_ID" -o %i | grep -E '\.[0-9]+$' | xargs -r scancel --signal=KILL
+        squeue -h -s -j "${DFM_HPC_JOB:-$SLURM_JOB_ID}" -o %i | grep -E '\.[0-9]+$' | xargs -r scancel --signal=KILL
         return
     done
 }
@@ -69,11 +69,11 @@ dfm_hpc_after_hang() {  # the step was ended by the watchdog: record the bad nod
     if [ -z "$fail" ]; then
         echo "dfm_hpc: $DFM_HPC_STAGE hung ($why): requeued${exclude:+ without $exclude}" >&2
         trap '' TERM  # the requeue ends this job; the script and its commands live on (KillWait) to exclude
-        scontrol requeue "$SLURM_JOB_ID" || fail="scontrol requeue failed (SBATCH_NO_REQUEUE?)"
+        scontrol requeue "${DFM_HPC_JOB:-$SLURM_JOB_ID}" || fail="scontrol requeue failed (SBATCH_NO_REQUEUE?)"
         if [ -z "$fail" ]; then
             for _ in 1 2 3 4 5 6 7 8 9 10; do  # possible once the job is pending again
-                [ -z "$exclude" ] || scontrol update JobId="$SLURM_JOB_ID" ExcNodeList="$exclude" 2>/dev/null \
-                    && exit 0
+                [ -z "$exclude" ] || scontrol update JobId="${DFM_HPC_JOB:-$SLURM_JOB_ID}" ExcNodeList="$exclude" \
+                    2>/dev/null && exit 0
                 sleep 0.5
             done
             echo "dfm_hpc: the requeued job could not be set to exclude $exclude" >&2

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Dict
 
+from dfm_hpc.files import write_atomic
 from dfm_hpc.job.progress import Progress
 from dfm_hpc.job.rank import Preempted, StageContext
 from dfm_hpc.job.shards import append_durable, balance, chunks, resume_point
@@ -76,7 +77,7 @@ def run(cfg: Config, ctx: StageContext) -> None:
                            "resuming would mix them: rerun with --fresh")
     if ctx.is_main:
         mean = sum(loads) / max(1, len(loads))
-        (ctx.stage_dir / "plan.json").write_text(json.dumps({
+        write_atomic(ctx.stage_dir / "plan.json", json.dumps({  # other workers read it as they start
             "source": plan["source"], "translator": tr.name_or_path, "translator_revision": tr.revision,
             "backend": tr.backend, "target_lang": tr.target_lang, "filter_counts": plan["filter_counts"],
             "summary": plan["summary"], "filters": plan["filters"], "max_messages": cfg.translate.max_messages,

@@ -35,7 +35,7 @@ def test_the_dry_run_renders_an_nvidia_job(tmp_path):
                  'export NCCL_SOCKET_IFNAME="^lo,docker0"', 'export NCCL_NET_GDR_LEVEL="PHB"',
                  'export TORCH_NCCL_ASYNC_ERROR_HANDLING="1"', 'export HF_HUB_OFFLINE="1"',
                  'export MASTER_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"',
-                 'scontrol requeue "$SLURM_JOB_ID" && exit 0'):  # requeue as on LUMI: the shared host side
+                 'scontrol requeue "$DFM_HPC_JOB" && exit 0'):  # requeue as on LUMI: the shared host side
         assert line in s, line
     assert re.search(r"#SBATCH --signal=USR2@300", s)
     # RCCL's and LUMI's settings stay on LUMI: no Slingshot/CXI, MIOpen, LAIF module or hsn NICs

@@ -25,10 +25,10 @@ def script(tmp_path_factory):
     return run / "stages" / "sft" / "sbatch.sh"
 
 
-def _run(script, tmp_path, srun: str, scontrol: str = "exit 0"):
+def _run(script, tmp_path, srun: str, scontrol: str = "exit 0", **extra):
     bin_dir = tmp_path / "bin"
     slurm_stubs.install(bin_dir, bodies={"srun": srun, "scontrol": scontrol})
-    env = {**os.environ, **slurm_stubs.env(bin_dir), "SLURM_JOB_ID": "7", "SLURM_JOB_NODELIST": "nid001"}
+    env = {**os.environ, **slurm_stubs.env(bin_dir), "SLURM_JOB_ID": "7", "SLURM_JOB_NODELIST": "nid001", **extra}
     r = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env, cwd=tmp_path)
     requeues = [c for c in slurm_stubs.calls(bin_dir, "scontrol") if c.startswith("scontrol [requeue]")]
     markers = sorted(f.name for f in (script.parent / "submitit").glob("*.7"))
@@ -45,6 +45,14 @@ def test_a_requested_requeue_is_done_and_the_job_ends_well(script, tmp_path):
     r, requeues, markers = _run(script, tmp_path, REQUEUE)
     assert r.returncode == 0, r.stderr
     assert requeues == ["scontrol [requeue] [7]"] and markers == []
+
+
+def test_an_array_task_requeues_itself_not_the_array(script, tmp_path):
+    """The task that holds the array's own job id (here 7, task 1 of array 7) must requeue 7_1: `scontrol requeue
+    7` would requeue every task of the array, killing the others mid-write (seen in CI: a torn plan.json)."""
+    r, requeues, _ = _run(script, tmp_path, REQUEUE, SLURM_ARRAY_JOB_ID="7", SLURM_ARRAY_TASK_ID="1")
+    assert r.returncode == 0, r.stderr
+    assert requeues == ["scontrol [requeue] [7_1]"]
 
 
 def test_a_finished_stage_completes_without_a_requeue(script, tmp_path):

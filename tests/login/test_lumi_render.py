@@ -102,7 +102,7 @@ def test_small_g_is_per_gcd_without_masks(tmp_path):
     assert "#SBATCH --mem-per-gpu=60G" in s and "--cpu-bind" not in s and "--exclusive" not in s
     # the same container integration and host-side lines as standard-g (issue #10)
     for line in ("module load lumi-aif-singularity-bindings", "export MASTER_PORT=$(( 10000 + SLURM_JOB_ID % 10000 ))",
-                 'scontrol requeue "$SLURM_JOB_ID" && exit 0', "exit $dfm_hpc_rc"):
+                 'scontrol requeue "$DFM_HPC_JOB" && exit 0', "exit $dfm_hpc_rc"):
         assert line in s, line
     assert " singularity run " in s
 
@@ -168,7 +168,7 @@ def test_requeue_and_accounting_are_host_side(tmp_path):
     assert after[2] == 'kill "$dfm_hpc_watchdog_pid" 2>/dev/null'
     assert after[3].startswith('[ -e "$DFM_HPC_HUNG_MARKER" ]')
     assert after[4] == 'if [ -e "$DFM_HPC_REQUEUE_MARKER" ] && [ "$dfm_hpc_rc" -eq 0 ]; then'
-    assert '  scontrol requeue "$SLURM_JOB_ID" && exit 0' in after and after[-1] == "exit $dfm_hpc_rc"
+    assert '  scontrol requeue "$DFM_HPC_JOB" && exit 0' in after and after[-1] == "exit $dfm_hpc_rc"
     # MASTER_ADDR too is computed by the script, before the step
     assert lines.index('export MASTER_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"') < srun
 
@@ -231,7 +231,7 @@ def test_a_chain_dev_g_would_refuse_halfway_exits_2_and_writes_nothing(tmp_path)
     (run,) = run_dirs(tmp_path)
     s = (run / "stages" / "sft" / "sbatch.sh").read_text()
     for line in ("#SBATCH --partition=dev-g", "module load lumi-aif-singularity-bindings", " singularity run ",
-                 'scontrol requeue "$SLURM_JOB_ID" && exit 0'):
+                 'scontrol requeue "$DFM_HPC_JOB" && exit 0'):
         assert line in s, line
 
 
