@@ -4,8 +4,8 @@
 #
 # Run as root on Debian 12 (no systemd needed). It installs missing packages
 # (slurm-wlm, slurmdbd, munge, mariadb-server, procps), then starts:
-#   munged -> mariadbd -> slurmdbd -> slurmctld -> slurmd -N node1 / node2 / node3
-# Three fake nodes run on this host, with accounting
+#   munged -> mariadbd -> slurmdbd -> slurmctld -> slurmd -N node1 ... node4
+# Four fake nodes run on this host, with accounting
 # via slurmdbd so that `sacct` works. Config goes to /etc/slurm/, state, spool
 # and logs to $SLURM_SCRATCH (default /tmp/dfm_hpc-slurm).
 #
@@ -71,9 +71,10 @@ fi
 # --- stop old Slurm daemons (fresh start), prepare directories ----------------
 bash "$HERE/stop.sh"
 rm -rf "$SCRATCH/state" "$SCRATCH/slurmd"
-mkdir -p "$SCRATCH/state" "$SCRATCH/slurmd/node1" "$SCRATCH/slurmd/node2" "$SCRATCH/slurmd/node3" "$LOG" /etc/slurm
+mkdir -p "$SCRATCH/state" "$SCRATCH"/slurmd/node{1,2,3,4} "$LOG" /etc/slurm
 grep -qE '^[^#]*\snode1(\s|$)' /etc/hosts || echo "127.0.0.1 node1 node2" >>/etc/hosts
 grep -qE '^[^#]*\snode3(\s|$)' /etc/hosts || echo "127.0.0.1 node3" >>/etc/hosts
+grep -qE '^[^#]*\snode4(\s|$)' /etc/hosts || echo "127.0.0.1 node4" >>/etc/hosts
 
 # --- fake GPUs and the rank sandbox -------------------------------------------
 # GPUs: character devices made for the purpose (1:3, /dev/null's numbers: harmless to open),
@@ -170,10 +171,11 @@ AccountingStorageHost=localhost
 JobAcctGatherType=jobacct_gather/linux
 JobAcctGatherFrequency=30
 NodeName=node[1-2] NodeHostname=$HOST NodeAddr=127.0.0.1 Port=17001-17002 CPUs=2 RealMemory=$node_mem Gres=gpu:$GPUS State=UNKNOWN
-# node3: a CPU node without GPUs, in its own partition (LUMI-C beside LUMI-G): stages that need no GPU go there
-NodeName=node3 NodeHostname=$HOST NodeAddr=127.0.0.1 Port=17003 CPUs=2 RealMemory=$node_mem State=UNKNOWN
+# node3, node4: CPU nodes without GPUs, in their own partition (LUMI-C beside LUMI-G): stages that need no GPU go
+# there, two nodes so that a 2-node CPU stage runs as it would on LUMI-C
+NodeName=node[3-4] NodeHostname=$HOST NodeAddr=127.0.0.1 Port=17003-17004 CPUs=2 RealMemory=$node_mem State=UNKNOWN
 PartitionName=debug Nodes=node[1-2] Default=YES MaxTime=INFINITE State=UP
-PartitionName=cpu Nodes=node3 MaxTime=INFINITE State=UP
+PartitionName=cpu Nodes=node[3-4] MaxTime=INFINITE State=UP
 EOF
 chmod 644 "$CONF"
 
@@ -200,10 +202,10 @@ sacctmgr -n -P show cluster format=Cluster | grep -qx "$CLUSTER" \
 # --- slurmctld, slurmd --------------------------------------------------------
 slurmctld || die "slurmctld failed to start" "$LOG/slurmctld.log"
 wait_for 30 scontrol ping || die "slurmctld not answering" "$LOG/slurmctld.log" "$WAIT_OUT"
-for n in node1 node2 node3; do
+for n in node1 node2 node3 node4; do
     slurmd -N "$n" || die "slurmd -N $n failed to start" "$LOG/slurmd-$n.log"
 done
-nodes_idle() { [[ $(sinfo -h -N -t idle -o %N | sort -u | wc -l) -eq 3 ]]; }
+nodes_idle() { [[ $(sinfo -h -N -t idle -o %N | sort -u | wc -l) -eq 4 ]]; }
 wait_for 60 nodes_idle || { sinfo -N -o '%N %T %E' >&2
     die "nodes not idle after 60 s (see also $LOG/slurmd-node*.log)" "$LOG/slurmctld.log"; }
 wait_for 30 sacctmgr -n show cluster "$CLUSTER" || die "sacctmgr does not work" "$LOG/slurmdbd.log" "$WAIT_OUT"

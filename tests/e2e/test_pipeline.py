@@ -102,7 +102,7 @@ def test_pipeline_on_two_nodes_fails_at_a_stage_and_rerun_continues(slurm_cluste
     assert "on node2" in (run / "stages" / "sft" / "logs" / "rank-1.log").read_text()
     # the stages that need no GPU ran in the CPU partition, on the node without GPUs (as LUMI-C beside LUMI-G)
     for st in ("merge", "pii"):
-        assert "on node3" in (run / "stages" / st / "logs" / "rank-0.log").read_text(), st
+        assert re.search(r"on node[34] ", (run / "stages" / st / "logs" / "rank-0.log").read_text()), st
         assert "#SBATCH --partition=cpu" in (run / "stages" / st / "sbatch.sh").read_text()
 
     r = dfm("rerun", str(run), "data.eval_text=tiny:eval", cwd=tmp_path)
