@@ -106,6 +106,7 @@ def serving_script(run: Path, stage: str, model: str, cfg) -> Tuple[str, plan.St
         f'export VLLM_CACHE_ROOT={shell.quote_value(str(run / "chat" / "vllm-cache"))}',
     ]
     folder = run / "chat" / "submitit"
+    shell.check_params([params, str(folder), serve])  # as slurm.render: no control characters reach the script
     params = {k: v for k, v in params.items() if k not in ("setup", "srun_args")}
     params["additional_parameters"] = {}  # a chat is not requeued, nor part of a chain
     script = _make_sbatch_string(command=serve, folder=folder, setup=setup, use_srun=False, **params)
