@@ -141,7 +141,7 @@ def unread_keys(leaves: Dict[str, Dict[str, str]], sources: Iterable[str], class
 
 
 def _package_sources() -> list:
-    skip = {"schema.py"}
+    skip = {"schema.py", "schema_stages.py"}
     return [p.read_text() for p in (REPO / "dfm_hpc").rglob("*.py") if p.name not in skip]
 
 
