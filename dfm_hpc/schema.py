@@ -44,6 +44,7 @@ from dfm_hpc.schema_stages import (  # noqa: F401  (the stages' keys live in the
     DemoStage,
     DpoStage,
     EvaluateStage,
+    GateConfig,
     LumiCheckStage,
     MergeStage,
     PiiStage,

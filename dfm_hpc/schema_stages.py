@@ -7,7 +7,7 @@ one comment per field, choices as Enums, number ranges as `ranged(...)` metadata
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from dfm_hpc.choices import (
     Attention,
@@ -195,6 +195,28 @@ class DpoStage(TrainStage):
 
 
 @dataclass
+class GateConfig:
+    """A promotion gate on the evaluate stage's benchmarks: each gated model against a reference, per task and
+    task group, with paired bootstrap intervals over the items (docs/evaluation.md#gates). Off unless enabled."""
+
+    enabled: bool = False  # gate this stage's results; a regression fails the stage (the chain stops)
+    # base | a model this stage scores (sft) | a run dir (its evaluate results) | a results.json file
+    reference: str = "base"
+    reference_model: Optional[str] = None  # the row of a reference run/results.json to compare with; unset: its last
+    models: List[str] = field(default_factory=list)  # models gated (base, cpt, sft, dpo, ...); empty: all but the reference
+    # half-width of the interval in standard errors: regressed when delta + k * SE < -max_drop
+    k: float = ranged(2.0, ge=0)
+    max_drop: float = ranged(0.0, ge=0)  # the drop tolerated beyond the interval, on the 0-1 score scale
+    floors: Dict[str, float] = field(default_factory=dict)  # task or group -> the lowest score (0-1) that passes
+    # group name -> tasks (benchmark keys or task names, * patterns); lm-eval's own groups are added
+    groups: Dict[str, List[str]] = field(default_factory=dict)
+    metrics: Dict[str, str] = field(default_factory=dict)  # task -> the metric gated; unset: its first per-item one
+    warn_only: bool = False  # a regression warns (log, status, card) and the chain goes on
+    resamples: int = ranged(1000, ge=10)  # paired bootstrap resamples per task
+    seed: int = 0  # the bootstrap's random seed
+
+
+@dataclass
 class EvaluateStage(StageConfig):
     """Scores models of this run (and others, side by side): perplexity, benchmarks (lm-eval,
     EuroEval), generations. docs/evaluation.md"""
@@ -228,6 +250,7 @@ class EvaluateStage(StageConfig):
     max_eval_texts: int = ranged(1000, ge=1)  # held-out texts for perplexity (data.eval_text)
     generation_prompts: int = ranged(5, ge=0)  # Danish prompts to generate samples for
     max_new_tokens: int = ranged(64, ge=1)  # the longest generated sample
+    gate: GateConfig = field(default_factory=GateConfig)  # promotion gate: a regression stops the chain
     tasks_per_node: Optional[int] = 1
     time: str = "02:00:00"
 

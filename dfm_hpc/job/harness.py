@@ -107,13 +107,37 @@ def parse_lm_eval(res: dict, meta: dict) -> Dict[str, dict]:
             scores[label] = None if not isinstance(v, (int, float)) or math.isnan(v) else float(v)
         conf = (res.get("configs") or {}).get(task, {})
         n = (res.get("n-samples") or {}).get(task, {})
-        out[f"lm-eval/{task}"] = {"scores": scores, "meta": {
+        items = _lm_eval_items(res, task)  # with log_samples only: the gate's paired bootstrap (job/gate.py)
+        out[f"lm-eval/{task}"] = {**({"items": items} if items else {}), "scores": scores, "meta": {
             **meta, "harness": "lm-eval", "harness_version": version("lm_eval"),
             "task_version": None if (res.get("versions") or {}).get(task) is None else str(res["versions"][task]),
             "split": conf.get("test_split") or conf.get("validation_split"),
             "n_samples": n.get("effective"), "n_samples_total": n.get("original"),
             "num_fewshot": (res.get("n-shot") or {}).get(task), **_dataset(conf)}}
     return out
+
+
+def _lm_eval_items(res: dict, task: str) -> Optional[dict]:
+    """A task's per-item scores from its logged samples: {"unit": "item", "ids": [doc_id], "hashes": [the
+    document's hash, 12 hex], "metrics": {label: [value]}, "higher_is_better", "groups": [lm-eval groups]}."""
+    samples = (res.get("samples") or {}).get(task)
+    if not samples:
+        return None
+    values: Dict[str, dict] = {}
+    hashes = {}
+    for s in samples:
+        filt = s.get("filter", "none")
+        for m in s.get("metrics") or []:
+            v = s.get(m)
+            if isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v)):
+                values.setdefault(m if filt == "none" else f"{m} ({filt})", {})[s["doc_id"]] = float(v)
+        hashes[s["doc_id"]] = str(s.get("doc_hash") or "")[:12]
+    ids = sorted(hashes)
+    better = (res.get("higher_is_better") or {}).get(task) or {}
+    return {"unit": "item", "ids": ids, "hashes": [hashes[i] for i in ids],
+            "metrics": {lab: [v.get(i) for i in ids] for lab, v in values.items()},
+            "higher_is_better": {lab: better.get(lab.split(" (")[0], True) for lab in values},
+            "groups": sorted(g for g, subs in (res.get("group_subtasks") or {}).items() if task in subs)}
 
 
 def _dataset(conf: dict) -> dict:
@@ -137,8 +161,9 @@ def _dataset(conf: dict) -> dict:
 
 def run_lm_eval(model, tasks: List[str], include: List[str], *, limit: Optional[int], num_fewshot: int,
                 seed: int, meta: dict, model_args: Optional[dict] = None, chat: bool = False,
-                log=print) -> Dict[str, dict]:
-    """Score `model` (an lm-eval LM object, or a backend name with `model_args`) on `tasks`, offline."""
+                log=print, per_item: bool = False) -> Dict[str, dict]:
+    """Score `model` (an lm-eval LM object, or a backend name with `model_args`) on `tasks`, offline.
+    per_item: each result also carries its per-item scores ("items"; lm-eval's log_samples)."""
     import os
 
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # task data from files or the prefetched cache
@@ -154,7 +179,7 @@ def run_lm_eval(model, tasks: List[str], include: List[str], *, limit: Optional[
         res = lm_eval.simple_evaluate(model=model, model_args=model_args, tasks=list(tasks),
                                       num_fewshot=num_fewshot, limit=limit, task_manager=manager,
                                       random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
-                                      fewshot_random_seed=seed, log_samples=False, bootstrap_iters=100,
+                                      fewshot_random_seed=seed, log_samples=per_item, bootstrap_iters=100,
                                       apply_chat_template=chat)
     out = parse_lm_eval(res, {**meta, "seed": seed, "chat_template": chat})
     log("; ".join(f"{k} {scores_line(v['scores'])}" for k, v in out.items()) + f" ({time.time() - t0:.1f} s)")
@@ -276,7 +301,8 @@ def parse_euroeval(records, meta: Optional[dict] = None) -> Dict[str, dict]:
                       for k, v in ((rec.get("results") or {}).get("total") or {}).items()}
             n = len((rec.get("results") or {}).get("raw") or []) or None
             engine, src = {}, {}
-        out[f"euroeval/{task}/{dataset}"] = {"scores": scores, "meta": {
+        items = _euroeval_iterations(rec)
+        out[f"euroeval/{task}/{dataset}"] = {**({"items": items} if items else {}), "scores": scores, "meta": {
             **(meta or {}), "harness": "euroeval", "harness_version": ver, "task_version": ver,
             "split": "validation" if val else "test", "n_samples": n,
             # a revision only where the record reports one: EuroEval names the dataset, not its commit
@@ -284,6 +310,19 @@ def parse_euroeval(records, meta: Optional[dict] = None) -> Dict[str, dict]:
             "dataset_revision": (src.get("additional_details") or {}).get("revision"),
             **({"client_engine": f"{engine.get('name')} {engine.get('version')}"} if engine else {})}}
     return out
+
+
+def _euroeval_iterations(rec: dict) -> Optional[dict]:
+    """The per-iteration scores of an older-format record (results.raw, on a 0-1 scale: EuroEval scales its
+    totals to percentages after averaging). Iteration i is the same bootstrap resample of the test set for
+    every model (EuroEval's fixed seed), so they pair (job/gate.py). The newer format keeps none."""
+    raw = (rec.get("results") or {}).get("raw")
+    raw = raw.get("test") if isinstance(raw, dict) else raw
+    if not isinstance(raw, list) or not raw or not all(isinstance(r, dict) for r in raw):
+        return None
+    labels = [k for k in raw[0] if isinstance(raw[0][k], (int, float))]
+    return {"unit": "iteration", "ids": list(range(len(raw))),
+            "metrics": {k.removeprefix("test_").removeprefix("val_"): [_num(r.get(k)) for r in raw] for k in labels}}
 
 
 def read_jsonl(path: Path) -> List[dict]:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from dfm_hpc import results, tiny
-from dfm_hpc.job import eval_progress, harness, scored, serve
+from dfm_hpc.job import eval_progress, gate, harness, scored, serve
 from dfm_hpc.job.rank import Preempted, StageContext
 from dfm_hpc.job.scoring import generate, load, perplexity
 from dfm_hpc.registry import TRAINED_STAGES
@@ -201,7 +201,8 @@ def served_phase(cfg, ctx, specs, merged, rows: Dict[str, dict], prompts: List[s
                         kind, args = harness.server_model_args(srv.base_url, mid, tok, ev.server_chat)
                         _bench(row, ctx, name, "lm-eval", harness.run_lm_eval, kind, names, include,
                                limit=ev.lm_eval_limit, num_fewshot=ev.num_fewshot, seed=cfg.seed, meta=meta,
-                               model_args=args, chat=ev.server_chat, log=lambda m: ctx.log(f"[{name}] {m}"))
+                               model_args=args, chat=ev.server_chat, log=lambda m: ctx.log(f"[{name}] {m}"),
+                               per_item=True)
                     else:
                         _euroeval(cfg, ctx, row, name, mid, srv.base_url, meta)
                     try:
@@ -257,6 +258,7 @@ def _on_gpu() -> bool:
 # ---------------------------------------------------------------------------- the stage
 
 def write_outputs(sdir: Path, source: str, rows: List[dict], samples: List[dict]) -> None:
+    rows = gate.split_items(sdir, rows)  # per-item scores go to items/<model>.json (a later run's reference)
     rows = [scored.finish(r) for r in rows]  # each row's harness and server versions into its bound_to
     (sdir / "results.json").write_text(json.dumps({"format": results.FORMAT, "eval_data": source, "models": rows},
                                                   indent=2, ensure_ascii=False) + "\n")
@@ -295,7 +297,7 @@ def _in_process(cfg, ctx, name, path, texts, prompts, in_process_tasks, merged) 
                 "backend_version": harness.version("transformers")}
         _bench(row, ctx, name, "lm-eval", harness.run_lm_eval, harness.hf_lm(model, tokenizer), *in_process_tasks,
                limit=ev.lm_eval_limit, num_fewshot=ev.num_fewshot, seed=cfg.seed, meta=meta,
-               log=lambda m: ctx.log(f"[{name}] {m}"))
+               log=lambda m: ctx.log(f"[{name}] {m}"), per_item=True)
     if ev.euroeval and not served:
         row["notes"].append("EuroEval runs against a served model: set evaluate.server (vllm on LUMI, "
                             "transformers on a CPU)")
@@ -357,3 +359,4 @@ def run(cfg: Config, ctx: StageContext) -> None:
     save()
     prog.remove()  # done: results.json holds it all
     ctx.log(f"wrote {sdir / 'results.json'} and results.md, samples.jsonl, samples.md")
+    gate.run(cfg, ctx)  # evaluate.gate: the verdict (results first); a regression fails the stage here
