@@ -16,6 +16,7 @@ better; [low, high] = delta -+ k * SE.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import List, Optional
 
@@ -99,12 +100,15 @@ def markdown(verdict: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def card_section(run_dir: Path) -> str:
+def card_section(run_dir: Path, out_dir: Optional[Path] = None) -> str:
     """The card's gate section: the verdict (a loud warning when it regressed under warn_only), the table and
-    the plot (gate.png, copied beside the card by the card stage)."""
+    the plot (gate.png, copied into out_dir beside the card)."""
     v = read(run_dir)
     if v is None:
         return ""
+    plot = path(run_dir).parent / PLOT
+    if out_dir is not None and plot.exists():
+        shutil.copy(plot, Path(out_dir) / PLOT)
     text = "\n### Promotion gate\n\n"
     if v["verdict"] != "passed":
         text += (f"> **WARNING: {v.get('summary')}** The gate was warn-only, so this card was written anyway.\n\n"
@@ -112,6 +116,6 @@ def card_section(run_dir: Path) -> str:
     else:
         text += f"{v.get('summary')}\n\n"
     text += markdown(v)
-    if (path(run_dir).parent / PLOT).exists():
+    if plot.exists():
         text += f"\n![gate: scores and deltas per task and group]({PLOT})\n"
     return text

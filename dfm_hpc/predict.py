@@ -124,8 +124,12 @@ def summary(cfg, stage: str, job: StageJob) -> str:
                 f"{st.input or 'the merge outputs'}, {st.shards} shards over {_workers(_devices(job))}")
     if stage == "evaluate":
         models = ", ".join(st.models) or "base + " + ", ".join(s for s in cfg.stages if s in TRAINED_STAGES)
+        g = st.gate  # the promotion gate (job/gate.py): what it compares and what stops the chain
+        gate = (f"; gate: {', '.join(g.models) or 'each'} vs {g.reference}, regressed if delta + {g.k:g} SE < "
+                f"-{g.max_drop:g}{' (warn only)' if g.warn_only else ': the stages after evaluate do not start'}"
+                if g.enabled else "")
         return (f"evaluate {models}: perplexity on {st.max_eval_texts} texts"
-                f"{', EuroEval' if st.euroeval else ''}, {st.generation_prompts} generations")
+                f"{', EuroEval' if st.euroeval else ''}, {st.generation_prompts} generations{gate}")
     if stage == "card":
         return f"model card ({st.license}{', ' + st.repo_id if st.repo_id else ''}) and datasheets"
     if stage == "tokenize":

@@ -13,6 +13,7 @@ the CLI prints them all and exits 2 before anything is created.
     lumi_rules.py LUMI's rules on the predictions (dev-g: one start), on runs_root (/scratch or /flash) and on
                   the translator's device (ctranslate2 has no gfx90a wheel)
     restarts.py   cluster.max_restarts against each stage's predicted requeues (the plan's starts)
+    gate.py       evaluate.gate: the reference and the gated models are scored (or stored), a benchmark to gate on
 
 The entry points: `check_overrides` (a command line), `check_config` (a composed config) and, once the
 stages are predicted, `check_predictions` (problems) and `storage_warnings` (printed with the plan).
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 from typing import List
 
-from dfm_hpc.login.checks import lumi_rules, parallel, paths, ranges, resources, restarts, safety, stages
+from dfm_hpc.login.checks import gate, lumi_rules, parallel, paths, ranges, resources, restarts, safety, stages
 from dfm_hpc.login.checks.keys import SCHEMA_KEYS, check_overrides, explain_hydra_error, groups, invalid_choice
 from dfm_hpc.login.checks.lumi_rules import storage_warnings
 from dfm_hpc.login.checks.paths import should_check_paths
@@ -41,6 +42,8 @@ CHECKS = [resources.check_cluster, ranges.check_ranges, resources.check_jobs, st
           safety.check_names, safety.check_text, resources.check_times, stages.check_relations,
           resources.check_relations, paths.check_data_files, stages.check_mixture, stages.check_chats,
           parallel.check_sequence_parallel, parallel.check_packing, parallel.check_liger]
+
+CHECKS += [gate.check_gate]  # evaluate.gate: its reference and gated models, a benchmark to gate on
 
 # The checkers of the plan's predictions, `(cfg, records) -> problems`.
 PREDICTION_CHECKS = [lumi_rules.check_predictions, restarts.check_restarts]
