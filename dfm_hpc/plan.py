@@ -20,6 +20,7 @@ class StageJob:
     partition: Optional[str]
     after: Optional[str]  # the stage this one waits for (afterok)
     array: int = 1  # copies of the job (Slurm array tasks)
+    time_auto: bool = False  # its walltime is time=auto's (sized to the prediction: predict.auto_minutes)
     hang_minutes: Optional[float] = None  # the hang watchdog's limit, set with the prediction (predict.records)
     # the cluster settings the job gets (stage_cluster), set where the job is made (plan, run_jobs); config.yaml
     # holds them, so plan.json does not (job_record)
@@ -47,6 +48,33 @@ def parse_time(text: str) -> int:
     else:
         h, mi, s = int(a), int(b), int(c)
     return int(days or 0) * 1440 + h * 60 + mi + (1 if s else 0)
+
+
+AUTO = "auto"
+
+
+def max_minutes(job: StageJob) -> Optional[int]:
+    """The longest walltime the job's partition takes: LUMI's (lumi.PARTITIONS), elsewhere cluster.max_time;
+    None where none is known."""
+    cl = job.cluster
+    if cl is None:
+        return None
+    if cl.system == "lumi":
+        part = lumi.PARTITIONS.get(job.partition or "")
+        return int(part.max_hours * 60) if part else None
+    return parse_time(cl.max_time) if cl.get("max_time") else None
+
+
+def _sized(cfg, job: StageJob) -> StageJob:
+    """time=auto: the walltime the prediction asks for (predict.auto_minutes), else the stage's fallback_time."""
+    from dfm_hpc import predict  # it imports this module
+
+    try:
+        minutes = predict.auto_minutes(cfg, job)
+    except (ArithmeticError, ValueError):  # a bad value (a zero batch...): check_config says so; plan on
+        minutes = None
+    job.minutes = minutes if minutes is not None else parse_time(cfg[job.stage].fallback_time)
+    return job
 
 
 def _single_device(cfg, stage: str) -> bool:
@@ -93,18 +121,21 @@ def plan(cfg) -> List[StageJob]:
         gpus = st.gpus_per_node if st.gpus_per_node is not None else cl.gpus_per_node
         if cl is not cfg.cluster:  # a single-device place: at least its GPUs (a GCD); a CPU place has none
             gpus = max(gpus, cl.gpus_per_node)
-        jobs.append(StageJob(
+        auto = str(st.time).strip() == AUTO
+        job = StageJob(
             stage=name,
             nodes=st.nodes,
             tasks_per_node=st.tasks_per_node if st.tasks_per_node is not None else cl.tasks_per_node,
             gpus_per_node=gpus,
             cpus_per_task=st.cpus_per_task if st.cpus_per_task is not None else cl.cpus_per_task,
-            minutes=parse_time(st.time),
+            minutes=0 if auto else parse_time(st.time),
             partition=st.partition or cl.partition,
             after=jobs[-1].stage if jobs else None,
             array=st.array,
+            time_auto=auto,
             cluster=cl,
-        ))
+        )
+        jobs.append(_sized(cfg, job) if auto else job)
     return jobs
 
 

@@ -19,12 +19,13 @@ import re
 from typing import Dict, List, Optional
 
 from dfm_hpc import estimates, model_shape
-from dfm_hpc.plan import StageJob, billing, billing_pool, gpu_hours, job_record
+from dfm_hpc.plan import StageJob, billing, billing_pool, gpu_hours, job_record, max_minutes
 from dfm_hpc.registry import STAGES, TRAINED_STAGES
 from dfm_hpc.tokens import data_parallel, sequence_parallel, train_tokens
 
 HANG_FLOOR_MIN = 30.0  # the hang watchdog: a 7B model's load, a ZeRO-3 save, an evaluation pass: no beat for minutes
 HANG_STEPS = 10  # its auto limit is at least this many predicted steps: a slow step is not a hang
+LUMI_C = "lumi_c"  # the throughput entry of a stage without GPUs on LUMI (a LUMI-C core allocation)
 LORA_FLOPS = 2 / 3  # LoRA skips the weight gradients: ~2/3 of full training (TRL "LoRA without regret")
 
 
@@ -46,8 +47,8 @@ def device_for(cfg, job: StageJob) -> str:
     want = str(cfg.throughput.device)
     if want != "auto":
         return want
-    if job.gpus_per_node == 0:
-        return "cpu"
+    if job.gpus_per_node == 0:  # LUMI-C's cores, not the dev machine's (the cpu entry predicts tiny runs there)
+        return LUMI_C if cfg.cluster.system == "lumi" else "cpu"
     if cfg.cluster.device:
         return str(cfg.cluster.device)
     return "mi250x_gcd" if cfg.cluster.system == "lumi" else "h100"
@@ -186,25 +187,57 @@ def _work(cfg, stage: str, job: StageJob, dev) -> Optional[tuple]:
     return None
 
 
+def _estimate(cfg, job: StageJob, dev) -> Optional[tuple]:
+    """(seconds of work on the stage's devices, basis, work text, rate text), start-ups left out; None: no estimate."""
+    work = _work(cfg, job.stage, job, dev)
+    if work is not None:
+        return work[0], "work", work[1], work[2]
+    if job.stage in dev.stage_minutes:
+        return (dev.stage_minutes[job.stage] * 60, "fixed", "fixed estimate",
+                f"throughput.devices.{device_for(cfg, job)}.stage_minutes.{job.stage}")
+    return None
+
+
+AUTO_MIN_MINUTES = 10  # the shortest auto walltime: a start on a busy node varies by minutes; shorter gains nothing
+
+
+def _round_up(minutes: float) -> int:
+    """Up to 5 minutes below an hour, 15 below 6 hours, 30 above: a walltime a person reads at a glance."""
+    step = 5 if minutes <= 60 else 15 if minutes <= 360 else 30
+    return max(AUTO_MIN_MINUTES, math.ceil(minutes / step - 1e-9) * step)
+
+
+def auto_minutes(cfg, job: StageJob) -> Optional[int]:
+    """time=auto: the predicted work x cluster.time_factor + one start-up, plus the stop signal's lead
+    (cluster.signal_delay_s) for a stage that stops at it (a resumable one on Slurm), rounded up (_round_up),
+    within the partition's longest walltime (plan.max_minutes; past it a resumable stage requeues, and one that
+    cannot resume is refused: problems). None where there is no prediction (the stage's fallback_time)."""
+    dev = cfg.throughput.devices.get(device_for(cfg, job))
+    est = _estimate(cfg, job, dev) if dev is not None else None
+    if est is None:
+        return None
+    cl, spec = job.cluster if job.cluster is not None else cfg.cluster, STAGES.get(job.stage)
+    signal_s = cl.signal_delay_s if cl.scheduler == "slurm" else 0
+    stops = bool(spec and spec.resumable)  # the others do not stop at the signal: they run to the walltime
+    want = _round_up((est[0] * cl.time_factor + dev.startup_s + (signal_s if stops else 0)) / 60)
+    if want * 60 <= signal_s:  # the signal must come after the start (checks: resources.check_relations)
+        want = _round_up(signal_s / 60 + 1)
+    cap = max_minutes(job)
+    return min(want, cap) if cap else want
+
+
 def predict(cfg, job: StageJob) -> Dict:
     stage = job.stage
     spec = STAGES.get(stage)
     out = {"summary": summary(cfg, stage, job), "basis": None, "device": device_for(cfg, job), "work": None,
            "rate": None, "hours": None, "starts": None, "requeues": None, "gpu_hours": None, "billing": None,
            "pool": billing_pool(job, job.cluster),
-           "resumable": bool(spec and spec.resumable)}
+           "resumable": bool(spec and spec.resumable), "max_minutes": max_minutes(job)}
     dev = cfg.throughput.devices.get(out["device"])
-    if dev is None:
+    est = _estimate(cfg, job, dev) if dev is not None else None
+    if est is None:
         return out
-    work = _work(cfg, stage, job, dev)
-    if work is not None:
-        seconds, out["work"], out["rate"] = work
-        out["basis"] = "work"
-    elif stage in dev.stage_minutes:
-        seconds, out["basis"] = dev.stage_minutes[stage] * 60, "fixed"
-        out["work"], out["rate"] = "fixed estimate", f"throughput.devices.{out['device']}.stage_minutes.{stage}"
-    else:
-        return out
+    seconds, out["basis"], out["work"], out["rate"] = est
     wall = job.minutes * 60
     starts = 1
     if wall > dev.startup_s:  # each start pays the start-up again
@@ -283,8 +316,13 @@ def problems(records_: List[Dict]) -> List[str]:
         p = r["prediction"]
         if p["requeues"] and not p["resumable"]:
             need = math.ceil(p["hours"] * 60 * 1.2)
+            cap = p.get("max_minutes")
+            fix = (f"set {r['stage']}.time={need // 60:02d}:{need % 60:02d}:00 or give it less work"
+                   if not cap or need <= cap else
+                   f"that is past {r.get('partition') or 'the partition'}'s longest walltime "
+                   f"({cap // 60}:{cap % 60:02d}): give it more workers ({r['stage']}.nodes or .array) or less work")
             out.append(f"{r['stage']}: predicted {p['hours']:,.2f} h ({p['work']} at {p['rate']}) > its walltime "
                        f"{r['minutes'] // 60}:{r['minutes'] % 60:02d}, and {r['stage']} cannot resume after a requeue "
-                       f"(it starts over); set {r['stage']}.time={need // 60:02d}:{need % 60:02d}:00 or give it less "
-                       f"work (predicted with throughput.devices.{p['device']}; calibrate corrects it)")
+                       f"(it starts over); {fix} (predicted with throughput.devices.{p['device']}; calibrate "
+                       "corrects it)")
     return out

@@ -97,6 +97,10 @@ class ClusterConfig:
     # restarts a job may have (SLURM_RESTART_COUNT: requeues, node failures) before its stage fails with the reason
     # instead of being requeued again; at least the plan's predicted requeues (checked), with room for node failures
     max_restarts: int = ranged(10, ge=0, hint="{rule} restarts")
+    # time=auto requests the predicted work x this + the start-up (+ signal_delay_s for stages that stop at it)
+    time_factor: float = ranged(1.5, ge=1, hint="{rule} (the prediction's safety factor)")
+    # the partition's longest walltime where dfm_hpc does not know it (LUMI's: lumi.py), e.g. "24:00:00"; null: none
+    max_time: Optional[str] = None
     # minutes without progress before the host-side watchdog ends the step, requeuing without the node that hung
     # (docs/lumi.md#hangs-and-bad-nodes); null: auto (>= 30, or start-up + 10 predicted steps); 0: off
     hang_minutes: Optional[float] = ranged(None, ge=0, hint="{rule} minutes (0: off)")

@@ -33,7 +33,9 @@ class StageConfig:
     nodes: int = ranged(1, ge=1)  # nodes per job
     # copies of the job (a Slurm array) sharing no collectives; work splits over array x ranks (translate, pii)
     array: int = ranged(1, ge=1, hint="{rule} (1 = a single job)")
-    time: str = "01:00:00"  # walltime, [D-]HH:MM:SS
+    # walltime, [D-]HH:MM:SS; auto: the predicted time x cluster.time_factor + start-up, within the partition's limit
+    time: str = "auto"
+    fallback_time: str = "01:00:00"  # the walltime time=auto gives when the plan has no prediction for the stage
     partition: Optional[str] = None  # the job's partition; null: the cluster profile's
     tasks_per_node: Optional[int] = ranged(None, ge=1)  # ranks per node; null: the cluster profile's
     gpus_per_node: Optional[int] = ranged(None, ge=0)  # GPUs (GCDs) per node; null: the cluster profile's
@@ -45,7 +47,7 @@ class DemoStage(StageConfig):
     value: float = 1.0  # rank r contributes (r + 1) * value to the all_reduce
     sleep_s: float = ranged(0.0, ge=0, hint="{rule} seconds")  # keep the ranks busy (for trying cancel / status)
     fail: bool = False  # fail on purpose (to try failure handling and rerun)
-    time: str = "00:10:00"
+    fallback_time: str = "00:10:00"
 
 
 @dataclass
@@ -55,7 +57,7 @@ class LumiCheckStage(StageConfig):
     nodes: int = 2
     sizes_mb: List[float] = field(default_factory=lambda: [1.0, 16.0, 256.0])  # all_reduce message sizes
     iterations: int = ranged(5, ge=1)  # timed all_reduces per size (after one warm-up)
-    time: str = "00:15:00"
+    time: str = "00:15:00"  # no prediction: a fixed walltime
 
 
 @dataclass
@@ -64,7 +66,7 @@ class DemoCheckStage(StageConfig):
 
     tasks_per_node: Optional[int] = 1
     fail: bool = False  # fail on purpose (to try failure handling and rerun)
-    time: str = "00:05:00"
+    fallback_time: str = "00:05:00"
 
 
 @dataclass
@@ -93,7 +95,7 @@ class MergeStage(StageConfig):
     max_length_ratio: float = 3.0  # and above this one
     # quality flags that keep a message out of the SFT/DPO views (all flags are counted either way)
     drop: List[QualityFlag] = field(default_factory=lambda: list(QualityFlag))
-    time: str = "00:30:00"
+    fallback_time: str = "00:30:00"
 
 
 @dataclass
@@ -115,7 +117,6 @@ class PiiStage(StageConfig):
     audit_samples: int = ranged(10, ge=0)  # masked replaced spans per type kept in report.json and the datasheet
     tasks_per_node: Optional[int] = 1
     gpus_per_node: Optional[int] = 0
-    time: str = "01:00:00"
 
 
 @dataclass
@@ -130,7 +131,7 @@ class TokenizeStage(StageConfig):
     chats: bool = False
     tasks_per_node: Optional[int] = 1
     gpus_per_node: Optional[int] = 0
-    time: str = "04:00:00"
+    fallback_time: str = "04:00:00"
 
 
 @dataclass
@@ -252,7 +253,7 @@ class EvaluateStage(StageConfig):
     max_new_tokens: int = ranged(64, ge=1)  # the longest generated sample
     gate: GateConfig = field(default_factory=GateConfig)  # promotion gate: a regression stops the chain
     tasks_per_node: Optional[int] = 1
-    time: str = "02:00:00"
+    fallback_time: str = "02:00:00"
 
 
 @dataclass
@@ -263,4 +264,4 @@ class CardStage(StageConfig):
     repo_id: Optional[str] = None  # where the model would be published, e.g. danish-foundation-models/munin-7b-chat
     tasks_per_node: Optional[int] = 1
     gpus_per_node: Optional[int] = 0
-    time: str = "00:15:00"
+    fallback_time: str = "00:15:00"

@@ -92,10 +92,11 @@ def test_lumi_dry_runs_print_summaries_predictions_and_the_requeue_warning(tmp_p
     assert "requeues (" not in dfm("+experiment=munin_sft", *LUMI, "dry_run=true", cwd=tmp_path).stdout
     p = dfm(*CPT_158H, *LUMI, "dry_run=true", cwd=tmp_path)
     assert "warning: cpt: predicted 158" in p.stdout and "3 requeues (4 starts)" in p.stdout
-    # the most it can cost counts the 4 starts: 8 nodes x 8 GCDs x 48 h x 4 = 12,288 GCD-h (+ evaluate 2); tokenize
-    # runs on LUMI-C: 16 array tasks x 16 cores x 12 h = 3,072 core-hours from the CPU allocation
-    assert "10,140/12,288" in p.stdout and "at most (every start's full walltime): 12,290.0 GPU(GCD)-hours" in p.stdout
-    assert "and 3,072.0 LUMI-C core-hours (the CPU allocation)" in p.stdout
+    # the most it can cost counts the 4 starts: time=auto caps cpt at standard-g's 48 h: 8 nodes x 8 GCDs x 48 h x 4
+    # = 12,288 GCD-h (+ evaluate's 0:55 on one GCD); tokenize runs on LUMI-C: 16 array tasks x 16 cores x 0:55
+    # (30 min guessed x 1.5 + 2 min start-up + the 5 min stop signal, rounded up) = 234.7 core-hours (CPU allocation)
+    assert "10,140/12,288" in p.stdout and "at most (every start's full walltime): 12,288.9 GPU(GCD)-hours" in p.stdout
+    assert "and 234.7 LUMI-C core-hours (the CPU allocation)" in p.stdout
 
 
 def test_a_stage_that_cannot_resume_and_would_outlast_its_walltime_is_refused(tmp_path):

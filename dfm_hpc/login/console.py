@@ -49,8 +49,21 @@ def _hardware(cfg, records) -> str:
     unit = "GCD" if cfg.cluster.system == "lumi" else "GPU"
     names = dict.fromkeys(r["prediction"]["device"] for r in records if r["prediction"].get("device"))
     devs = [f"{n} ({d.peak_tflops:g} TF bf16 per {unit})" if n != "cpu" and (d := cfg.throughput.devices.get(n))
-            else n for n in names]
+            and d.peak_tflops else n for n in names]  # CPU entries (cpu, lumi_c): no GPU peak
     return f"; predicted for {', '.join(devs)}" if devs else ""
+
+
+def _walltimes(cfg, jobs, records) -> str:
+    """How each requested walltime was chosen: time=auto's sizing, the fallback without a prediction, or as given."""
+    pred = {r["stage"]: r["prediction"] for r in records}
+    auto = [j.stage for j in jobs if j.time_auto and pred[j.stage]["hours"] is not None]
+    fallback = [j.stage for j in jobs if j.time_auto and pred[j.stage]["hours"] is None]
+    given = [j.stage for j in jobs if not j.time_auto]
+    parts = [f"predicted work x {cfg.cluster.time_factor:g} (cluster.time_factor) + start-up, rounded up, within "
+             f"the partition's limit (time=auto) for {', '.join(auto)}"] if auto else []
+    parts += [f"fallback_time (no prediction) for {', '.join(fallback)}"] if fallback else []
+    parts += [f"as given ({', '.join(s + '.time' for s in given)})"] if given else []
+    return "requested walltime: " + "; ".join(parts) if parts else ""
 
 
 def plan_table(point: LaunchPoint, n_points: int) -> None:
@@ -68,7 +81,7 @@ def plan_table(point: LaunchPoint, n_points: int) -> None:
     dev = "GCD" if cfg.cluster.system == "lumi" else "GPU"
     lumi = cfg.cluster.system == "lumi"
     # LUMI bills two allocations: GPU-hours (LUMI-G, BU) and CPU core-hours (LUMI-C, the stages that need no GPU)
-    cols = ("stage", "nodes×ranks", "partition", "wall", "pred.", f"{dev}-h pred/max", "BU pred/max") + \
+    cols = ("stage", "nodes×ranks", "partition", "requested", "pred.", f"{dev}-h pred/max", "BU pred/max") + \
         (("CPU core-h pred/max",) if lumi else ())
     tot = {"gpu": 0.0, "pgpu": 0.0, "GPU": 0.0, "pGPU": 0.0, "CPU": 0.0, "pCPU": 0.0}
     lines, rows = [], []
@@ -98,7 +111,7 @@ def plan_table(point: LaunchPoint, n_points: int) -> None:
     # stages run in order, each after the one before (afterok); pred. ending in ~: a fixed guess
     t = Table(title=title, title_justify="left", box=None, pad_edge=False, header_style="bold")
     for i, col in enumerate(cols):  # every column as wide as its values (a stage name is never cut)
-        t.add_column(col, justify="right" if col in ("wall", "pred.") or "/" in col else "left",
+        t.add_column(col, justify="right" if col in ("requested", "pred.") or "/" in col else "left",
                      no_wrap=True, min_width=max([len(col)] + [len(r[i]) for r in rows]))
     for r in rows:  # cells are markup: a run dir's or partition's name is not
         t.add_row(*(escape(c) for c in r))
@@ -106,6 +119,8 @@ def plan_table(point: LaunchPoint, n_points: int) -> None:
     # what each stage runs; a local run's rank 0 says it again when the stage starts (its log is the console)
     for line in lines if cfg.cluster.scheduler == "slurm" or cfg.dry_run else []:
         con.print(line)
+    if line := _walltimes(cfg, [j for j in jobs if j.stage not in reuse], point.records):
+        con.print(line, markup=False)
     for w in predict.warnings(point.records) + lumi_rules.storage_warnings(cfg):
         con.print(f"[yellow]warning[/]: {escape(w)}")
     if cfg.cluster.scheduler == "slurm":

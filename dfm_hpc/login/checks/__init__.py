@@ -39,9 +39,9 @@ __all__ = ["SCHEMA_KEYS", "check_config", "check_overrides", "check_predictions"
 CHECKS = [resources.check_cluster, ranges.check_ranges, resources.check_jobs, stages.check_translate,
           lumi_rules.check_translator,
           stages.check_pii, stages.check_evaluate, stages.check_finetune, stages.check_context, paths.check_inputs,
-          safety.check_names, safety.check_text, resources.check_times, stages.check_relations,
-          resources.check_relations, paths.check_data_files, stages.check_mixture, stages.check_chats,
-          parallel.check_sequence_parallel, parallel.check_packing, parallel.check_liger]
+          safety.check_names, safety.check_text, resources.check_times, stages.check_walltimes,
+          stages.check_relations, resources.check_relations, paths.check_data_files, stages.check_mixture,
+          stages.check_chats, parallel.check_sequence_parallel, parallel.check_packing, parallel.check_liger]
 
 CHECKS += [gate.check_gate]  # evaluate.gate: its reference and gated models, a benchmark to gate on
 

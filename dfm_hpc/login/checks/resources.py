@@ -61,9 +61,10 @@ def _walltime(text: str) -> str:
 def check_times(cfg, jobs) -> List[str]:
     out = []
     for s in cfg.stages:
-        why = _walltime(cfg[s].time)
-        if why:
-            out.append(f"{s}.time={cfg[s].time!r}: {why}; e.g. {s}.time=12:00:00 or 2-00:00:00")
+        for key in ("time", "fallback_time"):  # time=auto: sized to the prediction (plan.py)
+            why = "" if key == "time" and str(cfg[s].time).strip() == "auto" else _walltime(cfg[s][key])
+            if why:
+                out.append(f"{s}.{key}={cfg[s][key]!r}: {why}; e.g. {s}.{key}=12:00:00 or 2-00:00:00")
     return out
 
 

@@ -1,6 +1,7 @@
-"""The stage list (known stages, each once, walltimes that parse: the plan needs them) and the rules between
-a stage's keys: shards for the workers, the data a stage falls back on, the models evaluate scores, PEFT and
-DeepSpeed, warmup, the merge's length ratios, data.mixture and tokenize.chats."""
+"""The stage list (known stages, each once, walltimes that parse or are auto: the plan needs them), walltimes
+within a partition's limit off LUMI (cluster.max_time; LUMI's: resources.py), and the rules between a stage's
+keys: shards for the workers, the data a stage falls back on, the models evaluate scores, PEFT and DeepSpeed,
+warmup, the merge's length ratios, data.mixture and tokenize.chats."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import List
 from dfm_hpc import model_shape, sources
 from dfm_hpc.login.checks.keys import suggest
 from dfm_hpc.login.checks.paths import should_check_paths
-from dfm_hpc.plan import parse_time
+from dfm_hpc.plan import AUTO, max_minutes, parse_time
 from dfm_hpc.registry import STAGES, TRAINED_STAGES
 from dfm_hpc.tokens import train_tokens
 
@@ -25,10 +26,29 @@ def check_stages(cfg) -> List[str]:
     if len(set(cfg.stages)) != len(cfg.stages):
         out.append(f"stages: a stage is listed twice in {list(cfg.stages)}")
     for s in cfg.stages if not unknown else []:
+        for key in ("time", "fallback_time"):  # time=auto: sized to the prediction (plan.py)
+            if key == "time" and str(cfg[s].time).strip() == AUTO:
+                continue
+            try:
+                parse_time(cfg[s][key])
+            except ValueError as e:
+                out.append(f"{s}.{key}: {e}" + (" (or auto: sized to the prediction)" if key == "time" else ""))
+    if cfg.cluster.get("max_time") is not None:
         try:
-            parse_time(cfg[s].time)
+            parse_time(cfg.cluster.max_time)
         except ValueError as e:
-            out.append(f"{s}.time: {e}")
+            out.append(f"cluster.max_time: {e}")
+    return out
+
+
+def check_walltimes(cfg, jobs) -> List[str]:
+    """A walltime given past cluster.max_time (off LUMI; LUMI's partitions: resources.py). time=auto stays within it."""
+    out = []
+    for j in jobs:
+        cap = max_minutes(j) if j.cluster is not None and j.cluster.system != "lumi" else None
+        if cap and j.minutes > cap:
+            out.append(f"{j.stage}.time={j.minutes // 60}:{j.minutes % 60:02d}:00: over cluster.max_time="
+                       f"{j.cluster.max_time} of {j.partition or 'the partition'}; lower it, or time=auto")
     return out
 
 
