@@ -22,6 +22,8 @@ class StageJob:
     array: int = 1  # copies of the job (Slurm array tasks)
     time_auto: bool = False  # its walltime is time=auto's (sized to the prediction: predict.auto_minutes)
     hang_minutes: Optional[float] = None  # the hang watchdog's limit, set with the prediction (predict.records)
+    eval_checkpoints: int = 0  # every N-th saved checkpoint is scored by its own job (login/checkpoint_evals.py)
+    eval_minutes: int = 0  # the walltime of each of those jobs
     # the cluster settings the job gets (stage_cluster), set where the job is made (plan, run_jobs); config.yaml
     # holds them, so plan.json does not (job_record)
     cluster: Any = field(default=None, repr=False, compare=False)
@@ -132,6 +134,8 @@ def plan(cfg) -> List[StageJob]:
             partition=st.partition or cl.partition,
             after=jobs[-1].stage if jobs else None,
             array=st.array,
+            eval_checkpoints=getattr(st, "eval_checkpoints", None) or 0,
+            eval_minutes=parse_time(st.eval_checkpoints_time) if getattr(st, "eval_checkpoints", None) else 0,
             time_auto=auto,
             cluster=cl,
         )

@@ -60,6 +60,11 @@ BAD_NODES = "bad_nodes"  # a run dir's nodes that hung: "<node[,node]> <time> <s
 # submitit/, named by this variable in the batch script; each file is rewritten every HEARTBEAT_TICK_S
 HEARTBEATS_ENV = "DFM_HPC_HEARTBEATS"
 HEARTBEAT_TICK_S = 5
+# a training stage's checkpoint evaluations (docs/evaluation.md#checkpoint-evaluation): checkpoint_evals/ in its
+# stage dir (step-<N>/ a checkpoint's weights, step-<N>.json its scores, curve.png, curve.md); rank 0 names each
+# checkpoint to score in the folder this variable names (submitit/, per job), and the batch script queues its job
+CHECKPOINT_EVALS = "checkpoint_evals"
+CHECKPOINT_QUEUE_ENV = "DFM_HPC_CHECKPOINT_QUEUE"
 
 # a run's name is one path component: runs stay inside runs_root
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")

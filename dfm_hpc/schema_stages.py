@@ -168,6 +168,9 @@ class CptStage(TrainStage):
     eval_fraction: float = ranged(0.02, ge=0, lt=1, hint="a share {rule}")
     # continue from this checkpoint-N dir of any run's cpt stage, on any number of ranks (a universal checkpoint)
     resume_from: Optional[str] = None
+    # every N-th saved checkpoint scored by its own evaluate job (docs/evaluation.md#checkpoint-evaluation); 0: off
+    eval_checkpoints: Optional[int] = ranged(None, ge=0, hint="{rule} (every N-th saved checkpoint; 0: off)")
+    eval_checkpoints_time: str = "00:30:00"  # walltime of each checkpoint's evaluate job, [D-]HH:MM:SS
 
 
 @dataclass
@@ -183,6 +186,9 @@ class SftStage(TrainStage):
     lr: float = 1e-4
     # also write the base with the adapter merged in (stages/<stage>/merged/: a plain HF model to serve or upload)
     merge_adapter: bool = False
+    # every N-th saved checkpoint scored by its own evaluate job (docs/evaluation.md#checkpoint-evaluation); 0: off
+    eval_checkpoints: Optional[int] = ranged(None, ge=0, hint="{rule} (every N-th saved checkpoint; 0: off)")
+    eval_checkpoints_time: str = "00:30:00"  # walltime of each checkpoint's evaluate job, [D-]HH:MM:SS
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from types import SimpleNamespace
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 
 def load(path: str):
@@ -88,3 +88,38 @@ def generate(model, tokenizer, prompts: List[str], max_new_tokens: int) -> List[
             out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
         outs.append(tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True))
     return outs
+
+
+def eval_texts(cfg, ctx) -> Tuple[str, List[str]]:
+    """(source, texts) of data.eval_text: tiny:eval, a local JSONL/Parquet (`text`), or a hub id."""
+    from dfm_hpc.job import data
+
+    source = cfg.data.eval_text
+    if not source:
+        return held_out(cfg, ctx)
+    cache = ctx.run_dir / "cache"
+    texts = data.load_texts(source, cache)
+    return source, texts[: cfg.evaluate.max_eval_texts]
+
+
+def held_out(cfg, ctx) -> Tuple[str, List[str]]:
+    """No data.eval_text: text this run's training held out (never trained on). CPT's held-out
+    documents (the corpus's last `cpt.eval_fraction`), else the SFT (or DPO) stage's held-out chats
+    (the same split it evaluated on), one text per conversation. Validation makes sure one exists."""
+    if "cpt" in cfg.stages:
+        from dfm_hpc.job import data
+
+        texts = data.load_texts(data.corpus_source(cfg, ctx), ctx.run_dir / "cache")
+        n_eval = max(1, int(len(texts) * cfg.cpt.eval_fraction))
+        return f"held-out CPT documents ({n_eval})", texts[-n_eval:][: cfg.evaluate.max_eval_texts]
+    for stage in ("sft", "dpo"):  # DPO: the prompt and its chosen reply
+        if stage in cfg.stages:
+            from dfm_hpc.job import data
+
+            _, rows = data.split(data.load_chats(cfg[stage].dataset, ctx, stage))
+            chats = [row["messages"] if stage == "sft" else row["prompt"] + row["chosen"] for row in rows]
+            texts = ["\n\n".join(m["content"] for m in chat) for chat in chats]
+            return (f"held-out {stage.upper()} chats ({len(texts)} conversations)",
+                    texts[: cfg.evaluate.max_eval_texts])
+    raise ValueError("evaluate needs held-out text: set data.eval_text (a JSONL/Parquet file with a `text` "
+                     "column, a hub dataset id, or tiny:eval)")

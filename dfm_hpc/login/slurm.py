@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from dfm_hpc import accounting
 from dfm_hpc.dist import PORT_BASE, PORT_SPAN
-from dfm_hpc.login import shell, watchdog
+from dfm_hpc.login import checkpoint_evals, shell, watchdog
 from dfm_hpc.plan import StageJob
 from dfm_hpc.registry import STAGES
 
@@ -81,11 +81,13 @@ def host_side(params: Dict[str, Any], folder: Path, job: Optional[StageJob] = No
         "# this job alone: an array task by its own id (the task that holds the array's id would requeue them all)",
         'DFM_HPC_JOB=${SLURM_ARRAY_JOB_ID:+${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}}',
         'DFM_HPC_JOB=${DFM_HPC_JOB:-$SLURM_JOB_ID}',
-        *(watchdog.setup_lines(folder, job, STAGES[job.stage].resumable) if job else [])]
+        *(watchdog.setup_lines(folder, job, STAGES[job.stage].resumable) if job else []),
+        *(checkpoint_evals.setup_lines(folder, job) if job else [])]
     teardown = [
         "dfm_hpc_rc=$?  # the step's exit status",
         "# host side: the container has no Slurm tools",
         accounting.record_line(folder),
+        *(checkpoint_evals.teardown_lines(job) if job else []),
         *(watchdog.teardown_lines(job) if job else []),
         'if [ -e "$DFM_HPC_REQUEUE_MARKER" ] && [ "$dfm_hpc_rc" -eq 0 ]; then',
         '  rm -f "$DFM_HPC_REQUEUE_MARKER"',
@@ -142,6 +144,11 @@ def render(params: Dict[str, Any], folder: Path, python: str, array_size: Option
     command = " ".join([python, "-u -m submitit.core._submit", shlex.quote(str(folder))])
     extra = {"map_count": array_size} if array_size and array_size > 1 else {}
     shell.check_params([params, str(folder), python])
+    if job is not None and job.eval_checkpoints:  # the checkpoint evaluations' job script, rendered now, beside this
+        ej = checkpoint_evals.eval_job(job)
+        ep = executor_params(ej, ej.cluster, f"{params['job_name']}-ckpt-eval")
+        checkpoint_evals.write_script({**ep, **({"exclude": params["exclude"]} if params.get("exclude") else {})},
+                                      folder, job, python_command(ej.cluster))
     return _make_sbatch_string(command=command, folder=folder, **host_side(params, folder, job), **extra)
 
 

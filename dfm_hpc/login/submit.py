@@ -52,7 +52,7 @@ def dry_run(points: List[LaunchPoint], sweep: bool) -> int:
 
 
 def run_local(points: List[LaunchPoint]) -> int:
-    from dfm_hpc.login import local
+    from dfm_hpc.login import checkpoint_evals, local
 
     for p in points:
         d = p.run_dir
@@ -63,6 +63,8 @@ def run_local(points: List[LaunchPoint]) -> int:
             except local.Interrupted as e:
                 console.local_interrupted(str(e), j.stage, d)
                 return 128 + e.signum
+            if not code:  # no sbatch here: the stage's kept checkpoints are scored now, before the next stage
+                checkpoint_evals.score_local(d, j)
             if code:
                 console.local_failed(j.stage, code, d)
                 return 1

@@ -20,7 +20,7 @@ from typing import List
 
 from dfm_hpc import tokens
 from dfm_hpc.files import atomic_open
-from dfm_hpc.job import data, reshard, train
+from dfm_hpc.job import checkpoint_snapshot, data, reshard, train
 from dfm_hpc.job.rank import StageContext
 from dfm_hpc.schema import Config
 
@@ -92,7 +92,7 @@ def run(cfg: Config, ctx: StageContext) -> None:
     args = TrainingArguments(**kwargs)
     callback = train.metrics_callback(cfg, ctx, st, tokens_per_step=tokens.step_tokens(st, "cpt"))
     trainer = Trainer(model=train.load_model(path, st), args=args, train_dataset=train_ds, eval_dataset=eval_ds,
-                      callbacks=[callback])
+                      callbacks=[callback, *checkpoint_snapshot.callbacks(cfg, ctx, st, "cpt")])
 
     def record_samples():  # which blocks this rank trained on (tests check that ranks see disjoint data)
         with open(ctx.stage_dir / f"samples-rank-{ctx.rank}.txt", "a") as f:

@@ -33,7 +33,7 @@ from typing import Dict, List, Optional, Tuple
 from dfm_hpc import results, tiny
 from dfm_hpc.job import eval_progress, gate, harness, scored, serve
 from dfm_hpc.job.rank import Preempted, StageContext
-from dfm_hpc.job.scoring import generate, load, perplexity
+from dfm_hpc.job.scoring import eval_texts, generate, load, perplexity
 from dfm_hpc.registry import TRAINED_STAGES
 from dfm_hpc.rundir import CONFIG, stage_dir
 from dfm_hpc.schema import Config
@@ -103,39 +103,7 @@ def model_specs(cfg, ctx) -> List[Tuple[str, str]]:
 
 # ---------------------------------------------------------------------------- (a) perplexity
 
-def eval_texts(cfg, ctx) -> Tuple[str, List[str]]:
-    """(source, texts) of data.eval_text: tiny:eval, a local JSONL/Parquet (`text`), or a hub id."""
-    from dfm_hpc.job import data
-
-    source = cfg.data.eval_text
-    if not source:
-        return held_out(cfg, ctx)
-    cache = ctx.run_dir / "cache"
-    texts = data.load_texts(source, cache)
-    return source, texts[: cfg.evaluate.max_eval_texts]
-
-
-def held_out(cfg, ctx) -> Tuple[str, List[str]]:
-    """No data.eval_text: text this run's training held out (never trained on). CPT's held-out
-    documents (the corpus's last `cpt.eval_fraction`), else the SFT (or DPO) stage's held-out chats
-    (the same split it evaluated on), one text per conversation. Validation makes sure one exists."""
-    if "cpt" in cfg.stages:
-        from dfm_hpc.job import data
-
-        texts = data.load_texts(data.corpus_source(cfg, ctx), ctx.run_dir / "cache")
-        n_eval = max(1, int(len(texts) * cfg.cpt.eval_fraction))
-        return f"held-out CPT documents ({n_eval})", texts[-n_eval:][: cfg.evaluate.max_eval_texts]
-    for stage in ("sft", "dpo"):  # DPO: the prompt and its chosen reply
-        if stage in cfg.stages:
-            from dfm_hpc.job import data
-
-            _, rows = data.split(data.load_chats(cfg[stage].dataset, ctx, stage))
-            chats = [row["messages"] if stage == "sft" else row["prompt"] + row["chosen"] for row in rows]
-            texts = ["\n\n".join(m["content"] for m in chat) for chat in chats]
-            return (f"held-out {stage.upper()} chats ({len(texts)} conversations)",
-                    texts[: cfg.evaluate.max_eval_texts])
-    raise ValueError("evaluate needs held-out text: set data.eval_text (a JSONL/Parquet file with a `text` "
-                     "column, a hub dataset id, or tiny:eval)")
+# eval_texts and held_out: job/scoring.py (the checkpoint evaluations read the same text)
 
 
 # ---------------------------------------------------------------------------- (b) benchmarks

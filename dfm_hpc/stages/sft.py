@@ -12,7 +12,7 @@ model) goes to stages/sft/model/; under ZeRO-3 the weights are gathered on save,
 from __future__ import annotations
 
 from dfm_hpc import tokens
-from dfm_hpc.job import chat_store, chat_template, train
+from dfm_hpc.job import chat_store, chat_template, checkpoint_snapshot, train
 from dfm_hpc.job.rank import StageContext
 from dfm_hpc.schema import Config
 
@@ -34,7 +34,8 @@ def run(cfg: Config, ctx: StageContext) -> None:
                          assistant_only_loss=False)  # the rendered assistant_masks become the labels as they are
     callback = train.metrics_callback(cfg, ctx, st, tokens_per_step=tokens.step_tokens(st, "sft"))
     trainer = trl.SFTTrainer(model=model, args=args, processing_class=tokenizer, train_dataset=train_ds,
-                             eval_dataset=eval_ds, peft_config=train.peft_config(cfg), callbacks=[callback])
+                             eval_dataset=eval_ds, peft_config=train.peft_config(cfg),
+                             callbacks=[callback, *checkpoint_snapshot.callbacks(cfg, ctx, st, "sft", base)])
     what = f"SFT of {cfg.model.name} ({cfg.peft.method}, ZeRO-{cfg.deepspeed.stage})"
     held = rows["eval"]
     why = ("no held-out chats" if held is None or not len(held) else  # none of them trains within seq_len

@@ -45,6 +45,8 @@ CHECKS = [resources.check_cluster, ranges.check_ranges, resources.check_jobs, st
 
 CHECKS += [gate.check_gate]  # evaluate.gate: its reference and gated models, a benchmark to gate on
 
+CHECKS += [stages.check_eval_checkpoints]  # <stage>.eval_checkpoints: the evaluate jobs' walltimes, the saves
+
 # The checkers of the plan's predictions, `(cfg, records) -> problems`.
 PREDICTION_CHECKS = [lumi_rules.check_predictions, restarts.check_restarts]
 

@@ -33,6 +33,11 @@ def check_stages(cfg) -> List[str]:
                 parse_time(cfg[s][key])
             except ValueError as e:
                 out.append(f"{s}.{key}: {e}" + (" (or auto: sized to the prediction)" if key == "time" else ""))
+        if cfg[s].get("eval_checkpoints"):  # the plan reads it too (the checkpoint evaluations' jobs)
+            try:
+                parse_time(cfg[s].eval_checkpoints_time)
+            except ValueError as e:
+                out.append(f"{s}.eval_checkpoints_time: {e}")
     if cfg.cluster.get("max_time") is not None:
         try:
             parse_time(cfg.cluster.max_time)
@@ -198,4 +203,22 @@ def check_chats(cfg, jobs) -> List[str]:
     if own and late:
         out.append(f"stages: tokenize must come after {' and '.join(late)} ({' and '.join(own)}.dataset is unset: "
                    "tokenize.chats renders the chats those stages write)")
+    return out
+
+
+def check_eval_checkpoints(cfg, jobs) -> List[str]:
+    """A training stage's checkpoint evaluations: their jobs' walltime, and saves to evaluate before the last."""
+    from dfm_hpc.login.checks.resources import _walltime
+
+    out = []
+    for job in (j for j in jobs if j.eval_checkpoints):
+        st, key = cfg[job.stage], f"{job.stage}.eval_checkpoints_time"
+        why = _walltime(st.eval_checkpoints_time)
+        if why:
+            out.append(f"{key}={st.eval_checkpoints_time!r}: {why}; e.g. {key}=00:30:00")
+        if st.save_every_steps >= st.max_steps:
+            out.append(f"{job.stage}.eval_checkpoints={st.eval_checkpoints}: with {job.stage}.save_every_steps="
+                       f"{st.save_every_steps} and max_steps={st.max_steps} the only checkpoint is the last, the "
+                       f"stage's model, which evaluate scores; lower {job.stage}.save_every_steps or unset "
+                       "eval_checkpoints")
     return out
