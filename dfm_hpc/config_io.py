@@ -32,6 +32,10 @@ def register() -> None:
     # keys and types are checked against these dataclasses too. A stage's keys are plain fields of
     # Config (no group: its only option would be the schema's defaults).
     ConfigStore.instance().store(name="base_config", node=Config)
+    # conf/cluster/node.yaml: this machine's GPUs, found as the config is composed (config.yaml records them)
+    from dfm_hpc import gpus
+
+    OmegaConf.register_new_resolver("dfm_node", gpus.resolve, replace=True)
 
 
 def retire(config: dict) -> dict:

@@ -85,6 +85,12 @@ class ClusterConfig:
     qos: Optional[str] = None  # sbatch --qos; null: the account's default
     gpus_per_node: int = ranged(0, ge=0)  # GPUs (GCDs on LUMI) per node
     device: Optional[str] = None  # the nodes' GPU, a throughput.devices key (h100...); null: LUMI mi250x_gcd, else h100
+    # memory per GPU (GB) the plan's memory check holds a training rank to; null: the device's datasheet figure
+    device_memory_gb: Optional[float] = ranged(None, gt=0, hint="{rule} GB")
+    # cluster=node: each GPU found here ("0: NVIDIA H100 80GB HBM3, 80 GiB"), shown in the plan; null: not looked for
+    gpus: Optional[List[str]] = None
+    # cluster=node: VAR=ids handing the found GPUs to the ranks (the first gpus_per_node of them, all to each rank)
+    visible_devices: Optional[str] = None
     tasks_per_node: int = ranged(1, ge=1)  # ranks per node (one per GCD/GPU on LUMI)
     cpus_per_task: int = ranged(1, ge=1)  # cores per rank (LUMI: 7 of a node's 56 with 8 ranks)
     mem: Optional[str] = None  # sbatch --mem, e.g. "480G"; "0" = all of the node

@@ -13,6 +13,7 @@ from typing import List, Optional
 from rich.markup import escape
 
 from dfm_hpc import predict, redact
+from dfm_hpc.login import node
 from dfm_hpc.login.checks import lumi_rules, memory
 from dfm_hpc.login.point import LaunchPoint
 from dfm_hpc.plan import StageJob, billing, gpu_hours
@@ -116,6 +117,8 @@ def plan_table(point: LaunchPoint, n_points: int) -> None:
     for r in rows:  # cells are markup: a run dir's or partition's name is not
         t.add_row(*(escape(c) for c in r))
     con.print(t)
+    for line in node.plan_lines(cfg):  # cluster=node: the GPUs found here
+        con.print(line, markup=False)
     # what each stage runs; a local run's rank 0 says it again when the stage starts (its log is the console)
     for line in lines if cfg.cluster.scheduler == "slurm" or cfg.dry_run else []:
         con.print(line)

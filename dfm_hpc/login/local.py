@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import List
 
 from dfm_hpc import jobenv, rundir
+from dfm_hpc.dist import GPU_VARS
 from dfm_hpc.plan import StageJob
 
 
@@ -62,6 +63,8 @@ def run_ranks(run_dir: Path, job: StageJob, cluster, out=sys.stdout) -> int:
             "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "OMP_NUM_THREADS": "1"}
     for k in [k for k in base if k.startswith("SLURM_")]:
         del base[k]  # a local run inside an allocation must not look like an srun task
+    if cluster.get("visible_devices"):  # cluster=node: the stage's GPUs, all of them to each rank (dist.gpu_index)
+        node_gpus(base, cluster.visible_devices, job)
     t0 = time.time()
     procs: List[subprocess.Popen] = []
     main = threading.current_thread() is threading.main_thread()  # handlers can only be set there
@@ -85,6 +88,17 @@ def run_ranks(run_dir: Path, job: StageJob, cluster, out=sys.stdout) -> int:
     if code and not (sdir / rundir.FAILED).exists():
         (sdir / rundir.FAILED).write_text(f"a rank exited with {code}\n")
     return code
+
+
+def node_gpus(env: dict, visible: str, job: StageJob) -> None:
+    """cluster=node: the variables that give a stage's ranks its first gpus_per_node GPUs (every rank sees them
+    all and local rank r takes GPU r, as on Slurm: NCCL then reaches the others over CUDA IPC / NVLink), and
+    threads for the cores each rank has. The other GPU variables go (HIP indexes one into another; empty hides)."""
+    var, _, ids = visible.partition("=")
+    for v in GPU_VARS:
+        env.pop(v, None)
+    env[var] = ",".join([i for i in ids.split(",") if i][:job.gpus_per_node])  # none: a stage without GPUs
+    env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // max(1, job.tasks_per_node)))
 
 
 def _add_elapsed(sdir: Path, seconds: float, job: StageJob) -> None:

@@ -37,8 +37,11 @@ def dry_run(points: List[LaunchPoint], sweep: bool) -> int:
             sdir = rundir.stage_dir(d, j.stage)
             sdir.mkdir(parents=True, exist_ok=True)
             if cfg.cluster.scheduler == "local":
-                text = (f"# cluster=local: {j.world_size} processes of\n"
+                text = (f"# cluster={cfg.cluster.name}: {j.world_size} processes of\n"
                         f"{sys.executable} -m dfm_hpc.job.rank {d} {j.stage}\n")
+                if j.cluster.get("visible_devices"):  # cluster=node: the GPUs its ranks get (local.node_gpus)
+                    var, _, ids = j.cluster.visible_devices.partition("=")
+                    text += f"# each with {var}={','.join(ids.split(',')[:j.gpus_per_node])} and LOCAL_RANK=0..\n"
             else:
                 dep = f"afterok:<job id of {j.after}>" if j.after and j.after not in p.reuse else None
                 params = _without_bad_nodes(slurm.executor_params(j, j.cluster, _job_name(cfg, j.stage), dep), [d])

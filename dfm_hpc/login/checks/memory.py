@@ -16,6 +16,8 @@ def device_memory_gb(job, cluster) -> Optional[float]:
         return None
     from dfm_hpc import lumi
 
+    if getattr(cluster, "device_memory_gb", None):  # as the profile (or cluster=node's driver) says
+        return float(cluster.device_memory_gb)
     # the GPU the profile names (cluster.device); else LUMI's GCD, a budget that fits most GPUs
     key = device_key(str(getattr(cluster, "device", None) or ""))
     return float(DEVICE_MEMORY_GB.get(key or "", lumi.GCD_MEMORY_GB))

@@ -117,6 +117,8 @@ def _check_resources(job: StageJob, cl) -> List[str]:
         p.append(f"{s}.time: the walltime must be positive")
     if cl.scheduler == "local" and job.nodes > 1:
         p.append(f"{s}.nodes={job.nodes}: cluster=local runs on this machine only; use nodes=1 or a Slurm cluster")
+    if cl.get("gpus") is not None and job.gpus_per_node > len(cl.gpus):  # cluster=node: what was found here
+        p.append(f"{s}: {job.gpus_per_node} GPUs asked for, {len(cl.gpus)} found on this machine (cluster.gpus)")
     if cl.system != "lumi":
         return p
 
