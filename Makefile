@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-fast slurm setup bench lock lock-check clean
+.PHONY: demo test test-fast slurm setup bench gpu-wheels lock lock-check clean
 
 setup: $(VENV)/.installed
 
@@ -71,6 +71,10 @@ test-fast: setup
 
 bench: setup
 	$(BIN)/python bench/login_latency.py
+
+# the wheels the GPU check carries to the GPU machine (./.whl, from PyPI; docs/benchmarks.md#gpu-check)
+gpu-wheels: setup
+	PYTHON=$(BIN)/python bash bench/carry_wheels.sh
 
 clean:
 	rm -rf $(VENV) $(VENV)-euroeval runs
