@@ -68,6 +68,9 @@ class ContainerConfig:
     binds: List[str] = field(default_factory=list)  # paths always bound (e.g. the project's own)
     # squashfs image of a venv with dfm_hpc and extras, mounted at /user-software (LUMI AI guide)
     overlay: Optional[str] = None
+    # squashfs image of the harness venv (EuroEval, inspect_ai; containers/build_harness.sh), mounted at
+    # /harness-software in the evaluate job only; its python: cluster.env.DFM_HPC_EUROEVAL_PYTHON
+    harness_overlay: Optional[str] = None
     python: str = "python"  # the interpreter inside the container
     gpu_flag: Optional[str] = None  # GPU option after the verb: --nv (NVIDIA), --rocm; null: none (LAIF's runscript)
     # the image's CTranslate2 is a GPU build for its accelerator (LUMI: a gfx90a source build); without it LUMI

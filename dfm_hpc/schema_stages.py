@@ -226,7 +226,7 @@ class GateConfig:
 @dataclass
 class EvaluateStage(StageConfig):
     """Scores models of this run (and others, side by side): perplexity, benchmarks (lm-eval,
-    EuroEval), generations. docs/evaluation.md"""
+    EuroEval, inspect), generations. docs/evaluation.md"""
 
     # which models: base, a stage of this run (cpt, sft, dpo) or a run dir (its last model); empty: base + trained
     models: List[str] = field(default_factory=list)
@@ -254,6 +254,13 @@ class EvaluateStage(StageConfig):
     euroeval_python: Optional[str] = None
     # EuroEval's datasets (prefetch ... --download fills it); unset: $DFM_HPC_EUROEVAL_CACHE, else the run's cache
     euroeval_cache: Optional[str] = None
+    # inspect_ai tasks against the server (needs evaluate.server): dfm:danish_qa (written by dfm_hpc), a registered
+    # task (inspect_evals/...) or file.py@task; empty: no inspect
+    inspect_tasks: List[str] = field(default_factory=list)
+    inspect_limit: Optional[int] = ranged(None, ge=1)  # at most this many samples per inspect task (null: all)
+    inspect_args: List[str] = field(default_factory=list)  # more `inspect eval` arguments (--epochs 2)
+    # inspect's environment's python (the harness overlay on LUMI); unset: $DFM_HPC_INSPECT_PYTHON, else EuroEval's
+    inspect_python: Optional[str] = None
     max_eval_texts: int = ranged(1000, ge=1)  # held-out texts for perplexity (data.eval_text)
     generation_prompts: int = ranged(5, ge=0)  # Danish prompts to generate samples for
     max_new_tokens: int = ranged(64, ge=1)  # the longest generated sample

@@ -1,8 +1,8 @@
 """What an evaluate stage has finished, kept across its starts: stages/evaluate/progress.json.
 
 The pieces of work are each model's in-process part (perplexity, samples, in-process lm-eval) and, with a
-server, each of its served pieces (the throughput probe, lm-eval, EuroEval). A model is keyed by its name,
-its path and a cheap identity of its weights (the names, sizes and mtimes of its files, and its adapter's
+server, each of its served pieces (the throughput probe, lm-eval, EuroEval, inspect). A model is keyed by its
+name, its path and a cheap identity of its weights (the names, sizes and mtimes of its files, and its adapter's
 base's), so a rerun that points at other weights never reuses an old score. The settings a score depends
 on are hashed too: when they change, everything is scored again. The file is rewritten whole after each
 piece (tmp + os.replace) and removed when the stage ends: results.json stays the one output.
@@ -22,7 +22,7 @@ INPROC = "in-process"  # the piece name of a model's in-process part
 # evaluate's keys a score depends on (where the server listens, its timeout, the walltime: not)
 SCORED_BY = ("lm_eval_tasks", "lm_eval_include", "lm_eval_limit", "num_fewshot", "server", "server_args",
              "server_chat", "euroeval", "euroeval_tasks", "euroeval_datasets", "euroeval_test_split", "euroeval_args",
-             "max_eval_texts", "generation_prompts", "max_new_tokens")
+             "inspect_tasks", "inspect_limit", "inspect_args", "max_eval_texts", "generation_prompts", "max_new_tokens")
 
 
 def _files(d: Path) -> List[Tuple[str, int, int]]:
@@ -85,9 +85,10 @@ def settings_id(cfg, source: str, texts: List[str]) -> str:
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def served_pieces(lm_eval: bool, euroeval: bool) -> List[str]:
-    """A model's served pieces, in the order they run: the throughput probe, lm-eval, EuroEval."""
-    return ["serving"] + (["lm-eval"] if lm_eval else []) + (["euroeval"] if euroeval else [])
+def served_pieces(lm_eval: bool, euroeval: bool, inspect: bool = False) -> List[str]:
+    """A model's served pieces, in the order they run: the throughput probe, lm-eval, EuroEval, inspect."""
+    return ["serving"] + (["lm-eval"] if lm_eval else []) + (["euroeval"] if euroeval else []) + \
+        (["inspect"] if inspect else [])
 
 
 def apply(row: dict, delta: dict) -> None:

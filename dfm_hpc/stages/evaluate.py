@@ -6,15 +6,16 @@ empty = base plus every trained stage before evaluate):
 
 (a) loss and perplexity on held-out Danish text (`data.eval_text`): token-weighted mean NLL over up
     to `max_eval_texts` texts, each truncated to the model's max positions. Always; offline.
-(b) benchmarks: lm-evaluation-harness tasks (`lm_eval_tasks`) and EuroEval's Danish tasks
-    (`euroeval`), clients in job/harness.py. With `server=none` lm-eval runs in this process on the
-    loaded model (hf backend); with `server=vllm|transformers` the stage starts an OpenAI-compatible
-    server (job/serve.py) holding every model under its own name, runs lm-eval and EuroEval (from its
-    own environment) against it, and always stops it. Each result carries its comparability fields.
+(b) benchmarks: lm-evaluation-harness tasks (`lm_eval_tasks`), EuroEval's Danish tasks (`euroeval`) and
+    inspect_ai tasks (`inspect_tasks`), clients in job/harness.py and job/harness_inspect.py. With
+    `server=none` lm-eval runs in this process on the loaded model (hf backend); with
+    `server=vllm|transformers` the stage starts an OpenAI-compatible server (job/serve.py) holding every
+    model under its own name, runs lm-eval, EuroEval and inspect (those two from the harness
+    environment) against it, and always stops it. Each result carries its comparability fields.
 (c) greedy generations for `generation_prompts` built-in Danish prompts (chat template if any).
 
 Outputs in stages/evaluate/: results.json, results.md (metric x model table, comparability),
-samples.jsonl, samples.md, server/ (server logs), euroeval/ (EuroEval's own records per model).
+samples.jsonl, samples.md, server/ (server logs), euroeval/ and inspect/ (the harnesses' own records per model).
 One process (rank 0); GPU when there is one, else CPU. See docs/evaluation.md.
 
 Resumable: after each model's (a)+(c) and each of its served benchmarks the stage may stop (the pre-timeout
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from dfm_hpc import results, tiny
-from dfm_hpc.job import eval_progress, gate, harness, scored, serve
+from dfm_hpc.job import eval_progress, gate, harness, harness_inspect, scored, serve
 from dfm_hpc.job.rank import Preempted, StageContext
 from dfm_hpc.job.scoring import eval_texts, generate, load, perplexity
 from dfm_hpc.registry import TRAINED_STAGES
@@ -131,7 +132,7 @@ def served_phase(cfg, ctx, specs, merged, rows: Dict[str, dict], prompts: List[s
     dtype = "bfloat16" if gpu else "float32"
     wanted = {n for n, _ in specs}
     names, include = harness.resolve_tasks(list(ev.lm_eval_tasks), ctx.run_dir / "cache", ev.lm_eval_include)
-    pieces = eval_progress.served_pieces(bool(names), ev.euroeval)
+    pieces = eval_progress.served_pieces(bool(names), ev.euroeval, bool(ev.inspect_tasks))
     # every served name carries this job's nonce: a server that lists exactly those is ours (job/serve.py)
     for i, group in enumerate(serve.servers(ev.server, specs, merged, tag=serve.nonce())):
         todo = []
@@ -171,8 +172,10 @@ def served_phase(cfg, ctx, specs, merged, rows: Dict[str, dict], prompts: List[s
                                limit=ev.lm_eval_limit, num_fewshot=ev.num_fewshot, seed=cfg.seed, meta=meta,
                                model_args=args, chat=ev.server_chat, log=lambda m: ctx.log(f"[{name}] {m}"),
                                per_item=True)
-                    else:
+                    elif piece == "euroeval":
                         _euroeval(cfg, ctx, row, name, mid, srv.base_url, meta)
+                    else:
+                        _inspect(cfg, ctx, row, name, mid, srv.base_url, meta)
                     try:
                         srv.check()
                     except serve.AddressTaken:
@@ -203,6 +206,26 @@ def _euroeval(cfg, ctx, row, name, model_id, base_url, meta) -> None:
     else:
         row["notes"].append(note)
         ctx.log(f"[{name}] EuroEval: {note}")
+
+
+def _inspect(cfg, ctx, row, name, model_id, base_url, meta) -> None:
+    ev = cfg.evaluate
+    python = ev.inspect_python or os.environ.get("DFM_HPC_INSPECT_PYTHON") or euroeval_python(cfg)
+    if not python:
+        row["notes"].append("inspect: no environment for it (set evaluate.inspect_python or DFM_HPC_INSPECT_PYTHON: "
+                            ".venv-euroeval here, the harness overlay on LUMI)")
+        return
+    work = ctx.stage_dir / "inspect" / name.replace("/", "_")
+    argv = harness_inspect.inspect_command(python, model_id, list(ev.inspect_tasks), log_dir=str(work / "logs"),
+                                           seed=cfg.seed, limit=ev.inspect_limit, extra=list(ev.inspect_args))
+    out, note = harness_inspect.run_inspect(argv, work, {**meta, "seed": cfg.seed, "chat_template": True},
+                                            env=harness_inspect.client_env(base_url), log=ctx.log)
+    if out:
+        row["benchmarks"].update(out)
+        ctx.log(f"[{name}] " + "; ".join(f"{k} {harness.scores_line(v['scores'])}" for k, v in out.items()))
+    if note:
+        row["notes"].append(note)
+        ctx.log(f"[{name}] {note}")
 
 
 def _bench(row, ctx, name, what, call, *args, **kwargs) -> None:
@@ -266,6 +289,8 @@ def _in_process(cfg, ctx, name, path, texts, prompts, in_process_tasks, merged) 
         _bench(row, ctx, name, "lm-eval", harness.run_lm_eval, harness.hf_lm(model, tokenizer), *in_process_tasks,
                limit=ev.lm_eval_limit, num_fewshot=ev.num_fewshot, seed=cfg.seed, meta=meta,
                log=lambda m: ctx.log(f"[{name}] {m}"), per_item=True)
+    if ev.inspect_tasks and not served:
+        row["notes"].append("inspect runs against a served model: set evaluate.server")
     if ev.euroeval and not served:
         row["notes"].append("EuroEval runs against a served model: set evaluate.server (vllm on LUMI, "
                             "transformers on a CPU)")
@@ -297,12 +322,14 @@ def run(cfg: Config, ctx: StageContext) -> None:
     ctx.log(f"evaluating {len(specs)} model(s) on {device}: " + ", ".join(f"{n} ({p})" for n, p in specs))
     ctx.log(f"held-out text {source}: {len(texts)} texts; {len(prompts)} prompts; lm-eval "
             f"{list(ev.lm_eval_tasks) or 'off'}; EuroEval {'on' if ev.euroeval else 'off'}; "
+            f"inspect {list(ev.inspect_tasks) or 'off'}; "
             f"benchmarks {'through a ' + ev.server + ' server' if served else 'in-process'}")
     in_process_tasks = harness.resolve_tasks(list(ev.lm_eval_tasks), ctx.run_dir / "cache", ev.lm_eval_include)
     # what earlier starts of this stage finished: kept, keyed by each model's name, path and weights
     keys = {name: eval_progress.model_key(name, path) for name, path in specs}
     prog = eval_progress.Progress.load(sdir, eval_progress.settings_id(cfg, source, texts), keys.values(), ctx.log)
-    pieces = eval_progress.served_pieces(bool(in_process_tasks[0]), ev.euroeval) if served else []
+    pieces = (eval_progress.served_pieces(bool(in_process_tasks[0]), ev.euroeval, bool(ev.inspect_tasks))
+              if served else [])
     prog.left = sum(prog.done(k, p) is None for k in keys.values() for p in [eval_progress.INPROC, *pieces])
     rows, samples, merged = [], [], {}
     save = lambda: write_outputs(sdir, source, rows, samples)  # noqa: E731  partial results survive a crash
