@@ -23,17 +23,18 @@ def plot(verdict: dict, out: Path) -> None:
     height = max(2.5, 0.45 * len(labels) * max(1, len(models)) + 1.2)
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, height), dpi=110, sharey=True)
     step = 0.8 / max(1, len(models))
+    refs = {}
     for j, (name, m) in enumerate(models.items()):
+        color = f"C{j % 10}"
         rows = {r["name"]: r for r in m["rows"] if r["delta"] is not None}
         ys = [i + (j - (len(models) - 1) / 2) * step for i, lab in enumerate(labels) if lab in rows]
         rs = [rows[lab] for lab in labels if lab in rows]
-        if j == 0:
-            left.scatter([r["reference"] for r in rs], ys, marker="|", s=200, color="black", label=ref, zorder=3)
-        left.scatter([r["score"] for r in rs], ys, marker="o", label=name, zorder=2)
-        colors = ["tab:red" if r["regressed"] else "tab:green" for r in rs]
-        right.errorbar([r["delta"] for r in rs], ys, fmt="none", ecolor="grey", capsize=3,
-                       xerr=[[r["delta"] - r["low"] for r in rs], [r["high"] - r["delta"] for r in rs]])
-        right.scatter([r["delta"] for r in rs], ys, c=colors, zorder=3, label=name)
+        refs.update({labels.index(r["name"]): r["reference"] for r in rs})
+        left.scatter([r["score"] for r in rs], ys, marker="o", color=color, label=name, zorder=2)
+        for y, r in zip(ys, rs):  # the interval, red when it lies below the bound (or a floor failed)
+            right.plot([r["low"], r["high"]], [y, y], color="tab:red" if r["regressed"] else "grey", lw=2)
+        right.scatter([r["delta"] for r in rs], ys, color=color, zorder=3, label=name)
+    left.scatter(list(refs.values()), list(refs), marker="|", s=400, color="black", label=ref, zorder=3)
     left.set_yticks(range(len(labels)))
     left.set_yticklabels([lab if len(lab) < 40 else lab[:37] + "..." for lab in labels], fontsize=8)
     left.invert_yaxis()
@@ -42,7 +43,7 @@ def plot(verdict: dict, out: Path) -> None:
     left.legend(fontsize=7, loc="best")
     right.axvline(0, color="black", lw=0.8)
     right.axvline(bound, color="tab:red", lw=0.8, ls="--", label=f"bound {bound:+g}")
-    right.set_xlabel(f"delta vs {ref} (± k SE; red: regressed)")
+    right.set_xlabel(f"delta vs {ref}, ± k SE (red: regressed)")
     right.set_title(f"gate: {verdict.get('verdict')}", fontsize=9)
     right.legend(fontsize=7, loc="best")
     for ax in (left, right):
