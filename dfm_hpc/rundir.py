@@ -317,6 +317,12 @@ def _fingerprint(path: str, size: int, mtime: float) -> Dict[str, Any]:
     return {"path": path, "exists": True, "size": size, "mtime": mtime, "sha256_head_tail_16MiB": h.hexdigest()}
 
 
+@functools.lru_cache(maxsize=4)
+def _redacted(text: str, values: tuple) -> str:
+    """A sweep's points write the same git diff: its redaction (a regex pass per secret) is made once."""
+    return redact.redact_text(text, list(values))
+
+
 def snapshot(run_dir: Path, config: Dict[str, Any], overrides: List[str], argv: List[str],
              extra: Optional[Dict[str, Any]] = None, git: Optional[Dict[str, Any]] = None,
              packages: Optional[List[str]] = None, plan: Optional[List[Dict[str, Any]]] = None) -> None:
@@ -329,7 +335,7 @@ def snapshot(run_dir: Path, config: Dict[str, Any], overrides: List[str], argv: 
     write_yaml(run_dir / OVERRIDES, [redact.redact_text(redact.redact_override(o), values) for o in overrides])
     command = " ".join(redact.redact_override(a) for a in argv)
     (run_dir / COMMAND).write_text(redact.redact_text(command, values) + "\n")
-    (run_dir / GIT_DIFF).write_text(redact.redact_text(git["diff"], values))
+    (run_dir / GIT_DIFF).write_text(_redacted(git["diff"], tuple(values)))
     (run_dir / REQUIREMENTS).write_text("\n".join(packages or installed_packages()) + "\n")
     image = (config.get("cluster") or {}).get("container", {}).get("image")
     prov = {

@@ -12,12 +12,12 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
-from typing import Dict, List
+from typing import List
 
 from omegaconf import OmegaConf
 
 from dfm_hpc import CONF_DIR, config_io
-from dfm_hpc.login import checks
+from dfm_hpc.login import checks, sweep, sweep_family
 from dfm_hpc.login.point import LaunchPoint
 
 SWEEP_LIMIT = 256  # points; more needs --large-sweep (each point is a run dir: 4,096 took 193 MB)
@@ -151,20 +151,16 @@ def _run_once(argv: List[str]) -> LaunchPoint:
 
 
 def _sweep(argv: List[str], large: bool = False) -> List[LaunchPoint]:
-    """-m: Hydra's BasicSweeper semantics (cartesian product of the sweeps, in order), but each
-    distinct choice of config groups is composed once and the points' key=value overrides are
-    applied to a copy: Hydra's own multirun composes every point twice (~0.1 s each)."""
-    import copy
-
-    from hydra import compose, initialize_config_dir
-    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    """-m: Hydra's BasicSweeper semantics (cartesian product of the sweeps, in order). Hydra's own multirun
+    composes every point twice (~0.1 s each); here each family (a choice of config groups, with the overrides
+    all points share) is composed once, and each point is its family's resolved dict with its swept values set
+    (sweep_family.py); an override that path cannot take exactly is applied by Hydra to a copy of the family's
+    config, as before. What the point count decides is decided before the points are made (sweep.early_problems)."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
 
     parser = OverridesParser.create()
-    group_names = set(checks.groups())
     try:
         combos = BasicSweeper.split_arguments(parser.parse_overrides(split_overrides(argv)), None)[0]
     except HydraException as e:
@@ -172,22 +168,12 @@ def _sweep(argv: List[str], large: bool = False) -> List[LaunchPoint]:
     if len(combos) > SWEEP_LIMIT and not large:
         raise Problems([f"the sweep has {len(combos):,} points, over the limit of {SWEEP_LIMIT} (each point is "
                         f"a run dir and an array task); narrow it, or add {LARGE_SWEEP} if you mean it"])
-    bases: Dict[tuple, object] = {}
-    points: List[LaunchPoint] = []
-    problems: List[str] = []
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR), job_name="dfm_hpc"):
-        for combo in combos:
-            is_group = [o.split("=", 1)[0].lstrip("+~") in group_names for o in combo]
-            groups_part = tuple(o for o, g in zip(combo, is_group) if g)
-            values_part = [o for o, g in zip(combo, is_group) if not g]
-            try:
-                if groups_part not in bases:
-                    bases[groups_part] = compose("config", overrides=list(groups_part))
-                cfg = copy.deepcopy(bases[groups_part])
-                ConfigLoaderImpl._apply_overrides_to_config(parser.parse_overrides(values_part), cfg)
-                points.append(LaunchPoint(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), list(combo)))
-            except (HydraException, OmegaConfBaseException, ValueError) as e:
-                problems.append(f"[{' '.join(combo)}] {hint(checks.explain_hydra_error(e), argv)}")
+    families = sweep_family.Families(parser, set(checks.groups()), combos, lambda o: hint(o, argv))
+    with families.hydra():
+        early = sweep.early_problems(families.first_points())
+        if early:
+            raise Problems(early)
+        points, problems = families.points()
     if problems:
         raise Problems(problems)
     return points

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
-from omegaconf import OmegaConf
-
-from dfm_hpc import predict, redact, rundir
+from dfm_hpc import redact, rundir
 from dfm_hpc.login import checks, compose, console, submit
+from dfm_hpc.login import sweep as share
 from dfm_hpc.login.point import LaunchPoint
-from dfm_hpc.plan import plan
 
 
 def main(argv: List[str]) -> int:
@@ -84,11 +82,12 @@ def _fill_dirs(top: Path, points: List[LaunchPoint], sweep: bool, argv: List[str
         rundir.complete(d)
 
 
-def _oasst_plan(cfgs) -> tuple:
+def _oasst_plan(cfgs, done: Optional[dict] = None) -> tuple:
     """(problems, summary lines) for the OASST source of each translate stage: its filter options, and
     for a local file the whole file read now, so one the loader cannot read completely is refused here
     (exit 2, naming the file and line) and the plan shows trees, messages, languages and filter drops.
-    Hub ids are not loaded here. The login side's one use of dfm_hpc.text: oasst is standard library."""
+    Hub ids are not loaded here. The login side's one use of dfm_hpc.text: oasst is standard library.
+    `done`: a launch's summaries by file and filters, so that a sweep reads each file once."""
     todo = [c for c in cfgs if "translate" in c.stages]
     if not todo:
         return [], []
@@ -102,7 +101,10 @@ def _oasst_plan(cfgs) -> tuple:
             continue
         seen.add(key)
         try:
-            summary = oasst_filter.summarize(cfg.data.oasst2, cfg.data.oasst2_layout, filters)
+            done = {} if done is None else done
+            if key not in done:
+                done[key] = oasst_filter.summarize(cfg.data.oasst2, cfg.data.oasst2_layout, filters)
+            summary = done[key]
         except FileNotFoundError:
             continue  # check_config says so
         except ValueError as e:  # oasst.OasstFormatError
@@ -114,26 +116,27 @@ def _oasst_plan(cfgs) -> tuple:
 
 
 def launch(points: List[LaunchPoint], argv: List[str], sweep: bool) -> int:
-    # Points come typed from Hydra's composition or from config_io.typed() (rerun); re-typing costs 40 ms each
-    for p in points:
-        p.cfg = OmegaConf.create(p.config, flags={"readonly": True})  # what runs is what was checked
-        p.jobs = None if checks.check_stages(p.cfg) else plan(p.cfg)  # made once, used by all
+    # Each point's config frozen (what runs is what was checked), planned, checked and predicted: once per
+    # representative in a sweep, whose points share it where the work read no swept value that differs (sweep.py)
+    read: dict = {}  # OASST files summarized, by file and filters
+    works = share.assign(points, lambda cfgs: _oasst_plan(cfgs, read))
     problems: List[str] = []
-    for p in points:
-        problems += [p.label(sweep) + x for x in checks.check_config(p.cfg, p.jobs)]
+    for p, w in zip(points, works):
+        problems += [p.label(sweep) + x for x in share.point_problems(p, w)]
     cfgs = [p.cfg for p in points]
     problems += checks.check_sweep_job_limits(cfgs, [p.jobs for p in points]) if not problems else []
-    kinds = {(c.cluster.scheduler, c.dry_run) for c in cfgs}
+    kinds = {(c.cluster.scheduler, c.dry_run) for c in {id(c): c for c in cfgs}.values()}
     if len(kinds) > 1:
         problems.append("a sweep cannot mix schedulers or dry_run values; sweep over one cluster at a time")
-    oasst_problems, oasst_lines = _oasst_plan(cfgs)
-    problems += oasst_problems
+    distinct = list({id(w): w for w in works}.values())
+    oasst_lines = list(dict.fromkeys(x for w in distinct for x in w.oasst[1]))
+    problems += list(dict.fromkeys(x for w in distinct for x in w.oasst[0]))
     if problems:
         return console.report_problems(problems)
-    for p in points:  # a stage that would outlast its walltime and cannot resume; LUMI's dev-g: one start
-        p.records = predict.records(p.cfg, p.jobs)
-        todo = [r for r in p.records if r["stage"] not in p.reuse]
-        problems += [p.label(sweep) + x for x in predict.problems(todo) + checks.check_predictions(p.cfg, todo)]
+    # a stage that would outlast its walltime and cannot resume; LUMI's dev-g: one start
+    for p, w in zip(points, works):
+        p.records = w.records
+        problems += [p.label(sweep) + x for x in w.prediction_problems]
     if problems:
         return console.report_problems(problems)
     console.plan_table(next((p for p in points if p.todo), points[0]), len(points))  # rerun --failed: one that runs

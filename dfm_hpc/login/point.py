@@ -19,8 +19,14 @@ class LaunchPoint:
     reuse: Dict[str, Path] = field(default_factory=dict)  # stage -> finished stage dir of an earlier run
     resume: Dict[str, Path] = field(default_factory=dict)  # stage -> unfinished stage dir to continue in
     rerun_of: Optional[Path] = None
+    # a sweep point made by compose's fast path: its family (config groups and fixed overrides) and its swept
+    # keys' typed values; the points of a family share the launch's work where it read none that differ (sweep.py)
+    family: Optional[tuple] = None
+    swept: Dict[str, Any] = field(default_factory=dict)
     # filled by the launch
-    cfg: Any = None  # `config`, frozen: what runs is what was checked
+    # `config`, frozen: what runs is what was checked. In a sweep, the representative's config where the point shares
+    # its work (login/sweep.py: equal on every value the launch reads); the point's own values are in `config`
+    cfg: Any = None
     jobs: Optional[List[StageJob]] = None  # plan(cfg), each job with its cluster; None while the stages are unknown
     records: List[dict] = field(default_factory=list)  # plan.json: each job with its prediction
     run_dir: Optional[Path] = None

@@ -240,7 +240,7 @@ def test_a_sweep_dev_g_would_refuse_halfway_exits_2(tmp_path):
     args = ["-m", "+experiment=demo", *lumi_args(cluster="lumi_dev"), "stages=[demo]"]
     p = dfm(*args, "demo.value=1,2,3", cwd=tmp_path)
     assert p.returncode == 2, p.stdout + p.stderr
-    assert "this sweep queues 3 jobs there (3 points)" in p.stderr and "Sweep at most 2 point(s)" in p.stderr
+    assert "this sweep queues 3 jobs there (3 points x 1 job(s))" in p.stderr and "Sweep at most 2 point(s)" in p.stderr
     assert not (tmp_path / "runs").exists()
     assert dfm(*args, "demo.value=1,2", "dry_run=true", cwd=tmp_path).returncode == 0
 

@@ -14,7 +14,8 @@ def test_a_sweep_composes_one_point_each_and_the_launch_fills_them_in(tmp_path, 
     assert all(p.cfg is None and p.jobs is None and p.run_dir is None for p in composed.points)
     assert launch.launch(composed.points, composed.command, sweep=composed.sweep) == 0
     for i, p in enumerate(composed.points):
-        assert p.cfg.demo.value == i + 1 and [j.stage for j in p.jobs] == ["demo", "demo_check"]
+        assert p.config["demo"]["value"] == i + 1 and [j.stage for j in p.jobs] == ["demo", "demo_check"]
+        assert p.cfg is composed.points[0].cfg  # nothing the launch does reads demo.value: shared (login/sweep.py)
         assert [r["stage"] for r in p.records] == ["demo", "demo_check"] and p.todo == p.jobs
         assert p.run_dir == composed.points[0].run_dir.parent / str(i) and (p.run_dir / "plan.json").is_file()
     assert f"run dir: {composed.points[0].run_dir.parent}" in capsys.readouterr().out

@@ -89,10 +89,11 @@ def _walk(cls, node, prefix: str, out: List[str], skip=()) -> None:
 
 
 def check_ranges(cfg, jobs=None) -> List[str]:
+    """`cfg`: the config, or its plain dict (a sweep checks each point's own values: login/sweep.py)."""
     out: List[str] = []
-    idle = [s for s in STAGES if s not in cfg.stages]
+    idle = [s for s in STAGES if s not in cfg["stages"]]
     _walk(schema.Config, cfg, "", out, skip=idle)
-    single = cfg.cluster.get("single_device")
+    single = cfg["cluster"].get("single_device")
     if single:
         _walk(schema.ClusterConfig, single, "cluster.single_device.", out)
     return out

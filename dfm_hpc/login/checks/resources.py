@@ -175,28 +175,72 @@ def _check_job_limits(cfg, jobs) -> List[str]:
         mine = [j for j in jobs if j.partition == name]
         count = sum(j.array for j in mine)
         if count > part.max_jobs:
+            route = ("use cluster=lumi (standard-g, with small-g for the single-process stages)"
+                     if cfg.cluster.name != "lumi" else
+                     _other_partition(mine, name, count) or "give the arrays fewer copies (<stage>.array)")
             out.append(f"{name} accepts at most {part.max_jobs} submitted jobs per user ({part.max_running} running); "
                        f"this run is {count} stage jobs there ({', '.join(j.stage for j in mine)}), so sbatch would "
                        f"refuse the chain halfway. Run at most {part.max_jobs} stages per launch (e.g. stages=["
-                       f"{','.join(j.stage for j in mine[:part.max_jobs])}]), or use cluster=lumi (standard-g, "
-                       "with small-g for the single-process stages)")
+                       f"{','.join(j.stage for j in mine[:part.max_jobs])}]), or {route}")
+    return out
+
+
+def _other_partition(mine: List[StageJob], name: str, count: int, used=None) -> str:
+    """A partition of the same pool (GPU or CPU, not a dev one) that would take these jobs, as a route: ''."""
+    here = lumi.PARTITIONS[name]
+    for other in lumi.PARTITIONS.values():
+        if other.name == name or other.dev or other.cpu != here.cpu or (other.whole_nodes and not here.whole_nodes):
+            continue  # a job sized for a slice is not one for whole nodes
+        fits = all(j.nodes <= other.max_nodes and j.hours <= other.max_hours for j in mine)
+        if fits and count + (used or {}).get(other.name, 0) <= other.max_jobs:
+            stages = sorted({j.stage for j in mine})
+            keys = " ".join(f"{s}.partition={other.name}" for s in stages)
+            return f"put {', '.join(stages)} on {other.name} ({keys}; its own limit of {other.max_jobs})"
+    return ""
+
+
+def check_sweep_counts(classes) -> List[str]:
+    """What a sweep's point count decides (issue #24): per-user job limits, array tasks included, and the size
+    of the one array a sweep's points go out as. `classes`: (cfg, jobs, points) for points that have these jobs
+    (compose: before any point's config is made, from one point per family whose plan reads no swept key; the
+    launch: each point's plan). Counts of points the caller could not plan are left out: a refusal stays right."""
+    if not classes:
+        return []
+    cfg, out = classes[0][0], []
+    points = sum(n for _, _, n in classes)
+    if cfg.cluster.system == "lumi":
+        totals = {name: sum(n * sum(j.array for j in jobs if j.partition == name) for _, jobs, n in classes)
+                  for name in lumi.PARTITIONS}
+        for name, part in lumi.PARTITIONS.items():
+            per_point = max(sum(j.array for j in jobs if j.partition == name) for _, jobs, _ in classes)
+            if totals[name] <= part.max_jobs or per_point > part.max_jobs:  # one point alone: _check_job_limits
+                continue
+            mine = [j for _, jobs, _ in classes for j in jobs if j.partition == name]
+            other = _other_partition(mine, name, totals[name], totals)
+            out.append(f"{name} accepts at most {part.max_jobs} submitted jobs per user, array tasks included "
+                       f"({part.max_running} running); this sweep queues {totals[name]} jobs there ({points} points"
+                       f" x {per_point} job(s)), so sbatch would refuse it halfway. Sweep at most "
+                       f"{part.max_jobs // max(per_point, 1)} point(s) per launch (narrow the sweep's lists; launch "
+                       f"the rest once these have left the queue)" + (f", or {other}" if other else ""))
+    if cfg.cluster.scheduler == "slurm" and points > MAX_ARRAY and \
+            all(j.array == 1 for _, jobs, _ in classes for j in jobs):
+        out.append(f"the sweep has {points:,} points: its points go out as one Slurm array per stage, and Slurm "
+                   f"takes at most {MAX_ARRAY} tasks per array (MaxArraySize); sweep at most {MAX_ARRAY} points "
+                   "per launch (narrow the sweep's lists)")
     return out
 
 
 def check_sweep_job_limits(cfgs, plans) -> List[str]:
     """A sweep's points are queued together, so their jobs count against a partition's per-user
-    limit together (each point alone is checked by _check_job_limits). `plans`: each point's jobs."""
-    if len(cfgs) < 2 or cfgs[0].cluster.system != "lumi":
+    limit together (each point alone is checked by _check_job_limits). `plans`: each point's jobs
+    (a sweep's points share one list where their plans are the same: login/sweep.py)."""
+    if len(cfgs) < 2:
         return []
-    out = []
-    for name, part in lumi.PARTITIONS.items():
-        per_point = [sum(j.array for j in jobs if j.partition == name) for jobs in plans]
-        if sum(per_point) > part.max_jobs and max(per_point) <= part.max_jobs:
-            out.append(f"{name} accepts at most {part.max_jobs} submitted jobs per user ({part.max_running} running); "
-                       f"this sweep queues {sum(per_point)} jobs there ({len(cfgs)} points), so sbatch would refuse "
-                       f"it halfway. Sweep at most {part.max_jobs // max(max(per_point), 1)} point(s) per launch, "
-                       "or use cluster=lumi")
-    return out
+    classes = {}
+    for cfg, jobs in zip(cfgs, plans):
+        c = classes.setdefault(id(jobs), [cfg, jobs, 0])
+        c[2] += 1
+    return check_sweep_counts([tuple(c) for c in classes.values() if c[1] is not None])
 
 
 def _mem_or_none(text):
