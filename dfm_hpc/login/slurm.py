@@ -21,10 +21,12 @@ from dfm_hpc.registry import STAGES
 
 # the test cluster's container stand-in (a checkout's slurm/, like the cluster it belongs to)
 SANDBOX = Path(__file__).resolve().parents[2] / "slurm" / "sandbox.sh"
+HARNESS_MOUNT = "/harness-software"  # where the harness overlay's venv was built (containers/build_harness.sh)
 
 
-def python_command(cluster) -> str:
-    """The interpreter that unpickles the job: host python, or python inside the container."""
+def python_command(cluster, stage: Optional[str] = None) -> str:
+    """The interpreter that unpickles the job: host python, or python inside the container (the evaluate job's
+    with the harness overlay mounted too: EuroEval's and inspect's environment, at HARNESS_MOUNT)."""
     import sys
 
     c = cluster.container
@@ -36,6 +38,8 @@ def python_command(cluster) -> str:
     binds = list(c.binds) + ([] if c.bindings_module else list(c.host_binds))
     if c.overlay:
         binds.append(f"{c.overlay}:/user-software:image-src=/")
+    if c.harness_overlay and stage == "evaluate":
+        binds.append(f"{c.harness_overlay}:{HARNESS_MOUNT}:image-src=/")
     bind = ["-B", ",".join(binds)] if binds else []
     return " ".join(shlex.quote(x) for x in [c.runtime, c.verb, *([c.gpu_flag] if c.gpu_flag else []), *bind,
                                               c.image, c.python])

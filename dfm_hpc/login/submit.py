@@ -45,7 +45,8 @@ def dry_run(points: List[LaunchPoint], sweep: bool) -> int:
             else:
                 dep = f"afterok:<job id of {j.after}>" if j.after and j.after not in p.reuse else None
                 params = _without_bad_nodes(slurm.executor_params(j, j.cluster, _job_name(cfg, j.stage), dep), [d])
-                text = slurm.render(params, sdir / rundir.SUBMITIT, slurm.python_command(cfg.cluster), j.array, j)
+                text = slurm.render(params, sdir / rundir.SUBMITIT, slurm.python_command(cfg.cluster, j.stage),
+                                    j.array, j)
             (sdir / rundir.SBATCH).write_text(text)
             if p is shown:
                 srun = slurm.srun_line(text) if cfg.cluster.scheduler == "slurm" else None
@@ -158,8 +159,9 @@ def _submit_group(members: List[LaunchPoint], cfg, python: str, queued: List[str
         # one array task per sweep point, or per copy of a stage with array > 1
         calls = [(str(d), j.stage, 0) for d in run_dirs] if len(members) > 1 else \
             [(str(run_dirs[0]), j.stage, i) for i in range(j.array)]
-        script = slurm.render(params, folder, python, array_size=len(calls), job=j)
-        jobs = slurm.submit(params, folder, python, calls, job=j)
+        py = slurm.python_command(cfg.cluster, j.stage) if j.stage == "evaluate" else python  # + harness overlay
+        script = slurm.render(params, folder, py, array_size=len(calls), job=j)
+        jobs = slurm.submit(params, folder, py, calls, job=j)
         prev = str(jobs[0].job_id).split("_")[0]
         for d, job in zip(run_dirs, jobs):
             sdir = rundir.stage_dir(d, j.stage)

@@ -271,12 +271,12 @@ def test_served_tiny_model_is_scored_by_lm_eval_and_euroeval(tmp_path, monkeypat
 # ---------------------------------------------------------------------------- LUMI
 
 def test_lumi_dry_run_renders_an_evaluate_job_with_vllm_and_euroeval_from_its_own_env(tmp_path):
-    """munin_pipeline on cluster=lumi: the evaluate job's script says where EuroEval's environment is
-    (only that job's), and what the stage runs in it from that config: vLLM serving the base with the
-    SFT adapter under its name (DPO's adapter sits on SFT's, so it is served merged by a second
-    server), lm-eval against it, EuroEval from that environment."""
+    """munin_pipeline on cluster=lumi: the evaluate job mounts the harness overlay (only that job) and its
+    script says where EuroEval's environment is, and what the stage runs in it from that config: vLLM
+    serving the base with the SFT adapter under its name (DPO's adapter sits on SFT's, so it is served
+    merged by a second server), lm-eval against it, EuroEval and inspect from that environment."""
     from dfm_hpc import dist
-    from dfm_hpc.job import harness
+    from dfm_hpc.job import harness, harness_inspect
     from dfm_hpc.job.rank import StageContext
     from dfm_hpc.stages import evaluate
 
@@ -288,14 +288,18 @@ def test_lumi_dry_run_renders_an_evaluate_job_with_vllm_and_euroeval_from_its_ow
     out = p.stdout
     job = out[out.index("─ evaluate:"):out.index("─ card:")]
     sft_job = out[out.index("─ sft:"):out.index("─ dpo:")]
-    py = "/project/project_465000670/dfm_hpc/euroeval-venv/bin/python"
+    py = "/harness-software/bin/python"  # the harness overlay's venv (containers/build_harness.sh)
     assert f'export DFM_HPC_EUROEVAL_PYTHON="{py}"' in job
+    mount = "/project/project_465000670/dfm_hpc/dfm_hpc-harness.sqsh:/harness-software:image-src=/"
+    srun = [ln for ln in job.splitlines() if ln.startswith("srun ")]
+    assert srun and all(mount in ln for ln in srun) and mount not in sft_job
     assert "# evaluate: vLLM server in this job" in job and "# evaluate:" not in sft_job  # evaluate_setup
     assert "#SBATCH --partition=small-g" in job and "singularity run" in job
 
     cfg = make_cfg(*over)
     ev = cfg.evaluate
     assert ev.server == "vllm" and ev.euroeval and "belebele_dan_Latn" in ev.lm_eval_tasks
+    assert list(ev.inspect_tasks) == ["dfm:danish_qa"]
     run = tmp_path / "run"
     sft = _adapter(run / "stages" / "sft" / "model", cfg.model.name_or_path)
     dpo = _adapter(run / "stages" / "dpo" / "model", sft)
@@ -314,6 +318,8 @@ def test_lumi_dry_run_renders_an_evaluate_job_with_vllm_and_euroeval_from_its_ow
                                   test_split=ev.euroeval_test_split, cache_dir="/scratch/x")
     assert ee[:3] == [py, "-m", "euroeval.cli"] and ee[ee.index("--model") + 1] == "openai/sft"
     assert ee[ee.index("--language") + 1] == "da" and "--evaluate-test-split" not in ee
+    ins = harness_inspect.inspect_command(py, "sft", list(ev.inspect_tasks), log_dir="/scratch/x", seed=cfg.seed)
+    assert ins[:4] == [py, "-m", "inspect_ai", "eval"] and ins[ins.index("--model") + 1] == "openai-api/dfm/sft"
 
 
 def test_prefetch_lists_lm_eval_and_euroeval_datasets(tmp_path):

@@ -28,7 +28,7 @@ def test_standard_g_script_passes_the_checklist(tmp_path):
     srun = next(line for line in s.splitlines() if line.startswith("srun "))
     for line in ("#SBATCH --account=project_465000670", "#SBATCH --partition=standard-g", "#SBATCH --gpus-per-node=8",
                  "#SBATCH --ntasks-per-node=8", "#SBATCH --cpus-per-task=7", "#SBATCH --mem=480G",
-                 "#SBATCH --time=720", "#SBATCH --exclusive", "#SBATCH --kill-on-invalid-dep=yes",
+                 "#SBATCH --time=960", "#SBATCH --exclusive", "#SBATCH --kill-on-invalid-dep=yes",
                  'export NCCL_SOCKET_IFNAME="hsn0,hsn1,hsn2,hsn3"', 'export NCCL_NET_GDR_LEVEL="PHB"',
                  'export FI_CXI_DEFAULT_CQ_SIZE="131072"', 'export CXI_FORK_SAFE="1"', 'export OMP_NUM_THREADS="7"',
                  'export MIOPEN_USER_DB_PATH="/tmp/', 'export HF_HOME="/scratch/project_465000670/',
@@ -202,7 +202,8 @@ def test_small_g_memory_bound_and_mem0_billing(tmp_path):
     # --mem=0 on a per-GCD partition is all of the node's memory: billed as all 8 slices
     assert lumi.billing_units("small-g", 1, 10, 1, 7, 0) == 40.0
     assert lumi.billing_units("small-g", 1, 10, 1, 7, None) == 5.0
-    p, run = _dry(tmp_path, "cluster=lumi_small", "cluster.mem=0", "cluster.mem_per_gpu=null", "stages=[sft]")
+    p, run = _dry(tmp_path, "cluster=lumi_small", "cluster.mem=0", "cluster.mem_per_gpu=null", "stages=[sft]",
+                  "sft.time=12:00:00")
     assert "#SBATCH --mem=0" in (run / "stages" / "sft" / "sbatch.sh").read_text()
     # sft: 12 h x 8 slices x 0.5 = 48 units a start; one GCD needs 8 starts (85 h), each can bill its full walltime
     assert "warning: sft: predicted 85.0 h" in p.stdout and "(8 starts)" in p.stdout

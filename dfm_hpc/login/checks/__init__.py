@@ -14,6 +14,7 @@ the CLI prints them all and exits 2 before anything is created.
                   the translator's device (ctranslate2 has no gfx90a wheel)
     restarts.py   cluster.max_restarts against each stage's predicted requeues (the plan's starts)
     gate.py       evaluate.gate: the reference and the gated models are scored (or stored), a benchmark to gate on
+    harness.py    EuroEval and inspect score a served model; on LUMI from the harness overlay, not a plain venv
 
 The entry points: `check_overrides` (a command line), `check_config` (a composed config) and, once the
 stages are predicted, `check_predictions` (problems) and `storage_warnings` (printed with the plan).
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 from typing import List
 
-from dfm_hpc.login.checks import gate, lumi_rules, parallel, paths, ranges, resources, restarts, safety, stages
+from dfm_hpc.login.checks import gate, harness, lumi_rules, parallel, paths, ranges, resources, restarts, safety, stages
 from dfm_hpc.login.checks.keys import SCHEMA_KEYS, check_overrides, explain_hydra_error, groups, invalid_choice
 from dfm_hpc.login.checks.lumi_rules import storage_warnings
 from dfm_hpc.login.checks.paths import should_check_paths
@@ -46,6 +47,8 @@ CHECKS = [resources.check_cluster, ranges.check_ranges, resources.check_jobs, st
 CHECKS += [gate.check_gate]  # evaluate.gate: its reference and gated models, a benchmark to gate on
 
 CHECKS += [stages.check_eval_checkpoints]  # <stage>.eval_checkpoints: the evaluate jobs' walltimes, the saves
+
+CHECKS += [harness.check_harness]  # EuroEval/inspect: a served model; on LUMI the harness overlay, no plain venv
 
 # The checkers of the plan's predictions, `(cfg, records) -> problems`.
 PREDICTION_CHECKS = [lumi_rules.check_predictions, restarts.check_restarts]
