@@ -28,6 +28,12 @@
 #              torch: pin only torch/torchvision/torchaudio/triton; pip may then install newer
 #              copies of other container packages into the venv (the build fails if the
 #              container's copies would still be the ones imported).
+#   MOUNT      where jobs mount the image, and so where the venv is built (a venv belongs to its path);
+#              default /user-software. containers/build_harness.sh sets MOUNT=/harness-software,
+#              NAME=dfm_hpc-harness.sqsh, DFM_HPC=0, PIN=torch and IMPORTS for the harness overlay
+#   NAME       the default OUT's file name; default dfm_hpc-venv.sqsh
+#   DFM_HPC    1 (default): install dfm_hpc from this checkout; 0: only LOCK and EXTRA_PIP
+#   IMPORTS    the modules the image must import, the way jobs use it; default: dfm_hpc's own
 #   WORK_DIR   where the venv is built (default: $TMPDIR or /tmp); a temp dir in it is removed
 #              at the end unless KEEP_WORK=1
 #   SINGULARITY_CACHEDIR, SINGULARITY_TMPDIR
@@ -69,9 +75,15 @@ ACCOUNT="${SBATCH_ACCOUNT:-}"
 if [[ -n "$ACCOUNT" && ! "$ACCOUNT" =~ ^project_[0-9]{9}$ ]]; then
   die "SBATCH_ACCOUNT=$ACCOUNT is not a LUMI project (project_ + 9 digits, e.g. project_465000670)"
 fi
+MOUNT="${MOUNT:-/user-software}"
+NAME="${NAME:-dfm_hpc-venv.sqsh}"
+DFM_HPC="${DFM_HPC:-1}"
+IMPORTS="${IMPORTS:-dfm_hpc dfm_hpc.job.rank submitit torch hydra omegaconf rich}"
+[[ "$MOUNT" =~ ^/[A-Za-z0-9._/-]+$ ]] || die "MOUNT=$MOUNT: an absolute path"
+[[ "$IMPORTS" =~ ^[A-Za-z0-9_.\ ]+$ ]] || die "IMPORTS=$IMPORTS: module names, space separated"
 if [[ -z "${OUT:-}" ]]; then
-  [[ -n "$ACCOUNT" ]] || die "set SBATCH_ACCOUNT=project_<9 digits> (or OUT=/path/to/dfm_hpc-venv.sqsh)"
-  OUT="/project/$ACCOUNT/dfm_hpc/dfm_hpc-venv.sqsh"
+  [[ -n "$ACCOUNT" ]] || die "set SBATCH_ACCOUNT=project_<9 digits> (or OUT=/path/to/$NAME)"
+  OUT="/project/$ACCOUNT/dfm_hpc/$NAME"
 fi
 [[ "$OUT" == /* ]] || OUT="$PWD/$OUT"
 EXTRAS="${EXTRAS-train,translate}"
@@ -97,7 +109,7 @@ mkdir -p "$SINGULARITY_CACHEDIR" "$SINGULARITY_TMPDIR"
 # Keep the host's Python setup out of the container: ~/.local packages, PYTHONPATH, an active venv.
 export PYTHONNOUSERSITE=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 unset PYTHONPATH PYTHONHOME VIRTUAL_ENV PIP_USER PIP_TARGET PIP_PREFIX
-# ... and a job environment left over in this shell (it would put /user-software/bin first on PATH).
+# ... and a job environment left over in this shell (it would put $MOUNT/bin first on PATH).
 unset SINGULARITYENV_PREPEND_PATH SINGULARITYENV_APPEND_PATH SINGULARITYENV_PATH SINGULARITYENV_PYTHONPATH \
   APPTAINERENV_PREPEND_PATH APPTAINERENV_APPEND_PATH APPTAINERENV_PATH APPTAINERENV_PYTHONPATH
 
@@ -121,9 +133,9 @@ mkdir -p "$WORK/venv" "$WORK/src" "$WORK/tmp"
 cd "$WORK/tmp"
 
 # Run in the container with the venv directory mounted where the image will be mounted later, so
-# that the venv's scripts and paths point at /user-software.
+# that the venv's scripts and paths point at $MOUNT.
 in_container() {
-  singularity exec -B "$WORK" -B "$WORK/venv:/user-software" "$SIF" "$@"
+  singularity exec -B "$WORK" -B "$WORK/venv:$MOUNT" "$SIF" "$@"
 }
 
 say "container: $SIF"
@@ -180,16 +192,16 @@ PY
 
 # ------------------------------------------------------------------ the venv
 
-say "creating the venv (python -m venv --system-site-packages /user-software) in the container"
-in_container python -m venv --system-site-packages /user-software
+say "creating the venv (python -m venv --system-site-packages $MOUNT) in the container"
+in_container python -m venv --system-site-packages "$MOUNT"
 
-venv_torch="$(in_container /user-software/bin/python -c 'import torch; print(torch.__version__)' 2>/dev/null || true)"
+venv_torch="$(in_container "$MOUNT/bin/python" -c 'import torch; print(torch.__version__)' 2>/dev/null || true)"
 if [[ "$venv_torch" != "$TORCH_VERSION" ]]; then
   # The container's packages live in its own venv; a new venv's --system-site-packages only sees
   # the base interpreter's. Point the new venv at the container's site-packages explicitly
   # (a .pth file: they come after the venv's own packages on sys.path).
   warn "the new venv does not see the container's torch; adding the container's site-packages via a .pth file"
-  in_container /user-software/bin/python - "$WORK/container-site.txt" <<'PY'
+  in_container "$MOUNT/bin/python" - "$WORK/container-site.txt" <<'PY'
 import sys
 import sysconfig
 
@@ -197,19 +209,23 @@ dirs = [d for d in open(sys.argv[1]).read().splitlines() if d]
 with open(f"{sysconfig.get_paths()['purelib']}/zz_container_site_packages.pth", "w") as f:
     f.write("\n".join(dirs) + "\n")
 PY
-  venv_torch="$(in_container /user-software/bin/python -c 'import torch; print(torch.__version__)')" \
+  venv_torch="$(in_container "$MOUNT/bin/python" -c 'import torch; print(torch.__version__)')" \
     || die "the venv cannot import the container's torch"
   [[ "$venv_torch" == "$TORCH_VERSION" ]] || die "the venv sees torch $venv_torch, the container has $TORCH_VERSION"
 fi
 
 # A copy of the sources to build from: the checkout stays untouched (pip builds in place).
-src_files=(pyproject.toml dfm_hpc)
-for f in README.md LICENSE; do
-  if [[ -e "$REPO/$f" ]]; then src_files+=("$f"); fi
-done
-(cd "$REPO" && tar --exclude='__pycache__' --exclude='*.pyc' -cf - "${src_files[@]}") | tar -C "$WORK/src" -xf -
-spec="$WORK/src"
-if [[ -n "$EXTRAS" ]]; then spec="$WORK/src[$EXTRAS]"; fi
+spec=()
+if [[ "$DFM_HPC" == 1 ]]; then
+  src_files=(pyproject.toml dfm_hpc)
+  for f in README.md LICENSE; do
+    if [[ -e "$REPO/$f" ]]; then src_files+=("$f"); fi
+  done
+  (cd "$REPO" && tar --exclude='__pycache__' --exclude='*.pyc' -cf - "${src_files[@]}") | tar -C "$WORK/src" -xf -
+  spec=("$WORK/src${EXTRAS:+[$EXTRAS]}")
+else
+  EXTRAS=""
+fi
 
 # The lock, less what the container pins (its copies stay; two pins of one package cannot resolve).
 lock_args=()
@@ -228,9 +244,9 @@ PY
   lock_args=(-r "$WORK/lock.txt")
 fi
 
-say "pip install dfm_hpc${EXTRAS:+[$EXTRAS]} ${EXTRA_REQS[*]:-}(non-editable; constraints keep the container's packages)"
-in_container env TMPDIR="$WORK/tmp" /user-software/bin/python -m pip install --no-cache-dir \
-  -c "$WORK/constraints.txt" "${lock_args[@]}" "$spec" "${EXTRA_REQS[@]}" \
+say "pip install ${spec[*]:+dfm_hpc${EXTRAS:+[$EXTRAS]} }${EXTRA_REQS[*]:-}(non-editable; constraints keep the container's packages)"
+in_container env TMPDIR="$WORK/tmp" "$MOUNT/bin/python" -m pip install --no-cache-dir \
+  -c "$WORK/constraints.txt" "${lock_args[@]}" "${spec[@]}" "${EXTRA_REQS[@]}" \
   || die "pip install failed (see above). Internet is needed: run on a login node. A 'ResolutionImpossible'
   with PIN=all means a package needs a newer version of something the container has: pin an older
   version of that package in EXTRA_PIP, or try PIN=torch."
@@ -238,7 +254,8 @@ in_container env TMPDIR="$WORK/tmp" /user-software/bin/python -m pip install --n
 # Every package pip put into the venv must be the copy Python imports. (If the container puts its
 # site-packages on PYTHONPATH, those come first on sys.path and would hide newer copies here.)
 say "checking that the venv's packages are the ones imported"
-in_container /user-software/bin/python - <<'PY'
+in_container "$MOUNT/bin/python" - $IMPORTS <<'PY'
+import importlib
 import importlib.metadata as md
 import os
 import re
@@ -261,10 +278,12 @@ if hidden:
     sys.exit("build_overlay: these packages were installed into the venv but the container's copies "
              "are imported instead:\n" + "\n".join(hidden) + "\nUse PIN=all (the default), or pin "
              "versions the container has in EXTRA_PIP.")
-import dfm_hpc, submitit, torch  # noqa: E401,F401
+for mod in sys.argv[1:]:
+    importlib.import_module(mod)
+import torch  # noqa: E402
 print(f"==> ok: {len(mine)} package(s) in the venv, torch {torch.__version__} from {os.path.dirname(torch.__file__)}")
 PY
-in_container /user-software/bin/python -m pip check || warn "pip check reports inconsistencies (listed above); jobs may still work, but look at them"
+in_container "$MOUNT/bin/python" -m pip check || warn "pip check reports inconsistencies (listed above); jobs may still work, but look at them"
 
 # Provenance inside the image: what was built, from what.
 git_rev="$(git -C "$REPO" rev-parse HEAD 2>/dev/null || echo unknown)"
@@ -280,7 +299,7 @@ fi
   echo "extras: ${EXTRAS:-none}; extra pip: ${EXTRA_REQS[*]:-none}"
   echo "lock: ${LOCK:-none}${LOCK:+ sha256 $(sha256sum "$LOCK" | cut -d' ' -f1)}"
   echo "packages in the venv (the rest are the container's):"
-  in_container /user-software/bin/python -m pip list --local --format=freeze
+  in_container "$MOUNT/bin/python" -m pip list --local --format=freeze
 } >"$WORK/venv/dfm_hpc-overlay.txt"
 
 # ------------------------------------------------------------------ squash, check, install
@@ -292,22 +311,27 @@ rm -f "$TMP_OUT"
 mksquashfs "$WORK/venv" "$TMP_OUT" -processors 1 -no-xattrs
 
 say "checking the image the way jobs use it"
-SINGULARITYENV_PREPEND_PATH=/user-software/bin \
-  singularity exec -B "$TMP_OUT:/user-software:image-src=/" "$SIF" python -c '
-import sys
-assert sys.prefix == "/user-software", f"python is {sys.executable}, not the overlay venv"
-import dfm_hpc, dfm_hpc.job.rank, submitit, torch, hydra, omegaconf, rich
+SINGULARITYENV_PREPEND_PATH="$MOUNT/bin" \
+  singularity exec -B "$TMP_OUT:$MOUNT:image-src=/" "$SIF" python -c '
+import importlib, sys
+mount, mods = sys.argv[1], sys.argv[2:]
+assert sys.prefix == mount, f"python is {sys.executable}, not the overlay venv"
+for m in mods:
+    importlib.import_module(m)
+import torch
 print("==> ok:", sys.executable, "torch", torch.__version__)
-' || die "the squashed image does not work; $OUT was left as it was"
+' "$MOUNT" $IMPORTS || die "the squashed image does not work; $OUT was left as it was"
 
 chmod 0644 "$TMP_OUT"
 mv -f "$TMP_OUT" "$OUT"
 
 say "smoke check of $OUT"
-singularity exec -B "$OUT:/user-software:image-src=/" "$SIF" \
-  /user-software/bin/python -c 'import dfm_hpc, torch, submitit; print(torch.__version__)'
+singularity exec -B "$OUT:$MOUNT:image-src=/" "$SIF" \
+  "$MOUNT/bin/python" -c 'import torch; print(torch.__version__)'
 
-say "done: $OUT ($(du -h "$OUT" | cut -f1)); build info inside: /user-software/dfm_hpc-overlay.txt"
-if [[ -z "$ACCOUNT" || "$OUT" != "/project/$ACCOUNT/dfm_hpc/dfm_hpc-venv.sqsh" ]]; then
-  say "not the profile's default path: run with cluster.container.overlay=$OUT"
+say "done: $OUT ($(du -h "$OUT" | cut -f1)); build info inside: $MOUNT/dfm_hpc-overlay.txt"
+if [[ -z "$ACCOUNT" || "$OUT" != "/project/$ACCOUNT/dfm_hpc/$NAME" ]]; then
+  key=overlay
+  if [[ "$MOUNT" != /user-software ]]; then key=harness_overlay; fi
+  say "not the profile's default path: run with cluster.container.$key=$OUT"
 fi
