@@ -62,7 +62,8 @@ def test_standard_g_script_passes_the_checklist(tmp_path):
     assert "--exclusive" not in ev and "--cpu-bind" not in ev and "--mem=" not in ev
     # printed to stdout too, with the cost
     assert srun in p.stdout
-    assert "49.0 LUMI billing units" in p.stdout  # sft 12 h x 1 node x 4 + evaluate 2 h x 1 GCD slice x 0.5
+    # time=auto: sft 16 h x 1 node x 4 + evaluate 0:55 x 1 GCD slice x 0.5
+    assert "64.5 LUMI billing units" in p.stdout
 
 
 def test_mask_list_is_gcd_ordered():
