@@ -4,7 +4,7 @@ Qwen3-1.7B's widths (hidden 2048, 16 heads, 8 KV heads, head_dim 128, qk-norm, M
 tied embeddings) at half its depth (14 layers): 1.03B parameters. Random weights, built from transformers'
 Qwen3Config. One packed row of 8,192 tokens per step, sequence parallelism 1, bf16 autocast over fp32 weights
 (what the Trainer's bf16=True keeps), SDPA, activation checkpointing, fused AdamW, gradient clipping at 1.0;
-a plain torch loop: the GPU machine has no DeepSpeed or TRL. No hub access.
+a plain torch loop. No hub access. Peak memory against the plan's estimate (gpu_parts.memory).
 
 The rows are packed as sft.packing packs them: whole chats one after another, position ids reset per chat
 (transformers then builds a block-causal mask from them, so chats do not attend to each other), the last
@@ -152,6 +152,10 @@ def bench_fullft(s: dict, peak: float) -> dict:
     dt = time.perf_counter() - t0
     tps = per_step * seq * s["steps"] / dt
     mem = torch.cuda.max_memory_allocated() / 1e9 if gpu else None
+    from gpu_parts import memory  # against the plan's estimate for this setup, before anything is freed
+
+    vs_plan = memory(estimates.estimate_memory(shape, world_size=1, zero_stage=0, micro_batch=per_step, seq_len=seq,
+                                               gradient_checkpointing=True, packing=True))
     built = sum(p.numel() for p in model.parameters())
     model = opt = None
     gc.collect()
@@ -167,7 +171,7 @@ def bench_fullft(s: dict, peak: float) -> dict:
             "tokens_per_s": round(tps, 1), "mfu": round(estimates.model_mfu(tps, shape, seq, peak), 4),
             "hfu": round(tps * estimates.model_flops_per_token(shape, seq, recompute=True) / (peak * 1e12), 4),
             "step_s": round(dt / s["steps"], 4), "peak_memory_gb": None if mem is None else round(mem, 1),
-            "loss_first": round(losses[0].item(), 3), "loss_last": round(losses[-1].item(), 3)}
+            "loss_first": round(losses[0].item(), 3), "loss_last": round(losses[-1].item(), 3), **vs_plan}
 
 
 if __name__ == "__main__":

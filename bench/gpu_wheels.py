@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import functools
 import hashlib
 import json
 import os
@@ -201,10 +202,15 @@ def imported_distributions(pkg: Path = REPO / "dfm_hpc") -> dict:
     return out
 
 
-def module_dist(module: str) -> str:
+@functools.lru_cache(maxsize=1)
+def _module_dists() -> dict:
     import importlib.metadata as md
 
-    dists = md.packages_distributions().get(module)  # this venv has every one; else the usual spelling
+    return md.packages_distributions()
+
+
+def module_dist(module: str) -> str:
+    dists = _module_dists().get(module)  # this venv has every one; else the usual spelling
     return canonicalize_name(dists[0] if dists else module)
 
 
