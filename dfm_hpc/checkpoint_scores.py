@@ -97,3 +97,22 @@ def across(points: Sequence[Tuple[str, Path]]) -> str:
                 lines.append(f"| {step} | " + " | ".join(results.fmt(v) for v in cells) + " |")
             parts.append("\n".join(lines) + "\n")
     return "\n".join(parts)
+
+
+def card_section(run_dir: Path, out_dir: Path = None) -> str:
+    """The card's section: per stage, the table and the plot (curve.png, copied beside the card as
+    checkpoints_<stage>.png). Evaluate jobs still queued or running when the card is written are named."""
+    import shutil
+
+    text = ""
+    for stage, scored in run_curves(run_dir).items():
+        sdir = Path(run_dir) / STAGES_DIR / stage
+        waiting_ = waiting(sdir)
+        if not scored and not waiting_:
+            continue
+        text += f"\n### {stage}: its saved checkpoints, scored\n\n" + markdown(stage, scored, waiting_)
+        png = sdir / CHECKPOINT_EVALS / "curve.png"
+        if out_dir is not None and png.exists():
+            shutil.copy(png, Path(out_dir) / f"checkpoints_{stage}.png")
+            text += f"\n![{stage}: scores of its saved checkpoints](checkpoints_{stage}.png)\n"
+    return text

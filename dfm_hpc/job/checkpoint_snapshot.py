@@ -19,7 +19,8 @@ from typing import List
 from dfm_hpc.rundir import CHECKPOINT_EVALS, CHECKPOINT_QUEUE_ENV
 
 LINKED = (".safetensors", ".bin")  # weights: linked; everything else at the checkpoint's top level is small
-LEFT = ("optimizer.pt", "scheduler.pt", "trainer_state.json", "training_args.bin", "latest", "zero_to_fp32.py")
+LEFT = ("optimizer.pt", "scheduler.pt", "trainer_state.json", "training_args.bin", "latest", "zero_to_fp32.py",
+        "zero_to_torch.py")
 
 
 def snapshot(ckpt: Path, out: Path, base: str = "") -> Path:

@@ -65,7 +65,7 @@ def script(params: Dict[str, Any], folder: Path, job: StageJob, python: str) -> 
 
 
 def write_script(params: Dict[str, Any], folder: Path, job: StageJob, python: str) -> None:
-    Path(folder).mkdir(parents=True, exist_ok=True)
+    (Path(folder) / rundir.CHECKPOINT_EVALS).mkdir(parents=True, exist_ok=True)  # srun's output goes there
     (Path(folder) / EVAL_SCRIPT).write_text(script(params, folder, job, python))
 
 
@@ -75,7 +75,7 @@ def setup_lines(folder: Path, job: StageJob) -> List[str]:
         return []
     f = shlex.quote(str(folder))
     n = job.eval_checkpoints
-    nth = "each saved checkpoint" if n == 1 else f"one saved checkpoint in {n} (the {n}th, {2 * n}th, ...)"
+    nth = "each saved checkpoint" if n == 1 else f"one saved checkpoint in {n} (counted in order)"
     return [
         f"# checkpoint evaluations: {nth} is scored by its own job ({f}/{EVAL_SCRIPT}: 1 task, "
         f"{eval_job(job).gpus_per_node} GPU, {job.eval_minutes} min); training never waits for it "

@@ -10,8 +10,10 @@ dfm_hpc_queue_checkpoint_evals() {  # one pass: each checkpoint rank 0 put in th
         dir="$run/stages/$stage/checkpoint_evals"
         # a job of its own, not a step of this one: this job's SLURM_* values must not shape it (SLURM_CONF stays)
         id=$( (unset $(compgen -e | grep '^SLURM_' | grep -vx SLURM_CONF)
-               sbatch --parsable --output="$dir/logs/step-$step.sbatch.log" "$DFM_HPC_CHECKPOINT_SCRIPT" \
-                   "$run" "$stage" "$step") ) || { echo "dfm_hpc: sbatch of the step-$step evaluation failed" >&2; continue; }
+               sbatch --parsable --output="$dir/logs/step-$step.sbatch.log" --error="$dir/logs/step-$step.sbatch.log" \
+                   "$DFM_HPC_CHECKPOINT_SCRIPT" \
+                   "$run" "$stage" "$step") ) \
+            || { echo "dfm_hpc: sbatch of the step-$step evaluation failed" >&2; continue; }
         echo "${id%%;*}" > "$dir/step-$step.job_id"
         rm -f "$req"
         echo "dfm_hpc: checkpoint of step $step: evaluation queued as job ${id%%;*}" >&2

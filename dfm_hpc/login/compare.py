@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from dfm_hpc import results
+from dfm_hpc import checkpoint_scores, results
 
 
 def sources(ref: str, runs_root: str) -> List[Tuple[str, Path, List[str], Optional[Path]]]:
@@ -112,10 +112,13 @@ def compare(refs: Sequence[str], runs_root: str = "runs", out: Optional[str] = N
               + "\n".join(f"  {line}" for line in bad)
               + "\nCompare them anyway with --allow-mismatch (the table marks them MISMATCH).", file=sys.stderr)
         return 2
-    text = _render(columns, legend)
+    # the checkpoint evaluations' curves (<stage>.eval_checkpoints), a table per metric across the runs (sweep points)
+    curves = checkpoint_scores.across([(label, run) for ref in refs for label, _, _, run in sources(ref, runs_root)
+                                       if run is not None])
+    text = _render(columns, legend) + (f"\n## Checkpoint evaluations\n\n{curves}" if curves else "")
     if out:
         Path(out).write_text(text)
     print(text, end="")
     for w in bad + results.unknowns(columns) + results.comparability(columns):
         print(f"warning: {w}", file=sys.stderr)
-    return 0 if "| metric |" in text else 1
+    return 0 if "| metric |" in text or curves else 1

@@ -17,7 +17,7 @@ import shutil
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from dfm_hpc import gate_verdict, results, templates
+from dfm_hpc import checkpoint_scores, gate_verdict, results, templates
 from dfm_hpc.job.rank import StageContext
 from dfm_hpc.plan import billing, plan, run_jobs
 from dfm_hpc.registry import TRAINED_STAGES
@@ -271,7 +271,8 @@ def model_card(cfg, run_dir: Path, out_dir: Path) -> str:
                          "merged into the base when `merge_adapter` was set)") if adapter else "",
         "license": cfg.card.license, "data_section": data_section(cfg, run_dir),
         "hyperparameters": hyperparameters(cfg, stages), "training_results": training_results(run_dir, stages),
-        "curves": curves, "eval_section": eval_section(run_dir) + gate_verdict.card_section(run_dir, out_dir),
+        "curves": curves, "eval_section": eval_section(run_dir) + gate_verdict.card_section(run_dir, out_dir)
+        + checkpoint_scores.card_section(run_dir, out_dir),
         "compute_section": compute_section(used, cfg.cluster.scheduler),
         "git_commit": prov.get("git_commit"),
         "dirty_note": ", with local changes in git.diff" if prov.get("git_dirty") else "",
