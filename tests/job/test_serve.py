@@ -260,6 +260,13 @@ def test_served_tiny_model_is_scored_by_lm_eval_and_euroeval(tmp_path, monkeypat
     assert ee["meta"]["harness"] == "euroeval" and ee["meta"]["split"] == "validation"
     assert ee["meta"]["backend"] == "transformers" and ee["meta"]["harness_version"]
     assert (sdir / "euroeval" / "base" / "euroeval_benchmark_results.jsonl").exists()
+    # the per-item (lm-eval, log_samples) and per-iteration (EuroEval) scores a gate pairs (job/gate.py)
+    items = json.loads((sdir / "items" / "base.json").read_text())["benchmarks"]
+    gen = items["lm-eval/dfm_danish_mc_gen"]
+    assert gen["unit"] == "item" and gen["ids"] == [0, 1, 2, 3] and len(gen["metrics"]["exact_match (letter)"]) == 4
+    it = items["euroeval/sentiment-classification/angry-tweets"]
+    assert it["unit"] == "iteration" and len(it["metrics"]["mcc"]) == 1
+    assert it["metrics"]["mcc"][0] * 100 == pytest.approx(ee["scores"]["mcc"])  # 0-1: EuroEval scales the mean
     md = (sdir / "results.md").read_text()
     assert "| euroeval sentiment-classification/angry-tweets mcc |" in md and "| server tokens_per_s |" in md
     # the runtime that served the scores heads the server's log, and its caches stayed in the stage dir
