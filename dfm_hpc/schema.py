@@ -110,6 +110,8 @@ class ClusterConfig:
     time_factor: float = ranged(1.5, ge=1, hint="{rule} (the prediction's safety factor)")
     # the partition's longest walltime where dfm_hpc does not know it (LUMI's: lumi.py), e.g. "24:00:00"; null: none
     max_time: Optional[str] = None
+    # nodes the partition has where dfm_hpc does not know it (LUMI's: lumi.py): more pends forever; null: unknown
+    max_nodes: Optional[int] = ranged(None, ge=1)
     # minutes without progress before the host-side watchdog ends the step, requeuing without the node that hung
     # (docs/lumi.md#hangs-and-bad-nodes); null: auto (>= 30, or start-up + 10 predicted steps); 0: off
     hang_minutes: Optional[float] = ranged(None, ge=0, hint="{rule} minutes (0: off)")

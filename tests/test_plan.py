@@ -105,7 +105,7 @@ def test_the_plan_shows_requested_against_predicted_and_the_script_asks_for_it(t
     assert "\n#SBATCH --time=1200\n" in (run / "stages" / "sft" / "sbatch.sh").read_text()
 
 
-def test_cluster_max_time_caps_auto_and_refuses_a_longer_explicit_walltime(tmp_path):
+def test_cluster_max_time_and_max_nodes_off_lumi(tmp_path):
     slurm = ["cluster=slurm", "cluster.max_time=00:30:00"]
     jobs, pred = _jobs("+experiment=sft_tiny", *slurm, "sft.time=auto", "sft.max_steps=200000", "throughput.device=cpu")
     assert jobs["sft"].minutes == 30 and pred["sft"]["requeues"] == 3  # resumable: 1.6 h capped at 0:30, requeued
@@ -113,6 +113,9 @@ def test_cluster_max_time_caps_auto_and_refuses_a_longer_explicit_walltime(tmp_p
     assert p.returncode == 2 and "demo.time=1:00:00: over cluster.max_time=00:30:00" in p.stderr
     p = dfm("+experiment=demo", *slurm, "demo.sleep_s=3600", "dry_run=true", cwd=tmp_path)
     assert p.returncode == 2 and "past the partition's longest walltime (0:30)" in p.stderr  # the demo cannot resume
+    p = dfm("+experiment=pipeline_tiny", "cluster=slurm", "pii.nodes=3", "dry_run=true", cwd=tmp_path)
+    # the test cluster's CPU partition has 2 nodes (its cpu_only place says so): a 3-node job would pend forever
+    assert p.returncode == 2 and "pii.nodes=3: cpu has 2 nodes (cluster.max_nodes)" in p.stderr
     for bad, why in (("cluster.max_time=soon", "cluster.max_time: cannot read walltime"),
                      ("demo.fallback_time=later", "demo.fallback_time: cannot read walltime"),
                      ("demo.time=never", "(or auto: sized to the prediction)")):

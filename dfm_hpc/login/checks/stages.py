@@ -47,13 +47,19 @@ def check_stages(cfg) -> List[str]:
 
 
 def check_walltimes(cfg, jobs) -> List[str]:
-    """A walltime given past cluster.max_time (off LUMI; LUMI's partitions: resources.py). time=auto stays within it."""
+    """A walltime given past cluster.max_time, and more nodes than cluster.max_nodes, off LUMI (LUMI's partitions:
+    resources.py); a CPU stage's own place (cluster.cpu_only) may have its own. time=auto stays within the limit."""
     out = []
-    for j in jobs:
-        cap = max_minutes(j) if j.cluster is not None and j.cluster.system != "lumi" else None
+    for j in (j for j in jobs if j.cluster is not None and j.cluster.system != "lumi"):
+        cap, where = max_minutes(j), j.partition or "the default partition"
         if cap and j.minutes > cap:
             out.append(f"{j.stage}.time={j.minutes // 60}:{j.minutes % 60:02d}:00: over cluster.max_time="
-                       f"{j.cluster.max_time} of {j.partition or 'the partition'}; lower it, or time=auto")
+                       f"{j.cluster.max_time} of {where}; lower it, or time=auto")
+        most = j.cluster.get("max_nodes")
+        if most and j.nodes > most:
+            out.append(f"{j.stage}.nodes={j.nodes}: {where} has {most} node{'s' * (most != 1)} (cluster.max_nodes), "
+                       f"so the job would pend forever; use {j.stage}.nodes={most} or fewer (more array tasks "
+                       "where the stage shards)")
     return out
 
 
