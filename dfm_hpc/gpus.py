@@ -1,6 +1,7 @@
 """This machine's GPUs, for cluster=node (one machine, no Slurm): found without torch, as the config is composed.
 
-Where from, first that answers: nvidia-smi, then rocm-smi, then the visible-devices variables alone
+Where from, first that answers: nvidia-smi, then rocm-smi, then the NVIDIA driver's /proc files (model only),
+then the visible-devices variables alone
 (CUDA_VISIBLE_DEVICES / HIP_VISIBLE_DEVICES / ROCR_VISIBLE_DEVICES: names and memory unknown). A visible-devices
 variable also narrows what an smi tool lists, as it narrows what torch sees. The test cluster's way of faking GPUs
 works here too: `CUDA_VISIBLE_DEVICES=0,1` on a machine without GPUs gives two "GPUs" whose ranks compute on the
@@ -17,6 +18,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 from dfm_hpc import estimates
@@ -25,6 +27,7 @@ CPU_RANKS = 2  # ranks per stage when no GPU is found: as cluster=local
 SMI_TIMEOUT_S = 20  # nvidia-smi can take seconds on a node whose driver is cold (persistence mode off)
 NVIDIA_QUERY = ["nvidia-smi", "--query-gpu=index,name,memory.total,uuid", "--format=csv,noheader,nounits"]
 ROCM_QUERY = ["rocm-smi", "--showproductname", "--showmeminfo", "vram", "--json"]
+NVIDIA_PROC = Path("/proc/driver/nvidia/gpus")  # the driver's own list: a last resort without nvidia-smi
 # a PEAK_TFLOPS key -> the throughput.devices entry that stands for it (conf/throughput/default.yaml)
 THROUGHPUT_KEY = {"h100_sxm": "h100", "h100_pcie": "h100"}
 
@@ -45,7 +48,7 @@ class Gpu:
 class Found:
     gpus: Tuple[Gpu, ...]
     var: str  # the variable that hands GPUs to the ranks (CUDA_VISIBLE_DEVICES; HIP_VISIBLE_DEVICES on AMD)
-    source: str  # nvidia-smi | rocm-smi | the variable's name | "none"
+    source: str  # nvidia-smi | rocm-smi | /proc/driver/nvidia/gpus | the variable's name | "none"
 
 
 def parse_nvidia_smi(text: str) -> List[Gpu]:
@@ -79,6 +82,25 @@ def parse_rocm_smi(text: str) -> List[Gpu]:
     return sorted(out, key=lambda g: int(g.id))
 
 
+def parse_nvidia_proc(infos: Sequence[str]) -> List[Gpu]:
+    """The driver's /proc/driver/nvidia/gpus/<PCI bus id>/information files (in bus order): where nvidia-smi is
+    missing (a container without it), the driver still says how many GPUs and their model; memory unknown."""
+    out = []
+    for text in infos:
+        fields = {k.strip(): v.strip() for k, sep, v in (line.partition(":") for line in text.splitlines()) if sep}
+        if fields.get("Model"):
+            out.append(Gpu(str(len(out)), fields["Model"]))
+    return out
+
+
+def _nvidia_proc(root: Path = NVIDIA_PROC) -> Optional[str]:
+    try:
+        infos = [(d / "information").read_text() for d in sorted(root.iterdir()) if (d / "information").is_file()]
+    except OSError:
+        return None
+    return json.dumps(infos) if infos else None
+
+
 def _visible(env) -> Optional[Tuple[str, List[str]]]:
     """The visible-devices variable set here, narrowest first, and the ids it lists; None if none is set.
     An empty value or -1 hides every GPU."""
@@ -99,6 +121,8 @@ def _narrow(gpus: List[Gpu], ids: Sequence[str]) -> List[Gpu]:
 
 
 def _run(cmd: List[str]) -> Optional[str]:
+    if cmd[0] == str(NVIDIA_PROC):
+        return _nvidia_proc()
     if not shutil.which(cmd[0]):
         return None
     try:
@@ -115,7 +139,9 @@ def discover(env=None, run=_run) -> Found:
     if visible and not visible[1]:
         return Found((), visible[0], visible[0])  # hidden on purpose
     for query, parse, var in ((NVIDIA_QUERY, parse_nvidia_smi, "CUDA_VISIBLE_DEVICES"),
-                              (ROCM_QUERY, parse_rocm_smi, "HIP_VISIBLE_DEVICES")):
+                              (ROCM_QUERY, parse_rocm_smi, "HIP_VISIBLE_DEVICES"),
+                              ([str(NVIDIA_PROC)], lambda t: parse_nvidia_proc(json.loads(t or "[]")),
+                               "CUDA_VISIBLE_DEVICES")):
         listed = parse(run(query) or "")
         if listed:
             if visible:  # ids as the variable gives them; the ranks get the same variable, narrowed

@@ -3,6 +3,8 @@ whose), what the visible-devices variables do to them, and the names -> throughp
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from omegaconf import OmegaConf
 
@@ -16,9 +18,14 @@ RX7900 = (SAMPLES / "rocm-smi-rx7900xt.json").read_text()
 MI250 = (SAMPLES / "rocm-smi-mi250.json").read_text()
 
 
-def tools(nvidia=None, rocm=None):
-    """What each tool prints here (None: not installed, or it failed)."""
-    return lambda cmd: {"nvidia-smi": nvidia, "rocm-smi": rocm}[cmd[0]]
+def tools(nvidia=None, rocm=None, proc=None):
+    """What each tool prints here (None: not installed, or it failed); proc: the driver's information files."""
+    return lambda cmd: {"nvidia-smi": nvidia, "rocm-smi": rocm,
+                        str(gpus.NVIDIA_PROC): proc and json.dumps(proc)}[cmd[0]]
+
+
+# /proc/driver/nvidia/gpus/<bus>/information, its fields as the driver writes them (key, colon, tabs, value)
+PROC_H100 = "Model: \t\t NVIDIA H100 80GB HBM3\nIRQ:   \t\t 0\nGPU UUID: \t GPU-5f2c\nDevice Minor: \t 0\n"
 
 
 def test_nvidia_smi_rows():
@@ -54,6 +61,10 @@ def test_discovery_order_and_the_variables():
     # hidden on purpose: none, even where the tools list some
     for hidden in ("", "-1"):
         assert gpus.discover({"CUDA_VISIBLE_DEVICES": hidden}, tools(nvidia=H100)).gpus == ()
+    # no nvidia-smi (a container without it): the driver's /proc files still give the count and the model
+    proc = gpus.discover({}, tools(proc=[PROC_H100, PROC_H100.replace("Minor: \t 0", "Minor: \t 1")]))
+    assert [g.describe() for g in proc.gpus] == ["0: NVIDIA H100 80GB HBM3", "1: NVIDIA H100 80GB HBM3"]
+    assert proc.var == "CUDA_VISIBLE_DEVICES" and gpus.throughput_key(proc.gpus[0].name) == "h100"
     # no tool answers: the variable alone (the test cluster's fake GPUs), names unknown
     fake = gpus.discover({"CUDA_VISIBLE_DEVICES": "0,1"}, tools())
     assert [g.describe() for g in fake.gpus] == ["0: unknown GPU", "1: unknown GPU"] and fake.source == fake.var
