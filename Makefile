@@ -11,6 +11,8 @@ setup: $(VENV)/.installed
 # Installs come from the locks in requirements/ (make lock writes them from pyproject.toml):
 #   login.txt  the login node (no extras)       dev.txt  dev/CI: every extra, torch 2.13.0 CPU
 #   lumi.txt   the LUMI overlay (train, translate; no torch: the ROCm container has it)
+#   harness.txt       the harness venv here (.venv-euroeval: EuroEval, inspect-ai, dfm_hpc's own, torch CPU)
+#   harness-lumi.txt  the LUMI harness overlay (containers/build_harness.sh; Python 3.12, no torch)
 # PIP_ARGS: e.g. --extra-index-url https://download.pytorch.org/whl/cpu where no local CPU wheel is
 PIP_ARGS ?=
 $(VENV)/.installed: requirements/dev.txt pyproject.toml
@@ -32,6 +34,10 @@ lock:
 	  -c requirements/torch-cpu.in $(TORCH_CPU) -o $(LOCK_OUT)/dev.txt
 	$(COMPILE) --python-version 3.12 --extra train --extra translate --excludes requirements/no-torch.in \
 	  -o $(LOCK_OUT)/lumi.txt
+	$(COMPILE) requirements/harness.in --python-version 3.11 -c requirements/torch-cpu.in $(TORCH_CPU) \
+	  -o $(LOCK_OUT)/harness.txt
+	$(BIN)/uv pip compile -q requirements/harness.in --custom-compile-command "make lock" --python-version 3.12 \
+	  --excludes requirements/no-torch.in -o $(LOCK_OUT)/harness-lumi.txt
 
 # would `make lock` change anything? (needs the package index; tests/test_lock.py is the offline check)
 lock-check:
@@ -39,12 +45,14 @@ lock-check:
 	$(MAKE) -s lock LOCK_OUT=.lock-check
 	diff -r -x '*.in' requirements .lock-check && echo "locks are current" && rm -rf .lock-check
 
-# EuroEval pins other versions of huggingface_hub/numpy than the dev venv: it runs in a venv of its
-# own, as the evaluate stage's client of a served model (tests/job/test_serve.py starts it from there;
-# on LUMI: containers/build_euroeval.sh, Python >= 3.12 and EuroEval >= 17)
-$(VENV)-euroeval/.installed: pyproject.toml
+# The harness environment: EuroEval and inspect-ai pin other versions of huggingface_hub/numpy than the
+# dev venv: they run in a venv of their own, as the evaluate stage's clients of a served model
+# (tests/job/test_serve.py and tests/job/test_harness_inspect.py start them from there), from its lock;
+# on LUMI the harness overlay (containers/build_harness.sh, Python >= 3.12 and EuroEval >= 17)
+$(VENV)-euroeval/.installed: requirements/harness.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)-euroeval
-	$(VENV)-euroeval/bin/pip install -q "torch==2.13.0" euroeval pytest -e .
+	$(VENV)-euroeval/bin/pip install -q $(PIP_ARGS) -r requirements/harness.txt
+	$(VENV)-euroeval/bin/pip install -q --no-deps -e .
 	touch $@
 
 # the whole recipe with tiny models on this machine's CPU (translate ... model card), ~1-2 min

@@ -24,7 +24,8 @@
 #   SIF        container image; default: container.image in conf/cluster/lumi.yaml
 #   OUT        output .sqsh; default: /project/$SBATCH_ACCOUNT/dfm_hpc/dfm_hpc-harness.sqsh
 #   HARNESSES  the pip requirements; default: "euroeval>=17.5 inspect-ai>=0.3.150"
-#   LOCK       locked versions (none by default: HARNESSES resolve against the container's Python)
+#   LOCK       locked versions; default: requirements/harness-lumi.txt (make lock; Python 3.12, no torch),
+#              less what the container pins (torch and its family); LOCK= resolves HARNESSES anew
 set -euo pipefail
 
 case "${1:-}" in
@@ -42,7 +43,7 @@ command -v singularity >/dev/null || { echo "build_harness: singularity not foun
 singularity exec "$SIF" python -c 'import sys; assert sys.version_info >= (3, 12), "EuroEval >= 17 needs Python >= 3.12; the container has " + sys.version' \
   || { echo "build_harness: the container's Python is too old for EuroEval >= 17" >&2; exit 1; }
 
-export SIF MOUNT=/harness-software NAME=dfm_hpc-harness.sqsh DFM_HPC=0 PIN="${PIN:-torch}" LOCK="${LOCK-}"
+export SIF MOUNT=/harness-software NAME=dfm_hpc-harness.sqsh DFM_HPC=0 PIN="${PIN:-torch}" LOCK="${LOCK-$here/../requirements/harness-lumi.txt}"
 export EXTRA_PIP="${HARNESSES:-euroeval>=17.5 inspect-ai>=0.3.150}${EXTRA_PIP:+ $EXTRA_PIP}"
 export IMPORTS="euroeval euroeval.cli inspect_ai torch"
 bash "$here/build_overlay.sh"

@@ -125,7 +125,7 @@ def test_snapshot_records_lock_hashes_and_rerun_warns_on_package_drift(tmp_path)
     assert dfm("+experiment=demo", "dry_run=true", cwd=tmp_path).returncode == 0
     (run,) = run_dirs(tmp_path)
     prov = json.loads((run / "provenance.json").read_text())
-    assert set(prov["lock_sha256"]) == {"dev.txt", "login.txt", "lumi.txt"}
+    assert set(prov["lock_sha256"]) == {"dev.txt", "login.txt", "lumi.txt", "harness.txt", "harness-lumi.txt"}
     assert all(len(h) == 64 for h in prov["lock_sha256"].values())
     quiet = dfm("rerun", str(run), cwd=tmp_path)
     assert quiet.returncode == 0 and "installed packages differ" not in quiet.stderr
@@ -134,3 +134,17 @@ def test_snapshot_records_lock_hashes_and_rerun_warns_on_package_drift(tmp_path)
     r = dfm("rerun", str(run), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "installed packages differ" in r.stderr and "omegaconf: 2.0.0 -> " in r.stderr
+
+
+def test_the_harness_locks_hold_euroeval_and_inspect_and_the_harness_venv_installs_from_its_lock():
+    """harness.txt: the .venv-euroeval of make test (Python 3.11, CPU torch, dfm_hpc's own dependencies for the
+    tests run from it); harness-lumi.txt: the LUMI harness overlay (Python 3.12: EuroEval >= 17; the container's
+    torch)."""
+    here, _ = read_lock((REPO / "requirements" / "harness.txt").read_text())
+    lumi, _ = read_lock((REPO / "requirements" / "harness-lumi.txt").read_text())
+    assert {"euroeval", "inspect-ai", "pytest", "hydra-core"} <= set(here) and here["torch"].endswith("+cpu")
+    assert {"euroeval", "inspect-ai"} <= set(lumi) and "torch" not in lumi
+    assert int(lumi["euroeval"].split(".")[0]) >= 17
+    make = (REPO / "Makefile").read_text()
+    recipe = make[make.index("$(VENV)-euroeval/.installed:"):]
+    assert "-r requirements/harness.txt" in recipe.split("touch $@")[0]
