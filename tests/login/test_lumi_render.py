@@ -164,11 +164,13 @@ def test_requeue_and_accounting_are_host_side(tmp_path):
     assert after[1] == (f"mkdir -p {folder}/accounting && sacct -X -D -P -n -j \"$SLURM_JOB_ID\" "
                         f"--format=JobID,State,NNodes,ElapsedRaw >{folder}/accounting/\"$SLURM_JOB_ID\".psv "
                         "2>/dev/null || true")
-    # then the hang watchdog's part (tests/login/test_watchdog.py), and the end-state rule (run with stubs in
+    # then the checkpoint evaluations' last queue pass (munin_sft: sft.eval_checkpoints; test_checkpoint_evals.py),
+    # the hang watchdog's part (tests/login/test_watchdog.py), and the end-state rule (run with stubs in
     # tests/login/test_end_state.py)
-    assert after[2] == 'kill "$dfm_hpc_watchdog_pid" 2>/dev/null'
-    assert after[3].startswith('[ -e "$DFM_HPC_HUNG_MARKER" ]')
-    assert after[4] == 'if [ -e "$DFM_HPC_REQUEUE_MARKER" ] && [ "$dfm_hpc_rc" -eq 0 ]; then'
+    assert after[2:4] == ['kill "$dfm_hpc_checkpoint_evals_pid" 2>/dev/null', "dfm_hpc_queue_checkpoint_evals"]
+    assert after[4] == 'kill "$dfm_hpc_watchdog_pid" 2>/dev/null'
+    assert after[5].startswith('[ -e "$DFM_HPC_HUNG_MARKER" ]')
+    assert after[6] == 'if [ -e "$DFM_HPC_REQUEUE_MARKER" ] && [ "$dfm_hpc_rc" -eq 0 ]; then'
     assert '  scontrol requeue "$DFM_HPC_JOB" && exit 0' in after and after[-1] == "exit $dfm_hpc_rc"
     # MASTER_ADDR too is computed by the script, before the step
     assert lines.index('export MASTER_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"') < srun
