@@ -325,13 +325,18 @@ def _redacted(text: str, values: tuple) -> str:
 
 def snapshot(run_dir: Path, config: Dict[str, Any], overrides: List[str], argv: List[str],
              extra: Optional[Dict[str, Any]] = None, git: Optional[Dict[str, Any]] = None,
-             packages: Optional[List[str]] = None, plan: Optional[List[Dict[str, Any]]] = None) -> None:
+             packages: Optional[List[str]] = None, plan: Optional[List[Dict[str, Any]]] = None,
+             files=None) -> None:
     """Write everything needed to understand and reproduce the run. `git` and `packages` can be
-    passed in so that a sweep computes them once; `plan` (plan.stage_records) becomes plan.json."""
+    passed in so that a sweep computes them once; `plan` (plan.stage_records) becomes plan.json; `files`: a
+    sweep's login.sweep_files.Files, which gives the same secrets and config.yaml doing the shared parts once."""
     git = git if git is not None else git_state()
     run_dir = Path(run_dir)
-    values = redact.secret_values(config)
-    write_yaml(run_dir / CONFIG, redact.redact_all(config, values))
+    values = redact.secret_values(config) if files is None else files.secret_values(config)
+    if files is None:
+        write_yaml(run_dir / CONFIG, redact.redact_all(config, values))
+    else:
+        (run_dir / CONFIG).write_text(files.config_text(config, values))
     write_yaml(run_dir / OVERRIDES, [redact.redact_text(redact.redact_override(o), values) for o in overrides])
     command = " ".join(redact.redact_override(a) for a in argv)
     (run_dir / COMMAND).write_text(redact.redact_text(command, values) + "\n")

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from dfm_hpc import redact, rundir
-from dfm_hpc.login import checks, compose, console, submit
+from dfm_hpc.login import checks, compose, console, submit, sweep_files
 from dfm_hpc.login import sweep as share
 from dfm_hpc.login.point import LaunchPoint
 
@@ -55,12 +55,14 @@ def _remove_dirs(points: List[LaunchPoint], sweep: bool) -> None:
 
 def _fill_dirs(top: Path, points: List[LaunchPoint], sweep: bool, argv: List[str]) -> None:
     git, packages = rundir.git_state(), rundir.installed_packages()
+    files = sweep_files.Files() if sweep else None  # the points' shared mappings redacted and written once
     for i, p in enumerate(points):
         d = p.run_dir = top / str(i) if sweep else top
         d.mkdir(exist_ok=True)
         (d / rundir.INCOMPLETE).write_text("the launch did not finish\n")
         extra = {"rerun_of": str(p.rerun_of) if p.rerun_of else None, "sweep_dir": str(top) if sweep else None}
-        rundir.snapshot(d, p.config, p.overrides, argv, extra=extra, git=git, packages=packages, plan=p.records)
+        rundir.snapshot(d, p.config, p.overrides, argv, extra=extra, git=git, packages=packages, plan=p.records,
+                        files=files)
         # an earlier run's stage dirs: finished ones are linked and skipped, unfinished ones are
         # linked and run again in place, so they resume from their files (shards, checkpoints)
         for stage, old in {**p.reuse, **p.resume}.items():
