@@ -64,7 +64,9 @@ def cancel(ref: str, runs_root: str = "runs") -> int:
         return fail(f"{top} is a dry run: nothing was submitted, so there is nothing to cancel")
     ids, expected, notes = [], {}, []
     for point in points:
-        for f in sorted((point / rundir.STAGES_DIR).glob(f"*/{rundir.JOB_ID}")):
+        # each stage's job, and the checkpoint evaluations its training job queued (login/checkpoint_evals.py)
+        evals = (point / rundir.STAGES_DIR).glob(f"*/{rundir.CHECKPOINT_EVALS}/step-*.{rundir.JOB_ID}")
+        for f in [*sorted((point / rundir.STAGES_DIR).glob(f"*/{rundir.JOB_ID}")), *sorted(evals)]:
             # (a linked stage of an earlier run: finished ones' jobs have left the queue, resumed
             # ones run in place under this run's job ids)
             jid = f.read_text(errors="replace").strip()
@@ -72,7 +74,8 @@ def cancel(ref: str, runs_root: str = "runs") -> int:
                 notes.append(f"{f}: {jid[:40]!r} is not a Slurm job id; ignored")
                 continue
             ids.append(jid)
-            expected[jid] = f"dfm-{names[point]}-{f.parent.name}"
+            stage = f.parent.name if f.name == rundir.JOB_ID else f"{f.parents[1].name}-ckpt-eval"
+            expected[jid] = f"dfm-{names[point]}-{stage}"
     todo, more = _own_jobs(ids, expected) if ids else ([], [])
     notes += more
     if todo:

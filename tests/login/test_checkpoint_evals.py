@@ -11,7 +11,7 @@ from dfm_hpc import rundir
 from dfm_hpc.login import checkpoint_evals, checks, slurm
 from dfm_hpc.plan import plan
 
-from helpers import LUMI, dfm, make_cfg, slurm_stubs
+from helpers import LUMI, dfm, make_cfg, run_dirs, slurm_stubs
 
 
 def _render(tmp_path, *overrides):
@@ -108,3 +108,22 @@ def test_bad_values_are_refused_at_plan_time(tmp_path):
     p = dfm("+experiment=sft_tiny", "sft.eval_checkpoints=-1", f"runs_root={tmp_path / 'runs'}", cwd=tmp_path)
     assert p.returncode == 2 and "sft.eval_checkpoints" in p.stdout + p.stderr, p.stdout + p.stderr
     assert not (tmp_path / "runs").exists()  # nothing written
+
+
+def test_cancel_reaches_the_queued_checkpoint_evaluations_and_only_them(tmp_path):
+    p = dfm("+experiment=demo", "cluster=slurm", "dry_run=true", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    (run,) = run_dirs(tmp_path)
+    cfg = run / "config.yaml"
+    cfg.write_text(cfg.read_text().replace("dry_run: true", "dry_run: false"))  # as if it had been submitted
+    d = run / "stages" / "demo" / rundir.CHECKPOINT_EVALS
+    d.mkdir(parents=True)
+    (d / "step-2.job_id").write_text("901\n")
+    (d / "step-4.job_id").write_text("902\n")
+    bin_dir = tmp_path / "bin"
+    slurm_stubs.install(bin_dir)
+    (bin_dir / "squeue.out").write_text("901|901|dfm-demo-demo-ckpt-eval\n902|902|someone-elses-job\n")
+    p = dfm("cancel", str(run), cwd=tmp_path, env=slurm_stubs.env(bin_dir))
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert slurm_stubs.calls(bin_dir, "scancel") == ["scancel [--] [901]"]
+    assert "job 902 is named 'someone-elses-job'" in p.stderr
