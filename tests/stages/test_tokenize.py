@@ -104,6 +104,20 @@ def test_tokenize_stage_feeds_cpt_locally_as_an_array(tmp_path):
     assert "tokenizing " not in cpt_log and "400 documents" in cpt_log
 
 
+def test_tokenize_threads_are_the_cores_the_rank_owns():
+    """A rank uses every core it is given: srun's -c for a rank that is its own Slurm task (LUMI-C small: 16),
+    the node's mask shared among the ranks that share it (torchrun, the local launcher)."""
+    from dfm_hpc.stages.tokenize import cores
+
+    srun = {"SLURM_PROCID": "0", "SLURM_NTASKS": "1", "WORLD_SIZE": "1", "SLURM_CPUS_PER_TASK": "16"}
+    assert cores(srun, mask=16) == 16
+    assert cores({**srun, "SLURM_CPUS_PER_TASK": "7"}, mask=128) == 7  # a mask wider than -c: -c
+    assert cores({**srun, "SLURM_CPUS_PER_TASK": "16"}, mask=8) == 8  # fewer cores bound than -c: those
+    torchrun = {"SLURM_PROCID": "0", "SLURM_NTASKS": "1", "WORLD_SIZE": "8", "LOCAL_WORLD_SIZE": "8"}
+    assert cores(torchrun, mask=56) == 7
+    assert cores({"LOCAL_WORLD_SIZE": "2"}, mask=2) == 1 and cores({}, mask=4) == 4 and cores({}, mask=1) == 1
+
+
 def test_munin_cpt_lumi_dry_run_renders_the_tokenize_array_before_training(tmp_path):
     p = dfm("+experiment=munin_cpt", *LUMI, "dry_run=true", cwd=tmp_path)
     assert p.returncode == 0, p.stdout + p.stderr
@@ -143,6 +157,8 @@ def test_tokenize_on_two_slurm_nodes_resumes_to_the_same_bytes(slurm_cluster, tm
         assert not list(run.rglob("FAILED")), [f.read_text()[-2000:] for f in run.rglob("FAILED")]
     log = (t / "logs" / "rank-0.log").read_text() + (t / "logs" / "rank-1.log").read_text()
     assert "stopping for the time limit" in log and "requeue of job" in log, log[-3000:]
+    # the tokenizer's threads are the job's cores (-c 1 on the test cluster's 2-CPU node), not the node's
+    assert "tokenizer threads: 1 (cores this rank owns: 1)" in log, log[-3000:]
     (a,) = (tmp_path / "clean" / "runs").glob("tokens-*/manifest.json")
     (b,) = root.glob("tokens-*/manifest.json")
     names = sorted(p.name for p in a.parent.iterdir() if p.suffix in (".bin", ".npy"))
