@@ -26,7 +26,7 @@ SCHEMA_VERSION = "0.3.0"
 OUT_DIR = "every_eval_ever"  # default: beside results.json
 LOWER_IS_BETTER = ("eval_loss", "perplexity")
 NAMESPACE = uuid.UUID("6f1c3c1e-7d3b-4d52-9a55-0d2f6c1b9e23")  # dfm_hpc's: uuid5(NAMESPACE, run|model|benchmark)
-LIBRARY = {"lm-eval": "lm_eval", "euroeval": "euroeval"}
+LIBRARY = {"lm-eval": "lm_eval", "euroeval": "euroeval", "inspect": "inspect_ai"}
 
 
 def _strings(d: Dict) -> Dict[str, str]:

@@ -78,6 +78,25 @@ def test_export_writes_valid_records_bound_to_the_weights(tmp_path):
     assert sorted(p.relative_to(again) for p in again.rglob("*.json")) == [p.relative_to(out) for p in files]
 
 
+def test_an_inspect_result_exports_as_inspect_ai_with_its_standard_error(tmp_path):
+    """job/harness_inspect.py's result (accuracy, inspect's stderr as accuracy_stderr) is a valid record."""
+    run = tmp_path / "runs" / "sft_tiny" / "2026-12-06_10-00-00_abcdef"
+    sft = row("sft", "e" * 64, str(run / "stages/sft/model"), run)
+    sft["benchmarks"] = {"inspect/dfm_danish_qa": {"scores": {"accuracy": 0.5, "accuracy_stderr": 0.11}, "meta": {
+        "harness": "inspect", "harness_version": "0.3.285", "task_version": "1", "split": "all", "n_samples": 20,
+        "n_samples_total": 20, "dataset": "dfm_danish_qa", "dataset_revision": "sha256:abc", "seed": 0,
+        "backend": "vllm", "chat_template": True}}}
+    write(run, [sft])
+    assert export_evals.export([str(run)], str(tmp_path / "out")) == 0
+    (f,) = (tmp_path / "out").glob("inspect_dfm_danish_qa/*/*.json")
+    validate([f])
+    rec = json.loads(f.read_text())
+    assert rec["eval_library"]["name"] == "inspect_ai" and rec["eval_library"]["version"] == "0.3.285"
+    (acc,) = rec["evaluation_results"]
+    assert acc["score_details"] == {"score": 0.5, "uncertainty": {"standard_error": {"value": 0.11},
+                                                                  "num_samples": 20}}
+
+
 def test_nothing_to_export(tmp_path):
     empty = tmp_path / "runs" / "x" / "r1"
     empty.mkdir(parents=True)
