@@ -128,6 +128,10 @@ def main(argv=None) -> int:
         return 2
     run_dir, stage, which = Path(args[0]), args[1], args[2]
     sdir = stage_dir(run_dir, stage)
+    from dfm_hpc.job.rank import quiet_libraries
+
+    # the known library noise off, as in a rank's log (verbose=true keeps it); before torch is imported
+    quiet_libraries(bool(config_io.load_config(run_dir, lenient=True).verbose), gpus=1)
     steps = checkpoint_scores.waiting(sdir) if which == "pending" else [int(which)]
     for step in steps:
         score(run_dir, stage, step)
