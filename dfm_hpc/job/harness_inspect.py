@@ -128,7 +128,9 @@ def run_inspect(argv: List[str], workdir: Path, meta: dict, env: Optional[dict] 
     log("inspect: " + " ".join(argv))
     with open(workdir / "inspect.log", "ab") as f:
         try:
-            code = subprocess.run(argv, cwd=workdir, env={**os.environ, **(env or {})},
+            # inspect's traces and sample buffer go to its XDG data dir: here, never $HOME (20 GB on LUMI)
+            code = subprocess.run(argv, cwd=workdir, env={**os.environ, "XDG_DATA_HOME": str(workdir / "data"),
+                                                          **(env or {})},
                                   stdout=f, stderr=subprocess.STDOUT, timeout=timeout).returncode
         except (OSError, subprocess.TimeoutExpired) as e:
             return None, f"inspect did not run: {type(e).__name__}: {e}"

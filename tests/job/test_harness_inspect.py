@@ -98,3 +98,4 @@ def test_served_tiny_model_is_scored_by_inspect_on_our_danish_task(tmp_path):
     assert m["bound_to"]["weights"]["sha256"]
     assert "| inspect dfm_danish_qa accuracy |" in (sdir / "results.md").read_text()
     assert list((sdir / "inspect" / "base" / "logs").glob("*.json"))  # inspect's own log, kept
+    assert (sdir / "inspect" / "base" / "data" / "inspect_ai").is_dir()  # its traces: in the stage dir, not $HOME
