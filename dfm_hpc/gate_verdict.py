@@ -58,16 +58,14 @@ def failing_rows(verdict: dict) -> List[str]:
 
 
 def status_lines(points: List[Path]) -> List[str]:
-    """The lines `status` prints under its table for each run with a gate verdict."""
+    """The lines `status` prints under its table for each run whose gate did not pass (a pass is in the evaluate
+    log, results.md and the card; a finished run's status ends with its table)."""
     lines = []
     for p in points:
         v = read(p)
-        if v is None:
+        if v is None or v["verdict"] == "passed":
             continue
         head = f"gate of {p.name}: " if len(points) > 1 else "gate: "
-        if v["verdict"] == "passed":
-            lines.append(head + v.get("summary", "passed"))
-            continue
         loud = "WARNING (warn_only, the chain went on): " if v.get("warn_only") else ""
         lines.append(head + loud + v.get("summary", v["verdict"]))
         lines += [f"  {line}" for line in failing_rows(v)[:8]]

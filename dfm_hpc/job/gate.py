@@ -276,11 +276,12 @@ def verdict(gate, sdir: Path, rows: List[dict]) -> dict:
             "settings": settings, "models": models}
 
 
-def run(cfg, ctx) -> None:
-    """After the evaluate stage wrote results.json: the verdict, written everywhere, then the stop."""
+def run(cfg, ctx) -> str:
+    """After the evaluate stage wrote results.json: the verdict, written everywhere, then the stop. A pass
+    returns its summary for the stage's last line (the demo's console stays short); anything else is logged."""
     gate = cfg.evaluate.gate
     if not gate.enabled:
-        return
+        return ""
     sdir = ctx.stage_dir
     results = json.loads((sdir / "results.json").read_text())
     v = verdict(gate, sdir, results["models"])
@@ -300,11 +301,12 @@ def run(cfg, ctx) -> None:
         gate_plot.plot(v, sdir / gate_verdict.PLOT)
     except ImportError as e:  # matplotlib missing: the table still says it all
         ctx.log(f"gate: no plot ({e})")
+    if v["verdict"] == "passed":
+        return f"; gate {v['summary']} (gate.json)"
     ctx.log(f"gate: {v['summary']} ({sdir / gate_verdict.FILE})")
     for line in gate_verdict.failing_rows(v):
         ctx.log(f"gate: {'WARNING: ' if gate.warn_only else ''}{line}")
-    if v["verdict"] != "passed":
-        if gate.warn_only:
-            ctx.log(f"gate: WARNING: {v['verdict'].upper()}; evaluate.gate.warn_only=true, so the chain goes on")
-            return
-        raise Regressed(f"gate: {v['summary']} (gate.json; evaluate.gate.warn_only=true lets them run)")
+    if gate.warn_only:
+        ctx.log(f"gate: WARNING: {v['verdict'].upper()}; evaluate.gate.warn_only=true, so the chain goes on")
+        return ""
+    raise Regressed(f"gate: {v['summary']} (gate.json; evaluate.gate.warn_only=true lets them run)")

@@ -353,5 +353,5 @@ def run(cfg: Config, ctx: StageContext) -> None:
         served_phase(cfg, ctx, specs, merged, {r["name"]: r for r in rows}, prompts, save, prog, keys)
     save()
     prog.remove()  # done: results.json holds it all
-    ctx.log(f"wrote {sdir / 'results.json'} and results.md, samples.jsonl, samples.md")
-    gate.run(cfg, ctx)  # evaluate.gate: the verdict (results first); a regression fails the stage here
+    verdict = gate.run(cfg, ctx)  # evaluate.gate: the verdict (results first); a regression fails the stage here
+    ctx.log(f"wrote {sdir / 'results.json'} and results.md, samples.jsonl, samples.md{verdict}")

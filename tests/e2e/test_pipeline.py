@@ -58,6 +58,12 @@ def check_pipeline(run):
     sheet = (s / "card" / "datasheets" / "oasst2-da" / "README.md").read_text()
     assert "## Personal information" in sheet and f"| email | {pii['counts']['email']} |" in sheet
     assert (s / "dpo" / "model" / "README.md").read_text() == (s / "card" / "README.md").read_text()
+    # the gate: a verdict for SFT and DPO against the base in results.json, and the card's table and plot
+    gate = json.loads((s / "evaluate" / "gate.json").read_text())
+    assert gate["verdict"] == "passed" and list(gate["models"]) == ["sft", "dpo"]
+    assert gate["reference"]["name"] == "base"
+    assert [m.get("gate", {}).get("verdict") for m in res["models"]] == [None, "passed", "passed"]
+    assert "### Promotion gate" in card.text and "](gate.png)" in card.text and (s / "card" / "gate.png").exists()
     return card
 
 

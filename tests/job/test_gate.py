@@ -95,9 +95,10 @@ def test_noise_within_the_bound_passes_and_warn_only_warns(tmp_path, capsys):
     rows = [_row("base", {"lm-eval/t": _items(ref)}), _row("sft", {"lm-eval/t": _items(noisy)})]
     _stage(tmp_path, rows)
     cfg = make_cfg(evaluate={"gate": {"enabled": True}})
-    gate.run(cfg, stage_ctx(tmp_path / "run", "evaluate"))  # no raise
+    assert gate.run(cfg, stage_ctx(tmp_path / "run", "evaluate")) == "; gate passed: sft against base (no drop " \
+        "beyond the bound) (gate.json)"  # no raise: the stage's last line carries it
     v = gate_verdict.read(tmp_path / "run")
-    assert v["verdict"] == "passed" and not v["stops"]
+    assert v["verdict"] == "passed" and not v["stops"] and gate_verdict.status_lines([tmp_path / "run"]) == []
     (row,) = v["models"]["sft"]["rows"]
     assert row["low"] < 0 < row["high"] or row["delta"] >= 0
     # the same stage with a planted drop under warn_only: loud, not stopped
