@@ -74,6 +74,17 @@ def _pct(x: float) -> str:
     return f"{x * 100:.3g} %"
 
 
+def _checkpoint_evals(st, job) -> str:
+    """`<stage>.eval_checkpoints`: how many of the stage's saves get their own evaluate job (login/checkpoint_evals.py;
+    time-triggered saves, save_every_minutes, come on top)."""
+    n = job.eval_checkpoints
+    if not n:
+        return ""
+    saves = st.max_steps // st.save_every_steps + (1 if st.max_steps % st.save_every_steps else 0)
+    return (f"; checkpoint evaluations: {saves // n} of its {saves} saves, each by its own one-device job "
+            f"(at most {duration(job.eval_minutes * 60)})")
+
+
 def _zero(cfg) -> str:
     ds = cfg.deepspeed
     off = [w for w, on in (("optimizer", ds.offload_optimizer), ("params", ds.offload_params)) if on]
@@ -106,8 +117,8 @@ def summary(cfg, stage: str, job: StageJob) -> str:
                 f"{st.attn_implementation}{', checkpointing' if st.gradient_checkpointing else ''}, seq {st.seq_len}, "
                 f"global batch {st.global_batch_size} (micro {st.micro_batch_size} x {dp} "
                 f"{'data-parallel ' if dp != job.world_size else ''}ranks x "
-                f"accum {accum}), {st.max_steps:,} steps = {_num(train_tokens(st, stage))} tokens{extra}; "
-                f"data: {_train_data(cfg, stage)}")
+                f"accum {accum}), {st.max_steps:,} steps = {_num(train_tokens(st, stage))} tokens{extra}"
+                f"{_checkpoint_evals(st, job)}; data: {_train_data(cfg, stage)}")
     if stage == "translate":
         tr = cfg.translator
         size = cfg.throughput.datasets.get(cfg.data.oasst2)

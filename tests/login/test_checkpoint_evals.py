@@ -46,6 +46,16 @@ def test_the_training_job_queues_each_kept_checkpoint_from_the_host_side(tmp_pat
     assert "--requeue" not in ev and "--exclusive" not in ev and "singularity run" in ev
 
 
+def test_the_plan_says_how_many_saves_are_scored():
+    from dfm_hpc import predict
+
+    cfg = make_cfg("+experiment=munin_sft", *LUMI, "sft.eval_checkpoints=2", "sft.max_steps=2100")
+    (job,) = [j for j in plan(cfg) if j.stage == "sft"]
+    # saves at 500, 1000, 1500, 2000 and the last step: every 2nd of them
+    assert "; checkpoint evaluations: 2 of its 5 saves, each by its own one-device job (at most 04:00:00); data:" \
+        in predict.summary(cfg, "sft", job)
+
+
 def test_off_renders_nothing(tmp_path):
     job, folder, text = _render(tmp_path, "sft.eval_checkpoints=0")
     assert job.eval_checkpoints == 0 and "checkpoint_evals" not in text
