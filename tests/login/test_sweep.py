@@ -24,10 +24,11 @@ def _launch(root, monkeypatch, args, share=True):
 
 
 def _files(points) -> dict:
-    """Every file of the sweep's dirs but the timestamps (provenance), with the sweep dir's own path taken out."""
+    """Every file of the sweep's dirs but the timestamps (provenance) and the tree's diff (it can change between
+    two launches), with the sweep dir's own path taken out."""
     top = points[0].run_dir.parent
     return {str(f.relative_to(top)): f.read_text().replace(str(top), "<sweep>")
-            for f in sorted(top.rglob("*")) if f.is_file() and f.name != "provenance.json"}
+            for f in sorted(top.rglob("*")) if f.is_file() and f.name not in ("provenance.json", "git.diff")}
 
 
 def test_shared_work_writes_what_each_point_alone_would(tmp_path, monkeypatch, capsys):
