@@ -50,6 +50,23 @@ def test_inspect_that_cannot_run_is_a_note_not_a_crash(tmp_path):
     assert out is None and "scored nothing" in note and "no such task" in note
 
 
+def test_inspect_is_a_served_piece_that_a_restart_keeps_and_its_settings_rescore():
+    """eval_progress: inspect is the last served piece of a model; changing its tasks, limit or arguments scores
+    everything again (the settings' hash)."""
+    from dfm_hpc.job import eval_progress
+
+    from helpers import make_cfg
+
+    assert eval_progress.served_pieces(True, True, True) == ["serving", "lm-eval", "euroeval", "inspect"]
+    assert eval_progress.served_pieces(False, False, True) == ["serving", "inspect"]
+    ids = {eval_progress.settings_id(make_cfg(evaluate=ev), "tiny:eval", ["x"]) for ev in (
+        {}, {"inspect_tasks": ["dfm:danish_qa"]}, {"inspect_tasks": ["dfm:danish_qa"], "inspect_limit": 5},
+        {"inspect_tasks": ["dfm:danish_qa"], "inspect_args": ["--epochs", "2"]})}
+    assert len(ids) == 4
+    same = {"inspect_tasks": ["dfm:danish_qa"], "inspect_python": "/elsewhere/bin/python"}  # where, not what
+    assert eval_progress.settings_id(make_cfg(evaluate=same), "tiny:eval", ["x"]) in ids
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
