@@ -78,14 +78,18 @@ def callbacks(cfg, ctx, st, stage: str, base: str = "") -> list:
             if not ctx.is_main:
                 return
             step = state.global_step
-            out_dir.mkdir(parents=True, exist_ok=True)
-            (out_dir / "logs").mkdir(exist_ok=True)
-            if not due(out_dir / "saves", step, every):
+            try:
+                out_dir.mkdir(parents=True, exist_ok=True)
+                (out_dir / "logs").mkdir(exist_ok=True)
+                if not due(out_dir / "saves", step, every):
+                    return
+                snapshot(Path(args.output_dir) / f"checkpoint-{step}", out_dir / f"step-{step}", base)
+                queue = os.environ.get(CHECKPOINT_QUEUE_ENV)
+                if queue:  # Slurm: the batch script queues its job; else (cluster=local) scored after the stage
+                    request(Path(queue), ctx.run_dir, stage, step)
+            except OSError as e:  # an evaluation lost, never the training (a full disk shows at the next save)
+                ctx.log(f"checkpoint at step {step}: not kept for its evaluation: {e}")
                 return
-            snapshot(Path(args.output_dir) / f"checkpoint-{step}", out_dir / f"step-{step}", base)
-            queue = os.environ.get(CHECKPOINT_QUEUE_ENV)
-            if queue:  # Slurm: the batch script queues its job; else (cluster=local) scored after the stage
-                request(Path(queue), ctx.run_dir, stage, step)
             ctx.log(f"checkpoint at step {step}: kept for its evaluation ({out_dir / f'step-{step}'})")
 
     return [Snapshot()]

@@ -50,3 +50,27 @@ def test_the_request_names_run_stage_and_step_and_appears_whole(tmp_path):
     checkpoint_snapshot.request(tmp_path / "q", tmp_path / "run", "sft", 20)
     assert [p.name for p in (tmp_path / "q").iterdir()] == ["step-20"]
     assert (tmp_path / "q" / "step-20").read_text().splitlines() == [str((tmp_path / "run").resolve()), "sft", "20"]
+
+
+def test_the_callback_keeps_due_saves_names_them_and_never_fails_the_training(tmp_path, monkeypatch, capsys):
+    from types import SimpleNamespace
+
+    from dfm_hpc import rundir
+
+    from helpers import make_cfg, stage_ctx
+
+    ctx = stage_ctx(tmp_path, "sft")
+    cfg = make_cfg(sft={"eval_checkpoints": 2})
+    monkeypatch.setenv(rundir.CHECKPOINT_QUEUE_ENV, str(tmp_path / "queue"))
+    (cb,) = checkpoint_snapshot.callbacks(cfg, ctx, cfg.sft, "sft", base="/b")
+    args = SimpleNamespace(output_dir=str(tmp_path / "ckpts"))
+    for step in (10, 20, 30):
+        _checkpoint(tmp_path / "ckpts" / f"checkpoint-{step}")
+        cb.on_save(args, SimpleNamespace(global_step=step), None)
+    d = ctx.stage_dir / rundir.CHECKPOINT_EVALS
+    assert sorted(p.name for p in d.iterdir()) == ["logs", "saves", "step-20"]  # the 2nd save only
+    assert [p.name for p in (tmp_path / "queue").iterdir()] == ["step-20"]
+    cb.on_save(args, SimpleNamespace(global_step=40), None)  # the 4th save is due, but its checkpoint is missing
+    assert "checkpoint at step 40: not kept for its evaluation" in capsys.readouterr().out
+    assert not (d / "step-40").exists() and [p.name for p in (tmp_path / "queue").iterdir()] == ["step-20"]
+    assert checkpoint_snapshot.callbacks(make_cfg(), ctx, make_cfg().sft, "sft") == []  # off by default
