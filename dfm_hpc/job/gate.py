@@ -26,6 +26,7 @@ from typing import Dict, List, Optional, Tuple
 
 from dfm_hpc import gate_verdict
 from dfm_hpc.files import write_atomic
+from dfm_hpc.job.rank import Refused
 from dfm_hpc.registry import TRAINED_STAGES
 
 ITEMS = "items"  # stages/evaluate/items/<model>.json
@@ -33,7 +34,7 @@ ITEMS = "items"  # stages/evaluate/items/<model>.json
 SAME = ("task_version", "dataset_revision", "split", "num_fewshot", "chat_template")
 
 
-class Regressed(RuntimeError):
+class Regressed(Refused):
     """The gate found a regression (or could compare nothing): the evaluate stage fails, the chain stops."""
 
 

@@ -158,6 +158,11 @@ class CannotResume(RuntimeError):
     """The stage stopped early and must not be requeued: it cannot resume, or its restarts are used up."""
 
 
+class Refused(RuntimeError):
+    """A stage ends FAILED on purpose, a verdict and not a crash (job/gate.py: a regression): its FAILED marker
+    holds the reason alone, which status prints, and the chain stops as after any failure."""
+
+
 def _restarts() -> int:
     """How often Slurm has restarted this job (requeues, node failures); 0 on its first start."""
     try:
@@ -259,6 +264,10 @@ def run_stage(run_dir: str, stage: str, array_index: int = 0) -> None:
         ctx.log(f"stopping for the time limit: {e}")
         _requeue(ctx, stage, cfg, str(e))
         return
+    except Refused as e:
+        (sdir / rundir.FAILED).write_text(f"worker {ctx.worker}\n{e}\n")
+        ctx.log(f"stage {stage} FAILED: {e}")
+        raise CannotResume(str(e)) from None
     except BaseException:
         (sdir / rundir.FAILED).write_text(f"worker {ctx.worker}\n{traceback.format_exc()}")
         traceback.print_exc()
@@ -277,4 +286,7 @@ def run_stage(run_dir: str, stage: str, array_index: int = 0) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 0)
+    # the module under its own name: stages raise its Preempted/Refused, which __main__'s copies would not catch
+    from dfm_hpc.job import rank
+
+    rank.run_stage(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 0)
