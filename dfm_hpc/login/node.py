@@ -17,7 +17,8 @@ def plan_lines(cfg) -> List[str]:
     if not found or not cl.gpus_per_node:
         why = "none found here (nvidia-smi, rocm-smi and the *_VISIBLE_DEVICES variables name none)" if not found \
             else f"{len(found)} found, none used (cluster.gpus_per_node=0)"
-        return [f"GPUs: {why}: each stage runs {cl.tasks_per_node} CPU ranks, as cluster=local"]
+        return [f"GPUs: {why}: the ranks compute on the CPU, {cl.tasks_per_node} per stage (or the stage's own "
+                f"tasks_per_node), as cluster=local"]
     kinds = ", ".join(f"{n} x {name}" for name, n in Counter(found).items())
     used = f"the first {cl.gpus_per_node} of {len(found)}" if cl.gpus_per_node < len(found) else "all"
     lines = [f"GPUs: {kinds} ({cl.visible_devices}); {used} used, one rank per GPU"]

@@ -54,7 +54,7 @@ def test_fake_gpus_and_none(tmp_path):
     none = dfm("+experiment=sft_tiny", "cluster=node", "dry_run=true", cwd=tmp_path,
                env={"CUDA_VISIBLE_DEVICES": "", "PATH": "/usr/bin:/bin"})
     assert none.returncode == 0, none.stderr
-    assert "GPUs: none found here" in none.stdout and "each stage runs 2 CPU ranks, as cluster=local" in none.stdout
+    assert "GPUs: none found here" in none.stdout and "the ranks compute on the CPU, 2 per stage" in none.stdout
 
 
 def test_each_rank_sees_the_stages_gpus(monkeypatch):
