@@ -210,7 +210,7 @@ class GateConfig:
     # base | a model this stage scores (sft) | a run dir (its evaluate results) | a results.json file
     reference: str = "base"
     reference_model: Optional[str] = None  # the row of a reference run/results.json to compare with; unset: its last
-    models: List[str] = field(default_factory=list)  # models gated (base, cpt, sft, dpo, ...); empty: all but the reference
+    models: List[str] = field(default_factory=list)  # models gated (base, sft, dpo, ...); empty: all but the reference
     # half-width of the interval in standard errors: regressed when delta + k * SE < -max_drop
     k: float = ranged(2.0, ge=0)
     max_drop: float = ranged(0.0, ge=0)  # the drop tolerated beyond the interval, on the 0-1 score scale
