@@ -27,8 +27,11 @@ def plan_lines(cfg) -> List[str]:
                      f"unknown; a rank whose torch finds no GPU computes on the CPU (fake GPUs, as the test cluster's)")
     named = {f.split(", ")[0] for f in found} - {"unknown GPU"}
     if not cl.device and str(cfg.throughput.device) == "auto":
-        what = f"{', '.join(sorted(named))} has no entry in the peak and throughput tables" if named else \
-            "the GPU is unknown"
+        what = "the GPU is unknown"
+        if len(named) == 1:
+            what = f"{next(iter(named))} has no entry in the peak and throughput tables"
+        elif named:
+            what = f"mixed GPUs ({', '.join(sorted(named))}): no one entry stands for them"
         lines.append(f"  {what}: predicted as h100; set cluster.device (or throughput.device) to a "
                      f"throughput.devices entry ({', '.join(cfg.throughput.devices)})")
     return lines

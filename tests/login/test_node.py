@@ -64,3 +64,21 @@ def test_each_rank_sees_the_stages_gpus(monkeypatch):
     node_gpus(env, "CUDA_VISIBLE_DEVICES=4,5,6", job)
     assert env["CUDA_VISIBLE_DEVICES"] == "4,5" and "HIP_VISIBLE_DEVICES" not in env
     assert "ROCR_VISIBLE_DEVICES" not in env and int(env["OMP_NUM_THREADS"]) >= 1
+
+
+def test_a_gpu_without_an_entry_says_what_it_is_predicted_as():
+    from omegaconf import OmegaConf
+
+    from dfm_hpc.login.node import plan_lines
+
+    def lines(found, device=None):
+        cluster = dict(tasks_per_node=2, gpus_per_node=2, device=device, gpus=found,
+                       visible_devices="CUDA_VISIBLE_DEVICES=0,1")
+        return plan_lines(OmegaConf.create(dict(cluster=cluster, throughput=dict(device="auto", devices={"h100": {}}))))
+
+    l40s = ["0: NVIDIA L40S, 45 GiB", "1: NVIDIA L40S, 45 GiB"]
+    assert lines(l40s)[1].startswith("  NVIDIA L40S has no entry in the peak and throughput tables: predicted as h100")
+    assert "mixed GPUs (NVIDIA H100 80GB HBM3, NVIDIA L40S)" in lines(l40s[:1] + ["1: NVIDIA H100 80GB HBM3"])[1]
+    assert lines(l40s, device="h100") == ["GPUs: 2 x NVIDIA L40S, 45 GiB (CUDA_VISIBLE_DEVICES=0,1); all used, "
+                                          "one rank per GPU"]  # the user said which entry: nothing to add
+    assert lines(None) == []  # a profile that does not look for GPUs (local, Slurm)
