@@ -214,7 +214,8 @@ CFG_CASES = [
     ("array-huge", "demo", {"demo.array": 100000}, "Slurm's array limit"),
     ("array-zero", "demo", {"demo.array": 0}, "at least 1"),
     ("signal-delay-negative", "slurm", {"cluster.signal_delay_s": -5}, "cluster.signal_delay_s=-5"),
-    ("signal-delay-over-walltime", "slurm", {"cluster.signal_delay_s": 3600}, "longer than"),
+    # an explicit walltime (time=auto makes room for the signal)
+    ("signal-delay-over-walltime", "slurm", {"cluster.signal_delay_s": 3600, "demo.time": "00:10:00"}, "longer than"),
     ("gpus-zero-standard-g", "lumi", {"sft.gpus_per_node": 0}, "a GPU partition"),
     ("gpus-nine-lumi", "lumi", {"sft.gpus_per_node": 9}, "8 GCDs"),
     ("micro-batch-zero", "sft", {"sft.micro_batch_size": 0}, "at least 1"),
