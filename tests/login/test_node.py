@@ -51,6 +51,10 @@ def test_fake_gpus_and_none(tmp_path):
     out = " ".join(p.stdout.split())
     assert "GPUs: 2 x unknown GPU (CUDA_VISIBLE_DEVICES=0,1)" in out
     assert "neither nvidia-smi nor rocm-smi answered here" in out and "predicted as h100" in out
+    (run,) = run_dirs(tmp_path)  # a rerun on a machine without the GPUs the run recorded is refused
+    moved = dfm("rerun", str(run), cwd=tmp_path, env={"CUDA_VISIBLE_DEVICES": "0", "PATH": "/usr/bin:/bin"})
+    assert moved.returncode == 2, moved.stdout + moved.stderr
+    assert "the run's GPUs (CUDA_VISIBLE_DEVICES=0,1) are not all on this machine (found: 0)" in moved.stderr
     none = dfm("+experiment=sft_tiny", "cluster=node", "dry_run=true", cwd=tmp_path,
                env={"CUDA_VISIBLE_DEVICES": "", "PATH": "/usr/bin:/bin"})
     assert none.returncode == 0, none.stderr

@@ -108,6 +108,19 @@ def check_jobs(cfg, jobs) -> List[str]:
     return out
 
 
+def _node_gpus_here(s: str, job: StageJob, cl) -> List[str]:
+    from dfm_hpc import gpus
+
+    var, _, ids = cl.visible_devices.partition("=")
+    want = [i for i in ids.split(",") if i][:job.gpus_per_node]
+    here = gpus.here()
+    if set(want) <= {g.id for g in here.gpus}:
+        return []
+    return [f"{s}: the run's GPUs ({var}={','.join(want)}) are not all on this machine (found: "
+            f"{', '.join(g.id for g in here.gpus) or 'none'}); run it where it was planned, or give this machine's: "
+            f"cluster.gpus_per_node, cluster.tasks_per_node and cluster.visible_devices='CUDA_VISIBLE_DEVICES=<ids>'"]
+
+
 def _check_resources(job: StageJob, cl) -> List[str]:
     p: List[str] = []
     s = job.stage
@@ -119,6 +132,8 @@ def _check_resources(job: StageJob, cl) -> List[str]:
         p.append(f"{s}.nodes={job.nodes}: cluster=local runs on this machine only; use nodes=1 or a Slurm cluster")
     if cl.get("gpus") is not None and job.gpus_per_node > len(cl.gpus):  # cluster=node: what was found here
         p.append(f"{s}: {job.gpus_per_node} GPUs asked for, {len(cl.gpus)} found on this machine (cluster.gpus)")
+    elif cl.get("gpus") is not None and job.gpus_per_node:  # a rerun elsewhere: the GPUs the run recorded are here
+        p += _node_gpus_here(s, job, cl)
     if cl.system != "lumi":
         return p
 
