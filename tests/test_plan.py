@@ -77,6 +77,9 @@ def test_auto_walltime_is_the_prediction_times_the_factor_plus_start_up_within_t
 def test_auto_walltime_takes_the_partitions_limit_and_a_resumable_stage_requeues(tmp_path):
     jobs, pred = _jobs("+experiment=munin_cpt", "cpt.max_steps=20000", *LUMI)
     assert jobs["cpt"].minutes == 48 * 60 and pred["cpt"]["requeues"] == 3  # standard-g's 48 h, 4 starts
+    # tokenize on LUMI-C small (16 array tasks): 30 min guessed x 1.5 + 2 + 5 (it resumes) -> 0:55 for 0:32
+    assert jobs["tokenize"].partition == "small" and jobs["tokenize"].minutes == 55
+    assert 1 < 55 / (pred["tokenize"]["hours"] * 60) <= 2
     # merge cannot resume: 5,000 min guessed + 2 min start-up (83.4 h) is past LUMI-C small's 72 h: refused
     p = dfm("+experiment=oasst2_translate", *LUMI, "throughput.devices.lumi_c.stage_minutes.merge=5000",
             "dry_run=true", cwd=tmp_path)
