@@ -1,14 +1,18 @@
 """A sweep's points share the login node's work where the work cannot tell them apart (issue #24).
 
-The points of one family (compose.py: the same config groups and fixed overrides, the same swept keys) differ
-only in the swept keys' values. A representative's config is frozen with its swept leaves *watched*: every
-read of their values (attribute access, items(), ==, str(), to_container, a merge's copies) is recorded. The
-work done on it (plan, the checks that need the config object, predictions, and a probe of what its job
-scripts and its submission read) is a deterministic function of what it read: a point whose values equal the
-representative's on every swept key that was read runs the same steps to the same result, so it takes the
-representative's frozen config, jobs and results. A point that differs on a key that was read becomes a
-representative of its own. The checks of single values (ranges, text safety) run on every point's own plain
-config, so a swept value is always checked (SHARED_CHECKS leaves them out).
+The points of one family (sweep_family.py: the same config groups and fixed overrides, the same swept keys, each
+a plain assignment) differ only in the swept keys' values. A representative's config is frozen with its swept
+leaves *watched*: every read of their values (attribute access, get, items(), ==, str(), to_container, the
+copies a merge makes) is recorded. The work done on it is check_stages, plan, every checker of checks.CHECKS
+but PER_POINT's, launch._oasst_plan, the predictions and their checks, and a probe that reads what the point's
+job scripts and Slurm submission are made of (its jobs, name, runs_root, dry_run, the whole cluster profile,
+and a render of each script). That work is deterministic and sees the config only through those reads, so a
+point whose values equal the representative's on every swept key it read would run the same steps to the same
+result: it takes the representative's frozen config, jobs, problems and predictions (`Work`). A point that
+differs on a key that was read is made a representative of its own. Not shared: each point's own config
+(config.yaml, from `LaunchPoint.config`), its overrides and run dir, and the checks of single values (ranges,
+text safety: PER_POINT), which run on every point's own plain config, so a swept value is always checked.
+Points made otherwise (rerun, Hydra's own path) and a local run that starts processes are never shared.
 """
 
 from __future__ import annotations
@@ -111,7 +115,7 @@ def point_problems(p: LaunchPoint, w: Work) -> List[str]:
             for x in (check(p.config, w.jobs) if check in PER_POINT else w.by_check[check])]
 
 
-def _work(p: LaunchPoint, oasst) -> Work:
+def _work(p: LaunchPoint, oasst, watched_reads: bool) -> Work:
     cfg = p.cfg
     stage_problems = checks.check_stages(cfg)
     if stage_problems:
@@ -124,8 +128,9 @@ def _work(p: LaunchPoint, oasst) -> Work:
         w.records = predict.records(cfg, jobs)
         todo = [r for r in w.records if r["stage"] not in p.reuse]
         w.prediction_problems = predict.problems(todo) + checks.check_predictions(cfg, todo)
-        with tempfile.TemporaryDirectory() as tmp:
-            _read_like_submit(p, Path(tmp))
+        if watched_reads:  # only a watched config's reads matter: a single run's scripts are rendered once, later
+            with tempfile.TemporaryDirectory() as tmp:
+                _read_like_submit(p, Path(tmp))
     return w
 
 
@@ -167,7 +172,7 @@ def assign(points: List[LaunchPoint], oasst) -> List[Work]:
             if share:
                 cfg, seen = watched(p.config, list(p.swept))
             p.cfg = cfg if cfg is not None else OmegaConf.create(p.config, flags={"readonly": True})
-            w = _work(p, oasst)
+            w = _work(p, oasst, cfg is not None)
             if cfg is not None:
                 read = tuple(sorted(seen))  # the swept keys this work read: points equal on them share it
                 tables = reps.setdefault(p.family, [])
