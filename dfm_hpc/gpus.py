@@ -191,5 +191,6 @@ def resolve(what: str, gpus_per_node=None):
         return throughput_key(one)
     if what == "memory_gb":
         mems = [g.memory_mib for g in found.gpus]
-        return round(min(mems) / 1024, 1) if mems and None not in mems else None
+        # decimal GB, as estimates.py counts (81,559 MiB on an H100 SXM = 85.5 GB)
+        return round(min(mems) * 2**20 / 1e9, 1) if mems and None not in mems else None
     raise ValueError(f"${{dfm_node:{what}}}: unknown; see conf/cluster/node.yaml")

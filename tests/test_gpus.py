@@ -85,7 +85,7 @@ def test_names_map_to_throughput_entries(name, key):
 def test_the_resolver(monkeypatch):
     monkeypatch.setattr(gpus, "here", lambda: gpus.discover({}, tools(nvidia=H100)))
     assert [gpus.resolve(w) for w in ("count", "device", "memory_gb", "visible")] == \
-        [8, "h100", 79.6, "CUDA_VISIBLE_DEVICES=0,1,2,3,4,5,6,7"]
+        [8, "h100", 85.5, "CUDA_VISIBLE_DEVICES=0,1,2,3,4,5,6,7"]
     assert (gpus.resolve("ranks", 8), gpus.resolve("ranks", 3), gpus.resolve("ranks", 0)) == (8, 3, gpus.CPU_RANKS)
     assert (gpus.resolve("one", 8), gpus.resolve("one", 0)) == (1, 0)
     with pytest.raises(ValueError, match="node.yaml"):

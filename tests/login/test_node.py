@@ -30,7 +30,7 @@ def test_an_h100_node_in_the_plan(tmp_path):
     out = " ".join(p.stdout.split())
     assert "GPUs: 8 x NVIDIA H100 80GB HBM3, 80 GiB (CUDA_VISIBLE_DEVICES=0,1,2,3,4,5,6,7); the first 2 of 8 used, " \
            "one rank per GPU" in out, p.stdout
-    assert "predicted for h100 (989 TF bf16 per GPU)" in out and "~2 GB per GPU of 80 (sequence_parallel" in out
+    assert "predicted for h100 (989 TF bf16 per GPU)" in out and "~2 GB per GPU of 86 (sequence_parallel" in out
     (run,) = run_dirs(tmp_path)
     sft = (run / "stages" / "sft" / "sbatch.sh").read_text()
     assert "# cluster=node: 2 processes of" in sft and "CUDA_VISIBLE_DEVICES=0,1 and LOCAL_RANK" in sft
@@ -38,7 +38,7 @@ def test_an_h100_node_in_the_plan(tmp_path):
     assert "CUDA_VISIBLE_DEVICES= and" in (run / "stages" / "card" / "sbatch.sh").read_text()  # needs no GPU
     recorded = (run / "config.yaml").read_text()  # what the run found, for the card and a rerun elsewhere
     assert "- '7: NVIDIA H100 80GB HBM3, 80 GiB'" in recorded and "device: h100" in recorded
-    assert "device_memory_gb: 79.6" in recorded  # the driver's figure, not the datasheet's, holds the memory check
+    assert "device_memory_gb: 85.5" in recorded  # the driver's figure, not the datasheet's, holds the memory check
 
     more = dfm("+experiment=pipeline_tiny", "cluster=node", "sft.gpus_per_node=9", cwd=tmp_path, env=env)
     assert more.returncode == 2 and "sft: 9 GPUs asked for, 8 found on this machine" in more.stderr, more.stderr
