@@ -328,7 +328,8 @@ def problems(records_: List[Dict]) -> List[str]:
         if p["requeues"] and not p["resumable"]:
             need = math.ceil(p["hours"] * 60 * 1.2)
             cap = p.get("max_minutes")
-            fix = (f"set {r['stage']}.time={need // 60:02d}:{need % 60:02d}:00 or give it less work"
+            auto = "" if r.get("time_auto") else f" (or {r['stage']}.time=auto)"
+            fix = (f"set {r['stage']}.time={need // 60:02d}:{need % 60:02d}:00{auto} or give it less work"
                    if not cap or need <= cap else
                    f"that is past {r.get('partition') or 'the partition'}'s longest walltime "
                    f"({cap // 60}:{cap % 60:02d}): give it more workers ({r['stage']}.nodes or .array) or less work")

@@ -104,6 +104,7 @@ def test_a_stage_that_cannot_resume_and_would_outlast_its_walltime_is_refused(tm
     assert p.returncode == 2 and not (tmp_path / "runs").exists()
     assert "demo: predicted" in p.stderr and "cannot resume" in p.stderr
     assert "demo.time=00:19:00" in p.stderr  # (900 s + the cpu entry's 40 s start-up) x 1.2, rounded up
+    assert "(or demo.time=auto)" in p.stderr
 
 
 def test_plan_json_is_what_status_and_the_card_read(tmp_path):
