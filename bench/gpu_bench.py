@@ -7,8 +7,8 @@ that hangs, runs out of memory or lacks a package is recorded (error, or skipped
    loop, then DeepSpeed ZeRO-2 and ZeRO-3 (where DeepSpeed runs), peak memory against the plan's estimate;
 3. sft_lora: LoRA SFT tokens/s on the same model, peak memory against the estimate;
 4. translate: a MADLAD-3B-shaped T5 with dfm_hpc's hf translator, sorted token budget against the naive loop;
-5. fullft (bench/gpu_fullft.py): full fine-tuning SFT of the same model at 8,192 tokens, packed real chat lengths;
-6. pipeline: `python -m dfm_hpc +experiment=pipeline_tiny cluster=node` end to end on the GPU (translate ... card).
+5. pipeline: `python -m dfm_hpc +experiment=pipeline_tiny cluster=node` end to end on the GPU (translate ... card);
+6. fullft (bench/gpu_fullft.py, issue #21): full fine-tuning SFT of the same model at 8,192 tokens, packed chats.
 
     python bench/gpu_bench.py --out DIR [--smoke] [--strict] [--only cpt,sft,...] [--deadline S]
 
@@ -40,15 +40,17 @@ _QWEN3 = gpu_fullft.SHAPES
 SHAPES = {
     "gpu": {"qwen3": _QWEN3["gpu"]["qwen3"], "seq": 4096, "micros": [8, 4, 2, 1], "warmup": 2, "steps": 6,
             "lora_r": 16, "t5": dict(d_model=1024, num_layers=32, num_heads=16, d_ff=8192, vocab_size=256000),
-            "segments": 256, "budget": 16384, "naive_batch": 16, "dtype": "bfloat16", "fullft": _QWEN3["gpu"]},
+            "t5_tokens": 32000, "segments": 256, "budget": 16384, "naive_batch": 16, "dtype": "bfloat16",
+            "fullft": _QWEN3["gpu"]},
     "smoke": {"qwen3": _QWEN3["smoke"]["qwen3"], "seq": 64, "micros": [2], "warmup": 1, "steps": 2, "lora_r": 4,
               "t5": dict(d_model=64, num_layers=2, num_heads=4, d_ff=128, vocab_size=1000),
-              "segments": 12, "budget": 512, "naive_batch": 4, "dtype": "float32", "fullft": _QWEN3["smoke"]},
+              "t5_tokens": 500, "segments": 12, "budget": 512, "naive_batch": 4, "dtype": "float32",
+              "fullft": _QWEN3["smoke"]},
 }
-# key: (--only group, seconds it may take on an H100; None: what is left). Order: the figures asked for first.
+# key: (--only group, seconds it may take on the GPU, at most). Order: the issue's figures first, fullft last.
 PARTS = {"env": ("env", 60), "cpt": ("cpt", 75), "cpt_zero2": ("cpt", 90), "cpt_zero3": ("cpt", 90),
-         "sft_lora": ("sft", 60), "translate": ("translate", 100), "fullft": ("fullft", 70),
-         "pipeline": ("pipeline", None)}
+         "sft_lora": ("sft", 60), "translate": ("translate", 150), "pipeline": ("pipeline", 240),
+         "fullft": ("fullft", 70)}
 MIN_S = 30  # a part is not started with less left than this
 PIPELINE = "+experiment=pipeline_tiny cluster=node"
 TARGETS = {"cpt_mfu_h100_class": 0.40, "translate_hf_sorted_vs_naive": 2.5}
