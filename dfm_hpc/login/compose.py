@@ -1,7 +1,7 @@
 """Hydra composition on the login node: the command line -> one LaunchPoint per run (one, or one per sweep point).
 
 Three ways, one result: a plain run is composed once with Hydra's compose API; a sweep (-m) composes each
-distinct choice of config groups once and applies the points' key=value overrides to copies; Hydra's own
+family of points once and sets each point's swept values on its family's dict (sweep_family.py); Hydra's own
 flags (--cfg, --info, --hydra-help) and hydra.* overrides go through @hydra.main as in any Hydra app, whose
 task function only collects the configs. `compose_config` is the subcommands' (prefetch, tests) one config.
 Nothing is written here; every problem is raised at once as `Problems`.
