@@ -116,3 +116,20 @@ def card_section(run_dir: Path, out_dir: Path = None) -> str:
             shutil.copy(png, Path(out_dir) / f"checkpoints_{stage}.png")
             text += f"\n![{stage}: scores of its saved checkpoints](checkpoints_{stage}.png)\n"
     return text
+
+
+def status_lines(points: Sequence[Path]) -> List[str]:
+    """`status`'s line per training stage with checkpoint evaluations: how many are scored, how many wait (queued,
+    running or failed), and where the curve is."""
+    lines = []
+    for p in points:
+        for stage, scored in run_curves(p).items():
+            sdir = Path(p) / STAGES_DIR / stage
+            left = waiting(sdir)
+            if not scored and not left:
+                continue
+            head = f"{p.name}: " if len(points) > 1 else ""
+            lines.append(f"{head}{stage} checkpoint evaluations: {len(scored)} scored"
+                         + (f", {len(left)} not yet (step {', '.join(map(str, left))})" if left else "")
+                         + f"; {sdir / CHECKPOINT_EVALS / 'curve.md'}")
+    return lines

@@ -54,3 +54,14 @@ def test_the_card_section_copies_the_plot_and_names_what_is_not_scored_yet(tmp_p
     assert "not scored yet: step 100" in text and "](checkpoints_cpt.png)" in text
     assert (card / "checkpoints_cpt.png").read_bytes() == b"\x89PNG fake"
     assert checkpoint_scores.card_section(tmp_path / "none", card) == ""
+
+
+def test_status_says_how_many_are_scored_and_which_wait(tmp_path):
+    a, b = tmp_path / "0", tmp_path / "1"
+    write_step(a, "sft", 10, 4.0)
+    (a / "stages" / "sft" / CHECKPOINT_EVALS / "step-20").mkdir()
+    (b / "stages" / "sft").mkdir(parents=True)
+    curve = a / "stages" / "sft" / CHECKPOINT_EVALS / "curve.md"
+    line = f"sft checkpoint evaluations: 1 scored, 1 not yet (step 20); {curve}"
+    assert checkpoint_scores.status_lines([a]) == [line]
+    assert checkpoint_scores.status_lines([a, b]) == [f"0: {line}"]

@@ -10,7 +10,7 @@ from typing import Dict, List, Optional, Tuple
 
 from rich.markup import escape
 
-from dfm_hpc import accounting, config_io, gate_verdict, predict, rundir
+from dfm_hpc import accounting, checkpoint_scores, config_io, gate_verdict, predict, rundir
 from dfm_hpc.login import usage
 from dfm_hpc.login.errors import errors, fail, why
 from dfm_hpc.plan import billing, billing_pool, gpu_hours, run_jobs
@@ -331,7 +331,8 @@ def status(ref: Optional[str], runs_root: str = "runs") -> int:
         row[i] = f"[{color}]{row[i]}[/]"
         t.add_row(*row)
     console.print(t)
-    for line in outcome_lines(top, points, outs) + bad_node_lines(points) + gate_verdict.status_lines(points):
+    for line in (outcome_lines(top, points, outs) + bad_node_lines(points) + gate_verdict.status_lines(points)
+                 + checkpoint_scores.status_lines(points)):
         console.print(escape(line))
     return 0
 
