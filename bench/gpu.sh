@@ -44,4 +44,4 @@ if [[ " $* " != *" --smoke "* ]]; then
     echo "bench/gpu.sh: no .whl/ (bench/carry_wheels.sh; carry it): DeepSpeed, the pipeline will skip" >&2
   fi
 fi
-exec timeout "${BENCH_TIMEOUT:-570}" "$PY" bench/gpu_bench.py --out "$OUT_DIR" "$@"
+exec timeout "${BENCH_TIMEOUT:-540}" "$PY" bench/gpu_bench.py --out "$OUT_DIR" "$@"
