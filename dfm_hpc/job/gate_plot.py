@@ -35,6 +35,8 @@ def plot(verdict: dict, out: Path) -> None:
             right.plot([r["low"], r["high"]], [y, y], color="tab:red" if r["regressed"] else "grey", lw=2)
         right.scatter([r["delta"] for r in rs], ys, color=color, zorder=3, label=name)
     left.scatter(list(refs.values()), list(refs), marker="|", s=400, color="black", label=ref, zorder=3)
+    seen = list(refs.values()) + [r["score"] for m in models.values() for r in m["rows"] if r["score"] is not None]
+    left.set_xlim(min(0.0, *seen) - 0.02, max(1.0, *seen) + 0.02)  # the whole 0-1 scale: distances read true
     left.set_yticks(range(len(labels)))
     left.set_yticklabels([lab if len(lab) < 40 else lab[:37] + "..." for lab in labels], fontsize=8)
     left.invert_yaxis()
