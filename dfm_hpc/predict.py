@@ -136,10 +136,10 @@ def summary(cfg, stage: str, job: StageJob) -> str:
                 f"{st.input or 'the merge outputs'}, {st.shards} shards over {_workers(_devices(job))}")
     if stage == "evaluate":
         models = ", ".join(st.models) or "base + " + ", ".join(s for s in cfg.stages if s in TRAINED_STAGES)
-        g = st.gate  # the promotion gate (job/gate.py): what it compares and what stops the chain
+        g, after = st.gate, list(cfg.stages)[list(cfg.stages).index("evaluate") + 1:]  # the gate (job/gate.py)
+        stop = " (warn only)" if g.warn_only else f": stops {', '.join(after)}" if after else ": the run ends FAILED"
         gate = (f"; gate: {', '.join(g.models) or 'each'} vs {g.reference}, regressed if delta + {g.k:g} SE < "
-                f"-{g.max_drop:g}{' (warn only)' if g.warn_only else ': the stages after evaluate do not start'}"
-                if g.enabled else "")
+                f"-{g.max_drop:g}{stop}" if g.enabled else "")
         return (f"evaluate {models}: perplexity on {st.max_eval_texts} texts"
                 f"{', EuroEval' if st.euroeval else ''}, {st.generation_prompts} generations{gate}")
     if stage == "card":

@@ -254,8 +254,9 @@ def gated(gate, rows: List[dict], ref_name: str) -> List[dict]:
     return [r for r in rows if (r["name"] in want if want else r["name"] != ref_name)]
 
 
-def verdict(gate, sdir: Path, rows: List[dict]) -> dict:
-    """gate.json's content for this stage's results rows (results.json's `models`)."""
+def verdict(gate, sdir: Path, rows: List[dict], after: List[str] = ()) -> dict:
+    """gate.json's content for this stage's results rows (results.json's `models`); `after`: the run's stages
+    after evaluate (what a regression keeps from starting)."""
     src, ref_row, ref_items = reference(gate, sdir, rows)
     models = {}
     for r in gated(gate, rows, src["name"]):
@@ -268,7 +269,7 @@ def verdict(gate, sdir: Path, rows: List[dict]) -> dict:
         summary = f"passed: {', '.join(models)} against {src['name']} (no drop beyond the bound)"
     else:
         summary = (f"{overall}: {', '.join(bad) or 'no model'} against {src['name']}"
-                   + ("" if gate.warn_only else "; the stages after evaluate were not started"))
+                   + ("" if gate.warn_only else f"; not started: {', '.join(after)}" if after else ""))
     settings = {k: getattr(gate, k) for k in ("k", "max_drop", "resamples", "seed", "warn_only")}
     settings.update(floors=dict(gate.floors or {}), groups={k: list(v) for k, v in (gate.groups or {}).items()},
                     metrics=dict(gate.metrics or {}))
@@ -285,7 +286,8 @@ def run(cfg, ctx) -> str:
         return ""
     sdir = ctx.stage_dir
     results = json.loads((sdir / "results.json").read_text())
-    v = verdict(gate, sdir, results["models"])
+    stages = list(cfg.stages)
+    v = verdict(gate, sdir, results["models"], stages[stages.index("evaluate") + 1:] if "evaluate" in stages else [])
     write_atomic(sdir / gate_verdict.FILE, json.dumps(v, indent=2) + "\n")
     for r in results["models"]:
         if r["name"] in v["models"]:

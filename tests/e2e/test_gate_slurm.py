@@ -41,8 +41,9 @@ def test_planted_regression_stops_the_chain_with_the_reason(slurm_cluster, tmp_p
         failed = (ev / "FAILED").read_text() if (ev / "FAILED").exists() else ""
         assert "gate: regressed: base against oracle" in failed and "Traceback" not in failed  # a verdict, no crash
         v = json.loads((ev / "gate.json").read_text())  # written before the stop, with the scores
-        (row,) = v["models"]["base"]["rows"]
-        assert row["regressed"] and row["n"] == 20 and row["unit"] == "item" and row["high"] < -0.1
+        task, group = v["models"]["base"]["rows"]  # the task, and pipeline_tiny's group of it
+        assert task["regressed"] and task["n"] == 20 and task["unit"] == "item" and task["high"] < -0.1
+        assert group["name"] == "danish" and group["regressed"]
         assert json.loads((ev / "results.json").read_text())["models"][0]["gate"]["verdict"] == "regressed"
         card_job = (card / "job_id").read_text().strip()
 
