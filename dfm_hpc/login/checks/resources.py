@@ -218,7 +218,9 @@ def check_sweep_counts(classes) -> List[str]:
     """What a sweep's point count decides (issue #24): per-user job limits, array tasks included, and the size
     of the one array a sweep's points go out as. `classes`: (cfg, jobs, points) for points that have these jobs
     (compose: before any point's config is made, from one point per family whose plan reads no swept key; the
-    launch: each point's plan). Counts of points the caller could not plan are left out: a refusal stays right."""
+    launch: each point's plan). Counts of points the caller could not plan are left out: a refusal stays right.
+    An array's tasks count one by one against MaxSubmitJobs (sbatch: "Invalid job array specification",
+    SESYNC-ci/rslurm#73); `%` throttling lowers only the running count, so it is no route for either limit."""
     if not classes:
         return []
     cfg, out = classes[0][0], []
