@@ -91,8 +91,8 @@ def shard_ranges(n_rows: int, n_shards: int) -> List[range]:
 
 
 def encoder(tokenizer, sample: List[str]):
-    """(encode, ids): encode(texts) tokenizes a batch (no special tokens), ids(result) gives each text's ids
-    as lists. Straight from the Rust backend's encode_batch_fast where that gives the ids of
+    """(encode, ids): encode(texts) tokenizes a batch (no special tokens), ids(result) iterates over each
+    text's ids (lists). Straight from the Rust backend's encode_batch_fast where that gives the ids of
     `tokenizer(texts, add_special_tokens=False)` (checked on `sample`): no offsets, attention masks or
     BatchEncoding, ~25 % of the stage's time (issue #24), and the GIL is released while it runs."""
     def call(texts):
@@ -100,7 +100,7 @@ def encoder(tokenizer, sample: List[str]):
 
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None or not hasattr(backend, "encode_batch_fast"):
-        return call, list
+        return call, iter
     # what transformers' call sets on its backend before each encode (no truncation, no padding)
     if backend.truncation is not None:
         backend.no_truncation()
@@ -112,10 +112,10 @@ def encoder(tokenizer, sample: List[str]):
         return backend.encode_batch_fast(texts, add_special_tokens=False)
 
     def ids(encodings):
-        return [e.ids for e in encodings]
+        return (e.ids for e in encodings)  # one at a time: see write_shard
 
-    if sample and ids(encode(sample)) != call(sample):  # a tokenizer class with its own call: use that
-        return call, list
+    if sample and list(ids(encode(sample))) != call(sample):  # a tokenizer class with its own call: use that
+        return call, iter
     return encode, ids
 
 
@@ -170,12 +170,13 @@ def write_shard(store: Path, shard: int, rows, tokenizer, dtype, batch: int, sho
                 raise Preempted(f"stopped in shard {shard}")
             if not texts:
                 continue
-            ids, start = ids_of(encoded), n
-            for doc in ids:
+            parts = []
+            for doc in ids_of(encoded):  # each list converted while in cache: 2x cheaper than after the batch
                 doc.append(eos)
                 n += len(doc)
                 ends.append(n)
-            flat = np.fromiter(chain.from_iterable(ids), dtype=dtype, count=n - start)
+                parts.append(np.fromiter(doc, dtype=dtype, count=len(doc)))
+            flat = np.concatenate(parts)
             digest.update(flat)
             f.write(flat.data)
     with atomic_open(f"{base}.idx.npy", "wb") as f:
