@@ -77,8 +77,10 @@ test-fast: setup
 	$(BIN)/ruff check dfm_hpc tests bench docs
 	$(BIN)/python -m pytest -q -m "not e2e"
 
+# side by side in one run each (docs/benchmarks.md); the tokenize one takes ~1 min on 2 cores
 bench: setup
 	$(BIN)/python bench/login_latency.py
+	$(BIN)/python bench/tokenize_throughput.py --threads 1 --rounds 3
 
 # the wheels the GPU check carries to the GPU machine (./.whl, from PyPI; docs/benchmarks.md#gpu-check)
 gpu-wheels: setup
