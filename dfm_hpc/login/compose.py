@@ -20,7 +20,7 @@ from dfm_hpc import CONF_DIR, config_io
 from dfm_hpc.login import checks, sweep, sweep_family
 from dfm_hpc.login.point import LaunchPoint
 
-SWEEP_LIMIT = 256  # points; more needs --large-sweep (each point is a run dir: 4,096 took 193 MB)
+SWEEP_LIMIT = 256  # points; more needs --large-sweep (each point is a run dir and an array task)
 LARGE_SWEEP = "--large-sweep"
 
 

@@ -5,21 +5,19 @@ a plain assignment) differ only in the swept keys' values. A representative's co
 leaves *watched*: every read of their values (attribute access, get, items(), ==, str(), to_container, the
 copies a merge makes) is recorded. The work done on it is check_stages, plan, every checker of checks.CHECKS
 but PER_POINT's, launch._oasst_plan, the predictions and their checks, and a probe that reads what the point's
-job scripts and Slurm submission are made of (its jobs, name, runs_root, dry_run, the whole cluster profile,
-and a render of each script). That work is deterministic and sees the config only through those reads, so a
-point whose values equal the representative's on every swept key it read would run the same steps to the same
-result: it takes the representative's frozen config, jobs, problems and predictions (`Work`). A point that
-differs on a key that was read is made a representative of its own. Not shared: each point's own config
-(config.yaml, from `LaunchPoint.config`), its overrides and run dir, and the checks of single values (ranges,
-text safety: PER_POINT), which run on every point's own plain config, so a swept value is always checked.
-Points made otherwise (rerun, Hydra's own path) and a local run that starts processes are never shared.
+job scripts and Slurm submission are made of (its name, runs_root, dry_run and the whole cluster profile).
+That work is deterministic and sees the config only through those reads, so a point whose values equal the
+representative's on every swept key it read would run the same steps to the same result: it takes the
+representative's frozen config, jobs, problems and predictions (`Work`). A point that differs on a key that
+was read is made a representative of its own. Not shared: each point's own config (config.yaml, from
+`LaunchPoint.config`), its overrides and run dir, and the checks of single values (ranges, text safety:
+PER_POINT), which run on every point's own plain config, so a swept value is always checked. Points made
+otherwise (rerun, Hydra's own path) and a local run that starts processes are never shared.
 """
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from omegaconf import AnyNode, DictConfig, OmegaConf
@@ -92,7 +90,8 @@ def watched(config: dict, keys: Sequence[str]) -> Tuple[Optional[DictConfig], Se
 
 
 def _value_key(value: Any) -> Tuple[str, Any]:
-    return type(value).__name__, value  # 1, 1.0 and True are equal in Python, not here
+    """Equal only for the same value: 1, 1.0 and True are equal in Python, and so are 0.0 and -0.0."""
+    return type(value).__name__, repr(value) if isinstance(value, float) else value
 
 
 @dataclass
@@ -128,26 +127,21 @@ def _work(p: LaunchPoint, oasst, watched_reads: bool) -> Work:
         w.records = predict.records(cfg, jobs)
         todo = [r for r in w.records if r["stage"] not in p.reuse]
         w.prediction_problems = predict.problems(todo) + checks.check_predictions(cfg, todo)
-        if watched_reads:  # only a watched config's reads matter: a single run's scripts are rendered once, later
-            with tempfile.TemporaryDirectory() as tmp:
-                _read_like_submit(p, Path(tmp))
+        if watched_reads:  # only a watched config's reads matter
+            _read_like_submit(p)
     return w
 
 
-def _read_like_submit(p: LaunchPoint, tmp: Path) -> None:
-    """Read what the point's job scripts and its Slurm submission are made of, so that points share jobs only
-    where their scripts would be the same but for their own run dirs: the jobs (plan), the run's name, runs_root
-    and dry_run, and the whole cluster profile (the run's and each job's). submit.py reads nothing else of a
-    point's config; the script is rendered here too, so that what it reads is read in any case."""
-    from dfm_hpc.login import slurm, submit
-
+def _read_like_submit(p: LaunchPoint) -> None:
+    """Read what the point's job scripts and its Slurm submission are made of besides its jobs (plan's, shared):
+    the run's name, runs_root and dry_run, and the whole cluster profile, the run's and each job's (the render
+    and submission, slurm.py and checkpoint_evals.py, see a point's config only through a job and its cluster;
+    submit.py reads these of `LaunchPoint.cfg`). A point shares jobs only where its scripts would be the same
+    but for its own run dir (test_sweep.py renders a sweep both ways)."""
     cfg = p.cfg
     _ = (cfg.name, cfg.runs_root, cfg.dry_run, OmegaConf.to_container(cfg.cluster))
     for j in p.todo:
         OmegaConf.to_container(j.cluster)
-        if cfg.cluster.scheduler != "local":
-            params = slurm.executor_params(j, j.cluster, submit._job_name(cfg, j.stage), "afterok:1")
-            slurm.render(params, tmp / j.stage, slurm.python_command(cfg.cluster), j.array, j)
 
 
 def _shareable(p: LaunchPoint) -> bool:

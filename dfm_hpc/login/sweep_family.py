@@ -144,15 +144,16 @@ class Families:
         from hydra.errors import HydraException
         from omegaconf.errors import OmegaConfBaseException
 
-        if key not in self.families:
+        if key not in self.families:  # a choice of groups that cannot be composed raises for each of its points
             groups, fixed = key
-            fam = self.families[key] = _Family(groups, fixed)
+            fam = _Family(groups, fixed)
             try:
                 fam.cfg = compose("config", overrides=[*groups, *fixed])
             except (HydraException, OmegaConfBaseException, ValueError):
                 if not fixed:
                     raise
                 fam.fixed, fam.cfg = (), compose("config", overrides=list(groups))
+            self.families[key] = fam
         return self.families[key]
 
     def _parse(self, override: str):
