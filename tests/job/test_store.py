@@ -30,11 +30,11 @@ def _ddt_docs():
     return docs[:40] + ["", "   "] + docs[40:]  # blank documents are skipped
 
 
-def _write(d: Path, rows, tok, threads: int, batch: int = 16):
+def _write(d: Path, rows, tok, threads: int, batch: int = 16, dtype=None):
     from dfm_hpc.job import store
 
     d.mkdir()
-    info = store.write_shard(d, 0, rows, tok, store.dtype_for(len(tok)), batch, lambda: False, threads)
+    info = store.write_shard(d, 0, rows, tok, dtype or store.dtype_for(len(tok)), batch, lambda: False, threads)
     return info, (d / "shard-00000.bin").read_bytes(), (d / "shard-00000.idx.npy").read_bytes()
 
 
@@ -78,6 +78,8 @@ def test_a_backend_set_to_truncate_still_stores_whole_documents(tmp_path):
     assert isinstance(encode(docs[:1])[0], Encoding)  # still the backend's own encode, without the truncation
     info, data, _ = _write(tmp_path / "s", _rows(tmp_path, docs), tok, threads=2)
     assert np.frombuffer(data, dtype="<u2").tolist() == want and info["tokens"] > 8 * info["documents"]
+    _, wide, _ = _write(tmp_path / "u4", _rows(tmp_path, docs), tok, threads=1, dtype=np.dtype("<u4"))
+    assert np.frombuffer(wide, dtype="<u4").tolist() == want  # a vocabulary of 65,536 or more
 
 
 def test_a_tokenizer_class_with_its_own_call_keeps_it(tmp_path):
