@@ -28,6 +28,7 @@ PEAK_TFLOPS: Dict[str, float] = {
     "h200": 989.0,  # same compute as H100 SXM, more memory
     "b200": 2250.0,  # HGX B200 at 1,000 W (GB200's B200 at 1,200 W: 2,500)
     "cpu": 0.1,  # the figure conf/throughput's cpu MFUs are relative to
+    "lumi_c": 1.25,  # LUMI-C's cpu_only place: 16 cores; no training runs there, the entry only names its peak
 }
 PEAK_SOURCES: Dict[str, str] = {
     "mi250x_gcd": "[derived] 383.0 TF bf16 per MI250X / 2 GCDs: "
@@ -40,6 +41,8 @@ PEAK_SOURCES: Dict[str, str] = {
     "b200": "[derived] HGX B200 36 PF bf16 with sparsity per 8 GPUs / 8 / 2: "
             "https://www.nvidia.com/en-us/data-center/hgx/",
     "cpu": "[assumed] nominal for 2 x86 cores (the dev VM); only tiny runs are predicted from it",
+    "lumi_c": "[derived] 16 cores (cluster.cpu_only) of an AMD EPYC 7763 x 2.45 GHz x 32 FP32 FLOP/cycle "
+              "(AVX2, 2 FMA units): https://docs.lumi-supercomputer.eu/hardware/lumic/",
 }
 
 # Memory per device (GB) the plan's memory check holds a training rank to, by the same keys (the datasheets

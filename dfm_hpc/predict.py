@@ -81,6 +81,8 @@ def _checkpoint_evals(st, job) -> str:
     if not n:
         return ""
     saves = st.max_steps // st.save_every_steps + (1 if st.max_steps % st.save_every_steps else 0)
+    if saves < 2:
+        return "; checkpoint evaluations: none before the last save (save_every_steps >= max_steps): no curve"
     return (f"; checkpoint evaluations: {saves // n} of its {saves} saves, each by its own one-device job "
             f"(at most {duration(job.eval_minutes * 60)})")
 

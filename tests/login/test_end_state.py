@@ -21,7 +21,7 @@ def script(tmp_path_factory):
     p = dfm("+experiment=munin_sft", *LUMI, "dry_run=true", cwd=cwd)
     assert p.returncode == 0, p.stderr
     (run,) = run_dirs(cwd)
-    (run / "stages" / "sft" / "submitit").mkdir()  # submitit makes it when it submits
+    (run / "stages" / "sft" / "submitit").mkdir(exist_ok=True)  # submitit makes it when it submits
     return run / "stages" / "sft" / "sbatch.sh"
 
 
@@ -31,7 +31,7 @@ def _run(script, tmp_path, srun: str, scontrol: str = "exit 0", **extra):
     env = {**os.environ, **slurm_stubs.env(bin_dir), "SLURM_JOB_ID": "7", "SLURM_JOB_NODELIST": "nid001", **extra}
     r = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env, cwd=tmp_path)
     requeues = [c for c in slurm_stubs.calls(bin_dir, "scontrol") if c.startswith("scontrol [requeue]")]
-    markers = sorted(f.name for f in (script.parent / "submitit").glob("*.7"))
+    markers = sorted(f.name for f in (script.parent / "submitit").glob("*.7") if f.is_file())  # not the eval queue
     return r, requeues, markers
 
 

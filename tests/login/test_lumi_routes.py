@@ -52,9 +52,9 @@ def test_a_single_process_stage_on_lumi_dev_takes_one_gcd_slice_of_dev_g(tmp_pat
     assert "#SBATCH --exclusive" not in ev and "--mem=480G" not in ev and "mask_cpu" not in ev
     sft = (run / "stages" / "sft" / "sbatch.sh").read_text()  # the 8-rank stage keeps the whole node
     assert "#SBATCH --gpus-per-node=8" in sft and "#SBATCH --exclusive" in sft
-    # billed as one slice: 0.5 units per hour of its 2-hour walltime, not a node's 4
+    # billed as one slice: 0.5 units per hour of its auto walltime (0:55 for a predicted 0:35), not a node's 4
     row = next(line for line in p.stdout.splitlines() if line.startswith("evaluate "))
-    assert row.split()[-2:] == ["0.3/1.0", "-"], row  # GPU billing units; no LUMI-C core-hours
+    assert row.split()[5:7] == ["0:55", "0:35~"] and row.split()[-2:] == ["0.3/0.5", "-"], row
 
 
 def test_the_documented_small_g_translate_route_dry_runs_as_written(tmp_path):

@@ -33,8 +33,8 @@ def check_gate(cfg, jobs) -> List[str]:
     g = cfg.evaluate.gate
     if not g.enabled:
         return []
-    if "evaluate" not in cfg.stages:
-        return [f"evaluate.gate.enabled: this run has no evaluate stage (stages={list(cfg.stages)})"]
+    if "evaluate" not in cfg.stages:  # an experiment's gate on a run of some of its stages: nothing to gate
+        return []
     out, scored = [], _scored(cfg)
     order = list(cfg.stages)
     for m in [str(x) for x in g.models]:

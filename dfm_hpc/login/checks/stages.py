@@ -213,7 +213,8 @@ def check_chats(cfg, jobs) -> List[str]:
 
 
 def check_eval_checkpoints(cfg, jobs) -> List[str]:
-    """A training stage's checkpoint evaluations: their jobs' walltime, and saves to evaluate before the last."""
+    """A training stage's checkpoint evaluations: their jobs' walltime. (A run whose only save is the last, e.g. a
+    trial with fewer max_steps, is not refused: the plan says it gets no curve.)"""
     from dfm_hpc.login.checks.resources import _walltime
 
     out = []
@@ -222,9 +223,4 @@ def check_eval_checkpoints(cfg, jobs) -> List[str]:
         why = _walltime(st.eval_checkpoints_time)
         if why:
             out.append(f"{key}={st.eval_checkpoints_time!r}: {why}; e.g. {key}=00:30:00")
-        if st.save_every_steps >= st.max_steps:
-            out.append(f"{job.stage}.eval_checkpoints={st.eval_checkpoints}: with {job.stage}.save_every_steps="
-                       f"{st.save_every_steps} and max_steps={st.max_steps} the only checkpoint is the last, the "
-                       f"stage's model, which evaluate scores; lower {job.stage}.save_every_steps or unset "
-                       "eval_checkpoints")
     return out
