@@ -31,6 +31,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -63,10 +64,10 @@ def mistral_7b(out: Path) -> Path:
     return out
 
 
-def old_store(commit: str):
+def old_store(commit: str, where: Path):
     src = subprocess.run(["git", "show", f"{commit}:dfm_hpc/job/store.py"], cwd=ROOT, capture_output=True,
                          text=True, check=True).stdout
-    path = Path(tempfile.mkdtemp()) / "store_before.py"
+    path = where / "store_before.py"
     path.write_text(src)
     spec = importlib.util.spec_from_file_location("store_before", path)
     mod = importlib.util.module_from_spec(spec)
@@ -87,8 +88,9 @@ def measure(args) -> dict:
     texts = [t for t in rows["text"] if t and t.strip()]
     batches = [texts[i:i + args.batch] for i in range(0, len(texts), args.batch)]
     backend, dtype = tok.backend_tokenizer, store.dtype_for(len(tok))
-    work = Path(tempfile.mkdtemp())
-    before = old_store(args.before) if args.before else None
+    work = Path(args.corpus).parent / f"work-{threads}"  # removed with the rest by main()
+    work.mkdir()
+    before = old_store(args.before, work) if args.before else None
 
     def encode_batch():
         return sum(len(e.ids) for b in batches for e in backend.encode_batch(b, add_special_tokens=False))
@@ -123,7 +125,7 @@ def measure(args) -> dict:
 
 def whole_process(args, threads: int) -> dict:
     """The stage as a process (imports, config, tokenizer and data load, fingerprint, store) on a fresh store."""
-    runs = Path(tempfile.mkdtemp())
+    runs = Path(args.corpus).parent / f"runs-{threads}"
     env = {**os.environ, "RAYON_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1"}
     cmd = [sys.executable, "-m", "dfm_hpc", "stages=[tokenize]", f"data.corpus={args.corpus}",
            f"model.name_or_path={args.tokenizer}", f"runs_root={runs}", f"tokenize.batch_docs={args.batch}"]
@@ -152,6 +154,13 @@ def main() -> None:
         print(json.dumps(measure(args)))
         return
     tmp = Path(tempfile.mkdtemp())
+    try:
+        run(args, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run(args, tmp: Path) -> None:
     args.corpus = str(tmp / "ddt_docs.jsonl")
     size = corpus(Path(args.corpus), args.mb)
     args.tokenizer = str(mistral_7b(tmp / "mistral-7b"))
