@@ -87,13 +87,14 @@ def servers(backend: str, specs: List[Tuple[str, str]], merged: Dict[str, str], 
     return list(groups.values())
 
 
-def command(backend: str, served: Served, port: int, dtype: str, extra: List[str]) -> List[str]:
+def command(backend: str, served: Served, port: int, dtype: str, extra: List[str],
+            host: str = "127.0.0.1") -> List[str]:
     """The server's argv. vLLM: the base under its name, each adapter as --lora-modules NAME=PATH.
-    transformers serve: the one model, preloaded."""
+    transformers serve: the one model, preloaded. `host`: 0.0.0.0 for a chat job's login-node client."""
     if backend == "vllm":
         base_name = next(n for n, p in served.ids().items() if p == served.base)
         loras = [f"{n}={p}" for n, p in served.ids().items() if p != served.base]
-        argv = ["vllm", "serve", served.base, "--served-model-name", base_name, "--host", "127.0.0.1",
+        argv = ["vllm", "serve", served.base, "--served-model-name", base_name, "--host", host,
                 "--port", str(port), "--dtype", dtype, "--seed", "0"]
         if loras:
             rank = max(_lora_rank(p) for p in served.names.values() if p != served.base)
@@ -105,7 +106,7 @@ def command(backend: str, served: Served, port: int, dtype: str, extra: List[str
         # the model (Server's cwd, `link_names`), so the model id is the served name
         exe = Path(sys.executable).parent / "transformers"
         (name,) = served.ids()
-        return [str(exe) if exe.exists() else "transformers", "serve", name, "--host", "127.0.0.1",
+        return [str(exe) if exe.exists() else "transformers", "serve", name, "--host", host,
                 "--port", str(port), "--device", "cpu" if dtype == "float32" else "auto", "--dtype", dtype,
                 # its plain path turns EuroEval's `stop: []` into an empty StopStringCriteria (HTTP 500);
                 # on a CPU a small paged KV cache (the default sizing makes the first request take a minute)

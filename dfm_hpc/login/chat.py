@@ -2,8 +2,9 @@
 
 Here (cluster=local, or a run made locally) the chat runs in a child process (job/chat.py: torch is
 never imported on the login side) with this terminal's stdin and stdout; Ctrl-C ends it and the
-child with it. For a Slurm cluster the chat needs a GPU: `--dry-run` renders the one-GCD serving job
-and shows its cost, which is as far as this version goes on a cluster (docs/evaluation.md, "Chat").
+child with it. On a Slurm cluster the model is served by a one-GCD job (job/chat_server.py; its plan line
+and cost first, `--dry-run` stops there) and this terminal is its client (login/chat_remote.py);
+docs/evaluation.md, "Chat".
 """
 
 from __future__ import annotations
@@ -51,10 +52,14 @@ def _child_argv(run: Path, stage: str, model: str, args) -> List[str]:
     if args.show_prompt:
         argv.append("--show-prompt")
     if args.save:
-        out = run / "chat" / f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_{stage}.jsonl"
-        out.parent.mkdir(exist_ok=True)
-        argv += ["--save", str(out)]
+        argv += ["--save", str(_transcript(run, stage))]
     return argv
+
+
+def _transcript(run: Path, stage: str) -> Path:
+    out = run / "chat" / f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_{stage}.jsonl"
+    out.parent.mkdir(exist_ok=True)
+    return out
 
 
 def chat_local(run: Path, stage: str, model: str, args) -> int:
@@ -84,52 +89,75 @@ def _job(cfg) -> plan.StageJob:
                          cluster=cl)
 
 
+def backend(cfg) -> str:
+    """The serving job's server: vLLM on LUMI (its image ships it for MI250X); elsewhere evaluate.server's
+    (transformers serves the tiny model on the CPU test cluster), vLLM when that is none."""
+    server = str(getattr(cfg.evaluate.server, "value", cfg.evaluate.server))
+    if cfg.cluster.get("system") == "lumi" or server not in ("vllm", "transformers"):
+        return "vllm"
+    return server
+
+
+def log_path(run: Path, job: str) -> Path:
+    return run / "chat" / "submitit" / f"{job}_0_log.out"  # submitit's %j_%t_log.out
+
+
 def serving_script(run: Path, stage: str, model: str, cfg) -> Tuple[str, plan.StageJob]:
-    """The sbatch script of the serving job: vLLM's OpenAI server for the model, on the job's own port."""
+    """The sbatch script of the serving job: job/chat_server.py serves the model (vLLM's or transformers'
+    OpenAI server) on the job's own port, checked free, and writes its address to chat/server.<job id>."""
     from submitit.slurm.slurm import _make_sbatch_string
 
     from dfm_hpc.login import slurm
 
     job = _job(cfg)
     params = slurm.executor_params(job, job.cluster, f"dfm-{cfg.name}-chat")
-    name = f"{run.name}-{stage}"
-    serve = (f"{slurm.python_command(job.cluster)} -m vllm.entrypoints.openai.api_server --model "
-             f"{shell.quote_value(model)} --served-model-name {shell.quote_value(name)} --host 0.0.0.0 "
-             '--port "$DFM_HPC_CHAT_PORT"')
+    ev = cfg.evaluate
+    serve = " ".join([slurm.python_command(job.cluster), "-u -m dfm_hpc.job.chat_server", shell.quote_value(model),
+                      "--name", shell.quote_value(f"{run.name}-{stage}"), "--run-dir", shell.quote_value(str(run)),
+                      "--backend", backend(cfg), "--timeout-s", str(int(ev.server_timeout_s)),
+                      *(["--compile"] if ev.server_compile else []),
+                      *(shell.quote_value(f"--server-arg={a}") for a in ev.server_args)])
     setup = list(params["setup"]) + [
-        "# the job's own port (as evaluate's server), written where `chat` finds it",
-        "export DFM_HPC_CHAT_PORT=$(( 20000 + SLURM_JOB_ID % 12000 ))",
-        f'echo "$(hostname):$DFM_HPC_CHAT_PORT {name}" > '
-        f'{shell.quote_value(str(run / "chat" / "server"))}."$SLURM_JOB_ID"',
         "export TORCH_COMPILE_DISABLE=1 TORCHDYNAMO_DISABLE=1  # a chat does not repay the compile (docs/lumi.md §10)",
         "export MAP_HIP_TO_ROCR_VISIBLE_DEVICES=1  # the LAIF entrypoint gives vLLM HIP_VISIBLE_DEVICES (§10)",
-        f'export VLLM_CACHE_ROOT={shell.quote_value(str(run / "chat" / "vllm-cache"))}',
     ]
     folder = run / "chat" / "submitit"
     shell.check_params([params, str(folder), serve])  # as slurm.render: no control characters reach the script
     params = {k: v for k, v in params.items() if k not in ("setup", "srun_args")}
     params["additional_parameters"] = {}  # a chat is not requeued, nor part of a chain
-    script = _make_sbatch_string(command=serve, folder=folder, setup=setup, use_srun=False, **params)
+    script = _make_sbatch_string(command=serve, folder=folder, setup=setup, use_srun=False, stderr_to_stdout=True,
+                                 **params)
     return script, job
 
 
-def chat_slurm_dry_run(run: Path, stage: str, model: str, cfg) -> int:
+def chat_slurm(run: Path, stage: str, model: str, cfg, args, dry_run: bool) -> int:
+    """The plan line with its cost, the serving job's script; then (not a dry run) queue it and chat from here
+    (login/chat_remote.py), the job cancelled when the chat ends."""
     script, job = serving_script(run, stage, model, cfg)
     out = run / "chat" / rundir.SBATCH
-    out.parent.mkdir(exist_ok=True)
+    (run / "chat" / "submitit").mkdir(parents=True, exist_ok=True)  # Slurm writes no log into a missing folder
     out.write_text(script)
     cost = plan.billing(job, job.cluster)
     gpus = f"{job.gpus_per_node} GPU" if job.gpus_per_node else "CPU"
     console.plain_lines([
         f"chat with {run.name}/{stage} ({model}) on cluster={cfg.cluster.name}: one job, 1 node, {gpus}, "
         f"partition {job.partition or '(default)'}, walltime {CHAT_MINUTES} min"
-        + (f", at most {cost:.2f} billing units" if cost is not None else ""),
+        + (f", at most {cost:.2f} billing units" if cost is not None else "") + f", served by {backend(cfg)}",
         f"serving job: {out}",
-        "dry run: nothing was submitted. Without --dry-run this version does not queue it yet: submit the script "
-        "with sbatch, then point any OpenAI client at the address it writes to chat/server.<job id>.",
+        *(["dry run: nothing was submitted (without --dry-run, chat queues it, waits for its server, chats from "
+           "this terminal and cancels the job when the chat ends)"] if dry_run else []),
     ])
-    print(script)
-    return 0
+    if dry_run:
+        print(script)
+        return 0
+    from dfm_hpc.login import chat_remote
+
+    if args.show_prompt:
+        print("dfm_hpc: --show-prompt: the server renders the chat template; the prompt is not shown here",
+              file=sys.stderr)
+    return chat_remote.run_chat(out, lambda j: log_path(run, j), lambda j: run / "chat" / f"server.{j}",
+                                f"{run.name}/{stage}", args, _transcript(run, stage) if args.save else None,
+                                wait_s=CHAT_MINUTES * 60)
 
 
 def chat(ref: str, stage: Optional[str], overrides: List[str], dry_run: bool, args, runs_root: str = "runs") -> int:
@@ -147,7 +175,4 @@ def chat(ref: str, stage: Optional[str], overrides: List[str], dry_run: bool, ar
     stage, model = pick_model(run, cfg, stage)
     if cfg.cluster.scheduler == "local":
         return chat_local(run, stage, model, args)
-    if not dry_run:
-        raise LookupError("chat on a Slurm cluster is a dry run in this version (--dry-run renders the serving "
-                          "job); chat here with cluster=local")
-    return chat_slurm_dry_run(run, stage, model, cfg)
+    return chat_slurm(run, stage, model, cfg, args, dry_run)

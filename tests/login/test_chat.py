@@ -1,5 +1,6 @@
 """`chat` on the login side (login/chat.py): which model a run offers, clear refusals, and the serving job a
-cluster gets (`--dry-run`). The chat itself, with a real tiny model: tests/e2e/test_chat.py."""
+cluster gets (`--dry-run`). The chat itself, with a real tiny model: tests/e2e/test_chat_local.py and
+test_chat_slurm.py; the cluster chat's client: test_chat_remote.py."""
 
 from __future__ import annotations
 
@@ -35,13 +36,24 @@ def test_on_lumi_the_dry_run_renders_a_one_gcd_serving_job_and_its_cost(lumi_run
     assert "1 GPU, partition small-g, walltime 60 min" in p.stdout and "billing units" in p.stdout, p.stdout
     script = (run / "chat" / "sbatch.sh").read_text()
     for line in ("#SBATCH --partition=small-g", "#SBATCH --gpus-per-node=1", "#SBATCH --time=60",
-                 "export DFM_HPC_CHAT_PORT=$(( 20000 + SLURM_JOB_ID % 12000 ))", "TORCH_COMPILE_DISABLE=1"):
+                 "TORCH_COMPILE_DISABLE=1", "MAP_HIP_TO_ROCR_VISIBLE_DEVICES=1", "--backend vllm"):
         assert line in script, line
-    assert f'vllm.entrypoints.openai.api_server --model "{model}"' in script
+    assert f'-m dfm_hpc.job.chat_server "{model}" --name "{run.name}-sft" --run-dir "{run}"' in script
+    assert "served by vllm" in p.stdout and "nothing was submitted" in p.stdout
     assert "--requeue" not in script and "--dependency" not in script
     assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
-    p = dfm("chat", str(run), "cluster=lumi", f"cluster.account={LUMI[1].split('=')[1]}", cwd=cwd)
-    assert p.returncode == 2 and "--dry-run" in p.stderr  # this version queues no chat job
+
+
+def test_off_lumi_the_server_follows_evaluate_server_and_its_arguments_reach_it(lumi_run):
+    cwd, run = lumi_run
+    p = dfm("chat", str(run), "--stage", "base", "cluster=slurm", "evaluate.server=transformers",
+            "evaluate.server_args=[--foo, 'a b']", "--dry-run", cwd=cwd)
+    assert p.returncode == 0, p.stderr
+    script = (run / "chat" / "sbatch.sh").read_text()
+    assert "--backend transformers" in script and "served by transformers" in p.stdout
+    assert '"--server-arg=--foo" "--server-arg=a b"' in script, script
+    p = dfm("chat", str(run), "--stage", "base", "cluster=slurm", "--dry-run", cwd=cwd)
+    assert p.returncode == 0 and "--backend vllm" in (run / "chat" / "sbatch.sh").read_text()  # server: none
 
 
 def test_an_unknown_stage_and_a_missing_stage_model_are_refused(lumi_run):
