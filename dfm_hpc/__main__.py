@@ -55,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="hub models/datasets an experiment needs: cached for the jobs? (--download fetches)")
     s.add_argument("overrides", nargs="*", help="+experiment=NAME key=value ... as for a launch")
     s.add_argument("--download", action="store_true", help="fetch what is missing into the jobs' HF_HOME")
-    s = sub.add_parser("chat", help="talk to a run's model in its own chat template (here; --dry-run on a cluster)")
+    s = sub.add_parser("chat", help="talk to a run's model in its own chat template (here, or served by a job)")
     s.add_argument("run")
     s.add_argument("overrides", nargs="*", help="cluster=NAME: where to chat (default: where the run ran)")
     s.add_argument("--stage", choices=("base", "cpt", "sft", "dpo"), help="default: the last trained stage")

@@ -25,6 +25,10 @@ ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEM
          "DEADLINE")
 
 
+# the job's node directly: a login node's http_proxy (for the hub) would send the chat to the proxy instead
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 class ChatError(RuntimeError):
     """The serving job or its server failed; the message says why (and the job is cancelled)."""
 
@@ -58,7 +62,7 @@ def stream_chat(base_url: str, body: dict, timeout: float = 300) -> Iterator[str
     req = urllib.request.Request(f"{base_url}/chat/completions", data=json.dumps({**body, "stream": True}).encode(),
                                  headers={"Content-Type": "application/json", "Accept": "text/event-stream"})
     try:
-        resp = urllib.request.urlopen(req, timeout=timeout)
+        resp = _OPENER.open(req, timeout=timeout)
     except urllib.error.HTTPError as e:
         raise ChatError(f"the server answered HTTP {e.code}: {e.read()[:500].decode(errors='replace')}") from None
     with resp:
@@ -131,7 +135,7 @@ def chat_loop(base_url: str, model: str, name: str, args, stdin=None, out=None,
 
 def served_ids(base_url: str, timeout: float = 10) -> List[str]:
     """The model ids the server lists; raises OSError (refused, timed out, unreachable) or ValueError."""
-    with urllib.request.urlopen(f"{base_url}/models", timeout=timeout) as r:
+    with _OPENER.open(f"{base_url}/models", timeout=timeout) as r:
         return [str(m.get("id")) for m in json.loads(r.read())["data"]]
 
 

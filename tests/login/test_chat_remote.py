@@ -155,6 +155,7 @@ def _address(slurm, port):
 
 
 def test_exit_and_end_of_input_cancel_the_job_and_only_ours(slurm, monkeypatch, capsys):
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")  # a login node's proxy is not asked for the node
     with _Server() as srv:
         _address(slurm, srv.port)
         assert _run(slurm, monkeypatch, io.StringIO("hej\n/exit\nnot sent\n")) == 0
