@@ -142,7 +142,10 @@ def served_ids(base_url: str, timeout: float = 10) -> List[str]:
 # ---------------------------------------------------------------------------- the job
 
 def sbatch(script: Path) -> str:
-    p = subprocess.run(["sbatch", "--parsable", str(script)], capture_output=True, text=True)
+    try:
+        p = subprocess.run(["sbatch", "--parsable", str(script)], capture_output=True, text=True)
+    except OSError as e:  # no Slurm here: not a login node of the cluster
+        raise ChatError(f"cannot run sbatch ({e}): chat on a cluster from its login node") from None
     if p.returncode != 0:
         raise ChatError(f"sbatch refused the serving job: {p.stderr.strip()[:500]}")
     return p.stdout.strip().split(";")[0]
@@ -219,7 +222,11 @@ def run_chat(script: Path, log_for: Callable[[str], Path], address_for: Callable
     import socket
 
     say = lambda m: print(f"dfm_hpc: {m}", file=sys.stderr, flush=True)  # noqa: E731
-    job = sbatch(script)
+    try:
+        job = sbatch(script)
+    except ChatError as e:
+        say(str(e))
+        return 1
     say(f"queued the serving job {job} (log {log_for(job)}); it is cancelled when the chat ends")
     old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
 

@@ -222,3 +222,11 @@ def test_a_server_that_does_not_list_our_name_is_asked_nothing(slurm, monkeypatc
         assert srv.bodies == []
     assert "not this job's other-name" in capsys.readouterr().err
     assert not Path(slurm.address).exists()
+
+
+def test_a_refused_sbatch_says_why_and_queues_nothing(slurm, monkeypatch, capsys):
+    (slurm.bin / "sbatch").write_text("#!/bin/bash\necho 'sbatch: error: invalid partition specified: small-g' >&2\n"
+                                      "exit 1\n")
+    assert _run(slurm, monkeypatch, io.StringIO("hej\n")) == 1
+    assert "sbatch refused the serving job: sbatch: error: invalid partition" in capsys.readouterr().err
+    assert slurm_stubs.calls(slurm.bin, "scancel") == []  # no job id: nothing of ours to cancel
