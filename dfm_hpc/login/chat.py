@@ -120,6 +120,7 @@ def serving_script(run: Path, stage: str, model: str, cfg) -> Tuple[str, plan.St
     setup = list(params["setup"]) + [
         "export TORCH_COMPILE_DISABLE=1 TORCHDYNAMO_DISABLE=1  # a chat does not repay the compile (docs/lumi.md §10)",
         "export MAP_HIP_TO_ROCR_VISIBLE_DEVICES=1  # the LAIF entrypoint gives vLLM HIP_VISIBLE_DEVICES (§10)",
+        "export VLLM_NO_USAGE_STATS=1  # compute nodes are offline (as evaluate_setup for the evaluate job)",
     ]
     folder = run / "chat" / "submitit"
     shell.check_params([params, str(folder), serve])  # as slurm.render: no control characters reach the script

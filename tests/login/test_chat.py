@@ -36,7 +36,8 @@ def test_on_lumi_the_dry_run_renders_a_one_gcd_serving_job_and_its_cost(lumi_run
     assert "1 GPU, partition small-g, walltime 60 min" in p.stdout and "billing units" in p.stdout, p.stdout
     script = (run / "chat" / "sbatch.sh").read_text()
     for line in ("#SBATCH --partition=small-g", "#SBATCH --gpus-per-node=1", "#SBATCH --time=60",
-                 "TORCH_COMPILE_DISABLE=1", "MAP_HIP_TO_ROCR_VISIBLE_DEVICES=1", "--backend vllm"):
+                 "TORCH_COMPILE_DISABLE=1", "MAP_HIP_TO_ROCR_VISIBLE_DEVICES=1", "--backend vllm",
+                 "VLLM_NO_USAGE_STATS=1", "HF_HUB_OFFLINE"):
         assert line in script, line
     assert f'-m dfm_hpc.job.chat_server "{model}" --name "{run.name}-sft" --run-dir "{run}"' in script
     assert "served by vllm" in p.stdout and "nothing was submitted" in p.stdout
