@@ -55,7 +55,10 @@ def _hardware(cfg, records) -> str:
 
 
 def _walltimes(cfg, jobs, records) -> str:
-    """How each requested walltime was chosen: time=auto's sizing, the fallback without a prediction, or as given."""
+    """How each requested walltime was chosen: time=auto's sizing, the fallback without a prediction, or as given.
+    Nothing on a scheduler without walltimes (cluster=local/node: login/local.py enforces none)."""
+    if cfg.cluster.scheduler == "local":
+        return ""
     pred = {r["stage"]: r["prediction"] for r in records}
     auto = [j.stage for j in jobs if j.time_auto and pred[j.stage]["hours"] is not None]
     fallback = [j.stage for j in jobs if j.time_auto and pred[j.stage]["hours"] is None]
