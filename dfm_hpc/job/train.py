@@ -1,13 +1,11 @@
 """Training runtime shared by the cpt, sft and dpo stages (compute node: imports torch & co.).
 
-torch.distributed comes up from the env the launcher exported (dist.py); DeepSpeed gets the
-`deepspeed` group rendered by ds_config.py. Checkpoints go to stages/<stage>/checkpoints/, every
-`save_every_steps` and when Slurm's pre-timeout signal arrives; a new start resumes from the latest
-one (model, optimizer, scheduler, RNG, data position: the Trainer's own resume). Metrics go to
-stages/<stage>/metrics.jsonl (+ TensorBoard when installed), the final model to stages/<stage>/model/,
-the loss curve to stages/<stage>/loss.png.
+torch.distributed comes up from the env the launcher exported (dist.py); DeepSpeed gets the `deepspeed` group
+rendered by ds_config.py. Checkpoints go to stages/<stage>/checkpoints/, every `save_every_steps` and when Slurm's
+pre-timeout signal arrives; a new start resumes from the latest whole one (model, optimizer, scheduler, RNG, data
+position: the Trainer's own resume). Metrics go to stages/<stage>/metrics.jsonl (+ TensorBoard when installed), the
+final model to stages/<stage>/model/, the loss curve to stages/<stage>/loss.png.
 """
-
 from __future__ import annotations
 
 import json
@@ -194,10 +192,14 @@ def _checkpointing_arg() -> str:
 
 
 def latest_checkpoint(ctx) -> Optional[str]:
-    from transformers.trainer_utils import get_last_checkpoint
-
+    """The newest whole checkpoint: the Trainer writes trainer_state.json last, so a save cut short (Ctrl-C, a
+    kill mid-write) has none and is skipped; the next save of that step writes over it."""
     d = ctx.stage_dir / "checkpoints"
-    return get_last_checkpoint(str(d)) if d.is_dir() else None
+    for p in sorted(d.glob("checkpoint-[0-9]*"), key=lambda p: -int(p.name.split("-")[1])) if d.is_dir() else []:
+        if (p / "trainer_state.json").is_file():
+            return str(p)
+        ctx.log(f"skipping {p.name}: an interrupted save (no trainer_state.json)")
+    return None
 
 
 SAVE, STOP = 1, 2  # a step end's decision, ordered for rank.agree (MAX): stopping saves too
