@@ -21,6 +21,7 @@ from dfm_hpc.registry import TRAINED_STAGES
 from dfm_hpc.tokens import allocate, train_tokens
 
 EXIT_INVALID = 2
+CPU_ENTRIES = ("cpu", "lumi_c")  # throughput entries of CPUs: their peak is no GPU's, so the title names them bare
 
 
 def _console(stderr: bool = False):
@@ -49,8 +50,8 @@ def _hardware(cfg, records) -> str:
     """'; predicted for h100 (989 TF bf16 per GPU)': the throughput entries the predictions used."""
     unit = "GCD" if cfg.cluster.system == "lumi" else "GPU"
     names = dict.fromkeys(r["prediction"]["device"] for r in records if r["prediction"].get("device"))
-    devs = [f"{n} ({d.peak_tflops:g} TF bf16 per {unit})" if n != "cpu" and (d := cfg.throughput.devices.get(n))
-            and d.peak_tflops else n for n in names]  # CPU entries (cpu, lumi_c): no GPU peak
+    devs = [f"{n} ({d.peak_tflops:g} TF bf16 per {unit})" if n not in CPU_ENTRIES
+            and (d := cfg.throughput.devices.get(n)) and d.peak_tflops else n for n in names]
     return f"; predicted for {', '.join(devs)}" if devs else ""
 
 
