@@ -21,7 +21,7 @@ dfm_hpc_queue_checkpoint_evals() {  # one pass: each checkpoint rank 0 put in th
 }
 
 dfm_hpc_checkpoint_evals() {  # in the background, beside the step: training never waits for a queued job
-    while sleep "$DFM_HPC_CHECKPOINT_TICK_S"; do
+    while sleep "$DFM_HPC_CHECKPOINT_TICK_S" </dev/null >/dev/null 2>&1; do  # a left sleep holds no pipe of the job
         dfm_hpc_queue_checkpoint_evals
     done
 }

@@ -6,7 +6,7 @@ dfm_hpc_watchdog() {  # in the background: ends the step when no rank has made p
     local t0 now newest f last host state what frozen working waiting stale
     t0=$(date +%s)
     stale=$(( 3 * DFM_HPC_TICK_S + 2 ))  # a heartbeat file this old: its process no longer runs
-    while sleep "$DFM_HPC_TICK_S"; do
+    while sleep "$DFM_HPC_TICK_S" </dev/null >/dev/null 2>&1; do  # a left sleep holds no pipe of the job
         now=$(date +%s) newest=$t0 frozen="" working="" waiting=""
         for f in "$DFM_HPC_HEARTBEATS"/worker-*; do
             [ -f "$f" ] && read -r last host state what < "$f" || continue
