@@ -14,25 +14,9 @@ import sys
 import threading
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 PROMPT = "you> "
 REPLY = "model> "
-
-
-def load(path: str):
-    """The model (adapters merged in) and its tokenizer, on the GPU when there is one; eval mode."""
-    import torch
-    from transformers import AutoTokenizer
-
-    from dfm_hpc.job import train
-
-    model = train.load_model_or_adapter(path, SimpleNamespace(precision="bf16", attn_implementation="sdpa"))
-    if torch.cuda.is_available():
-        from dfm_hpc.job.device import torch_device
-
-        model = model.to(torch_device())
-    return model.eval(), AutoTokenizer.from_pretrained(path)
 
 
 def reply(model, tokenizer, messages, args, out) -> str:
@@ -90,6 +74,8 @@ def main(argv=None) -> int:
         from dfm_hpc.tiny.models import resolve
 
         path = resolve(path, Path(args.run_dir or ".") / "cache")
+    from dfm_hpc.job.scoring import load
+
     model, tokenizer = load(path)
     if args.seed is not None:
         from transformers import set_seed
